@@ -1,0 +1,193 @@
+"""The SCALE pretraining loop: steps, schedule, gradient averaging, logging, checkpoints.
+
+All randomness of a step (the epoch's video order, clip sets, masks, dropout) is a function of
+(seed, step), so a resumed run takes exactly the steps an uninterrupted one would, and a
+data-parallel run draws exactly what one process would for the same global batch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from scalevid.checkpoint import save_checkpoint
+from scalevid.model import ScaleModel
+from scalevid.pretext import Gather, pretext_step
+from scalevid.train import TrainConfig, TrainData, lr_at
+
+logger = logging.getLogger(__name__)
+
+METRICS = ("loss", "mcm_loss", "set_loss", "mcm_acc", "set_acc")
+
+
+def _stream_seed(seed: int, stream: int, counter: int) -> int:
+    return (seed * 4 + stream) * 2**40 + counter
+
+
+@dataclass
+class Trainer:
+    config: TrainConfig
+    full_config: dict[str, Any]
+    model: ScaleModel
+    optimizer: torch.optim.Optimizer
+    data: TrainData
+    gather: Gather
+    device: torch.device
+    autocast: torch.dtype | None
+    run: Path
+
+    def __post_init__(self) -> None:
+        n = len(self.data.store)
+        self.steps_per_epoch = n // self.config.batch_size  # drop_last
+        self.total_steps = self.steps_per_epoch * self.config.epochs
+        self.local_batch = self.config.batch_size // self.gather.world
+        self.step_fn = pretext_step
+        if self.config.compile:
+            self.model.compile()
+        self.main = self.gather.rank == 0
+        self.writer = None
+        if self.main and self.config.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(self.run / "tensorboard"))
+
+    def epoch_order(self, epoch: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(_stream_seed(self.config.seed, 0, epoch))
+        return torch.randperm(len(self.data.store), generator=g).to(self.device)
+
+    def fit(self, start_step: int = 0) -> None:
+        cfg = self.config
+        self.model.train()
+        bar = tqdm(
+            total=self.total_steps,
+            initial=start_step,
+            disable=not (self.main and cfg.progress),
+            desc="train",
+            unit="step",
+        )
+        sums = torch.zeros(len(METRICS), device=self.device)
+        counted, tick = 0, time.perf_counter()
+        order, order_epoch = None, -1
+        for step in range(start_step, self.total_steps):
+            epoch, within = divmod(step, self.steps_per_epoch)
+            if epoch != order_epoch:
+                order, order_epoch = self.epoch_order(epoch), epoch
+            lo = within * cfg.batch_size + self.gather.rank * self.local_batch
+            metrics = self.train_step(step, order[lo : lo + self.local_batch])
+            sums += torch.stack([metrics.get(k, sums.new_zeros(())) for k in METRICS])
+            counted += 1
+            bar.update(1)
+            last = step + 1 == self.total_steps
+            if (step + 1) % cfg.log_every == 0 or last:
+                row = self.log(step, epoch, sums / counted, time.perf_counter() - tick, counted)
+                bar.set_postfix(
+                    loss=f"{row['loss']:.3f}",
+                    mcm=f"{row['mcm_acc']:.2f}",
+                    set=f"{row['set_acc']:.2f}",
+                )
+                sums.zero_()
+                counted, tick = 0, time.perf_counter()
+            end_of_epoch = (step + 1) % self.steps_per_epoch == 0
+            every = cfg.checkpoint_every
+            if last or (end_of_epoch if every <= 0 else (step + 1) % every == 0):
+                self.checkpoint(step + 1)
+        bar.close()
+        if self.writer is not None:
+            self.writer.close()
+        if self.main:
+            from scalevid.plots import plot_training_curves
+
+            plot_training_curves(self.run / "metrics.jsonl", self.run / "curves.png")
+
+    def train_step(self, step: int, index: torch.Tensor) -> dict[str, torch.Tensor]:
+        cfg = self.config
+        lr = lr_at(step, total=self.total_steps, config=cfg)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        torch.manual_seed(_stream_seed(cfg.seed, 1, step))  # dropout
+        g = torch.Generator(device=self.device).manual_seed(_stream_seed(cfg.seed, 2, step))
+        features, boxes, num_clips = self.data.batch(index)
+        metrics = self.step_fn(
+            self.model,
+            features,
+            boxes,
+            num_clips,
+            cfg.pretext,
+            g,
+            gather=self.gather,
+            autocast_dtype=self.autocast,
+        )
+        self.optimizer.zero_grad(set_to_none=True)
+        metrics["loss"].backward()
+        if self.gather.world > 1:
+            self.average_gradients()
+        self.optimizer.step()
+        metrics["loss"] = metrics["loss"].detach() / self.gather.world
+        return metrics
+
+    def average_gradients(self) -> None:
+        import torch.distributed as dist
+
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        flat = torch.cat([g.flatten() for g in grads])
+        dist.all_reduce(flat)
+        flat /= self.gather.world
+        offset = 0
+        for g in grads:
+            g.copy_(flat[offset : offset + g.numel()].view_as(g))
+            offset += g.numel()
+
+    def log(self, step: int, epoch: int, means: torch.Tensor, seconds: float, steps: int) -> dict:
+        if self.gather.world > 1:
+            import torch.distributed as dist
+
+            dist.all_reduce(means)
+            # losses are per-rank shares of the global mean (sum); accuracies are local means
+            means[3:] /= self.gather.world
+        values = dict(zip(METRICS, means.tolist(), strict=True))
+        row = {
+            "step": step + 1,
+            "epoch": epoch,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            **values,
+            "videos_per_s": steps * self.config.batch_size / max(seconds, 1e-9),
+        }
+        if self.main:
+            with open(self.run / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(row) + "\n")
+            if self.writer is not None:
+                for key, value in row.items():
+                    if key not in ("step", "epoch"):
+                        self.writer.add_scalar(f"train/{key}", value, step + 1)
+            logger.info(
+                "step %d/%d epoch %d lr %.2e loss %.4f (mcm %.4f acc %.3f, set %.4f acc %.3f) %.0f videos/s",
+                step + 1,
+                self.total_steps,
+                epoch,
+                row["lr"],
+                row["loss"],
+                row["mcm_loss"],
+                row["mcm_acc"],
+                row["set_loss"],
+                row["set_acc"],
+                row["videos_per_s"],
+            )
+        return row
+
+    def checkpoint(self, step: int) -> None:
+        if not self.main:
+            return
+        save_checkpoint(
+            self.run / "checkpoints" / "last",
+            model=self.model,
+            config=self.full_config,
+            optimizer=self.optimizer,
+            trainer_state={"step": step, "epoch": step // max(1, self.steps_per_epoch)},
+        )

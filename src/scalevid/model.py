@@ -1,0 +1,242 @@
+"""The SCALE predictor: a small transformer over a *set* of clip features of one video.
+
+Every clip token is `proj(feature) + box_mlp(box)`; a masked clip has its projected feature
+replaced by the learned MSK token *before* the box embedding is added, so the model knows where
+the missing clip is. A learned SET token (no box) is prepended. There is no positional encoding
+other than the boxes, so the model is permutation-equivariant over clips and the SET output is
+permutation-invariant.
+
+Shapes: B videos, N clips per set, D feature dim, H hidden dim, E embedding dim of the heads.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+BOX_DIM = 7  # [flip, t0, y0, x0, t1, y1, x1]
+
+
+@dataclass
+class ModelConfig:
+    """Hyperparameters of the predictor; stored inside every checkpoint (config.json)."""
+
+    input_dim: int = 768
+    hidden: int = 256
+    depth: int = 2
+    heads: int = 8
+    mlp_ratio: float = 2.0
+    dropout: float = 0.1
+    set_head: tuple[int, ...] = (4096, 128)
+    pred_head: tuple[int, ...] = (4096, 128)
+    target_head: tuple[int, ...] = (2048, 2048, 128)
+
+    def __post_init__(self) -> None:
+        if self.hidden % self.heads:
+            raise ValueError(f"hidden ({self.hidden}) must be divisible by heads ({self.heads})")
+        ends = {self.set_head[-1], self.pred_head[-1], self.target_head[-1]}
+        if len(ends) != 1:
+            raise ValueError(
+                f"set, pred and target heads must end in one embedding size, got {ends}"
+            )
+        # YAML/JSON give lists; keep tuples so configs compare equal after a round trip.
+        self.set_head = tuple(self.set_head)
+        self.pred_head = tuple(self.pred_head)
+        self.target_head = tuple(self.target_head)
+
+    @property
+    def embed_dim(self) -> int:
+        return self.set_head[-1]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ModelConfig:
+        known = set(cls.__dataclass_fields__)
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown ModelConfig keys: {sorted(unknown)}")
+        return cls(**d)
+
+
+def projection_head(in_dim: int, dims: tuple[int, ...]) -> nn.Sequential:
+    """Bias-free MLP with GELU between layers and no normalisation (the reference heads)."""
+    layers: list[nn.Module] = []
+    for i, out_dim in enumerate(dims):
+        if i:
+            layers.append(nn.GELU())
+        layers.append(nn.Linear(in_dim, out_dim, bias=False))
+        in_dim = out_dim
+    return nn.Sequential(*layers)
+
+
+class Block(nn.Module):
+    """Pre-LayerNorm transformer block with fused scaled-dot-product attention."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float, dropout: float) -> None:
+        super().__init__()
+        self.heads = heads
+        self.dropout = dropout
+        self.norm1 = nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.norm2 = nn.LayerNorm(dim)
+        hidden = int(dim * mlp_ratio)
+        self.mlp = nn.Sequential(
+            nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, dim)
+        )
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
+        b, n, d = x.shape
+        q, k, v = self.qkv(self.norm1(x)).view(b, n, 3, self.heads, d // self.heads).unbind(2)
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, heads, n, d/heads)
+        a = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0
+        )
+        x = x + self.drop(self.proj(a.transpose(1, 2).reshape(b, n, d)))
+        return x + self.drop(self.mlp(self.norm2(x)))
+
+
+@dataclass
+class ScaleOutput:
+    clips: torch.Tensor  # (B, N, H) contextualised clip tokens
+    set: torch.Tensor  # (B, H) SET token output
+    extras: dict = field(default_factory=dict)
+
+
+class ScaleModel(nn.Module):
+    """Predictor transformer plus its three heads (SET, prediction, target)."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        h = config.hidden
+        self.input_proj = nn.Linear(config.input_dim, h)
+        self.box_embed = nn.Sequential(nn.Linear(BOX_DIM, 2 * h), nn.ReLU(), nn.Linear(2 * h, h))
+        self.msk_token = nn.Parameter(torch.zeros(1, 1, h))
+        self.set_token = nn.Parameter(torch.zeros(1, 1, h))
+        self.blocks = nn.ModuleList(
+            Block(h, config.heads, config.mlp_ratio, config.dropout) for _ in range(config.depth)
+        )
+        self.norm = nn.LayerNorm(h)
+        self.set_head = projection_head(h, config.set_head)
+        self.pred_head = projection_head(h, config.pred_head)
+        self.target_head = projection_head(config.input_dim, config.target_head)
+        self.apply(self._init_weights)
+        nn.init.normal_(self.msk_token, std=0.02)
+        nn.init.normal_(self.set_token, std=0.02)
+
+    @staticmethod
+    def _init_weights(m: nn.Module) -> None:
+        if isinstance(m, nn.Linear):
+            nn.init.trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+    def forward(
+        self,
+        features: torch.Tensor,
+        boxes: torch.Tensor,
+        valid: torch.Tensor | None = None,
+        masked: torch.Tensor | None = None,
+    ) -> ScaleOutput:
+        """Contextualise a batch of clip sets.
+
+        features (B, N, D) float; boxes (B, N, 7); valid (B, N) bool, True for real clips (None:
+        all real); masked (B, N) bool, True where the clip's feature is hidden behind MSK.
+        Returns clip tokens (B, N, H) and the SET output (B, H), both after the final LayerNorm.
+        """
+        b, n, _ = features.shape
+        x = self.input_proj(features)  # (B, N, H)
+        if masked is not None:
+            x = torch.where(masked.unsqueeze(-1), self.msk_token.to(x.dtype), x)
+        x = x + self.box_embed(boxes.to(x.dtype))  # (B, N, H)
+        x = torch.cat([self.set_token.expand(b, -1, -1).to(x.dtype), x], dim=1)  # (B, 1+N, H)
+        attn_mask = None
+        if valid is not None:
+            keep = torch.cat([valid.new_ones(b, 1), valid], dim=1)  # (B, 1+N)
+            attn_mask = keep[:, None, None, :]  # (B, 1, 1, 1+N): True = attend
+        for block in self.blocks:
+            x = block(x, attn_mask)
+        x = self.norm(x)
+        return ScaleOutput(clips=x[:, 1:], set=x[:, 0])
+
+    @torch.no_grad()
+    def embed(
+        self,
+        features: torch.Tensor | np.ndarray,
+        boxes: torch.Tensor | np.ndarray,
+        mask: torch.Tensor | np.ndarray | None = None,
+    ) -> ScaleOutput:
+        """Inference: contextualised clip tokens (B, N, H) and SET output (B, H).
+
+        features (B, N, D) or (N, D) for one video; boxes matching with 7 columns; `mask`
+        (B, N) bool marks the *valid* clips (True = real clip, False = padding); None = all valid.
+        Runs in eval mode (no dropout) and restores the previous mode afterwards.
+        """
+        device = next(self.parameters()).device
+        feats = torch.as_tensor(features, device=device).float()
+        bx = torch.as_tensor(boxes, device=device).float()
+        single = feats.ndim == 2
+        if single:
+            feats, bx = feats[None], bx[None]
+        valid = None if mask is None else torch.as_tensor(mask, device=device).bool()
+        if valid is not None and single:
+            valid = valid[None]
+        was_training = self.training
+        self.eval()
+        try:
+            out = self(feats, bx, valid=valid)
+        finally:
+            self.train(was_training)
+        if single:
+            return ScaleOutput(clips=out.clips[0], set=out.set[0])
+        return out
+
+    @classmethod
+    def from_pretrained(
+        cls, path: str | Path, *, map_location: str | torch.device = "cpu"
+    ) -> ScaleModel:
+        """Rebuild a model from a run folder, a checkpoint folder or a `.safetensors` file.
+
+        The config is read from the `config.json` beside the weights; nothing is unpickled.
+        """
+        from safetensors.torch import load_file
+
+        weights, config_path = _resolve_checkpoint(Path(path))
+        config = json.loads(config_path.read_text())
+        model = cls(ModelConfig.from_dict(config["model"] if "model" in config else config))
+        state = load_file(str(weights), device=str(map_location))
+        model.load_state_dict(state)
+        model.eval()
+        return model
+
+
+def _resolve_checkpoint(path: Path) -> tuple[Path, Path]:
+    """Find (weights.safetensors, config.json) from a run dir, checkpoint dir or file."""
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such run folder or checkpoint")
+    candidates = (
+        [path]
+        if path.is_file()
+        else [path / "model.safetensors", path / "checkpoints" / "last" / "model.safetensors"]
+    )
+    for weights in candidates:
+        config = weights.parent / "config.json"
+        if weights.is_file() and config.is_file():
+            return weights, config
+    raise FileNotFoundError(
+        f"{path}: no model.safetensors with a config.json beside it; pass a run folder written "
+        "by `scalevid train`, one of its checkpoints/ folders, or a model.safetensors file"
+    )

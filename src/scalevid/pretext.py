@@ -1,0 +1,198 @@
+"""The SCALE pretext task for one batch: draw two disjoint clip sets per video, mask clips, run
+the predictor and heads, and compute the MCM and SET losses.
+
+Everything here is batched tensor code on the batch's device: no Python loop over videos and no
+host synchronisation apart from the one `nonzero` that output sparsity needs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from scalevid.losses import masked_clip_loss, set_loss
+from scalevid.model import ScaleModel
+
+
+@dataclass
+class PretextConfig:
+    """The self-supervised objective; part of the training config."""
+
+    num_views: int = 8  # clips per set; two disjoint sets are drawn per video
+    mask_ratio: float = 0.25
+    temperature: float = 0.2
+    mcm_weight: float = 1.0
+    set_weight: float = 1.0
+    output_sparsity: bool = True  # run the prediction head only at masked clips
+
+    def __post_init__(self) -> None:
+        if self.mcm_weight <= 0 and self.set_weight <= 0:
+            raise ValueError("at least one of mcm_weight and set_weight must be positive")
+        if not 0.0 < self.mask_ratio < 1.0:
+            raise ValueError(f"mask_ratio must be in (0, 1), got {self.mask_ratio}")
+        if self.num_views < 1:
+            raise ValueError(f"num_views must be >= 1, got {self.num_views}")
+
+
+def sample_clip_sets(
+    num_clips: torch.Tensor, num_views: int, noise: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two disjoint random sets of up to `num_views` clips per video, in one batched operation.
+
+    num_clips (B,) int: valid stored clips per video (the first num_clips of the K stored).
+    noise (B, K) uniform in [0, 1): the randomness, drawn by the caller.
+    Returns index (2, B, V) into the stored clips and valid (2, B, V) bool. The valid clips are
+    shuffled and dealt alternately to the two sets, so a video with n < 2V valid clips gives
+    ceil(n/2) and floor(n/2) clips; the remaining slots are padding (valid False).
+    """
+    b, stored = noise.shape
+    device = noise.device
+    slots = torch.arange(stored, device=device)
+    noise = torch.where(slots[None, :] < num_clips[:, None], noise, 2.0)  # padding sorts last
+    order = noise.argsort(dim=1)  # (B, K): valid clips first, in random order
+    width = 2 * num_views
+    if stored < width:
+        order = torch.cat([order, order.new_zeros(b, width - stored)], dim=1)
+    order = order[:, :width]  # (B, 2V)
+    rank = torch.arange(width, device=device)
+    valid = (rank[None, :] < num_clips[:, None]) & (rank[None, :] < stored)  # (B, 2V)
+    index = order.view(b, num_views, 2).permute(2, 0, 1)  # (2, B, V): rank r -> set r % 2
+    return index, valid.view(b, num_views, 2).permute(2, 0, 1)
+
+
+def random_masking(valid: torch.Tensor, ratio: float, noise: torch.Tensor) -> torch.Tensor:
+    """Mask each valid clip independently with probability `ratio`.
+
+    valid (B, N) bool; noise (B, N) uniform in [0, 1), drawn by the caller. Returns masked (B, N) bool with at least one masked and one visible clip
+    in every set that has two or more valid clips; sets with fewer get no mask.
+    """
+    masked = (noise < ratio) & valid
+    enough = valid.sum(dim=1) >= 2  # (B,)
+    lowest = torch.where(valid, noise, 2.0).argmin(dim=1)  # always masked
+    highest = torch.where(valid, noise, -1.0).argmax(dim=1)  # always visible
+    rows = torch.arange(valid.shape[0], device=valid.device)
+    masked[rows, lowest] |= enough
+    masked[rows, highest] &= ~enough
+    return masked & enough[:, None]
+
+
+@dataclass
+class Gather:
+    """How this process sees the global batch in data-parallel training.
+
+    `all_gather(x)` returns the concatenation over ranks (with gradients flowing back to each
+    rank's part); `all_reduce(x)` sums over ranks. One process: identity.
+    """
+
+    rank: int = 0
+    world: int = 1
+
+    def rand(self, shape: tuple[int, ...], *, batch_dim: int, generator: torch.Generator):
+        """Uniform noise for the local batch: the rank's slice of the global batch's noise, so
+        that data-parallel runs draw exactly what one process would."""
+        full = list(shape)
+        full[batch_dim] *= self.world
+        noise = torch.rand(full, generator=generator, device=generator.device)
+        return noise.narrow(batch_dim, self.rank * shape[batch_dim], shape[batch_dim])
+
+    def all_gather(self, x: torch.Tensor) -> torch.Tensor:
+        if self.world == 1:
+            return x
+        from torch.distributed.nn.functional import all_gather
+
+        return torch.cat(all_gather(x), dim=0)
+
+    def all_reduce(self, x: torch.Tensor) -> torch.Tensor:
+        if self.world == 1:
+            return x
+        from torch.distributed.nn.functional import all_reduce
+
+        return all_reduce(x)
+
+
+def pretext_step(
+    model: ScaleModel,
+    features: torch.Tensor,
+    boxes: torch.Tensor,
+    num_clips: torch.Tensor,
+    config: PretextConfig,
+    generator: torch.Generator,
+    *,
+    gather: Gather | None = None,
+    autocast_dtype: torch.dtype | None = None,
+) -> dict[str, torch.Tensor]:
+    """Losses of one (local) batch.
+
+    features (B, K, D), boxes (B, K, 7), num_clips (B,): the stored clips of B videos.
+    Returns "loss" (to backpropagate; in data-parallel training it is scaled so that averaging
+    gradients over ranks gives the gradient of the global mean loss) and detached "mcm_loss",
+    "set_loss", "mcm_acc", "set_acc" (this rank's share of the global mean for the losses, the
+    local mean for accuracies).
+    """
+    gather = gather or Gather()
+    b = features.shape[0]
+    k, v = features.shape[1], config.num_views
+    clip_noise = gather.rand((b, k), batch_dim=0, generator=generator)
+    index, valid = sample_clip_sets(num_clips, v, clip_noise)
+    index, valid = index.reshape(2 * b, -1), valid.reshape(2 * b, -1)  # (2B, V): set a then b
+    videos = torch.arange(b, device=features.device).repeat(2)[:, None]  # (2B, 1)
+    feats = features[videos, index].float()  # (2B, V, D)
+    bxs = boxes[videos, index].float()  # (2B, V, 7)
+
+    use_mcm = config.mcm_weight > 0
+    masked = None
+    if use_mcm:
+        mask_noise = gather.rand((2, b, v), batch_dim=1, generator=generator).reshape(2 * b, v)
+        masked = random_masking(valid, config.mask_ratio, mask_noise)
+    autocast = (
+        torch.autocast(features.device.type, dtype=autocast_dtype)
+        if autocast_dtype is not None
+        else contextlib.nullcontext()
+    )
+    with autocast:
+        out = model(feats, bxs, valid=valid, masked=masked)
+        set_emb = model.set_head(out.set) if config.set_weight > 0 else None  # (2B, E)
+        if use_mcm:
+            if config.output_sparsity:
+                pred = model.pred_head(out.clips[masked])  # (M, E)
+            else:
+                pred = model.pred_head(out.clips).flatten(0, 1)[masked.flatten()]  # (M, E)
+            target = model.target_head(feats.flatten(0, 1))  # (2B*V, E)
+
+    # Losses in fp32, outside autocast.
+    metrics: dict[str, torch.Tensor] = {}
+    total = features.new_zeros((), dtype=torch.float32)
+    if use_mcm:
+        pred = F.normalize(pred.float(), dim=-1)
+        target = F.normalize(target.float(), dim=-1)
+        count = gather.all_reduce(masked.sum().float())  # global number of queries
+        mcm, mcm_acc = masked_clip_loss(
+            pred,
+            gather.all_gather(target),
+            masked,
+            temperature=config.temperature,
+            target_valid=gather.all_gather(valid.flatten().to(torch.uint8)).bool(),
+            key_offset=gather.rank * valid.numel(),
+            normalizer=count,
+        )
+        total = total + config.mcm_weight * mcm
+        metrics["mcm_loss"], metrics["mcm_acc"] = mcm.detach(), mcm_acc
+    if set_emb is not None:
+        set_emb = F.normalize(set_emb.float(), dim=-1)
+        set_a, set_b = set_emb[:b], set_emb[b:]
+        sl, set_acc = set_loss(
+            set_a,
+            set_b,
+            temperature=config.temperature,
+            a_keys=gather.all_gather(set_a),
+            b_keys=gather.all_gather(set_b),
+            query_offset=gather.rank * b,
+            normalizer=b * gather.world,
+        )
+        total = total + config.set_weight * sl
+        metrics["set_loss"], metrics["set_acc"] = sl.detach(), set_acc
+    metrics["loss"] = total * gather.world
+    return metrics

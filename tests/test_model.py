@@ -1,0 +1,100 @@
+import torch
+
+from scalevid.model import ModelConfig, ScaleModel
+
+
+def small_model(**kw) -> ScaleModel:
+    cfg = ModelConfig(
+        input_dim=12,
+        hidden=16,
+        depth=2,
+        heads=4,
+        dropout=0.0,
+        set_head=(32, 8),
+        pred_head=(32, 8),
+        target_head=(24, 24, 8),
+        **kw,
+    )
+    torch.manual_seed(0)
+    return ScaleModel(cfg).eval()
+
+
+def inputs(b=2, n=6, d=12, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(b, n, d, generator=g), torch.rand(b, n, 7, generator=g)
+
+
+def test_output_shapes():
+    model = small_model()
+    f, bx = inputs()
+    out = model(f, bx)
+    assert out.clips.shape == (2, 6, 16) and out.set.shape == (2, 16)
+
+
+def test_permuting_clips_permutes_outputs_and_keeps_set():
+    model = small_model()
+    f, bx = inputs()
+    masked = torch.zeros(2, 6, dtype=torch.bool)
+    masked[:, 2] = True
+    perm = torch.tensor([3, 0, 5, 1, 4, 2])
+    out = model(f, bx, masked=masked)
+    outp = model(f[:, perm], bx[:, perm], masked=masked[:, perm])
+    torch.testing.assert_close(outp.clips, out.clips[:, perm], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(outp.set, out.set, atol=1e-5, rtol=1e-5)
+
+
+def test_padded_clips_change_nothing_for_valid_ones():
+    model = small_model()
+    f, bx = inputs(b=1, n=4)
+    ref = model(f, bx)
+    g = torch.Generator().manual_seed(1)
+    f_pad = torch.cat([f, 100 * torch.randn(1, 3, 12, generator=g)], dim=1)
+    bx_pad = torch.cat([bx, torch.rand(1, 3, 7, generator=g)], dim=1)
+    valid = torch.tensor([[True] * 4 + [False] * 3])
+    out = model(f_pad, bx_pad, valid=valid)
+    torch.testing.assert_close(out.clips[:, :4], ref.clips, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out.set, ref.set, atol=1e-5, rtol=1e-5)
+
+
+def test_masked_clip_feature_is_hidden_but_box_is_seen():
+    model = small_model()
+    f, bx = inputs(b=1, n=5)
+    masked = torch.tensor([[False, True, False, False, False]])
+    f2 = f.clone()
+    f2[0, 1] += 5.0  # the masked clip's feature must not matter
+    a, b = model(f, bx, masked=masked), model(f2, bx, masked=masked)
+    torch.testing.assert_close(a.set, b.set)
+    bx2 = bx.clone()
+    bx2[0, 1, 1] += 0.5  # its box must
+    c = model(f, bx2, masked=masked)
+    assert not torch.allclose(a.clips[0, 1], c.clips[0, 1])
+
+
+def test_heads_are_bias_free_without_norms():
+    model = small_model()
+    for head in (model.set_head, model.pred_head, model.target_head):
+        for m in head.modules():
+            assert not isinstance(m, torch.nn.LayerNorm | torch.nn.BatchNorm1d)
+            if isinstance(m, torch.nn.Linear):
+                assert m.bias is None
+    assert [m.out_features for m in model.target_head if isinstance(m, torch.nn.Linear)] == [
+        24,
+        24,
+        8,
+    ]
+
+
+def test_defaults_match_the_paper():
+    cfg = ModelConfig()
+    assert (cfg.hidden, cfg.depth, cfg.heads, cfg.mlp_ratio, cfg.dropout) == (256, 2, 8, 2.0, 0.1)
+    assert cfg.set_head == (4096, 128) and cfg.pred_head == (4096, 128)
+    assert cfg.target_head == (2048, 2048, 128)
+
+
+def test_embed_single_and_batched_agree_and_restores_mode():
+    model = small_model().train()
+    f, bx = inputs(b=1, n=5)
+    one = model.embed(f[0].numpy(), bx[0].numpy())
+    many = model.embed(f, bx, mask=torch.ones(1, 5, dtype=torch.bool))
+    torch.testing.assert_close(one.set, many.set[0])
+    assert model.training
