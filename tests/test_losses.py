@@ -114,3 +114,15 @@ def test_normalizer_and_offset_split_sum_to_whole():
         for r in range(2)
     )
     assert parts.item() == pytest.approx(whole.item(), rel=1e-6)
+
+
+def test_dense_masked_clip_loss_equals_sparse():
+    b, n, e = 3, 4, 8
+    targets = unit(b * n, e, seed=11)
+    all_preds = unit(b * n, e, seed=12)
+    masked = torch.zeros(b, n, dtype=torch.bool)
+    masked[0, 0] = masked[1, 2] = masked[2, 3] = True
+    sparse, acc_s = masked_clip_loss(all_preds[masked.flatten()], targets, masked, temperature=0.2)
+    dense, acc_d = masked_clip_loss(all_preds, targets, masked, temperature=0.2, dense=True)
+    assert dense.item() == pytest.approx(sparse.item(), rel=1e-6)
+    assert acc_s.item() == acc_d.item()

@@ -44,7 +44,7 @@ class Trainer:
     run: Path
 
     def __post_init__(self) -> None:
-        n = len(self.data.store)
+        n = len(self.data)
         self.steps_per_epoch = n // self.config.batch_size  # drop_last
         self.total_steps = self.steps_per_epoch * self.config.epochs
         self.local_batch = self.config.batch_size // self.gather.world
@@ -60,7 +60,7 @@ class Trainer:
 
     def epoch_order(self, epoch: int) -> torch.Tensor:
         g = torch.Generator().manual_seed(_stream_seed(self.config.seed, 0, epoch))
-        return torch.randperm(len(self.data.store), generator=g).to(self.device)
+        return torch.randperm(len(self.data), generator=g).to(self.device)
 
     def fit(self, start_step: int = 0) -> None:
         cfg = self.config

@@ -32,11 +32,22 @@ def info_nce(
     Returns (sum of per-query losses / normalizer, accuracy); normalizer defaults to M.
     """
     logits = queries @ keys.t() / temperature  # (M, K)
+    return info_nce_from_logits(logits, positives, key_mask=key_mask, normalizer=normalizer)
+
+
+def info_nce_from_logits(
+    logits: torch.Tensor,
+    positives: torch.Tensor,
+    *,
+    key_mask: torch.Tensor | None = None,
+    normalizer: float | torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """InfoNCE on precomputed logits (M, K) (similarities / temperature); see `info_nce`."""
     if key_mask is not None:
         logits = logits.masked_fill(~key_mask[None, :], float("-inf"))
     logits = logits.float()
     loss = F.cross_entropy(logits, positives, reduction="sum")
-    denom = queries.shape[0] if normalizer is None else normalizer
+    denom = logits.shape[0] if normalizer is None else normalizer
     accuracy = (logits.argmax(dim=1) == positives).float().mean().detach()
     return loss / denom, accuracy
 
@@ -99,6 +110,7 @@ def masked_clip_loss(
     target_valid: torch.Tensor | None = None,
     key_offset: int = 0,
     normalizer: float | torch.Tensor | None = None,
+    dense: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Masked clip modelling: the prediction at each masked position must pick out the target
     embedding of its own clip among the targets of *all* clips of the batch.
@@ -109,8 +121,16 @@ def masked_clip_loss(
         (B_global, N); other clips of the same video are hard negatives.
     masked (B, N) bool: the local batch's masked clips; its first clip is row `key_offset` of
         `targets`. target_valid (K,) bool: False for padded clips, which are never candidates.
+    dense: the reference release's plain computation, kept as a baseline: `predictions` are
+        (B*N, E) for *every* clip, all (B*N, K) logits are computed, and the rows of the masked
+        clips are kept. Same value as the sparse form, more work.
     """
     positives = masked.flatten().nonzero().squeeze(1) + key_offset  # (M,)
+    if dense:
+        logits = predictions @ targets.t() / temperature  # (B*N, K)
+        return info_nce_from_logits(
+            logits[masked.flatten()], positives, key_mask=target_valid, normalizer=normalizer
+        )
     return info_nce(
         predictions,
         targets,

@@ -216,7 +216,7 @@ class ScaleModel(nn.Module):
 
         weights, config_path = _resolve_checkpoint(Path(path))
         config = json.loads(config_path.read_text())
-        model = cls(ModelConfig.from_dict(config["model"] if "model" in config else config))
+        model = cls(ModelConfig.from_dict(config.get("model", config)))
         state = load_file(str(weights), device=str(map_location))
         model.load_state_dict(state)
         model.eval()

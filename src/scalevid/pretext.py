@@ -26,7 +26,9 @@ class PretextConfig:
     temperature: float = 0.2
     mcm_weight: float = 1.0
     set_weight: float = 1.0
-    output_sparsity: bool = True  # run the prediction head only at masked clips
+    # Run the prediction head, and score logits, only at masked clips. False: the reference
+    # release's plain computation (every clip, all (2B*V)^2 logits), kept as a baseline.
+    output_sparsity: bool = True
 
     def __post_init__(self) -> None:
         if self.mcm_weight <= 0 and self.set_weight <= 0:
@@ -158,8 +160,8 @@ def pretext_step(
         if use_mcm:
             if config.output_sparsity:
                 pred = model.pred_head(out.clips[masked])  # (M, E)
-            else:
-                pred = model.pred_head(out.clips).flatten(0, 1)[masked.flatten()]  # (M, E)
+            else:  # the reference release's plain path: every clip, all logits
+                pred = model.pred_head(out.clips).flatten(0, 1)  # (2B*V, E)
             target = model.target_head(feats.flatten(0, 1))  # (2B*V, E)
 
     # Losses in fp32, outside autocast.
@@ -177,6 +179,7 @@ def pretext_step(
             target_valid=gather.all_gather(valid.flatten().to(torch.uint8)).bool(),
             key_offset=gather.rank * valid.numel(),
             normalizer=count,
+            dense=not config.output_sparsity,
         )
         total = total + config.mcm_weight * mcm
         metrics["mcm_loss"], metrics["mcm_acc"] = mcm.detach(), mcm_acc

@@ -144,10 +144,13 @@ class TrainData:
     """The store's arrays as the trainer uses them: boxes and clip counts always on the device;
     features on the device when `resident`, else gathered from the memory map per step."""
 
-    store: FeatureStore
+    store: FeatureStore | None  # None when `features` holds everything
     boxes: torch.Tensor  # (N, K, 7) float32
     num_clips: torch.Tensor  # (N,) int64
     features: torch.Tensor | None  # (N, K, D) float16 when resident
+
+    def __len__(self) -> int:
+        return self.num_clips.shape[0]
 
     def batch(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Features (b, K, D), boxes (b, K, 7) and clip counts (b,) of videos `index` (b,)."""

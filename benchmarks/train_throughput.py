@@ -1,0 +1,237 @@
+"""Training throughput and peak memory of SCALE pretraining at the paper's Table 1 setting.
+
+D = 768 features, 16 stored clips per video split 8 + 8, hidden 256, 2 layers, default heads.
+For each batch size and implementation it times the trainer's real step (`Trainer.train_step`:
+clip-set sampling, masking, forward, losses, backward, AdamW) on random features resident on the
+device, and reports videos/s, peak memory and achieved FLOP/s against the device's measured
+matmul peak.
+
+Implementations:
+  plain  fp32; prediction head on every clip token and all (2B*8)^2 MCM logits (the reference
+         release's computation); AdamW without the fused kernel.
+  fast   output sparsity (prediction head and logits only at masked clips), bf16 autocast where
+         the device has bf16 matrix units, fused AdamW.
+  fast+compile  as fast, with torch.compile (only with --compile).
+
+On CPU each (batch size, implementation) runs in its own subprocess so that its peak resident
+memory (ru_maxrss, which includes the ~0.3-0.5 GB of the torch runtime) is its own; on CUDA the
+peak is torch.cuda.max_memory_allocated.
+
+    python benchmarks/train_throughput.py --device cpu --batch-sizes 8 19 57 512 2048 --json OUT.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from scalevid.engine import Trainer
+from scalevid.hardware import autocast_dtype
+from scalevid.model import ModelConfig, ScaleModel
+from scalevid.pretext import Gather, PretextConfig
+from scalevid.train import TrainConfig, TrainData, make_optimizer
+
+D, K, V = 768, 16, 8
+
+
+def step_flops(batch: int, model: ModelConfig, pretext: PretextConfig, *, sparse: bool) -> float:
+    """Matmul FLOPs of one training step (forward x 3 for forward + backward)."""
+    h, e = model.hidden, model.embed_dim
+    clips = 2 * batch * V  # clips in both sets
+    tokens = 2 * batch * (V + 1)  # plus a SET token per set
+    masked = pretext.mask_ratio * clips
+    mm = 0.0
+    mm += clips * D * h  # input projection
+    mm += clips * (7 * 2 * h + 2 * h * h)  # box MLP
+    per_block = tokens * (3 * h * h + h * h + 2 * h * int(h * model.mlp_ratio))
+    per_block += 2 * batch * 2 * (V + 1) ** 2 * h  # QK^T and AV
+    mm += model.depth * per_block
+
+    def head(n: float, dims: tuple[int, ...], d_in: int) -> float:
+        total, prev = 0.0, d_in
+        for d in dims:
+            total += n * prev * d
+            prev = d
+        return total
+
+    mm += head(2 * batch, model.set_head, h)
+    mm += head(masked if sparse else clips, model.pred_head, h)
+    mm += head(clips, model.target_head, D)
+    mm += (masked if sparse else clips) * clips * e  # MCM logits
+    mm += 2 * batch * batch * e  # SET logits, both directions
+    return 3 * 2 * mm
+
+
+def matmul_peak(device: torch.device, dtype: torch.dtype, n: int = 4096) -> float:
+    """Best FLOP/s of an n x n matmul on the device, in the given dtype."""
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    best = 0.0
+    for _ in range(5):
+        sync(device)
+        t = time.perf_counter()
+        a @ b
+        sync(device)
+        best = max(best, 2 * n**3 / (time.perf_counter() - t))
+    return best
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def run_one(device: torch.device, batch: int, impl: str, min_seconds: float) -> dict:
+    torch.manual_seed(0)
+    sparse = impl != "plain"
+    model_cfg = ModelConfig(input_dim=D)
+    pretext = PretextConfig(num_views=V, output_sparsity=sparse)
+    config = TrainConfig(
+        model=model_cfg,
+        pretext=pretext,
+        batch_size=batch,
+        epochs=1000,
+        precision="auto" if sparse else "fp32",
+        compile=impl.endswith("compile"),
+        progress=False,
+    )
+    videos = max(4 * batch, 256)
+    data = TrainData(
+        store=None,
+        features=torch.randn(videos, K, D, device=device).half(),
+        boxes=torch.rand(videos, K, 7, device=device),
+        num_clips=torch.full((videos,), K, device=device),
+    )
+    model = ScaleModel(model_cfg).to(device)
+    if sparse:
+        optimizer = make_optimizer(model, config)
+    else:
+        optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, fused=False)
+    with tempfile.TemporaryDirectory() as run:
+        trainer = Trainer(
+            config=config,
+            full_config={},
+            model=model,
+            optimizer=optimizer,
+            data=data,
+            gather=Gather(),
+            device=device,
+            autocast=autocast_dtype(config.precision, device),
+            run=Path(run),
+        )
+        order = trainer.epoch_order(0)
+
+        def step(i: int) -> None:
+            lo = (i % (videos // batch)) * batch
+            trainer.train_step(i, order[lo : lo + batch])
+
+        warmup = 3 if config.compile else 2
+        for i in range(warmup):
+            step(i)
+        sync(device)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        steps, start = 0, time.perf_counter()
+        while steps < 3 or time.perf_counter() - start < min_seconds:
+            step(warmup + steps)
+            steps += 1
+        sync(device)
+        seconds = time.perf_counter() - start
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(device)
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    flops = step_flops(batch, model_cfg, pretext, sparse=sparse)
+    return {
+        "device": device.type,
+        "device_name": device_name(device),
+        "batch_size": batch,
+        "implementation": impl,
+        "precision": "bf16" if trainer.autocast is not None else "fp32",
+        "samples_per_s": steps * batch / seconds,
+        "step_ms": 1000 * seconds / steps,
+        "steps_timed": steps,
+        "peak_mem_bytes": int(peak),
+        "step_flops": flops,
+        "achieved_flops_per_s": flops * steps / seconds,
+    }
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()} ({torch.get_num_threads()} threads)"
+    except OSError:
+        pass
+    return platform.processor() or "cpu"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=[8, 19, 57, 512, 2048])
+    p.add_argument("--implementations", nargs="+", default=["plain", "fast"])
+    p.add_argument("--compile", action="store_true", help="also time fast+compile")
+    p.add_argument("--min-seconds", type=float, default=5.0, help="timing per configuration")
+    p.add_argument("--json", type=Path, help="write the rows here")
+    p.add_argument("--one", nargs=2, metavar=("BATCH", "IMPL"), help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    device = torch.device(args.device)
+    if args.one:  # child process: one configuration, JSON on stdout
+        row = run_one(device, int(args.one[0]), args.one[1], args.min_seconds)
+        print(json.dumps(row))
+        return 0
+    impls = list(args.implementations) + (["fast+compile"] if args.compile else [])
+    peaks = {
+        "fp32": matmul_peak(device, torch.float32),
+        "bf16": matmul_peak(device, torch.bfloat16),
+    }
+    print(f"device: {device_name(device)}")
+    print(
+        f"measured matmul peak: fp32 {peaks['fp32'] / 1e12:.3f} TFLOP/s, bf16 {peaks['bf16'] / 1e12:.3f} TFLOP/s"
+    )
+    rows = []
+    for batch in args.batch_sizes:
+        for impl in impls:
+            if device.type == "cpu":
+                cmd = [sys.executable, __file__, "--device", "cpu", "--one", str(batch), impl]
+                cmd += ["--min-seconds", str(args.min_seconds)]
+                out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+                row = json.loads(out.strip().splitlines()[-1])
+            else:
+                row = run_one(device, batch, impl, args.min_seconds)
+            row["peak_flops_per_s"] = peaks[row["precision"]]
+            row["flops_fraction"] = row["achieved_flops_per_s"] / row["peak_flops_per_s"]
+            rows.append(row)
+            print(
+                f"batch {batch:5d} {impl:13s} {row['precision']:4s} "
+                f"{row['samples_per_s']:10.1f} videos/s  {row['step_ms']:9.1f} ms/step  "
+                f"peak {row['peak_mem_bytes'] / 2**30:6.2f} GiB  "
+                f"{row['achieved_flops_per_s'] / 1e12:6.3f} TFLOP/s ({100 * row['flops_fraction']:.1f}% of peak)",
+                flush=True,
+            )
+    base = {r["batch_size"]: r["samples_per_s"] for r in rows if r["implementation"] == "plain"}
+    for r in rows:
+        if r["batch_size"] in base:
+            r["speedup_vs_plain"] = r["samples_per_s"] / base[r["batch_size"]]
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(rows, indent=2))
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,183 @@
+"""The `scalevid` command line: one subcommand per pipeline stage.
+
+`main(argv)` is callable from tests and returns the exit code. Logging is configured here, once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+logger = logging.getLogger("scalevid")
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _train(args: argparse.Namespace) -> int:
+    from scalevid.train import load_config, train
+
+    config = load_config(
+        args.config,
+        store=args.store,
+        out=args.out,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        device=args.device,
+        precision=args.precision,
+        log_every=args.log_every,
+        checkpoint_every=args.checkpoint_every,
+        tensorboard=True if args.tensorboard else None,
+        compile=True if args.compile else None,
+        progress=False if args.no_progress else None,
+        **{
+            "pretext.num_views": args.num_views,
+            "pretext.mask_ratio": args.mask_ratio,
+            "pretext.mcm_weight": args.mcm_weight,
+            "pretext.set_weight": args.set_weight,
+        },
+    )
+    run = train(config, resume=args.resume)
+    print(f"run folder: {run}")
+    return 0
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="pretrain SCALE on a feature store",
+        description="Pretrain the SCALE predictor on a feature store. Defaults come from "
+        "TrainConfig; --config (YAML) overrides them and flags override the file.",
+    )
+    p.add_argument("--store", required=True, help="feature store folder (training split)")
+    p.add_argument("--out", required=True, help="run folder to write")
+    p.add_argument("--config", help="YAML file with TrainConfig keys (nested: model, pretext)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int, help="videos per step (global across processes)")
+    p.add_argument("--lr", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", help="auto, cpu, cuda, cuda:1 ...")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"])
+    p.add_argument("--num-views", type=int, help="clips per set (two disjoint sets per video)")
+    p.add_argument("--mask-ratio", type=float)
+    p.add_argument("--mcm-weight", type=float, help="0 switches masked clip modelling off")
+    p.add_argument("--set-weight", type=float, help="0 switches the SET loss off")
+    p.add_argument("--log-every", type=int, help="steps between log lines")
+    p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (0: epoch)")
+    p.add_argument("--tensorboard", action="store_true", help="also log to RUN/tensorboard")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--resume", action="store_true", help="continue RUN from its last checkpoint")
+    p.set_defaults(handler=_train)
+
+
+def _import(args: argparse.Namespace) -> int:
+    from scalevid.store_import import import_npy_folder
+
+    report = import_npy_folder(
+        features_dir=args.features,
+        list_file=args.list,
+        out=args.out,
+        root=args.root,
+        dataset_name=args.dataset,
+        backbone=args.backbone,
+        clip_frames=args.clip_frames,
+        clip_stride=args.clip_stride,
+        progress=not args.no_progress,
+    )
+    print(report.summary())
+    return 1 if report.failed else 0
+
+
+def _add_import(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "import",
+        help="build a store from per-video .npy features and a `path label` list",
+        description="Build a feature store from a folder of per-video .npy arrays of shape "
+        "(clips, D) and a `path label` list. Boxes come from <id>.timestamps.npy when present, "
+        "else uniform temporal positions over the full frame. Re-running resumes.",
+    )
+    p.add_argument("--features", required=True, help="folder of <video id>.npy arrays")
+    p.add_argument("--list", required=True, help="`path label` list (space or comma separated)")
+    p.add_argument("--out", required=True, help="store folder to write")
+    p.add_argument("--root", help="folder that relative list paths are under")
+    p.add_argument("--dataset", default="imported", help="dataset name for the manifest")
+    p.add_argument("--backbone", default="imported", help="backbone name for the manifest")
+    p.add_argument("--clip-frames", type=int)
+    p.add_argument("--clip-stride", type=int)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(handler=_import)
+
+
+def _store_check(args: argparse.Namespace) -> int:
+    from scalevid.store import check_store
+
+    problems = check_store(args.store, progress=not args.no_progress)
+    for problem in problems:
+        print(f"{problem.path}: {problem.message}")
+    print(f"{args.store}: {len(problems)} problem(s)" if problems else f"{args.store}: OK")
+    return 1 if problems else 0
+
+
+def _store_info(args: argparse.Namespace) -> int:
+    from scalevid.store import FeatureStore, format_store_summary
+
+    print(format_store_summary(FeatureStore.open(args.store, check_values=False)))
+    return 0
+
+
+def _add_store(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("store", help="inspect and verify feature stores")
+    store_sub = p.add_subparsers(dest="store_command", required=True, metavar="ACTION")
+    check = store_sub.add_parser(
+        "check", help="verify every shard (shapes, checksums, values) and list all problems"
+    )
+    check.add_argument("store")
+    check.add_argument("--no-progress", action="store_true")
+    check.set_defaults(handler=_store_check)
+    info = store_sub.add_parser("info", help="summarise a store")
+    info.add_argument("store")
+    info.set_defaults(handler=_store_info)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="scalevid",
+        description="SCALE: long-range video representations from frozen backbones.",
+    )
+    from scalevid import __version__
+
+    parser.add_argument("--version", action="version", version=f"scalevid {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_add_import, _add_store, _add_train):
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from scalevid.store import StoreError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
+    )
+    try:
+        return args.handler(args)
+    except KeyboardInterrupt:
+        logger.error("interrupted; re-run the same command (with --resume for train) to continue")
+        return 130
+    except (FileNotFoundError, FileExistsError, ValueError, StoreError) as err:
+        logger.debug("details", exc_info=True)
+        logger.error("%s", err)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,330 @@
+"""`scalevid import`: build a feature store from per-video `.npy` features and a label list."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from scalevid.store import (
+    FAILURES_FILE,
+    MANIFEST_FILE,
+    ImportListError,
+    Manifest,
+    StoreDataError,
+    StoreError,
+    StoreWriter,
+    _complete_ids,
+    _npy_header,
+    _read_manifest,
+)
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ImportFailure:
+    """A video the importer skipped, and why."""
+
+    video_id: str
+    path: str
+    reason: str
+
+
+@dataclass
+class ImportReport:
+    """Outcome of `import_npy_folder`."""
+
+    store: Path
+    listed: int  # entries in the list file
+    imported: int  # videos written by this run
+    skipped_existing: int  # already in the store (resume)
+    failures: list[ImportFailure] = field(default_factory=list)
+
+    @property
+    def failed(self) -> int:
+        return len(self.failures)
+
+    def summary(self) -> str:
+        text = (
+            f"imported {self.imported} of {self.listed} listed videos into {self.store} "
+            f"({self.skipped_existing} already there, {self.failed} failed)"
+        )
+        if self.failures:
+            text += f"; failures are listed in {self.store / FAILURES_FILE}"
+        return text
+
+
+@dataclass(frozen=True)
+class _ListEntry:
+    line: int
+    path: str
+    label: str
+
+
+_HEADER_PATHS = {"path", "video", "video_path", "file", "filename", "name", "id", "video_id"}
+_HEADER_LABELS = {"label", "labels", "class", "class_name", "label_name", "target", "y"}
+
+
+def _read_label_list(list_file: Path) -> list[_ListEntry]:
+    """Parse "path label" lines (space or comma separated; "#" comments; optional header)."""
+    entries = []
+    first = True
+    for number, raw in enumerate(list_file.read_text().splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        parts = line.rsplit(",", 1) if "," in line else line.rsplit(None, 1)
+        parts = [p.strip() for p in parts]
+        if len(parts) != 2 or not all(parts):
+            raise ImportListError(
+                f"{list_file}:{number}: expected 'path label' (space or comma separated), "
+                f"got {raw!r}; fix line {number} or comment it out with '#'",
+                path=list_file,
+            )
+        if first and parts[0].lower() in _HEADER_PATHS and parts[1].lower() in _HEADER_LABELS:
+            first = False
+            continue
+        first = False
+        entries.append(_ListEntry(number, parts[0], parts[1]))
+    return entries
+
+
+def _resolve_labels(entries: list[_ListEntry], list_file: Path) -> tuple[list[int], list[str]]:
+    """Int labels stay ints (class names unknown); otherwise map names to sorted class names."""
+
+    def as_int(text: str) -> int | None:
+        try:
+            return int(text)
+        except ValueError:
+            return None
+
+    ints = [as_int(e.label) for e in entries]
+    if all(i is not None for i in ints):
+        for entry, value in zip(entries, ints, strict=True):
+            if value < -1:
+                raise ImportListError(
+                    f"{list_file}:{entry.line}: label {value} is below -1 (-1 = unlabelled)",
+                    path=list_file,
+                )
+        return [int(i) for i in ints], []
+    names = sorted({e.label for e in entries if e.label != "-1"})
+    index = {name: i for i, name in enumerate(names)}
+    return [index.get(e.label, -1) for e in entries], names
+
+
+def _feature_candidates(list_path: str, features_dir: Path, root: Path | None) -> list[Path]:
+    """Where a video's features may be: the relative path with .npy, then <stem>.npy."""
+    p = Path(list_path)
+    rel: Path | None = p
+    if p.is_absolute():
+        try:
+            rel = p.relative_to(root) if root is not None else None
+        except ValueError:
+            rel = None
+    candidates = []
+    if rel is not None and rel.parent != Path("."):
+        candidates.append(features_dir / rel.with_suffix(".npy"))
+    candidates.append(features_dir / f"{p.stem}.npy")
+    return candidates
+
+
+def _uniform_boxes(k: int) -> np.ndarray:
+    """(k, 7): consecutive equal temporal segments over the full, unflipped frame."""
+    i = np.arange(k, dtype=np.float32)
+    boxes = np.zeros((k, 7), np.float32)
+    boxes[:, 0] = 1.0
+    boxes[:, 1] = i / k
+    boxes[:, 4] = (i + 1) / k
+    boxes[:, 5:] = 1.0
+    return boxes
+
+
+def _timestamp_boxes(feature_file: Path, k: int) -> np.ndarray | None:
+    """(k, 7) boxes from <id>.timestamps.npy (k, 2) [start, end] seconds, or None if absent.
+
+    The duration comes from <id>.json {"duration": seconds}, else the largest end time.
+    Raises ValueError when the timestamps are unusable.
+    """
+    base = feature_file.name[: -len(".npy")]
+    ts_file = feature_file.with_name(f"{base}.timestamps.npy")
+    if not ts_file.is_file():
+        return None
+    ts = np.load(ts_file, allow_pickle=False).astype(np.float64)
+    if ts.shape != (k, 2):
+        raise ValueError(f"{ts_file.name} has shape {ts.shape}, expected ({k}, 2)")
+    if not np.isfinite(ts).all() or (ts < 0).any() or (ts[:, 0] > ts[:, 1]).any():
+        raise ValueError(f"{ts_file.name} needs finite 0 <= start <= end per clip")
+    duration = float(ts[:, 1].max())
+    meta_file = feature_file.with_name(f"{base}.json")
+    if meta_file.is_file():
+        meta = json.loads(meta_file.read_text())
+        if not isinstance(meta, dict) or not isinstance(meta.get("duration"), (int, float)):
+            raise ValueError(f'{meta_file.name} must hold {{"duration": seconds}}')
+        duration = float(meta["duration"])
+    if duration <= 0:
+        raise ValueError(f"video duration is {duration} s; cannot normalise timestamps")
+    boxes = _uniform_boxes(k)
+    boxes[:, 1] = np.clip(ts[:, 0] / duration, 0.0, 1.0)
+    boxes[:, 4] = np.clip(ts[:, 1] / duration, 0.0, 1.0)
+    return boxes
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    video_id: str
+    path: str
+    label: int
+    feature_file: Path
+    clips: int
+    dim: int
+
+
+def import_npy_folder(
+    *,
+    features_dir: str | os.PathLike[str],
+    list_file: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    root: str | os.PathLike[str] | None = None,
+    dataset_name: str = "imported",
+    backbone: str = "imported",
+    clip_frames: int | None = None,
+    clip_stride: int | None = None,
+    shard_size: int = 1024,
+    progress: bool = True,
+) -> ImportReport:
+    """Build (or resume) a store from per-video ``.npy`` feature arrays of shape (clips, D).
+
+    Each list line is ``path label``. The features of a video are looked up as
+    ``features_dir/<relative path with .npy>`` then ``features_dir/<stem>.npy``; the video id is
+    the path's stem. ``root`` makes list paths relative (for the lookup) and absolute (for the
+    stored path). K is the largest clip count (or the existing store's K when resuming). A video
+    whose features are missing or broken is recorded in the report and in
+    ``out/failures.jsonl`` and skipped. Videos already in the store are skipped.
+
+    Raises:
+        ImportListError: a malformed list line (names file and line number).
+        IncompatibleStoreError: ``out`` holds a store with another D/backbone/classes.
+        StoreError: no listed video could be read at all (and no store exists yet).
+    """
+    features_dir, list_file, out = Path(features_dir), Path(list_file), Path(out)
+    root_dir = Path(root) if root is not None else None
+    entries = _read_label_list(list_file)
+    labels, class_names = _resolve_labels(entries, list_file)
+    existing = _read_manifest(out) if (out / MANIFEST_FILE).exists() else None
+    done = set(_complete_ids(out)) if existing else set()
+    out.mkdir(parents=True, exist_ok=True)
+    report = ImportReport(store=out, listed=len(entries), imported=0, skipped_existing=0)
+
+    with open(out / FAILURES_FILE, "w") as failures_log:
+
+        def fail(video_id: str, path: str, reason: str) -> None:
+            report.failures.append(ImportFailure(video_id, path, reason))
+            failures_log.write(
+                json.dumps({"video_id": video_id, "path": path, "reason": reason}) + "\n"
+            )
+            failures_log.flush()
+            logger.warning("skipping %s: %s", video_id, reason)
+
+        # Pass 1: find every file and read its header, to fix K and D before writing.
+        candidates: list[_Candidate] = []
+        seen: dict[str, int] = {}
+        for entry, label in tqdm(
+            list(zip(entries, labels, strict=True)), desc="scan", unit="video", disable=not progress
+        ):
+            video_id = Path(entry.path).stem
+            stored_path = (
+                str(root_dir / entry.path)
+                if root_dir and not Path(entry.path).is_absolute()
+                else entry.path
+            )
+            if video_id in done:
+                report.skipped_existing += 1
+                continue
+            if video_id in seen:
+                fail(
+                    video_id,
+                    stored_path,
+                    f"duplicate video id (lines {seen[video_id]} and {entry.line})",
+                )
+                continue
+            seen[video_id] = entry.line
+            looked = _feature_candidates(entry.path, features_dir, root_dir)
+            found = next((p for p in looked if p.is_file()), None)
+            if found is None:
+                fail(
+                    video_id,
+                    stored_path,
+                    f"no features file (looked for {[str(p) for p in looked]})",
+                )
+                continue
+            try:
+                shape, dtype, offset, _ = _npy_header(found)
+                if (
+                    found.stat().st_size
+                    < offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+                ):
+                    raise ValueError("file is truncated")
+                if dtype.kind not in "fiu" or len(shape) not in (1, 2) or 0 in shape:
+                    raise ValueError(f"expected a (clips, D) numeric array, got {dtype} {shape}")
+            except (OSError, ValueError, SyntaxError) as e:
+                fail(video_id, stored_path, f"unreadable {found}: {e}")
+                continue
+            clips, dim = (1, shape[0]) if len(shape) == 1 else shape
+            candidates.append(_Candidate(video_id, stored_path, label, found, clips, dim))
+
+        if existing is not None:
+            k, d = existing.clips_per_video, existing.dim
+        elif candidates:
+            d = Counter(c.dim for c in candidates).most_common(1)[0][0]
+            k = max(c.clips for c in candidates if c.dim == d)
+        else:
+            raise StoreError(
+                f"none of the {len(entries)} videos in {list_file} has a readable features file "
+                f"in {features_dir}; see {out / FAILURES_FILE}",
+                path=out / FAILURES_FILE,
+            )
+        manifest = Manifest(
+            dim=d,
+            clips_per_video=k,
+            backbone=backbone,
+            sampling={"mode": "imported"},
+            dataset=dataset_name,
+            clip_frames=clip_frames,
+            clip_stride=clip_stride,
+            class_names=class_names,
+        )
+        # Pass 2: load, derive boxes, write.
+        with StoreWriter(out, manifest, shard_prefix="import", shard_size=shard_size) as writer:
+            for c in tqdm(candidates, desc="import", unit="video", disable=not progress):
+                if c.dim != d or c.clips > k:
+                    fail(
+                        c.video_id,
+                        c.path,
+                        f"features have {c.clips} clips x {c.dim} dims; the store has K={k}, D={d}",
+                    )
+                    continue
+                try:
+                    array = np.load(c.feature_file, allow_pickle=False).reshape(c.clips, c.dim)
+                    boxes = _timestamp_boxes(c.feature_file, c.clips)
+                except (OSError, ValueError, json.JSONDecodeError) as e:
+                    fail(c.video_id, c.path, f"unreadable {c.feature_file} or its timestamps: {e}")
+                    continue
+                if boxes is None:
+                    boxes = _uniform_boxes(c.clips)
+                try:
+                    writer.add(
+                        video_id=c.video_id, path=c.path, features=array, boxes=boxes, label=c.label
+                    )
+                except StoreDataError as e:
+                    fail(c.video_id, c.path, str(e))
+                    continue
+                report.imported += 1
+    logger.info(report.summary())
+    return report
