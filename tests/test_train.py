@@ -207,11 +207,14 @@ def test_two_process_torchrun_equals_one_process(store, tmp_path):
     a = load_file(str(tmp_path / "one" / "model.safetensors"))
     b = load_file(str(tmp_path / "two" / "model.safetensors"))
     for key in a:
-        # Adam's first steps move every weight by ~lr whatever the gradient's size, so weights whose
-        # gradient is ~0 can differ by O(lr) from float noise; the per-step losses are the tight check.
-        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-3)
+        # Adam moves every weight by ~lr per step whatever the gradient's size, so weights whose
+        # gradient is exactly 0 in theory (the attention key bias) drift by up to steps * lr from
+        # float noise alone; the per-step losses below are the tight check.
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=8 * 3e-4)
     la, lb = rows(tmp_path / "one"), rows(tmp_path / "two")
     assert [r["step"] for r in la] == [r["step"] for r in lb]
-    for ra, rb in zip(la, lb, strict=True):
-        for key in ("loss", "mcm_loss", "set_loss"):
-            assert ra[key] == pytest.approx(rb[key], rel=1e-4)
+    for key in ("loss", "mcm_loss", "set_loss"):
+        # the first step sees identical weights and data: equal up to summation order
+        assert la[0][key] == pytest.approx(lb[0][key], rel=1e-6)
+        for ra, rb in zip(la, lb, strict=True):
+            assert ra[key] == pytest.approx(rb[key], rel=5e-4)

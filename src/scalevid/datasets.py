@@ -44,10 +44,13 @@ Formats (``format=``)
     ``root/``. Class names are the sorted labels of ``train.csv`` beside the list when present
     (so val/test use the train indices), else of the list itself.
 ``lvu``
-    Long-form Video Understanding task files (``<task>/{train,val,test}.csv``): space separated,
-    one header line, the label first and the video id second-to-last. The tasks ``like`` and
-    ``view`` are regression (``target`` = float label, ``label`` = -1); the others are
-    classification with integer labels. Videos: ``root/<id>.mp4``.
+    Long-form Video Understanding task files (``lvu_1.0/<task>/{train,val,test}.csv``): space
+    separated, one header line, the label first and the video id second-to-last. The task is the
+    file's folder name. ``like_ratio`` and ``view_count`` (also ``like``/``view``) are
+    regression, with ``label`` = -1 and the target of the LVU baselines (without their
+    zero-mean shift): ``10 * like / (like + dislike)`` from the first two fields, and
+    ``log(views)`` from the first. The other tasks are classification with the integer labels
+    as written. Videos: ``root/<id>.mp4``.
 
 ``auto`` detects the format from the files present (see :func:`detect_format`).
 """
@@ -56,6 +59,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -70,11 +74,12 @@ Format = Literal["auto", "csv", "folder", "ucf101", "hmdb51", "ssv2", "kinetics"
 Split = Literal["train", "val", "test"]
 
 CSV_HEADER_WORDS = frozenset({"path", "video", "video_path", "filename", "file", "name", "id"})
-LVU_REGRESSION_TASKS = frozenset({"like", "view"})
+LVU_REGRESSION_TASKS = frozenset({"like_ratio", "view_count", "like", "view"})
 LVU_TASKS = (
     frozenset({"relationship", "way_speaking", "scene", "director", "genre", "writer", "year"})
     | LVU_REGRESSION_TASKS
 )
+LVU_SPLITS = ("train", "val", "test")
 HMDB_SPLIT_FILE = re.compile(r"^(?P<name>.+)_test_split(?P<fold>\d+)\.txt$")
 UCF_LIST_FILE = re.compile(r"^(?P<kind>train|test)list(?P<fold>\d+)\.txt$")
 NO_LABEL = -1
@@ -510,39 +515,51 @@ def parse_kinetics(spec: Path, *, split: Split = "train", root: Path | None = No
 # --------------------------------------------------------------------------------------------
 
 
+def _lvu_target(task: str, parts: list[str], path: Path, line: int) -> float:
+    """The regression target of the LVU baselines, before their zero-mean shift."""
+    try:
+        if task in ("like_ratio", "like"):
+            like, dislike = float(parts[0]), float(parts[1])
+            if like + dislike <= 0:
+                raise ValueError("like + dislike must be > 0")
+            return 10.0 * like / (like + dislike)
+        views = float(parts[0])
+        if views <= 0:
+            raise ValueError("views must be > 0")
+        return math.log(views)
+    except ValueError as e:
+        raise DatasetFormatError(
+            path, line, f"bad {task} value in {' '.join(parts)!r} ({e})"
+        ) from None
+
+
 def parse_lvu(spec: Path, *, split: Split = "train", root: Path | None = None) -> VideoList:
     """An LVU task file (see the module docstring)."""
     list_file = spec / f"{split}.csv" if spec.is_dir() else spec
     task = list_file.parent.name
     root = root if root is not None else list_file.parent
     regression = task in LVU_REGRESSION_TASKS
+    min_fields = 4 if task in ("like_ratio", "like") else 3
     items = []
-    raw = []
-    lines = list(_lines(list_file))[1:]  # one header line
-    for number, line in lines:
+    labels = []
+    for number, line in list(_lines(list_file))[1:]:  # one header line
         parts = line.split()
-        if len(parts) < 3:
-            raise DatasetFormatError(list_file, number, f"expected 'label ... id x', got {line!r}")
-        video_id = parts[-2]
-        if regression:
-            try:
-                target = float(parts[0])
-            except ValueError:
-                raise DatasetFormatError(
-                    list_file, number, f"target {parts[0]!r} is not a number"
-                ) from None
-            items.append(
-                VideoItem(
-                    path=root / f"{video_id}.mp4", label=NO_LABEL, video_id=video_id, target=target
-                )
+        if len(parts) < min_fields:
+            raise DatasetFormatError(
+                list_file, number, f"expected at least {min_fields} fields, got {line!r}"
             )
-        else:
-            label = _parse_int(parts[0], list_file, number, "label")
-            if label < 0:
-                raise DatasetFormatError(list_file, number, f"negative label {label}")
-            raw.append(label)
-            items.append(VideoItem(path=root / f"{video_id}.mp4", label=label, video_id=video_id))
-    class_names = [] if regression else [str(i) for i in range(max(raw, default=-1) + 1)]
+        video_id = parts[-2]
+        path = root / f"{video_id}.mp4"
+        if regression:
+            target = _lvu_target(task, parts, list_file, number)
+            items.append(VideoItem(path=path, label=NO_LABEL, video_id=video_id, target=target))
+            continue
+        label = _parse_int(parts[0], list_file, number, "label")
+        if label < 0:
+            raise DatasetFormatError(list_file, number, f"negative label {label}")
+        labels.append(label)
+        items.append(VideoItem(path=path, label=label, video_id=video_id))
+    class_names = [] if regression else [str(i) for i in range(max(labels, default=-1) + 1)]
     return VideoList(
         items=items,
         class_names=class_names,
@@ -565,16 +582,22 @@ def _csv_header(path: Path) -> str:
         return ""
 
 
+def _is_kinetics_header(header: str) -> bool:
+    columns = {column.strip() for column in header.split(",")}
+    return {"youtube_id", "time_start", "time_end"} <= columns
+
+
 def detect_format(
     spec: Path,
 ) -> Literal["csv", "folder", "ucf101", "hmdb51", "ssv2", "kinetics", "lvu"]:
     """Guess a list's format from its files.
 
     Folders: ``classInd.txt`` -> ucf101; ``*_test_split<N>.txt`` -> hmdb51; ``labels.json`` ->
-    ssv2; ``train.csv``/``validate.csv`` with a ``youtube_id`` header -> kinetics; a folder
-    named after an LVU task with ``train.csv`` -> lvu; anything else -> folder.
-    Files: UCF101/HMDB51 list names and ``.json`` go to their formats; a csv whose header has
-    ``youtube_id`` -> kinetics; a file inside a folder named after an LVU task -> lvu; else csv.
+    ssv2; a folder named after an LVU task holding ``train/val/test.csv`` -> lvu; ``train.csv`` (or
+    ``validate.csv``, ``val.csv``, ``test.csv``) with a ``youtube_id,time_start,time_end``
+    header -> kinetics; anything else -> folder.
+    Files: UCF101/HMDB51 list names and ``.json`` go to their formats; a file inside a folder
+    named after an LVU task -> lvu; a csv with the Kinetics header -> kinetics; else csv.
     """
     if spec.is_dir():
         if (spec / "classInd.txt").is_file():
@@ -583,11 +606,11 @@ def detect_format(
             return "hmdb51"
         if (spec / "labels.json").is_file():
             return "ssv2"
-        for name in ("train.csv", "validate.csv", "val.csv", "test.csv"):
-            if "youtube_id" in _csv_header(spec / name):
-                return "kinetics"
-        if spec.name in LVU_TASKS and (spec / "train.csv").is_file():
+        if spec.name in LVU_TASKS and any((spec / f"{n}.csv").is_file() for n in LVU_SPLITS):
             return "lvu"
+        for name in ("train.csv", "validate.csv", "val.csv", "test.csv"):
+            if _is_kinetics_header(_csv_header(spec / name)):
+                return "kinetics"
         return "folder"
     if not spec.exists():
         raise DatasetError(f"{spec}: no such file or folder")
@@ -597,10 +620,10 @@ def detect_format(
         return "hmdb51"
     if spec.suffix == ".json":
         return "ssv2"
-    if "youtube_id" in _csv_header(spec):
-        return "kinetics"
     if spec.parent.name in LVU_TASKS:
         return "lvu"
+    if _is_kinetics_header(_csv_header(spec)):
+        return "kinetics"
     return "csv"
 
 

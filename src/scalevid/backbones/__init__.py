@@ -284,7 +284,8 @@ class Backbone(nn.Module):
             raise BackboneError(
                 f"{self.name} returned {tuple(features.shape)}, expected ({clips.shape[0]}, {self.dim})"
             )
-        return features.float()
+        # A clone made outside inference mode is an ordinary tensor, usable with autograd.
+        return features.float().clone()
 
     def forward(self, clips: torch.Tensor) -> torch.Tensor:
         return self.forward_clips(clips)

@@ -259,7 +259,7 @@ class I3D(Backbone):
         """uint8 clips (B, T, H, W, 3) -> float32 (features (B, 1024), logits (B, 400))."""
         with torch.inference_mode():
             features, logits = self.model.forward_features_and_logits(self.prepare_clips(clips))
-        return features.float(), logits.float()
+        return features.float().clone(), logits.float().clone()
 
     @staticmethod
     def class_names() -> list[str]:

@@ -71,10 +71,19 @@ def _load_pretrained(name: str, weights: str | Path | None, *, finetuned: bool) 
         raise BackboneError(f"{name} needs transformers: pip install 'scalevid[videomae]'") from err
     source = str(weights) if weights is not None else DEFAULT_HUB_IDS[name]
     local = Path(source).expanduser()
-    is_local = local.exists()
+    # Hub ids look like "org/name"; anything else path-like must be a local folder, so a typo
+    # in a path fails here instead of becoming a hub download.
+    is_local = (
+        isinstance(weights, Path)
+        or local.exists()
+        or local.is_absolute()
+        or source.startswith((".", "~"))
+        or source.count("/") > 1
+    )
     if is_local and not local.is_dir():
         raise WeightsUnavailableError(
-            f"{name} weights must be a folder written by save_pretrained, got file {local}"
+            f"{name} weights must be a folder written by save_pretrained; {local} is "
+            + ("a file" if local.exists() else "missing")
         )
     model_cls = VideoMAEForVideoClassification if finetuned else VideoMAEModel
     try:
