@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import av
@@ -28,9 +29,7 @@ import numpy as np
 from scalevid.video import SEEK_GAP_FRAMES, iter_frames, probe, sample_train_clips
 
 FPS = 30
-# CPU seconds of this process (all its threads): robust to other load on a shared machine and
-# the cost that matters when many extraction workers share the CPUs. --wall switches to wall time.
-clock = time.process_time
+Clock = Callable[[], float]
 WIDTH, HEIGHT = 340, 256
 
 
@@ -53,7 +52,7 @@ def write_video(path: Path, *, seconds: float, gop: int, seed: int = 0) -> None:
             container.mux(packet)
 
 
-def per_frame_decode_s(path: Path, *, repeats: int = 3) -> float:
+def per_frame_decode_s(path: Path, *, clock: Clock, repeats: int = 3) -> float:
     """Seconds to decode one frame in a straight pass (no RGB conversion), best of ``repeats``."""
     best = float("inf")
     for _ in range(repeats):
@@ -66,7 +65,7 @@ def per_frame_decode_s(path: Path, *, repeats: int = 3) -> float:
     return best
 
 
-def seek_cost_s(path: Path, *, trials: int = 40, seed: int = 0) -> float:
+def seek_cost_s(path: Path, *, clock: Clock, trials: int = 40, seed: int = 0) -> float:
     """Median seconds for a seek plus decoding up to a random target frame (no RGB conversion)."""
     rng = np.random.default_rng(seed)
     with av.open(str(path)) as container:
@@ -86,7 +85,12 @@ def seek_cost_s(path: Path, *, trials: int = 40, seed: int = 0) -> float:
 
 
 def read_s(
-    path: Path, indices: np.ndarray, *, seek_gaps: list[int | None], repeats: int = 5
+    path: Path,
+    indices: np.ndarray,
+    *,
+    seek_gaps: list[int | None],
+    clock: Clock,
+    repeats: int = 5,
 ) -> list[float]:
     """Best-of-``repeats`` seconds per seek gap, the strategies interleaved so that load from
     other processes hits them alike."""
@@ -107,9 +111,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--calibration-seconds", type=float, default=30.0)
     parser.add_argument("--wall", action="store_true", help="time wall clock, not CPU time")
     args = parser.parse_args(argv)
-    global clock
-    if args.wall:
-        clock = time.perf_counter
+    # CPU seconds of this process (all its threads) by default: robust to other load on a shared
+    # machine, and the cost that matters when many extraction workers share the CPUs.
+    clock = time.perf_counter if args.wall else time.process_time
     print(f"timing: {'wall' if args.wall else 'CPU'} seconds")
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -119,7 +123,8 @@ def main(argv: list[str] | None = None) -> None:
         for gop in args.gops:
             path = tmp_dir / f"gop{gop}.mp4"
             write_video(path, seconds=args.calibration_seconds, gop=gop)
-            frame_s, seek_s = per_frame_decode_s(path), seek_cost_s(path)
+            frame_s = per_frame_decode_s(path, clock=clock)
+            seek_s = seek_cost_s(path, clock=clock)
             print(f"{gop:>5} {1e3 * frame_s:>16.2f} {1e3 * seek_s:>8.1f} {seek_s / frame_s:>18.0f}")
 
         gop = 2 * FPS
@@ -132,7 +137,9 @@ def main(argv: list[str] | None = None) -> None:
             write_video(path, seconds=seconds, gop=gop)
             specs = sample_train_clips(probe(path), rng=np.random.default_rng(0))
             indices = np.concatenate([spec.indices for spec in specs])
-            whole, per_clip, default = read_s(path, indices, seek_gaps=[None, 4, SEEK_GAP_FRAMES])
+            whole, per_clip, default = read_s(
+                path, indices, seek_gaps=[None, 4, SEEK_GAP_FRAMES], clock=clock
+            )
             print(f"{seconds:>8g} {whole:>8.3f} {per_clip:>10.3f} {default:>14.3f}")
 
 

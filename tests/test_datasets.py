@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import math
+import pickle
 from pathlib import Path
 
 import pytest
@@ -119,6 +120,7 @@ def test_ucf101_train_and_test(ucf_lists: Path, tmp_path: Path) -> None:
     assert train.items[0].path == tmp_path / "UCF-101/ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi"
     assert train.items[0].video_id == "v_ApplyEyeMakeup_g08_c01"
     test = load_video_list(ucf_lists, split="test")
+    assert test.name == "ucf101-test-fold1"
     assert [(item.video_id, item.label) for item in test] == [("v_HandStandPushups_g01_c01", 1)]
     fold2 = load_video_list(ucf_lists / "trainlist02.txt", split="test")
     assert fold2.name == "ucf101-train-fold2" and len(fold2) == 1
@@ -202,7 +204,7 @@ def test_ssv2(ssv2_folder: Path, tmp_path: Path) -> None:
     assert [(item.video_id, item.label) for item in train] == [("78687", 1), ("42326", 0)]
     assert train.items[0].path == tmp_path / "videos/78687.webm"
     val = load_video_list(ssv2_folder / "validation.json")
-    assert len(val) == 1 and val.name == "ssv2-train" or val.name == "ssv2-val"
+    assert len(val) == 1 and val.name == "ssv2-val"
     assert ssv2_class_name("Moving [something] and [something] closer") == (
         "Moving something and something closer"
     )
@@ -312,6 +314,11 @@ def test_lvu_malformed(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------------------------
 # Entry point
 # --------------------------------------------------------------------------------------------
+
+
+def test_format_error_survives_pickling() -> None:
+    error = pickle.loads(pickle.dumps(DatasetFormatError("a.csv", 3, "bad")))
+    assert (error.path, error.line, str(error)) == (Path("a.csv"), 3, "a.csv:3: bad")
 
 
 def test_missing_spec_is_a_dataset_error(tmp_path: Path) -> None:

@@ -105,3 +105,42 @@ def test_bf16_autocast_close_to_fp32():
     )
     for key in ("mcm_loss", "set_loss"):
         torch.testing.assert_close(bf16[key], fp32[key], atol=0.05, rtol=0.02)
+
+
+def _rank_grads(rank: int, world: int, init_file: str, out_dir: str) -> None:
+    import torch.distributed as dist
+
+    from scalevid.pretext import Gather
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    model = tiny_model()
+    f, bx, nc = tiny_batch(b=8)
+    b = 8 // world
+    local = slice(rank * b, (rank + 1) * b)
+    m = pretext_step(
+        model, f[local], bx[local], nc[local], PretextConfig(num_views=4),
+        torch.Generator().manual_seed(5), gather=Gather(rank=rank, world=world),
+    )
+    m["loss"].backward()
+    grads = torch.cat([p.grad.flatten() for p in model.parameters()])
+    dist.all_reduce(grads)
+    losses = torch.stack([m["mcm_loss"], m["set_loss"]])
+    dist.all_reduce(losses)
+    if rank == 0:
+        torch.save({"grads": grads / world, "losses": losses}, f"{out_dir}/grads.pt")
+    dist.destroy_process_group()
+
+
+def test_data_parallel_gradients_equal_one_process(tmp_path):
+    import torch.multiprocessing as mp
+
+    model = tiny_model()
+    f, bx, nc = tiny_batch(b=8)
+    m = pretext_step(model, f, bx, nc, PretextConfig(num_views=4), torch.Generator().manual_seed(5))
+    m["loss"].backward()
+    expected = torch.cat([p.grad.flatten() for p in model.parameters()])
+    mp.spawn(_rank_grads, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2)
+    got = torch.load(tmp_path / "grads.pt")
+    torch.testing.assert_close(got["grads"], expected, rtol=1e-4, atol=1e-7)
+    torch.testing.assert_close(got["losses"], torch.stack([m["mcm_loss"], m["set_loss"]]))

