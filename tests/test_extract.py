@@ -1,0 +1,166 @@
+"""`scalevid extract`: videos -> tiny local backbone -> store, with broken inputs and resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from scalevid import extract as extract_module
+from scalevid.cli import main
+from scalevid.extract import ExtractConfig, extract
+from scalevid.store import FeatureStore
+
+from .conftest import write_video
+
+BACKBONE = dict(backbone="module", weights="tests.tiny_backbone:build_pair")  # 4 x 16px, dim 8
+
+
+@pytest.fixture(scope="module")
+def good_videos(tmp_path_factory) -> list[Path]:
+    root = tmp_path_factory.mktemp("good")
+    rng = np.random.default_rng(0)
+    videos = []
+    for i in range(5):
+        colour = rng.integers(0, 255, size=3)
+
+        def image(t, colour=colour):
+            frame = np.zeros((48, 64, 3), np.uint8)
+            frame[:] = colour
+            frame[:, (2 * t) % 64 :][:, :8] = 255  # a moving bar
+            return frame
+
+        videos.append(write_video(root / f"good{i}.mp4", num_frames=30 + 10 * i, image=image))
+    return videos
+
+
+def write_list(path: Path, videos: list[Path]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(f"{v} {i % 2}\n" for i, v in enumerate(videos)))
+    return path
+
+
+def config(tmp_path: Path, videos: list[Path], **kw) -> ExtractConfig:
+    listing = write_list(tmp_path / "list.csv", videos)
+    options = {"workers": 0, "progress": False, "num_clips": 4, **BACKBONE, **kw}
+    return ExtractConfig(list=str(listing), out=str(tmp_path / "store"), **options)
+
+
+def test_bad_inputs_are_recorded_and_never_stop_the_run(
+    tmp_path, good_videos, broken_videos, video_single
+):
+    bad = list(broken_videos.values())
+    report = extract(config(tmp_path, [*good_videos[:2], *bad, video_single, good_videos[2]]))
+    assert report.extracted == 4  # three good ones, and the single frame (repeated, documented)
+    assert report.failed == len(bad)
+    lines = (tmp_path / "store" / "failures-r000.jsonl").read_text().splitlines()
+    recorded = {json.loads(line)["path"]: json.loads(line)["reason"] for line in lines}
+    assert set(recorded) == {str(p) for p in bad}
+    assert "VideoMissingError" in recorded[str(broken_videos["missing"])]
+    assert "NoVideoStreamError" in recorded[str(broken_videos["audio_only"])]
+    store = FeatureStore.open(tmp_path / "store")
+    assert len(store) == 4 and store.clips_per_video == 4 and store.dim == 8
+    assert store.manifest.sampling["mode"] == "train"
+    assert store.manifest.clip_frames == 4  # from the backbone's input spec
+
+
+def test_cli_exit_code_says_whether_any_failed(tmp_path, good_videos, broken_videos):
+    listing = write_list(tmp_path / "list.csv", [good_videos[0], broken_videos["text"]])
+    args = [
+        "-q",
+        "extract",
+        "--list",
+        str(listing),
+        "--out",
+        str(tmp_path / "s"),
+        "--workers",
+        "0",
+        "--backbone",
+        "module",
+        "--weights",
+        BACKBONE["weights"],
+        "--no-progress",
+    ]
+    assert main(args) == 1
+    ok = write_list(tmp_path / "ok.csv", [good_videos[0]])
+    args[args.index(str(listing))] = str(ok)
+    args[args.index(str(tmp_path / "s"))] = str(tmp_path / "s2")
+    assert main(args) == 0
+
+
+def test_rerun_skips_finished_videos(tmp_path, good_videos):
+    first = extract(config(tmp_path, good_videos))
+    assert first.extracted == 5
+    second = extract(config(tmp_path, good_videos))
+    assert second.extracted == 0 and second.skipped_existing == 5
+
+
+def test_interrupted_run_keeps_finished_work_and_resumes(tmp_path, good_videos, monkeypatch):
+    calls = {"n": 0}
+    real = extract_module.StoreWriter.add
+
+    def add_then_crash(self, **kw):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return real(self, **kw)
+
+    monkeypatch.setattr(extract_module.StoreWriter, "add", add_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        extract(config(tmp_path, good_videos, batch_size=4))
+    monkeypatch.setattr(extract_module.StoreWriter, "add", real)
+    kept = len(FeatureStore.open(tmp_path / "store"))
+    assert kept == 3
+    again = extract(config(tmp_path, good_videos, batch_size=4))
+    assert again.skipped_existing == 3 and again.extracted == 2
+    assert len(FeatureStore.open(tmp_path / "store")) == 5
+
+
+def test_batching_across_videos_does_not_change_features(tmp_path, good_videos):
+    one = extract(config(tmp_path / "a", good_videos, batch_size=1)).store
+    many = extract(config(tmp_path / "b", good_videos, batch_size=7)).store
+    a, b = FeatureStore.open(one), FeatureStore.open(many)
+    assert a.video_ids == b.video_ids
+    np.testing.assert_array_equal(a.features(), b.features())
+    np.testing.assert_array_equal(a.boxes, b.boxes)
+
+
+def test_test_split_gets_views(tmp_path, good_videos):
+    report = extract(config(tmp_path, good_videos, split="test", temporal_views=2))
+    store = FeatureStore.open(report.store)
+    assert store.clips_per_video == 6
+    assert store.manifest.sampling == {"mode": "test", "crop_size": 16, "temporal_views": 2,
+                                       "spatial_views": 3}  # fmt: skip
+
+
+def test_workers_give_the_same_store(tmp_path, good_videos):
+    a = FeatureStore.open(extract(config(tmp_path / "a", good_videos)).store)
+    b = FeatureStore.open(extract(config(tmp_path / "b", good_videos, workers=2)).store)
+    np.testing.assert_array_equal(a.features(), b.features())
+
+
+def test_torchrun_two_ranks_split_the_list(tmp_path, good_videos):
+    listing = write_list(tmp_path / "list.csv", good_videos)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+           "--master_addr", "127.0.0.1", "--master_port", str(port), "-m", "scalevid.cli", "-q",
+           "extract", "--list", str(listing), "--out", str(tmp_path / "two"), "--workers", "0",
+           "--num-clips", "4", "--backbone", "module", "--weights", BACKBONE["weights"],
+           "--no-progress"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path.cwd())}
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    two = FeatureStore.open(tmp_path / "two")
+    one = FeatureStore.open(extract(config(tmp_path / "one", good_videos)).store)
+    assert sorted(two.video_ids) == sorted(one.video_ids)
+    assert {p.name[:4] for p in (tmp_path / "two" / "shards").iterdir()} == {"r000", "r001"}
+    order = [two.video_ids.index(v) for v in one.video_ids]
+    np.testing.assert_array_equal(two.features(np.array(order)), one.features())
