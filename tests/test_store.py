@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 
 from scalevid import store as store_module
+from scalevid.datasets import DatasetFormatError
 from scalevid.store import (
     FAILURES_FILE,
     CorruptShardError,
     FeatureStore,
-    ImportListError,
     IncompatibleStoreError,
     Manifest,
     StoreDataError,
@@ -459,12 +459,12 @@ def test_import_uniform_boxes_and_failures(tmp_path: Path) -> None:
         progress=False,
     )
     assert (report.listed, report.imported, report.skipped_existing, report.failed) == (5, 3, 0, 2)
-    assert {f.video_id for f in report.failures} == {"missing", "broken"}
+    assert {f.video_id for f in report.failures} == {"videos/missing", "videos/broken"}
     logged = [json.loads(line) for line in (out / FAILURES_FILE).read_text().splitlines()]
-    assert {entry["video_id"] for entry in logged} == {"missing", "broken"}
+    assert {entry["video_id"] for entry in logged} == {"videos/missing", "videos/broken"}
 
     store = FeatureStore.open(out, verify_checksums=True)
-    assert store.video_ids == ["v1", "v2", "v3"]
+    assert store.video_ids == ["videos/v1", "videos/v2", "videos/v3"]
     assert store.paths == ["/data/videos/v1.mp4", "/data/videos/v2.mp4", "/data/videos/v3.mp4"]
     assert store.manifest.class_names == ["jump", "run"]
     assert store.labels.tolist() == [1, 0, -1]
@@ -490,7 +490,7 @@ def test_import_with_timestamps_and_relative_layout(tmp_path: Path) -> None:
     )
     assert report.imported == 2 and report.failed == 0
     store = FeatureStore.open(tmp_path / "s")
-    assert store.manifest.class_names == [] and store.labels.tolist() == [2, 0]
+    assert store.manifest.class_names == ['0', '1', '2'] and store.labels.tolist() == [2, 0]
     np.testing.assert_allclose(store.boxes[0, :2, [1, 4]].T, [[0.0, 0.2], [0.4, 0.6]])
     np.testing.assert_allclose(store.boxes[1, :3, [1, 4]].T, [[0, 0.25], [0.25, 0.5], [0.75, 1]])
 
@@ -517,7 +517,7 @@ def test_import_resumes(tmp_path: Path) -> None:
 
 def test_import_malformed_line_names_line_number(tmp_path: Path) -> None:
     (tmp_path / "list.txt").write_text("# header comment\na.mp4 0\nlonely_path\nb.mp4 1\n")
-    with pytest.raises(ImportListError, match=r"list.txt:3: expected 'path label'"):
+    with pytest.raises(DatasetFormatError, match=r"list.txt:3: expected 'path label'"):
         import_npy_folder(
             features_dir=tmp_path,
             list_file=tmp_path / "list.txt",

@@ -206,11 +206,12 @@ def _labels_to_indices(
     if class_names is None and all(re.fullmatch(r"-?\d+", label) for label in raw):
         labels = [int(label) for label in raw]
         for label, line in zip(labels, lines, strict=True):
-            if label < 0:
-                raise DatasetFormatError(path, line, f"negative label {label}")
+            if label < -1:
+                raise DatasetFormatError(path, line, f"label {label}: use -1 for unlabelled")
         return labels, [str(i) for i in range(max(labels, default=-1) + 1)]
-    names = class_names if class_names is not None else sorted(set(raw))
+    names = class_names if class_names is not None else sorted(set(raw) - {"-1"})
     index = {name: i for i, name in enumerate(names)}
+    index.setdefault("-1", -1)  # unlabelled
     labels = []
     for label, line in zip(raw, lines, strict=True):
         if label not in index:

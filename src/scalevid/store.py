@@ -86,10 +86,6 @@ class IncompatibleStoreError(StoreError):
     """A writer's manifest disagrees with the manifest already in the store."""
 
 
-class ImportListError(StoreError):
-    """A malformed line in the list file given to the importer."""
-
-
 @dataclass(frozen=True)
 class StoreProblem:
     """One problem found by `check_store`: the file it concerns and what is wrong + the fix."""

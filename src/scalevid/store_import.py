@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from scalevid.datasets import parse_csv
 from scalevid.store import (
     FAILURES_FILE,
     MANIFEST_FILE,
-    ImportListError,
     Manifest,
     StoreDataError,
     StoreError,
@@ -61,78 +61,11 @@ class ImportReport:
         return text
 
 
-@dataclass(frozen=True)
-class _ListEntry:
-    line: int
-    path: str
-    label: str
-
-
-_HEADER_PATHS = {"path", "video", "video_path", "file", "filename", "name", "id", "video_id"}
-_HEADER_LABELS = {"label", "labels", "class", "class_name", "label_name", "target", "y"}
-
-
-def _read_label_list(list_file: Path) -> list[_ListEntry]:
-    """Parse "path label" lines (space or comma separated; "#" comments; optional header)."""
-    entries = []
-    first = True
-    for number, raw in enumerate(list_file.read_text().splitlines(), start=1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        parts = line.rsplit(",", 1) if "," in line else line.rsplit(None, 1)
-        parts = [p.strip() for p in parts]
-        if len(parts) != 2 or not all(parts):
-            raise ImportListError(
-                f"{list_file}:{number}: expected 'path label' (space or comma separated), "
-                f"got {raw!r}; fix line {number} or comment it out with '#'",
-                path=list_file,
-            )
-        if first and parts[0].lower() in _HEADER_PATHS and parts[1].lower() in _HEADER_LABELS:
-            first = False
-            continue
-        first = False
-        entries.append(_ListEntry(number, parts[0], parts[1]))
-    return entries
-
-
-def _resolve_labels(entries: list[_ListEntry], list_file: Path) -> tuple[list[int], list[str]]:
-    """Int labels stay ints (class names unknown); otherwise map names to sorted class names."""
-
-    def as_int(text: str) -> int | None:
-        try:
-            return int(text)
-        except ValueError:
-            return None
-
-    ints = [as_int(e.label) for e in entries]
-    if all(i is not None for i in ints):
-        for entry, value in zip(entries, ints, strict=True):
-            if value < -1:
-                raise ImportListError(
-                    f"{list_file}:{entry.line}: label {value} is below -1 (-1 = unlabelled)",
-                    path=list_file,
-                )
-        return [int(i) for i in ints], []
-    names = sorted({e.label for e in entries if e.label != "-1"})
-    index = {name: i for i, name in enumerate(names)}
-    return [index.get(e.label, -1) for e in entries], names
-
-
-def _feature_candidates(list_path: str, features_dir: Path, root: Path | None) -> list[Path]:
-    """Where a video's features may be: the relative path with .npy, then <stem>.npy."""
-    p = Path(list_path)
-    rel: Path | None = p
-    if p.is_absolute():
-        try:
-            rel = p.relative_to(root) if root is not None else None
-        except ValueError:
-            rel = None
-    candidates = []
-    if rel is not None and rel.parent != Path("."):
-        candidates.append(features_dir / rel.with_suffix(".npy"))
-    candidates.append(features_dir / f"{p.stem}.npy")
-    return candidates
+def _feature_candidates(video_id: str, features_dir: Path) -> list[Path]:
+    """Where a video's features may be: <relative path>.npy, then <stem>.npy."""
+    candidates = [features_dir / f"{video_id}.npy"]
+    stem = features_dir / f"{Path(video_id).name}.npy"
+    return candidates if stem == candidates[0] else [*candidates, stem]
 
 
 def _uniform_boxes(k: int) -> np.ndarray:
@@ -201,26 +134,24 @@ def import_npy_folder(
 ) -> ImportReport:
     """Build (or resume) a store from per-video ``.npy`` feature arrays of shape (clips, D).
 
-    Each list line is ``path label``. The features of a video are looked up as
-    ``features_dir/<relative path with .npy>`` then ``features_dir/<stem>.npy``; the video id is
-    the path's stem. ``root`` makes list paths relative (for the lookup) and absolute (for the
-    stored path). K is the largest clip count (or the existing store's K when resuming). A video
+    The list is read by `scalevid.datasets.parse_csv` (``path label`` lines; -1 = unlabelled).
+    The video id is the list path without its extension; a video's features are looked up as
+    ``features_dir/<video id>.npy``, then ``features_dir/<file stem>.npy``. K is the largest clip count (or the existing store's K when resuming). A video
     whose features are missing or broken is recorded in the report and in
     ``out/failures.jsonl`` and skipped. Videos already in the store are skipped.
 
     Raises:
-        ImportListError: a malformed list line (names file and line number).
+        DatasetFormatError: a malformed list line (names file and line number).
         IncompatibleStoreError: ``out`` holds a store with another D/backbone/classes.
         StoreError: no listed video could be read at all (and no store exists yet).
     """
     features_dir, list_file, out = Path(features_dir), Path(list_file), Path(out)
     root_dir = Path(root) if root is not None else None
-    entries = _read_label_list(list_file)
-    labels, class_names = _resolve_labels(entries, list_file)
+    videos = parse_csv(list_file, root=root_dir)
     existing = _read_manifest(out) if (out / MANIFEST_FILE).exists() else None
     done = set(_complete_ids(out)) if existing else set()
     out.mkdir(parents=True, exist_ok=True)
-    report = ImportReport(store=out, listed=len(entries), imported=0, skipped_existing=0)
+    report = ImportReport(store=out, listed=len(videos), imported=0, skipped_existing=0)
 
     with open(out / FAILURES_FILE, "w") as failures_log:
 
@@ -234,28 +165,17 @@ def import_npy_folder(
 
         # Pass 1: find every file and read its header, to fix K and D before writing.
         candidates: list[_Candidate] = []
-        seen: dict[str, int] = {}
-        for entry, label in tqdm(
-            list(zip(entries, labels, strict=True)), desc="scan", unit="video", disable=not progress
-        ):
-            video_id = Path(entry.path).stem
-            stored_path = (
-                str(root_dir / entry.path)
-                if root_dir and not Path(entry.path).is_absolute()
-                else entry.path
-            )
+        seen: set[str] = set()
+        for item in tqdm(videos.items, desc="scan", unit="video", disable=not progress):
+            video_id, label, stored_path = item.video_id, item.label, str(item.path)
             if video_id in done:
                 report.skipped_existing += 1
                 continue
             if video_id in seen:
-                fail(
-                    video_id,
-                    stored_path,
-                    f"duplicate video id (lines {seen[video_id]} and {entry.line})",
-                )
+                fail(video_id, stored_path, "listed twice")
                 continue
-            seen[video_id] = entry.line
-            looked = _feature_candidates(entry.path, features_dir, root_dir)
+            seen.add(video_id)
+            looked = _feature_candidates(video_id, features_dir)
             found = next((p for p in looked if p.is_file()), None)
             if found is None:
                 fail(
@@ -286,7 +206,7 @@ def import_npy_folder(
             k = max(c.clips for c in candidates if c.dim == d)
         else:
             raise StoreError(
-                f"none of the {len(entries)} videos in {list_file} has a readable features file "
+                f"none of the {len(videos)} videos in {list_file} has a readable features file "
                 f"in {features_dir}; see {out / FAILURES_FILE}",
                 path=out / FAILURES_FILE,
             )
@@ -298,7 +218,7 @@ def import_npy_folder(
             dataset=dataset_name,
             clip_frames=clip_frames,
             clip_stride=clip_stride,
-            class_names=class_names,
+            class_names=list(videos.class_names),
         )
         # Pass 2: load, derive boxes, write.
         with StoreWriter(out, manifest, shard_prefix="import", shard_size=shard_size) as writer:
