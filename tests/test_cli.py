@@ -91,3 +91,53 @@ def test_store_check_reports_a_truncated_shard(tmp_path, capsys):
     assert main(["store", "check", str(store), "--no-progress"]) == 1
     assert shard.name in capsys.readouterr().out
     assert main(["-q", "train", "--store", str(store), "--out", str(tmp_path / "r")]) == 2
+
+
+def test_eval_embed_search_from_the_command_line(tmp_path, capsys):
+    feats, listing = write_npy_folder(tmp_path, videos=48)
+    store = tmp_path / "store"
+    main(["-q", "import", "--features", str(feats), "--list", str(listing), "--out", str(store),
+          "--no-progress"])  # fmt: skip
+    config = tmp_path / "small.yaml"
+    config.write_text(
+        "model: {hidden: 32, heads: 4, set_head: [64, 16], pred_head: [64, 16], "
+        "target_head: [64, 16]}\n"
+    )
+    run = tmp_path / "run"
+    assert (
+        main(
+            [
+                "-q",
+                "train",
+                "--store",
+                str(store),
+                "--out",
+                str(run),
+                "--config",
+                str(config),
+                "--epochs",
+                "2",
+                "--batch-size",
+                "16",
+                "--num-views",
+                "3",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    report = tmp_path / "report"
+    code = main(["-q", "eval", "--train", str(store), "--test", str(store), "--run", str(run),
+                 "--out", str(report), "--probes", "knn", "scale_knn", "--seeds", "0",
+                 "--no-progress"])  # fmt: skip
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "SCALE_kNN" in out and (report / "results.json").is_file()
+    emb = tmp_path / "emb"
+    assert main(["-q", "embed", "--store", str(store), "--run", str(run), "--out", str(emb),
+                 "--no-progress"]) == 0  # fmt: skip
+    capsys.readouterr()
+    assert main(["search", "--store", str(store), "--embeddings", str(emb), "--query",
+                 "videos/vid007", "-k", "3"]) == 0  # fmt: skip
+    first = capsys.readouterr().out.splitlines()[0].split()
+    assert first[1] == "+1.0000" and first[2] == "videos/vid007"

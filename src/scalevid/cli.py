@@ -196,6 +196,96 @@ def _add_store(sub: argparse._SubParsersAction) -> None:
     info.set_defaults(handler=_store_info)
 
 
+def _eval(args: argparse.Namespace) -> int:
+    from scalevid.evaluate import evaluate, format_table, load_eval_config
+
+    config = load_eval_config(
+        args.config,
+        probes=args.probes,
+        seeds=args.seeds,
+        low_shot=args.low_shot,
+        val_fraction=args.val_fraction,
+        device=args.device,
+        progress=False if args.no_progress else None,
+    )
+    results = evaluate(
+        train_store=args.train, test_store=args.test, run=args.run, config=config, out=args.out
+    )
+    print(format_table(results))
+    print(f"results: {args.out}/results.json, {args.out}/results.md")
+    return 0
+
+
+def _add_eval(sub: argparse._SubParsersAction) -> None:
+    from scalevid.evaluate import PROBES
+
+    p = sub.add_parser(
+        "eval",
+        help="probes on raw features and on SCALE: kNN, linear, MLP, transformer, fine-tuning",
+        description="Evaluate with frozen-backbone probes. Hyperparameters are chosen on a "
+        "class-balanced validation split of TRAIN (never on TEST), the chosen config is "
+        "retrained on all of TRAIN and scored once on TEST, for every seed. Writes "
+        "results.json, results.md and plots into OUT.",
+    )
+    p.add_argument("--train", required=True, help="train feature store (K clips per video)")
+    p.add_argument("--test", required=True, help="test feature store (T x S views per video)")
+    p.add_argument("--run", help="SCALE run folder; without it only the baseline rows run")
+    p.add_argument("--out", required=True, help="report folder")
+    p.add_argument("--config", help="YAML file with EvalConfig keys")
+    p.add_argument("--probes", nargs="+", choices=PROBES)
+    p.add_argument("--seeds", nargs="+", type=int)
+    p.add_argument("--low-shot", type=float, help="fraction of train labels per class")
+    p.add_argument("--val-fraction", type=float)
+    p.add_argument("--device")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(handler=_eval)
+
+
+def _embed(args: argparse.Namespace) -> int:
+    from scalevid.evaluate import export_embeddings
+
+    vectors, ids = export_embeddings(
+        store=args.store, run=args.run, out=args.out, device=args.device or "auto",
+        progress=not args.no_progress,
+    )  # fmt: skip
+    print(f"wrote {vectors} and {ids}")
+    return 0
+
+
+def _search(args: argparse.Namespace) -> int:
+    from scalevid.evaluate import search
+
+    if not (args.run or args.embeddings):
+        raise ValueError("search needs --run or --embeddings (a `scalevid embed` folder)")
+    hits = search(
+        store=args.store, query=args.query, k=args.k, run=args.run, embeddings=args.embeddings,
+        device=args.device or "auto",
+    )  # fmt: skip
+    for rank, (video_id, path, similarity) in enumerate(hits):
+        print(f"{rank:3d}  {similarity:+.4f}  {video_id}  {path}")
+    return 0
+
+
+def _add_embed_search(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "embed", help="export per-video SCALE embeddings (embeddings.npy + video_ids.txt)"
+    )
+    p.add_argument("--store", required=True)
+    p.add_argument("--run", required=True, help="SCALE run folder")
+    p.add_argument("--out", required=True, help="folder for embeddings.npy and video_ids.txt")
+    p.add_argument("--device")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(handler=_embed)
+    p = sub.add_parser("search", help="the videos nearest to a query video")
+    p.add_argument("--store", required=True)
+    p.add_argument("--query", required=True, help="video id of the query (see video_ids.txt)")
+    p.add_argument("--run", help="SCALE run folder")
+    p.add_argument("--embeddings", help="a `scalevid embed` folder (faster than --run)")
+    p.add_argument("-k", type=int, default=10)
+    p.add_argument("--device")
+    p.set_defaults(handler=_search)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="scalevid",
@@ -207,7 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_extract, _add_import, _add_store, _add_train):
+    for add in (_add_extract, _add_import, _add_store, _add_train, _add_eval, _add_embed_search):
         add(sub)
     return parser
 

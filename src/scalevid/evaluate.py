@@ -588,6 +588,12 @@ def evaluate(
         raise ValueError(
             f"train store has D={train_store.dim} features, test store D={test_store.dim}"
         )
+    if test_store.manifest.sampling.get("mode") != "test":
+        logger.warning(
+            "%s was sampled in %r mode; the paper scores T x S test views per video",
+            test_store.path,
+            test_store.manifest.sampling.get("mode"),
+        )
     device = resolve_device(config.device)
     model = _load_model(run, device)
     if model is not None and model.config.input_dim != train_store.dim:
