@@ -39,9 +39,9 @@ from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
-import yaml
 from tqdm import tqdm
 
+from scalevid.config import load_config as load_stage_config
 from scalevid.finetune import FinetuneConfig, SetData, fit_predict_set
 from scalevid.hardware import resolve_device
 from scalevid.model import ModelConfig, ScaleModel
@@ -161,33 +161,8 @@ class EvalConfig:
 
 
 def load_eval_config(path: str | Path | None = None, **overrides: Any) -> EvalConfig:
-    """Defaults, then a YAML file, then `overrides` (None values ignored; `finetune.lr` style
-    dotted keys reach the nested FinetuneConfig)."""
-    data = EvalConfig().to_dict()
-    if path is not None:
-        try:
-            loaded = yaml.safe_load(Path(path).read_text()) or {}
-        except (OSError, yaml.YAMLError) as err:
-            raise ValueError(f"{path}: cannot read the config file ({err})") from err
-        if not isinstance(loaded, dict):
-            raise ValueError(f"{path}: a config file must be a mapping of keys to values")
-        _merge(data, loaded, source=str(path))
-    for key, value in overrides.items():
-        if value is None:
-            continue
-        head, _, rest = key.partition(".")
-        _merge(data, {head: {rest: value}} if rest else {head: value}, source="flags")
-    return EvalConfig.from_dict(data)
-
-
-def _merge(base: dict[str, Any], new: dict[str, Any], *, source: str) -> None:
-    for key, value in new.items():
-        if key not in base:
-            raise ValueError(f"{source}: unknown config key {key!r}; known: {sorted(base)}")
-        if isinstance(base[key], dict) and isinstance(value, dict):
-            _merge(base[key], value, source=source)
-        else:
-            base[key] = value
+    """EvalConfig defaults, then a YAML file, then `overrides` (see `scalevid.config`)."""
+    return load_stage_config(EvalConfig, path, **overrides)
 
 
 # --------------------------------------------------------------------------- representations

@@ -22,10 +22,10 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-import yaml
 
 from scalevid import __version__
 from scalevid.checkpoint import load_checkpoint, save_weights
+from scalevid.config import load_config as load_stage_config
 from scalevid.hardware import Precision, autocast_dtype, resolve_device
 from scalevid.model import ModelConfig, ScaleModel
 from scalevid.pretext import Gather, PretextConfig
@@ -76,34 +76,8 @@ class TrainConfig:
 
 
 def load_config(path: str | Path | None = None, **overrides: Any) -> TrainConfig:
-    """Defaults, then a YAML file, then `overrides` (dotted keys such as `model.depth` allowed;
-    None values are ignored, so unset CLI flags change nothing)."""
-    data: dict[str, Any] = TrainConfig().to_dict()
-    if path is not None:
-        path = Path(path)
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except (OSError, yaml.YAMLError) as err:
-            raise ValueError(f"{path}: cannot read the config file ({err})") from err
-        if not isinstance(loaded, dict):
-            raise ValueError(f"{path}: a config file must be a mapping of keys to values")
-        _merge(data, loaded, source=str(path))
-    for key, value in overrides.items():
-        if value is None:
-            continue
-        target, *rest = key.split(".")
-        _merge(data, {target: value} if not rest else {target: {rest[0]: value}}, source="flags")
-    return TrainConfig.from_dict(data)
-
-
-def _merge(base: dict[str, Any], new: dict[str, Any], *, source: str) -> None:
-    for key, value in new.items():
-        if key not in base:
-            raise ValueError(f"{source}: unknown config key {key!r}; known: {sorted(base)}")
-        if isinstance(base[key], dict) and isinstance(value, dict):
-            _merge(base[key], value, source=source)
-        else:
-            base[key] = value
+    """TrainConfig defaults, then a YAML file, then `overrides` (see `scalevid.config`)."""
+    return load_stage_config(TrainConfig, path, **overrides)
 
 
 def lr_at(step: int, *, total: int, config: TrainConfig) -> float:
