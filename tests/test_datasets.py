@@ -328,3 +328,14 @@ def test_missing_spec_is_a_dataset_error(tmp_path: Path) -> None:
 
 def test_auto_detects_plain_csv(tmp_path: Path) -> None:
     assert detect_format(write(tmp_path / "list.txt", "a.mp4 1\n")) == "csv"
+
+
+def test_csv_takes_class_names_from_classes_txt(tmp_path):
+    from scalevid.datasets import parse_csv
+
+    (tmp_path / "train.csv").write_text("a.mp4 0\nb.mp4 1\nc.mp4 -1\n")
+    assert parse_csv(tmp_path / "train.csv").class_names == ["0", "1"]
+    (tmp_path / "classes.txt").write_text("walk\nrun\njump\n")
+    listing = parse_csv(tmp_path / "train.csv")
+    assert listing.class_names == ["walk", "run", "jump"]
+    assert [item.label for item in listing.items] == [0, 1, -1]

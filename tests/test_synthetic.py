@@ -85,11 +85,14 @@ def test_schedules_respect_the_config_and_determine_the_label(task: S.Task) -> N
         events = schedule.events
         assert schedule.label == S.video_label(config, "train", i)
         assert S.label_from_events(config, events) == schedule.label
-        assert S.consistent_labels(config, schedule.kinds) == [schedule.label]
+        assert S.consistent_labels(config, schedule.kinds, whole_video=True) == [schedule.label]
+        assert schedule.label in S.consistent_labels(config, schedule.kinds)
         assert events[0].start >= config.edge_frames
         assert events[-1].stop <= config.frames - config.edge_frames
         assert all(low <= e.stop - e.start <= high for e in events)
-        assert all(b.start - a.stop >= config.min_gap for a, b in zip(events, events[1:]))
+        assert all(
+            b.start - a.stop >= config.min_gap for a, b in zip(events[:-1], events[1:], strict=True)
+        )
 
 
 @pytest.mark.parametrize("task", ["order", "count"])
@@ -289,7 +292,8 @@ def test_interrupted_run_is_completed_and_its_temp_file_ignored(tmp_path: Path) 
 
 
 def test_a_failed_encode_leaves_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def broken(*args: object, **kwargs: object) -> None:
+    def broken(frames: object, path: Path, *args: object) -> None:
+        path.write_bytes(b"half a video")
         raise RuntimeError("killed")
 
     monkeypatch.setattr(S, "_encode", broken)
@@ -306,3 +310,22 @@ def test_workers_give_the_same_files(tiny_dataset: S.DatasetInfo, tmp_path: Path
     for i in range(4):
         name = f"videos/train/train_{i:05d}.mp4"
         assert (info.root / name).read_bytes() == (tiny_dataset.root / name).read_bytes()
+
+
+@pytest.mark.skipif("mpeg4" not in av.codecs_available, reason="no mpeg4 encoder")
+def test_mpeg4_fallback_codec(tmp_path: Path) -> None:
+    config = dataclasses.replace(TINY, train=1, val=0, codec="mpeg4")
+    info = S.make_dataset(tmp_path / "m", config, progress=False)
+    assert info.codec == "mpeg4"
+    decoded = decode(tmp_path / "m/videos/train/train_00000.mp4")
+    assert np.abs(decoded.astype(np.float32) - S.render_video(config, "train", 0)).mean() < 8.0
+
+
+@pytest.mark.parametrize("task", ["order", "count"])
+def test_quick_config_hides_the_label_from_8x4_clips(task: S.Task) -> None:
+    config = S.quick_config(task, seed=3)
+    assert config.seed == 3 and config.frames == 144
+    for i in range(50):
+        events = S.video_schedule(config, "train", i).events
+        for start in range(0, config.frames - 29 + 1, 3):
+            assert len(S.visible_events(events, start, start + 29)) <= 1

@@ -9,7 +9,8 @@ Formats (``format=``)
 ``csv``
     ``path label`` per line, separated by whitespace or a comma (the VideoMAE / PySlowFast
     convention). The first line is skipped as a header when its first field is one of
-    ``path, video, video_path, filename, file, name, id``. Labels are integers (class names
+    ``path, video, video_path, filename, file, name, id``. Labels are integers (-1 =
+    unlabelled; class names from a ``classes.txt`` beside the list, one per line, else
     ``"0".."max"``) or class names (mapped to indices in sorted order). Relative paths are
     resolved against ``root`` (default: the list's folder). ``video_id`` is the path as written,
     without its extension.
@@ -220,6 +221,9 @@ def _labels_to_indices(
     return labels, names
 
 
+CLASSES_FILE = "classes.txt"  # optional: the names of integer labels, one per line
+
+
 def parse_csv(path: Path, *, root: Path | None = None) -> VideoList:
     """``path label`` lines (see the module docstring)."""
     root = root if root is not None else path.parent
@@ -234,6 +238,14 @@ def parse_csv(path: Path, *, root: Path | None = None) -> VideoList:
         raw.append(parts[1])
         numbers.append(number)
     labels, class_names = _labels_to_indices(raw, path, numbers)
+    names_file = path.parent / CLASSES_FILE
+    if names_file.is_file() and class_names == [str(i) for i in range(len(class_names))]:
+        # integer labels with their names beside the list (e.g. `scalevid make-dataset`)
+        names = [line for _, line in _lines(names_file)]
+        if len(names) < len(class_names):
+            raise DatasetError(f"{names_file}: {len(names)} names, but {path} has label "
+                               f"{len(class_names) - 1}")  # fmt: skip
+        class_names = names
     items = [
         VideoItem(path=_resolve(root, w), label=label, video_id=_id_from(w))
         for w, label in zip(written, labels, strict=True)
