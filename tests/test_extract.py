@@ -59,7 +59,7 @@ def test_bad_inputs_are_recorded_and_never_stop_the_run(
     report = extract(config(tmp_path, [*good_videos[:2], *bad, video_single, good_videos[2]]))
     assert report.extracted == 4  # three good ones, and the single frame (repeated, documented)
     assert report.failed == len(bad)
-    lines = (tmp_path / "store" / "failures-r000.jsonl").read_text().splitlines()
+    lines = (tmp_path / "store" / "failures.jsonl").read_text().splitlines()
     recorded = {json.loads(line)["path"]: json.loads(line)["reason"] for line in lines}
     assert set(recorded) == {str(p) for p in bad}
     assert "VideoMissingError" in recorded[str(broken_videos["missing"])]

@@ -490,7 +490,7 @@ def test_import_with_timestamps_and_relative_layout(tmp_path: Path) -> None:
     )
     assert report.imported == 2 and report.failed == 0
     store = FeatureStore.open(tmp_path / "s")
-    assert store.manifest.class_names == ['0', '1', '2'] and store.labels.tolist() == [2, 0]
+    assert store.manifest.class_names == ["0", "1", "2"] and store.labels.tolist() == [2, 0]
     np.testing.assert_allclose(store.boxes[0, :2, [1, 4]].T, [[0.0, 0.2], [0.4, 0.6]])
     np.testing.assert_allclose(store.boxes[1, :3, [1, 4]].T, [[0, 0.25], [0.25, 0.5], [0.75, 1]])
 

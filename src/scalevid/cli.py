@@ -129,7 +129,7 @@ def _add_extract(sub: argparse._SubParsersAction) -> None:
         description="Videos -> clips -> frozen backbone -> feature store. Train split: "
         "--num-clips random clips per video (random start, scale and crop, flip); val/test: "
         "T x S views. Re-running skips finished videos; unreadable videos are recorded in "
-        "STORE/failures-*.jsonl and the exit code is 1 if any failed. Under torchrun each rank "
+        "STORE/failures.jsonl and the exit code is 1 if any failed. Under torchrun each rank "
         "takes its share of the list.",
     )
     p.add_argument("--list", required=True, help="video list or folder (see --format)")

@@ -54,7 +54,12 @@ class Trainer:
         self.main = self.gather.rank == 0
         self.writer = None
         if self.main and self.config.tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError as err:
+                raise RuntimeError(
+                    "--tensorboard needs the tensorboard package: pip install 'scalevid[tensorboard]'"
+                ) from err
 
             self.writer = SummaryWriter(str(self.run / "tensorboard"))
 

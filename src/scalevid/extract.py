@@ -5,7 +5,8 @@ backbone on batches of clips gathered across videos. Finished videos go to the s
 `StoreWriter`, which publishes a shard atomically every `shard_size` videos or `flush_seconds`,
 so an interrupted run loses at most the videos since the last flush, and re-running skips every
 video already in the store. A video that cannot be read is recorded in
-`failures-<prefix>.jsonl` with its reason and never stops the run.
+`failures-<prefix>.jsonl` with its reason (merged into `failures.jsonl` at the end) and never
+stops the run.
 
 Under torchrun each rank takes every world-th video of the list (no video twice) and writes its
 own shards (prefix r000, r001, ...); all ranks write the same manifest.
@@ -102,7 +103,7 @@ class ExtractReport:
         for failure in self.failures[:10]:
             lines.append(f"  failed: {failure['path']}: {failure['reason']}")
         if self.failed > 10:
-            lines.append(f"  ... and {self.failed - 10} more (see failures-*.jsonl in the store)")
+            lines.append(f"  ... and {self.failed - 10} more (see failures.jsonl in the store)")
         return "\n".join(lines)
 
 
@@ -335,4 +336,16 @@ def extract(config: ExtractConfig) -> ExtractReport:
         import torch.distributed as dist
 
         dist.barrier()
+    if rank == 0:
+        merge_failures(out)
     return report
+
+
+def merge_failures(store: Path) -> Path:
+    """Write STORE/failures.jsonl: every rank's failures of its latest run, in one file."""
+    rows = []
+    for part in sorted(store.glob("failures-r*.jsonl")):
+        rows.extend(line for line in part.read_text().splitlines() if line.strip())
+    path = store / "failures.jsonl"
+    path.write_text("".join(row + "\n" for row in rows))
+    return path
