@@ -149,3 +149,14 @@ def test_data_parallel_gradients_equal_one_process(tmp_path):
     got = torch.load(tmp_path / "grads.pt")
     torch.testing.assert_close(got["grads"], expected, rtol=1e-4, atol=1e-7)
     torch.testing.assert_close(got["losses"], torch.stack([m["mcm_loss"], m["set_loss"]]))
+
+
+def test_torch_compile_gives_the_same_losses():
+    f, bx, nc = tiny_batch()
+    cfg = PretextConfig(num_views=4)
+    eager = pretext_step(tiny_model(), f, bx, nc, cfg, torch.Generator().manual_seed(2))
+    compiled_model = tiny_model()
+    compiled_model.compile()
+    compiled = pretext_step(compiled_model, f, bx, nc, cfg, torch.Generator().manual_seed(2))
+    for key in ("loss", "mcm_loss", "set_loss"):
+        torch.testing.assert_close(compiled[key], eager[key], atol=1e-5, rtol=1e-5)
