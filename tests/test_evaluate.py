@@ -1,4 +1,4 @@
-"""Tests for scalevid.evaluate: the honest protocol, reports, embedding export and search."""
+"""Tests for scalevid.evaluate (the honest protocol, reports) and scalevid.search."""
 
 from __future__ import annotations
 
@@ -16,14 +16,13 @@ from scalevid.evaluate import (
     ClipVectors,
     EvalConfig,
     evaluate,
-    export_embeddings,
     format_table,
     load_eval_config,
     make_split,
-    search,
 )
 from scalevid.finetune import FinetuneConfig
 from scalevid.model import ScaleModel
+from scalevid.search import export_embeddings, search
 from scalevid.store import FeatureStore, Manifest, StoreWriter
 from scalevid.train import load_config, train
 

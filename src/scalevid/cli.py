@@ -242,7 +242,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
 
 
 def _embed(args: argparse.Namespace) -> int:
-    from scalevid.evaluate import export_embeddings
+    from scalevid.search import export_embeddings
 
     vectors, ids = export_embeddings(
         store=args.store, run=args.run, out=args.out, device=args.device or "auto",
@@ -253,7 +253,7 @@ def _embed(args: argparse.Namespace) -> int:
 
 
 def _search(args: argparse.Namespace) -> int:
-    from scalevid.evaluate import search
+    from scalevid.search import search
 
     if not (args.run or args.embeddings):
         raise ValueError("search needs --run or --embeddings (a `scalevid embed` folder)")

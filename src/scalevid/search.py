@@ -1,0 +1,95 @@
+"""`scalevid embed` and `scalevid search`: per-video SCALE embeddings and nearest videos.
+
+An embedding is the mean over a video's valid clips of [clip feature, SET output] (N, D + H),
+the vector the SCALE_kNN probe uses; similarity is cosine.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from scalevid.evaluate import _load_model, _open, video_embeddings
+from scalevid.hardware import resolve_device
+from scalevid.model import ScaleModel
+from scalevid.store import FeatureStore
+
+logger = logging.getLogger(__name__)
+
+EMBEDDINGS = "embeddings.npy"
+VIDEO_IDS = "video_ids.txt"
+
+
+def export_embeddings(
+    *,
+    store: FeatureStore | str | Path,
+    run: ScaleModel | str | Path,
+    out: str | Path,
+    batch_size: int = 256,
+    device: str = "auto",
+    progress: bool = True,
+) -> tuple[Path, Path]:
+    """Write `out`/embeddings.npy (N, D + H) float32 (mean-pooled [clip feature, SET]) and
+    `out`/video_ids.txt (one id per line, same order); returns both paths."""
+    store = _open(store)
+    model = _load_model(run, resolve_device(device))
+    assert model is not None
+    vectors = video_embeddings(
+        store, model, batch_size=batch_size, device=device, progress=progress
+    )
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    np.save(out / EMBEDDINGS, vectors.astype(np.float32))
+    (out / VIDEO_IDS).write_text("".join(f"{v}\n" for v in store.video_ids))
+    logger.info("wrote %d embeddings of size %d to %s", *vectors.shape, out)
+    return out / EMBEDDINGS, out / VIDEO_IDS
+
+
+def load_embeddings(folder: str | Path) -> tuple[np.ndarray, list[str]]:
+    """(embeddings (N, F), video ids) as written by :func:`export_embeddings`."""
+    folder = Path(folder)
+    vectors = np.load(folder / EMBEDDINGS, allow_pickle=False)
+    ids = (folder / VIDEO_IDS).read_text().splitlines()
+    if len(ids) != len(vectors):
+        raise ValueError(f"{folder}: {len(vectors)} embeddings but {len(ids)} video ids")
+    return vectors, ids
+
+
+def search(
+    *,
+    store: FeatureStore | str | Path,
+    query: str,
+    k: int = 10,
+    run: ScaleModel | str | Path | None = None,
+    embeddings: str | Path | None = None,
+    batch_size: int = 256,
+    device: str = "auto",
+) -> list[tuple[str, str, float]]:
+    """The k videos of `store` most similar to video `query` (cosine of the SCALE embeddings),
+    best first, as (video_id, path, similarity); the query itself comes first with 1.0.
+
+    Embeddings come from an :func:`export_embeddings` folder when given, else from `run`.
+    """
+    store = _open(store)
+    if embeddings is not None:
+        vectors, ids = load_embeddings(embeddings)
+        if ids != store.video_ids:
+            raise ValueError(f"{embeddings}: its video ids are not those of {store.path}")
+    elif run is not None:
+        model = _load_model(run, resolve_device(device))
+        assert model is not None
+        vectors = video_embeddings(store, model, batch_size=batch_size, device=device)
+    else:
+        raise ValueError("search needs a run or an embeddings folder")
+    try:
+        q = store.video_ids.index(query)
+    except ValueError:
+        raise ValueError(f"video {query!r} is not in {store.path}") from None
+    unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    sims = unit @ unit[q]  # (N,)
+    sims[q] = 1.0  # exactly (not 1 - 1e-7), and first even if another video is identical
+    others = np.delete(np.arange(len(sims)), q)
+    order = np.concatenate([[q], others[np.argsort(-sims[others], kind="stable")]])[: max(0, k)]
+    return [(store.video_ids[i], store.paths[i], float(sims[i])) for i in order]
