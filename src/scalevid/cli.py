@@ -351,6 +351,19 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_demo)
 
 
+def _add_recipe(sub: argparse._SubParsersAction) -> None:
+    from scalevid.recipes import add_arguments, run_from_args
+
+    p = sub.add_parser(
+        "recipe",
+        help="run a paper recipe (recipes/*.yaml): extract, pretrain, probes, combined table",
+        description="Run a paper recipe: extraction once, then SCALE pretraining and the probes "
+        "for every sweep point, and a combined table in the paper's shape (recipes/README.md).",
+    )
+    add_arguments(p)
+    p.set_defaults(handler=run_from_args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="scalevid",
@@ -371,6 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_train,
         _add_eval,
         _add_embed_search,
+        _add_recipe,
     ):
         add(sub)
     return parser
@@ -394,7 +408,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         logger.error("interrupted; re-run the same command (with --resume for train) to continue")
         return 130
-    except (FileNotFoundError, FileExistsError, ValueError, StoreError, *ScalevidInputError) as err:
+    except (OSError, ValueError, StoreError, *ScalevidInputError) as err:
         logger.debug("details", exc_info=True)
         logger.error("%s", err)
         return 2

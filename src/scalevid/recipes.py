@@ -1,0 +1,693 @@
+"""Paper recipes: one YAML file per table of the SCALE paper, run end to end by one command.
+
+    python -m scalevid.recipes recipes/ucf101.yaml --data-root /data --out results/
+
+A recipe runs, for each of its *points* (a dataset, or one setting of an ablation sweep):
+extraction (once per dataset, shared by every point), SCALE pretraining, the probes, and then
+writes one combined table with the paper's rows (kNN ... SCALE_ft) and one column per point.
+
+Recipe file (YAML; every section is optional except `data`):
+
+    extends: ucf101.yaml        # start from another recipe (path relative to this file); deep merge
+    title: UCF101 (split 1)     # the table's title (not inherited)
+    paper: the UCF101 results   # what it reproduces (not inherited)
+    data:                       # the dataset; paths relative to --data-root
+      name: ucf101              # store folder name: recipes naming the same dataset share stores
+      format: ucf101            # a `scalevid.datasets` format
+      list: ucf101/ucfTrainTestlist
+      root: ucf101/UCF-101      # the videos
+      fold: 1                   # UCF101 / HMDB51 split
+      train_split: train        # the split pretraining and the probes train on
+      test_split: test          # the split the probes are scored on
+    datasets:                   # several datasets (one column each), each overriding `data`
+      genre: {list: lvu/lvu_1.0/genre}
+    extract: {preset: ssv2}     # ExtractConfig fields, for both splits
+    train: {epochs: 300}        # TrainConfig fields (nested `model:` / `pretext:`)
+    eval: {low_shot: 0.1}       # EvalConfig fields
+    sweep:                      # ablation: config keys -> value lists; `eval.` keys go to eval,
+      pretext.mcm_weight: [1, 0, 1]   # the others to training
+      pretext.set_weight: [0, 1, 1]
+    sweep_mode: zip             # zip (paired lists, the default) or product (every combination)
+    sweep_labels: [MCM, SET, MCM + SET]   # column titles (default: key=value)
+    tiny: {train: {...}}        # extra overrides for --tiny, on top of TINY below
+
+Layout of --out:
+
+    stores/<dataset>[/<entry>]/{train,test}/   feature stores + recipe-extract.json
+    <recipe>/<point>/point.json                the point's resolved settings
+    <recipe>/<point>/run/                      the SCALE run (`scalevid train`)
+    <recipe>/<point>/eval/                     results.json, results.md, predictions, plots
+    <recipe>/results.md, results.json          the combined table
+
+Everything resumes: a point whose eval/results.json exists is skipped, a finished run is not
+retrained (an interrupted one resumes from its checkpoint), and a dataset whose points are all
+done is not extracted again (an interrupted extraction resumes video by video). A store or point
+made with other settings (an edited recipe, another backbone, --tiny) is an error, never reused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import itertools
+import json
+import logging
+import re
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from scalevid.evaluate import LABELS, PROBES, evaluate, load_eval_config
+from scalevid.extract import ExtractConfig, extract
+from scalevid.train import load_config, train
+
+logger = logging.getLogger(__name__)
+
+# --tiny: the same pipeline at smoke-test size (a few clips, 2 epochs, a small model, one seed,
+# one point per probe grid). The backbone is left alone: `--set extract.backbone=...` changes it.
+TINY: dict[str, dict[str, Any]] = {
+    "extract": {"num_clips": 4, "temporal_views": 2, "spatial_views": 1, "progress": False},
+    "train": {
+        "epochs": 2,
+        "batch_size": 16,
+        "log_every": 1,
+        "progress": False,
+        "model": {
+            "hidden": 32,
+            "depth": 1,
+            "heads": 4,
+            "set_head": [64, 16],
+            "pred_head": [64, 16],
+            "target_head": [64, 64, 16],
+        },
+        "pretext": {"num_views": 2},
+    },
+    "eval": {
+        "seeds": [0],
+        "head_lrs": [1e-3],
+        "head_weight_decays": [0.0],
+        "head_epochs": 2,
+        "mlp_hidden": [16],
+        "finetune_lrs": [1e-3],
+        "finetune_epochs": [1],
+        "finetune": {"batch_size": 8, "num_views": 2, "eval_batch_size": 64},
+        "transformer_hidden": 32,
+        "transformer_depth": 1,
+        "transformer_heads": 4,
+        "progress": False,
+        "plots": False,
+    },
+}
+
+RECIPE_KEYS = frozenset(
+    {"extends", "title", "paper", "data", "datasets", "extract", "train", "eval", "sweep",
+     "sweep_mode", "sweep_labels", "tiny"}
+)  # fmt: skip
+NOT_INHERITED = ("title", "paper")
+DATA_KEYS = frozenset({"name", "format", "list", "root", "fold", "train_split", "test_split"})
+# Set by the recipe's data section, not by `extract:`.
+EXTRACT_OWN_KEYS = frozenset({"list", "out", "root", "format", "split", "fold"})
+# Fields that do not change what a stage produces: a store, run or evaluation may be resumed
+# (or reused) under other values. Extraction paths are recorded, not compared, so the data may
+# move.
+RUNTIME_KEYS = {
+    "extract": frozenset({"list", "root", "out", "batch_size", "workers", "device", "shard_size",
+                          "flush_seconds", "progress"}),
+    "train": frozenset({"store", "out", "device", "progress", "log_every", "tensorboard"}),
+    "eval": frozenset({"device", "progress", "embed_batch_size"}),
+}  # fmt: skip
+STAGES = ("extract", "train", "eval")
+RESULTS = "results.json"
+
+
+class RecipeError(ValueError):
+    """A recipe that cannot run as written; names the file and the offending entry."""
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _deep_merge(base: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """A copy of `base` with `new` merged in: mappings merge key by key, anything else replaces."""
+    merged = copy.deepcopy(base)
+    for key, value in new.items():
+        if isinstance(merged.get(key), dict) and isinstance(value, dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def _nested(dotted: dict[str, Any]) -> dict[str, Any]:
+    """{"model.hidden": 128} -> {"model": {"hidden": 128}}."""
+    out: dict[str, Any] = {}
+    for key, value in dotted.items():
+        *parents, last = key.split(".")
+        node = out
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+    return out
+
+
+def read_recipe_file(path: str | Path) -> dict[str, Any]:
+    """The recipe's mapping with its `extends` chain merged in (the file's own keys win)."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as err:
+        raise RecipeError(f"{path}: cannot read the recipe ({err})") from err
+    if not isinstance(data, dict):
+        raise RecipeError(f"{path}: a recipe must be a mapping")
+    unknown = sorted(set(data) - RECIPE_KEYS)
+    if unknown:
+        raise RecipeError(f"{path}: unknown recipe keys {unknown}; known: {sorted(RECIPE_KEYS)}")
+    parent = data.pop("extends", None)
+    if parent is None:
+        return data
+    base = read_recipe_file(path.parent / parent)
+    for key in NOT_INHERITED:
+        base.pop(key, None)
+    return _deep_merge(base, data)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """One dataset of a recipe: where its list and videos are, and where its stores go."""
+
+    key: str  # column prefix ("" for a recipe's only dataset)
+    store_name: str  # folder under <out>/stores
+    format: str
+    list: str  # relative to --data-root
+    root: str | None = None
+    fold: int = 1
+    train_split: Literal["train", "val", "test"] = "train"
+    test_split: Literal["train", "val", "test"] = "test"
+
+
+@dataclass
+class Point:
+    """One column of the table: a dataset and one setting of the sweep."""
+
+    label: str  # the column title
+    slug: str  # its folder name under <out>/<recipe>
+    dataset: Dataset
+    values: dict[str, Any] = field(default_factory=dict)  # the sweep's keys -> values
+
+    def overrides(self, stage: Literal["train", "eval"]) -> dict[str, Any]:
+        """This point's sweep values for `stage`, as a nested mapping."""
+        if stage == "eval":
+            picked = {k.removeprefix("eval."): v for k, v in self.values.items()
+                      if k.startswith("eval.")}  # fmt: skip
+        else:
+            picked = {k: v for k, v in self.values.items() if not k.startswith("eval.")}
+        return _nested(picked)
+
+
+@dataclass
+class Recipe:
+    """A recipe file, resolved: its stage overrides and the points it runs."""
+
+    name: str
+    path: Path
+    title: str
+    paper: str
+    extract: dict[str, Any]
+    train: dict[str, Any]
+    eval: dict[str, Any]
+    datasets: list[Dataset]
+    points: list[Point]
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._=+-]+", "_", text).strip("_") or "point"
+
+
+def _datasets(name: str, data: dict[str, Any], path: Path) -> list[Dataset]:
+    base = data.get("data") or {}
+    entries = data.get("datasets") or {"": {}}
+    out = []
+    for key, entry in entries.items():
+        spec = {**base, **(entry or {})}
+        unknown = sorted(set(spec) - DATA_KEYS)
+        if unknown:
+            raise RecipeError(f"{path}: unknown data keys {unknown}; known: {sorted(DATA_KEYS)}")
+        for required in ("format", "list"):
+            if required not in spec:
+                where = f"datasets.{key}" if key else "data"
+                raise RecipeError(f"{path}: {where} needs `{required}`")
+        store = spec.pop("name", name)
+        out.append(Dataset(key=str(key), store_name=f"{store}/{key}" if key else store, **spec))
+    return out
+
+
+def _sweep(data: dict[str, Any], path: Path) -> list[tuple[str, dict[str, Any]]]:
+    """(label, values) per sweep setting; one unnamed setting without a sweep."""
+    sweep = data.get("sweep") or {}
+    if not sweep:
+        return [("", {})]
+    mode = data.get("sweep_mode", "zip")
+    keys = list(sweep)
+    lists = [v if isinstance(v, list) else [v] for v in sweep.values()]
+    if mode == "zip":
+        if len({len(v) for v in lists}) != 1:
+            lengths = {k: len(v) for k, v in zip(keys, lists, strict=True)}
+            raise RecipeError(f"{path}: sweep_mode zip needs lists of one length, got {lengths}")
+        combos = list(zip(*lists, strict=True))
+    elif mode == "product":
+        combos = list(itertools.product(*lists))
+    else:
+        raise RecipeError(f"{path}: sweep_mode must be zip or product, got {mode!r}")
+    settings = [dict(zip(keys, combo, strict=True)) for combo in combos]
+    labels = data.get("sweep_labels")
+    if labels is None:
+        labels = [", ".join(f"{k.split('.')[-1]}={v}" for k, v in s.items()) for s in settings]
+    elif len(labels) != len(settings):
+        raise RecipeError(f"{path}: {len(labels)} sweep_labels for {len(settings)} sweep settings")
+    return list(zip(map(str, labels), settings, strict=True))
+
+
+def load_recipe(
+    path: str | Path,
+    *,
+    tiny: bool = False,
+    overrides: Sequence[str] = (),
+    only: Sequence[str] | None = None,
+) -> Recipe:
+    """Read and resolve a recipe file.
+
+    Args:
+        path: the YAML recipe.
+        tiny: apply `TINY` and the recipe's own `tiny:` section (a smoke-test run).
+        overrides: "section.key=value" strings (value parsed as YAML) applied last, e.g.
+            "extract.backbone=module" or "train.epochs=10".
+        only: keep the datasets with these keys (the entries of `datasets:`), e.g. LVU tasks.
+    """
+    path = Path(path)
+    data = read_recipe_file(path)
+    if tiny:
+        data = _deep_merge(data, _deep_merge(TINY, data.get("tiny") or {}))
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or "." not in key:
+            raise RecipeError(f"--set expects SECTION.KEY=VALUE, got {item!r}")
+        data = _deep_merge(data, _nested({key: yaml.safe_load(text)}))
+    name = path.stem
+    stages = {}
+    for stage in STAGES:
+        stages[stage] = data.get(stage) or {}
+        if not isinstance(stages[stage], dict):
+            raise RecipeError(f"{path}: `{stage}` must be a mapping")
+    clash = sorted(set(stages["extract"]) & EXTRACT_OWN_KEYS)
+    if clash:
+        raise RecipeError(f"{path}: set {clash} in `data`, not in `extract`")
+    known = {f.name for f in fields(ExtractConfig)}
+    unknown = sorted(set(stages["extract"]) - known)
+    if unknown:
+        raise RecipeError(f"{path}: unknown extract keys {unknown}; known: {sorted(known)}")
+
+    datasets = _datasets(name, data, path)
+    if only:
+        missing = sorted(set(only) - {d.key for d in datasets})
+        if missing:
+            raise RecipeError(f"{path}: no datasets {missing}; it has {[d.key for d in datasets]}")
+        datasets = [d for d in datasets if d.key in only]
+    points = []
+    for dataset in datasets:
+        for label, values in _sweep(data, path):
+            title = " ".join(part for part in (dataset.key, label) if part) or name
+            points.append(Point(label=title, slug=_slug(title), dataset=dataset, values=values))
+    slugs = [p.slug for p in points]
+    if len(set(slugs)) != len(slugs):
+        raise RecipeError(f"{path}: two points share a folder name: {slugs}")
+    recipe = Recipe(
+        name=name,
+        path=path,
+        title=str(data.get("title", name)),
+        paper=str(data.get("paper", "")),
+        extract=stages["extract"],
+        train=stages["train"],
+        eval=stages["eval"],
+        datasets=datasets,
+        points=points,
+    )
+    for point in points:  # fail on a bad key now, not after hours of extraction
+        _train_config(recipe, point, store=Path("."), run=Path("."), device=None)
+        _eval_config(recipe, point, device=None)
+    return recipe
+
+
+# --------------------------------------------------------------------------- configs
+
+
+def _train_config(recipe: Recipe, point: Point, *, store: Path, run: Path, device: str | None):
+    values = _deep_merge(recipe.train, point.overrides("train"))
+    try:
+        return load_config(
+            None, **{**values, "store": str(store), "out": str(run), "device": device}
+        )
+    except (TypeError, ValueError) as err:
+        raise RecipeError(f"{recipe.path}: train ({point.label}): {err}") from err
+
+
+def _eval_config(recipe: Recipe, point: Point, *, device: str | None):
+    values = _deep_merge(recipe.eval, point.overrides("eval"))
+    try:
+        return load_eval_config(None, **{**values, "device": device})
+    except (TypeError, ValueError) as err:
+        raise RecipeError(f"{recipe.path}: eval ({point.label}): {err}") from err
+
+
+def extract_config(
+    recipe: Recipe,
+    dataset: Dataset,
+    *,
+    split: Literal["train", "test"],
+    data_root: Path,
+    store: Path,
+    device: str | None = None,
+) -> ExtractConfig:
+    """The ExtractConfig of one split of a dataset; `split` names the store, the dataset maps
+    it to the list's split (e.g. Kinetics scores on `val`)."""
+    options = dict(recipe.extract)
+    if device is not None:
+        options["device"] = device
+    return ExtractConfig(
+        list=str(data_root / dataset.list),
+        root=str(data_root / dataset.root) if dataset.root else None,
+        format=dataset.format,
+        split=dataset.train_split if split == "train" else dataset.test_split,
+        fold=dataset.fold,
+        out=str(store),
+        **options,
+    )
+
+
+# --------------------------------------------------------------------------- running
+
+
+def _settings(stage: str, config: Any) -> dict[str, Any]:
+    """What of a stage's config decides its output, JSON-normalised for comparison."""
+    values = asdict(config) if not isinstance(config, dict) else config
+    kept = {k: v for k, v in values.items() if k not in RUNTIME_KEYS[stage]}
+    return json.loads(json.dumps(kept))
+
+
+def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    return sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+
+
+def ensure_store(config: ExtractConfig) -> dict[str, Any]:
+    """Extract `config.out` unless a finished extraction with the same settings is there.
+
+    `recipe-extract.json` in the store records the settings (before extracting) and the outcome
+    (after). A store made with other settings is an error rather than a silent mix.
+    """
+    store = Path(config.out)
+    record_file = store / "recipe-extract.json"
+    settings = _settings("extract", config)
+    paths = {"list": config.list, "root": config.root}
+    if record_file.is_file():
+        record = json.loads(record_file.read_text())
+        changed = _differences(record["settings"], settings)
+        if changed:
+            raise RecipeError(
+                f"{store} was extracted with other settings ({', '.join(changed)} differ); "
+                "use another --out, or delete the store to extract it again"
+            )
+        if record.get("complete"):
+            logger.info("%s: already extracted", store)
+            return record
+    store.mkdir(parents=True, exist_ok=True)
+    record = {"settings": settings, "paths": paths, "complete": False}
+    record_file.write_text(json.dumps(record, indent=2))
+    report = extract(config)
+    logger.info("%s", report.summary())
+    if report.failed:
+        logger.warning(
+            "%s: %d videos failed (see failures-*.jsonl there); the recipe goes on without them",
+            store,
+            report.failed,
+        )
+    record.update(
+        complete=True,
+        listed=report.listed,
+        videos=report.extracted + report.skipped_existing,
+        failed=report.failed,
+        seconds=report.seconds,
+    )
+    record_file.write_text(json.dumps(record, indent=2))
+    return record
+
+
+def check_point(recipe: Recipe, point: Point, *, folder: Path, stores: Path) -> None:
+    """Record the point's settings in `point.json`, or check them against an earlier record, so
+    that a finished or half-finished point is never reused for an edited recipe."""
+    train_config = _train_config(recipe, point, store=stores / "train", run=folder / "run",
+                                 device=None)  # fmt: skip
+    settings = {
+        "values": json.loads(json.dumps(point.values)),
+        "train": _settings("train", train_config.to_dict()),
+        "eval": _settings("eval", _eval_config(recipe, point, device=None).to_dict()),
+    }
+    record_file = folder / "point.json"
+    if record_file.is_file():
+        record = json.loads(record_file.read_text())
+        changed = [
+            f"{stage}.{key}"
+            for stage in settings
+            for key in _differences(record.get(stage) or {}, settings[stage] or {})
+        ]
+        if changed:
+            raise RecipeError(
+                f"{folder} was run with other settings ({', '.join(changed)} differ); use "
+                "another --out, or delete that folder to run the point again"
+            )
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    record_file.write_text(json.dumps(settings, indent=2))
+
+
+def run_point(
+    recipe: Recipe, point: Point, *, stores: Path, folder: Path, device: str | None = None
+) -> dict[str, Any]:
+    """Pretrain (or resume) and evaluate one point; returns its results.json content."""
+    run = folder / "run"
+    train_store, test_store = stores / "train", stores / "test"
+    if not (run / "model.safetensors").is_file():
+        config = _train_config(recipe, point, store=train_store, run=run, device=device)
+        logger.info("%s / %s: pretraining SCALE (%d epochs)", recipe.name, point.label,
+                    config.epochs)  # fmt: skip
+        train(config, resume=True)
+    logger.info("%s / %s: probes", recipe.name, point.label)
+    return evaluate(
+        train_store=train_store,
+        test_store=test_store,
+        run=run,
+        config=_eval_config(recipe, point, device=device),
+        out=folder / "eval",
+    )
+
+
+def run_recipe(
+    recipe: Recipe, *, data_root: str | Path, out: str | Path, device: str | None = None
+) -> dict[str, Any]:
+    """Run every point of `recipe` (skipping finished ones) and write the combined table into
+    `<out>/<recipe>/results.{md,json}`; returns the combined results."""
+    data_root, out = Path(data_root), Path(out)
+    folder = out / recipe.name
+    folder.mkdir(parents=True, exist_ok=True)
+    extraction: dict[str, dict[str, Any]] = {}
+    results: dict[str, dict[str, Any]] = {}
+    for dataset in recipe.datasets:
+        stores = out / "stores" / dataset.store_name
+        points = [p for p in recipe.points if p.dataset == dataset]
+        for point in points:
+            check_point(recipe, point, folder=folder / point.slug, stores=stores)
+        todo = [p for p in points if not (folder / p.slug / "eval" / RESULTS).is_file()]
+        if todo:
+            list_path = data_root / dataset.list
+            if not list_path.exists():
+                raise RecipeError(
+                    f"{list_path}: no such list; {recipe.path.name} expects the layout in "
+                    "recipes/README.md under --data-root"
+                )
+            for split in ("train", "test"):
+                config = extract_config(recipe, dataset, split=split, data_root=data_root,
+                                        store=stores / split, device=device)  # fmt: skip
+                extraction[f"{dataset.store_name}/{split}"] = ensure_store(config)
+        else:
+            for split in ("train", "test"):
+                record = stores / split / "recipe-extract.json"
+                if record.is_file():
+                    extraction[f"{dataset.store_name}/{split}"] = json.loads(record.read_text())
+        for point in points:
+            done = folder / point.slug / "eval" / RESULTS
+            if point in todo:
+                results[point.slug] = run_point(
+                    recipe, point, stores=stores, folder=folder / point.slug, device=device
+                )
+            else:
+                logger.info("%s / %s: done (%s)", recipe.name, point.label, done)
+                results[point.slug] = json.loads(done.read_text())
+    combined = combine(recipe, results, extraction=extraction)
+    (folder / RESULTS).write_text(json.dumps(combined, indent=2))
+    (folder / "results.md").write_text(combined_markdown(combined))
+    return combined
+
+
+# --------------------------------------------------------------------------- the table
+
+
+_METRIC_NAMES = {"top1": "Top-1 (%)", "top5": "Top-5 (%)", "mse": "MSE"}
+_METRIC_SHORT = {"top1": "top-1 %", "top5": "top-5 %", "mse": "MSE"}
+
+
+def combine(
+    recipe: Recipe,
+    results: dict[str, dict[str, Any]],
+    *,
+    extraction: dict[str, dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """One entry per point (column) with the primary metric of every probe (row)."""
+    columns = []
+    for point in recipe.points:
+        res = results[point.slug]
+        metric = res["primary_metric"]
+        cells = {}
+        for name, entry in res["probes"].items():
+            delta = entry.get("delta")
+            cells[name] = {
+                "mean": entry["mean"][metric],
+                "std": entry["std"][metric],
+                "delta": None if delta is None else delta[metric],
+            }
+        columns.append(
+            {
+                "label": point.label,
+                "folder": point.slug,
+                "dataset": res.get("dataset"),
+                "values": point.values,
+                "metric": metric,
+                "task": res["task"],
+                "seeds": len(res["seeds"]),
+                "low_shot": res.get("low_shot"),
+                "num_train_videos": res.get("num_train_videos"),
+                "num_test_videos": res.get("num_test_videos"),
+                "backbone": res.get("backbone"),
+                "probes": cells,
+            }
+        )
+    return {
+        "recipe": recipe.name,
+        "title": recipe.title,
+        "paper": recipe.paper,
+        "columns": columns,
+        "extraction": extraction or {},
+    }
+
+
+def _cell(cell: dict[str, Any] | None, seeds: int) -> str:
+    if cell is None:
+        return "–"
+    text = f"{cell['mean']:.2f}" + (f" ± {cell['std']:.2f}" if seeds > 1 else "")
+    if cell["delta"] is not None:
+        text += f" ({cell['delta']:+.2f})"
+    return text
+
+
+def combined_markdown(combined: dict[str, Any]) -> str:
+    """The paper-shaped table: probes as rows, points as columns, mean ± std over seeds and, on
+    SCALE rows, the difference to the matching baseline row in parentheses."""
+    columns = combined["columns"]
+    metrics = {c["metric"] for c in columns}
+    one_metric = len(metrics) == 1
+    header = ["Probe"] + [
+        c["label"] if one_metric else f"{c['label']} ({_METRIC_SHORT.get(c['metric'])})"
+        for c in columns
+    ]
+    rows = []
+    for name in PROBES:
+        if not any(name in c["probes"] for c in columns):
+            continue
+        rows.append([LABELS[name]] + [_cell(c["probes"].get(name), c["seeds"]) for c in columns])
+    seeds = sorted({c["seeds"] for c in columns})
+    what = _METRIC_NAMES.get(next(iter(metrics))) if one_metric else "The metric in each header"
+    lines = [f"# {combined['title']}", ""]
+    if combined["paper"]:
+        lines += [f"Reproduces: {combined['paper']}.", ""]
+    lines += [
+        f"{what} on the test split{' (MSE: lower is better)' if 'mse' in metrics else ''}, "
+        f"mean ± std over {'/'.join(map(str, seeds))} seed(s); "
+        "SCALE rows give the difference to their baseline row in parentheses; – = not run "
+        "(kNN rows need class labels). Per-column details: `<column>/eval/results.md`.",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join(["---"] + ["---:"] * len(columns)) + "|",
+    ]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def _plan(recipe: Recipe, data_root: Path, out: Path) -> str:
+    lines = [f"{recipe.name}: {recipe.title}"]
+    for dataset in recipe.datasets:
+        for split in ("train", "test"):
+            config = extract_config(recipe, dataset, split=split, data_root=data_root,
+                                    store=out / "stores" / dataset.store_name / split)  # fmt: skip
+            lines.append(
+                f"  extract {config.format} {config.list} ({config.split}) -> {config.out}"
+            )
+    for point in recipe.points:
+        values = f" {point.values}" if point.values else ""
+        lines.append(f"  point {point.label!r}{values} -> {out / recipe.name / point.slug}")
+    return "\n".join(lines)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The `scalevid recipe` options."""
+    p.add_argument("recipe", help="a recipe YAML file (recipes/*.yaml)")
+    p.add_argument("--data-root", required=True, help="folder holding the datasets")
+    p.add_argument("--out", required=True, help="output folder (stores are shared inside it)")
+    p.add_argument("--tiny", action="store_true", help="smoke-test sizes (see TINY)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="S.KEY=VAL",
+                   help="override a recipe entry, e.g. train.epochs=10 (repeatable)")  # fmt: skip
+    p.add_argument("--datasets", help="comma-separated dataset keys to run (e.g. LVU tasks)")
+    p.add_argument("--device", help="device for every stage (default: auto)")
+    p.add_argument("--dry-run", action="store_true", help="print the plan and exit")
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    """`scalevid recipe ...` (errors and logging are the CLI's)."""
+    recipe = load_recipe(
+        args.recipe,
+        tiny=args.tiny,
+        overrides=args.overrides,
+        only=args.datasets.split(",") if args.datasets else None,
+    )
+    if args.dry_run:
+        print(_plan(recipe, Path(args.data_root), Path(args.out)))
+        return 0
+    combined = run_recipe(recipe, data_root=args.data_root, out=args.out, device=args.device)
+    print(combined_markdown(combined))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m scalevid.recipes ARGS` is `scalevid recipe ARGS`."""
+    from scalevid.cli import main as cli_main
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    flags = [a for a in args if a in ("-q", "--quiet", "-v", "--verbose")]
+    return cli_main([*flags, "recipe", *[a for a in args if a not in flags]])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
