@@ -78,27 +78,9 @@ def symmetric_info_nce(
     return (loss_ab + loss_ba) / 2, (acc_ab + acc_ba) / 2
 
 
-def set_loss(
-    set_a: torch.Tensor,
-    set_b: torch.Tensor,
-    *,
-    temperature: float,
-    a_keys: torch.Tensor | None = None,
-    b_keys: torch.Tensor | None = None,
-    query_offset: int = 0,
-    normalizer: float | torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """SET loss: the SET embeddings (B, E) of two disjoint clip sets of each video must match
-    each other and not those of the other videos (symmetric InfoNCE)."""
-    return symmetric_info_nce(
-        set_a,
-        set_b,
-        temperature=temperature,
-        a_keys=a_keys,
-        b_keys=b_keys,
-        query_offset=query_offset,
-        normalizer=normalizer,
-    )
+# SET loss: the SET embeddings (B, E) of two disjoint clip sets of each video must match each
+# other and not those of the other videos of the batch: exactly the symmetric InfoNCE.
+set_loss = symmetric_info_nce
 
 
 def masked_clip_loss(
