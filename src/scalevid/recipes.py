@@ -1,6 +1,7 @@
 """Paper recipes: one YAML file per table of the SCALE paper, run end to end by one command.
 
-    python -m scalevid.recipes recipes/ucf101.yaml --data-root /data --out results/
+    scalevid recipe recipes/ucf101.yaml --data-root /data --out results/
+    (or: python -m scalevid.recipes recipes/ucf101.yaml ...)
 
 A recipe runs, for each of its *points* (a dataset, or one setting of an ablation sweep):
 extraction (once per dataset, shared by every point), SCALE pretraining, the probes, and then
