@@ -44,17 +44,18 @@ D, K, V = 768, 16, 8
 
 
 def step_flops(batch: int, model: ModelConfig, pretext: PretextConfig, *, sparse: bool) -> float:
-    """Matmul FLOPs of one training step (forward x 3 for forward + backward)."""
+    """Matmul FLOPs of one training step. A layer costs forward + input gradient + weight
+    gradient (3x its forward); a layer whose input needs no gradient (the input projection, the
+    first box-MLP layer and the first target-head layer all read stored data) costs 2x."""
     h, e = model.hidden, model.embed_dim
     clips = 2 * batch * V  # clips in both sets
     tokens = 2 * batch * (V + 1)  # plus a SET token per set
     masked = pretext.mask_ratio * clips
-    mm = 0.0
-    mm += clips * D * h  # input projection
-    mm += clips * (7 * 2 * h + 2 * h * h)  # box MLP
+    first = clips * D * h + clips * 7 * 2 * h + clips * D * model.target_head[0]  # 2x layers
+    rest = clips * 2 * h * h  # second box-MLP layer
     per_block = tokens * (3 * h * h + h * h + 2 * h * int(h * model.mlp_ratio))
     per_block += 2 * batch * 2 * (V + 1) ** 2 * h  # QK^T and AV
-    mm += model.depth * per_block
+    rest += model.depth * per_block
 
     def head(n: float, dims: tuple[int, ...], d_in: int) -> float:
         total, prev = 0.0, d_in
@@ -63,25 +64,27 @@ def step_flops(batch: int, model: ModelConfig, pretext: PretextConfig, *, sparse
             prev = d
         return total
 
-    mm += head(2 * batch, model.set_head, h)
-    mm += head(masked if sparse else clips, model.pred_head, h)
-    mm += head(clips, model.target_head, D)
-    mm += (masked if sparse else clips) * clips * e  # MCM logits
-    mm += 2 * batch * batch * e  # SET logits, both directions
-    return 3 * 2 * mm
+    rest += head(2 * batch, model.set_head, h)
+    rest += head(masked if sparse else clips, model.pred_head, h)
+    rest += head(clips, model.target_head[1:], model.target_head[0])
+    rest += (masked if sparse else clips) * clips * e  # MCM logits
+    rest += 2 * batch * batch * e  # SET logits, both directions
+    return 2 * (2 * first + 3 * rest)
 
 
-def matmul_peak(device: torch.device, dtype: torch.dtype, n: int = 4096) -> float:
-    """Best FLOP/s of an n x n matmul on the device, in the given dtype."""
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
+def matmul_peak(device: torch.device, dtype: torch.dtype) -> float:
+    """Best FLOP/s of plain matmuls on the device in `dtype`: square 4096 and the step's own
+    largest shape (8192 x 2048 @ 2048 x 2048), best of 8 runs each."""
     best = 0.0
-    for _ in range(5):
-        sync(device)
-        t = time.perf_counter()
-        a @ b
-        sync(device)
-        best = max(best, 2 * n**3 / (time.perf_counter() - t))
+    for m, k, n in ((4096, 4096, 4096), (8192, 2048, 2048)):
+        a = torch.randn(m, k, device=device, dtype=dtype)
+        b = torch.randn(k, n, device=device, dtype=dtype)
+        for _ in range(8):
+            sync(device)
+            t = time.perf_counter()
+            a @ b
+            sync(device)
+            best = max(best, 2 * m * k * n / (time.perf_counter() - t))
     return best
 
 
