@@ -93,7 +93,9 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def run_one(device: torch.device, batch: int, impl: str, min_seconds: float) -> dict:
+def run_one(
+    device: torch.device, batch: int, impl: str, min_seconds: float, *, profile: bool = False
+) -> dict | str:
     torch.manual_seed(0)
     sparse = impl != "plain"
     model_cfg = ModelConfig(input_dim=D)
@@ -140,6 +142,17 @@ def run_one(device: torch.device, batch: int, impl: str, min_seconds: float) -> 
         warmup = 3 if config.compile else 2
         for i in range(warmup):
             step(i)
+        if profile:
+            from torch.profiler import ProfilerActivity
+            from torch.profiler import profile as profiler
+
+            activities = [ProfilerActivity.CPU] + (
+                [ProfilerActivity.CUDA] if device.type == "cuda" else []
+            )
+            with profiler(activities=activities) as prof:
+                step(warmup)
+                sync(device)
+            return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15)
         sync(device)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
@@ -189,9 +202,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--compile", action="store_true", help="also time fast+compile")
     p.add_argument("--min-seconds", type=float, default=5.0, help="timing per configuration")
     p.add_argument("--json", type=Path, help="write the rows here")
+    p.add_argument("--profile", nargs=2, metavar=("BATCH", "IMPL"),
+                   help="print the torch profiler's op table for one step instead")  # fmt: skip
     p.add_argument("--one", nargs=2, metavar=("BATCH", "IMPL"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     device = torch.device(args.device)
+    if args.profile:
+        print(run_one(device, int(args.profile[0]), args.profile[1], 0.0, profile=True))
+        return 0
     if args.one:  # child process: one configuration, JSON on stdout
         row = run_one(device, int(args.one[0]), args.one[1], args.min_seconds)
         print(json.dumps(row))
