@@ -34,4 +34,7 @@ def test_quick_demo_end_to_end(tmp_path, i3d_weights, capsys):
     assert manifest["backbone"] == "i3d" and manifest["dim"] == 1024
     assert manifest["sampling"]["mode"] == "test"
     # a second run reuses the videos and stores (nothing re-extracted) and trains afresh
+    cached = sorted((out / "stores").rglob("*.npy")) + sorted((out / "data").rglob("*.mp4"))
+    stamps = [p.stat().st_mtime_ns for p in cached]
     assert main(["-q", "demo", "--quick", "--out", str(out), "--no-progress"]) == 0
+    assert [p.stat().st_mtime_ns for p in cached] == stamps
