@@ -134,6 +134,7 @@ def _rank_grads(rank: int, world: int, init_file: str, out_dir: str) -> None:
     dist.all_reduce(losses)
     if rank == 0:
         torch.save({"grads": grads / world, "losses": losses}, f"{out_dir}/grads.pt")
+    dist.barrier()  # nobody tears gloo down while a peer still talks to it
     dist.destroy_process_group()
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 import zlib
 from collections import deque
@@ -32,6 +31,7 @@ from tqdm import tqdm
 from scalevid import __version__
 from scalevid.backbones import Backbone, create_backbone
 from scalevid.datasets import VideoItem, load_video_list
+from scalevid.distributed import process_group
 from scalevid.hardware import resolve_device
 from scalevid.store import Manifest, StoreWriter
 from scalevid.video import ColourJitter, SamplingConfig, VideoError, sample_and_read
@@ -171,23 +171,14 @@ class _Job:
     filled: int = 0
 
 
-def _distributed() -> tuple[int, int]:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
-        return 0, 1
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        dist.init_process_group(backend="gloo")
-    return dist.get_rank(), dist.get_world_size()
-
-
 def extract(config: ExtractConfig) -> ExtractReport:
-    """Extract the clip features of every listed video into the store `config.out`."""
-    rank, world = _distributed()
-    device = resolve_device(config.device)
-    if device.type == "cuda" and world > 1:
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    """Extract the clip features of every listed video into the store `config.out`. Under
+    torchrun every process calls this and takes every world-th video."""
+    with process_group(resolve_device(config.device)) as procs:
+        return _extract(config, procs.rank, procs.world, procs.device)
+
+
+def _extract(config: ExtractConfig, rank: int, world: int, device: torch.device) -> ExtractReport:
     videos = load_video_list(config.list, format=config.format, split=config.split,
                              fold=config.fold, root=config.root)  # fmt: skip
     items = list(videos.items)[: config.limit]
@@ -335,7 +326,7 @@ def extract(config: ExtractConfig) -> ExtractReport:
     if world > 1:
         import torch.distributed as dist
 
-        dist.barrier()
+        dist.barrier()  # every rank's failures are written before rank 0 merges them
     if rank == 0:
         merge_failures(out)
     return report

@@ -26,6 +26,7 @@ import torch
 from scalevid import __version__
 from scalevid.checkpoint import load_checkpoint, save_weights
 from scalevid.config import load_config as load_stage_config
+from scalevid.distributed import process_group
 from scalevid.hardware import Precision, autocast_dtype, resolve_device
 from scalevid.model import ModelConfig, ScaleModel
 from scalevid.pretext import Gather, PretextConfig
@@ -165,29 +166,18 @@ def load_train_data(store: FeatureStore, config: TrainConfig, device: torch.devi
     )
 
 
-def init_distributed(config: TrainConfig) -> tuple[Gather, torch.device]:
-    """One process unless launched by torchrun (WORLD_SIZE > 1): then gloo on CPU, NCCL on GPU."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    device = resolve_device(config.device)
-    if world == 1:
-        return Gather(), device
-    import torch.distributed as dist
-
-    if device.type == "cuda":
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        torch.cuda.set_device(device)
-    if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return Gather(rank=dist.get_rank(), world=dist.get_world_size()), device
-
-
 def train(config: TrainConfig, *, resume: bool = False) -> Path:
-    """Pretrain SCALE on a feature store; returns the run folder."""
-    from scalevid.engine import Trainer
-
+    """Pretrain SCALE on a feature store; returns the run folder. Under torchrun every process
+    calls this and takes its share of each global batch."""
     if not config.store or not config.out:
         raise ValueError("train needs both a store (--store) and a run folder (--out)")
-    gather, device = init_distributed(config)
+    with process_group(resolve_device(config.device)) as procs:
+        return _train(config, resume, Gather(rank=procs.rank, world=procs.world), procs.device)
+
+
+def _train(config: TrainConfig, resume: bool, gather: Gather, device: torch.device) -> Path:
+    from scalevid.engine import Trainer
+
     store = FeatureStore.open(config.store)
     if store.clips_per_video < 2:
         raise ValueError(

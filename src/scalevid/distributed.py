@@ -1,0 +1,47 @@
+"""Processes under torchrun: one process group per job, set up from the environment and torn
+down cleanly. Without torchrun (WORLD_SIZE unset or 1) nothing happens: one process on the CPU
+or one GPU never needs it."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class Processes:
+    rank: int
+    world: int
+    device: torch.device  # this process's device (cuda:LOCAL_RANK under torchrun on GPUs)
+
+
+@contextlib.contextmanager
+def process_group(device: torch.device) -> Iterator[Processes]:
+    """gloo on CPU, NCCL on GPU, when launched by torchrun. A group created here is destroyed on
+    the way out, after a barrier so that no rank tears it down while a peer still uses it; a
+    group the caller already made is left alone."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        yield Processes(rank=0, world=1, device=device)
+        return
+    import torch.distributed as dist
+
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    owned = not dist.is_initialized()
+    if owned:
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    ok = False
+    try:
+        yield Processes(rank=dist.get_rank(), world=dist.get_world_size(), device=device)
+        ok = True
+    finally:
+        if owned:
+            if ok:
+                dist.barrier()
+            dist.destroy_process_group()
