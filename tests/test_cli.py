@@ -21,22 +21,15 @@ def write_npy_folder(root, videos=40, clips=6, dim=16):
     return feats, root / "train.csv"
 
 
+def import_npy(feats, listing, store) -> int:
+    return main(["-q", "import", "--features", str(feats), "--list", str(listing),
+                 "--out", str(store), "--no-progress"])  # fmt: skip
+
+
 def test_import_check_train_load(tmp_path, capsys):
     feats, listing = write_npy_folder(tmp_path)
     store = tmp_path / "store"
-    code = main(
-        [
-            "-q",
-            "import",
-            "--features",
-            str(feats),
-            "--list",
-            str(listing),
-            "--out",
-            str(store),
-            "--no-progress",
-        ]
-    )
+    code = import_npy(feats, listing, store)
     assert code == 1  # one broken .npy: recorded, the rest imported
     assert "vid005" in (store / "failures.jsonl").read_text()
     opened = FeatureStore.open(store)
@@ -72,19 +65,7 @@ def test_import_check_train_load(tmp_path, capsys):
 def test_store_check_reports_a_truncated_shard(tmp_path, capsys):
     feats, listing = write_npy_folder(tmp_path)
     store = tmp_path / "store"
-    main(
-        [
-            "-q",
-            "import",
-            "--features",
-            str(feats),
-            "--list",
-            str(listing),
-            "--out",
-            str(store),
-            "--no-progress",
-        ]
-    )
+    import_npy(feats, listing, store)
     shard = next((store / "shards").iterdir())
     data = (shard / "features.npy").read_bytes()
     (shard / "features.npy").write_bytes(data[: len(data) // 2])
@@ -96,8 +77,7 @@ def test_store_check_reports_a_truncated_shard(tmp_path, capsys):
 def test_eval_embed_search_from_the_command_line(tmp_path, capsys):
     feats, listing = write_npy_folder(tmp_path, videos=48)
     store = tmp_path / "store"
-    main(["-q", "import", "--features", str(feats), "--list", str(listing), "--out", str(store),
-          "--no-progress"])  # fmt: skip
+    import_npy(feats, listing, store)
     config = tmp_path / "small.yaml"
     config.write_text(
         "model: {hidden: 32, heads: 4, set_head: [64, 16], pred_head: [64, 16], "
