@@ -7,10 +7,13 @@ device, and reports videos/s, peak memory and achieved FLOP/s against the device
 matmul peak.
 
 Implementations:
-  plain  fp32; prediction head on every clip token and all (2B*8)^2 MCM logits (the reference
-         release's computation); AdamW without the fused kernel.
-  fast   output sparsity (prediction head and logits only at masked clips), bf16 autocast where
-         the device has bf16 matrix units, fused AdamW.
+  plain  fp32; prediction head on every clip token and all (2B*8)^2 MCM logits held whole (the
+         reference release's computation); torch's own dropout; AdamW without the fused kernel.
+  fast   scalevid's default: output sparsity (prediction head and logits only at masked clips,
+         a fixed number of query rows so the step has no host sync), MCM logits scored in chunks
+         and recomputed in the backward pass, padding masks skipped when no set needs them, the
+         cheaper CPU dropout mask, bf16 autocast where the device has bf16 matrix units, fused
+         AdamW.
   fast+compile  as fast, with torch.compile (only with --compile).
 
 On CPU each (batch size, implementation) runs in its own subprocess so that its peak resident
@@ -117,6 +120,10 @@ def run_one(
         num_clips=torch.full((videos,), K, device=device),
     )
     model = ScaleModel(model_cfg).to(device)
+    if not sparse:  # the reference computation uses torch's own dropout
+        for block in model.blocks:
+            block.drop = torch.nn.Dropout(model_cfg.dropout)
+            block.mlp[2] = torch.nn.Dropout(model_cfg.dropout)
     if sparse:
         optimizer = make_optimizer(model, config)
     else:

@@ -126,3 +126,90 @@ def test_dense_masked_clip_loss_equals_sparse():
     dense, acc_d = masked_clip_loss(all_preds, targets, masked, temperature=0.2, dense=True)
     assert dense.item() == pytest.approx(sparse.item(), rel=1e-6)
     assert acc_s.item() == acc_d.item()
+
+
+def test_query_mask_equals_dropping_rows_and_ignores_infinite_padding():
+    q, k = unit(6, 8, seed=13), unit(9, 8, seed=14)
+    pos = torch.tensor([0, 4, 8, 1, 3, 3])
+    keep = torch.tensor([True, False, True, True, False, True])
+    key_mask = torch.ones(9, dtype=torch.bool)
+    key_mask[3] = False  # the dropped rows' positive: an infinite loss that must not leak in
+    pos[keep] = torch.tensor([0, 8, 1, 5])
+    got, acc = info_nce(q, k, pos, temperature=0.3, key_mask=key_mask, query_mask=keep)
+    want = loop_info_nce(q[keep], k, pos[keep], 0.3, key_mask=key_mask)
+    assert got.item() == pytest.approx(want, rel=1e-5)
+    ref_acc = info_nce(q[keep], k, pos[keep], temperature=0.3, key_mask=key_mask)[1]
+    assert acc.item() == pytest.approx(ref_acc.item())
+    q.requires_grad_(True)
+    info_nce(q, k, pos, temperature=0.3, key_mask=key_mask, query_mask=keep)[0].backward()
+    assert torch.isfinite(q.grad).all()
+    assert (q.grad[~keep] == 0).all()
+
+
+def test_masked_clip_loss_fixed_positions_equal_nonzero_form():
+    from scalevid.pretext import masked_positions
+
+    b, n, e = 4, 5, 8
+    targets = unit(b * n, e, seed=15)
+    all_preds = unit(b * n, e, seed=16)
+    masked = torch.rand(b, n, generator=torch.Generator().manual_seed(3)) < 0.3
+    want, want_acc = masked_clip_loss(all_preds[masked.flatten()], targets, masked, temperature=0.2)
+    for capacity in (int(masked.sum()), int(masked.sum()) + 3, b * n):
+        index, keep = masked_positions(masked, capacity)
+        got, acc = masked_clip_loss(
+            all_preds[index], targets, masked, temperature=0.2, positions=(index, keep)
+        )
+        assert got.item() == pytest.approx(want.item(), rel=1e-6)
+        assert acc.item() == pytest.approx(want_acc.item())
+
+
+def test_chunked_info_nce_equals_whole_logits_in_value_and_gradient(monkeypatch):
+    import scalevid.losses as losses
+
+    q, k = unit(11, 8, seed=17), unit(13, 8, seed=18)
+    pos = torch.randint(0, 13, (11,), generator=torch.Generator().manual_seed(1))
+    key_mask = torch.ones(13, dtype=torch.bool)
+    key_mask[[2, 7]] = False
+    pos[pos == 2] = 0
+    pos[pos == 7] = 1
+    query_mask = torch.ones(11, dtype=torch.bool)
+    query_mask[4] = False
+
+    def run(fn):
+        qq, kk = q.clone().requires_grad_(True), k.clone().requires_grad_(True)
+        loss, acc = fn(qq, kk)
+        loss.backward()
+        return loss, acc, qq.grad, kk.grad
+
+    def whole(qq, kk):
+        logits = qq @ kk.t() / 0.2
+        return losses.info_nce_from_logits(
+            logits, pos, key_mask=key_mask, query_mask=query_mask, normalizer=7.0
+        )
+
+    def chunked(qq, kk):
+        return info_nce(
+            qq, kk, pos, temperature=0.2, key_mask=key_mask, query_mask=query_mask, normalizer=7.0
+        )
+
+    want = run(whole)
+    for elements in (13, 40, 10**6):  # one query per chunk, 3 per chunk, all in one
+        monkeypatch.setitem(losses.CHUNK_ELEMENTS, "cpu", elements)
+        got = run(chunked)
+        torch.testing.assert_close(got[0], want[0])
+        assert got[1].item() == want[1].item()
+        torch.testing.assert_close(got[2], want[2])
+        torch.testing.assert_close(got[3], want[3])
+
+
+def test_chunked_info_nce_gradcheck():
+    from scalevid.losses import ChunkedInfoNCE
+
+    g = torch.Generator().manual_seed(2)
+    q = torch.randn(5, 4, dtype=torch.float64, generator=g, requires_grad=True)
+    k = torch.randn(6, 4, dtype=torch.float64, generator=g, requires_grad=True)
+    pos = torch.tensor([0, 5, 3, 3, 1])
+    key_mask = torch.tensor([True, True, False, True, True, True])
+    assert torch.autograd.gradcheck(
+        lambda a, b: ChunkedInfoNCE.apply(a, b, pos, key_mask, 1.7, 2)[0], (q, k)
+    )

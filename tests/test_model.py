@@ -98,3 +98,31 @@ def test_embed_single_and_batched_agree_and_restores_mode():
     many = model.embed(f, bx, mask=torch.ones(1, 5, dtype=torch.bool))
     torch.testing.assert_close(one.set, many.set[0])
     assert model.training
+
+
+def test_cpu_dropout_rate_scale_gradient_and_determinism():
+    from scalevid.model import Dropout
+
+    drop = Dropout(0.1).train()
+    x = torch.ones(1000, 1001)  # odd size: the last 64-bit draw is only partly used
+    torch.manual_seed(0)
+    y = drop(x)
+    kept = y != 0
+    rate = 1 - kept.float().mean().item()
+    # binomial s.e. of the rate over 1e6 elements is 3e-4
+    assert abs(rate - 0.1) < 1.5e-3
+    assert torch.allclose(y[kept], torch.full_like(y[kept], 1 / 0.9))
+    torch.manual_seed(0)
+    assert torch.equal(drop(x), y)  # the default generator drives it, as nn.Dropout
+    xg = torch.randn(64, 33, requires_grad=True)
+    out = drop(xg)
+    out.sum().backward()
+    expected = torch.where(out != 0, 1 / 0.9, 0.0)
+    assert torch.allclose(xg.grad, expected)
+    # the four 16-bit lanes of each draw: each drops at rate p, and pairs drop together at p^2
+    lanes = (~kept).flatten()[: 4 * 250_000].view(-1, 4).float()
+    assert ((lanes.mean(0) - 0.1).abs() < 3e-3).all()
+    joint = (lanes[:, :3] * lanes[:, 1:]).mean(0)  # 2.5e5 pairs each: s.e. 2e-4
+    assert ((joint - 0.01).abs() < 1e-3).all()
+    assert torch.equal(drop.eval()(x), x)
+    assert torch.equal(Dropout(0.0).train()(x), x)

@@ -51,14 +51,14 @@ def tiny_batch(b=6, k=8, d=12, seed=0):
     )
 
 
-def tiny_model():
+def tiny_model(dropout=0.0):
     torch.manual_seed(0)
     cfg = ModelConfig(
         input_dim=12,
         hidden=16,
         depth=1,
         heads=2,
-        dropout=0.0,
+        dropout=dropout,
         set_head=(32, 8),
         pred_head=(32, 8),
         target_head=(24, 8),
@@ -80,7 +80,7 @@ def test_output_sparsity_gives_the_same_losses_and_grads():
     for key in ("loss", "mcm_loss", "set_loss"):
         torch.testing.assert_close(a[key], b[key])
     for x, y in zip(ga, gb, strict=True):
-        torch.testing.assert_close(x, y, atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(x, y, atol=5e-6, rtol=1e-4)  # float reassociation only
 
 
 def test_loss_terms_can_be_switched_off():
@@ -161,3 +161,86 @@ def test_torch_compile_gives_the_same_losses():
     compiled = pretext_step(compiled_model, f, bx, nc, cfg, torch.Generator().manual_seed(2))
     for key in ("loss", "mcm_loss", "set_loss"):
         torch.testing.assert_close(compiled[key], eager[key], atol=1e-5, rtol=1e-5)
+
+
+def test_masked_positions_match_nonzero_and_truncate_beyond_capacity():
+    from scalevid.pretext import masked_positions
+
+    masked = torch.rand(7, 8, generator=torch.Generator().manual_seed(4)) < 0.3
+    want = masked.flatten().nonzero().squeeze(1)
+    m = want.numel()
+    index, keep = masked_positions(masked, m + 5)
+    assert index[:m].tolist() == want.tolist() and keep[:m].all() and not keep[m:].any()
+    index, keep = masked_positions(masked, m - 2)  # overflow: the last two are left out
+    assert index.tolist() == want[: m - 2].tolist() and keep.all()
+    assert masked_positions(masked, 10**6)[0].numel() == masked.numel()
+
+
+def test_masked_capacity_bounds_simulated_counts():
+    from scalevid.pretext import masked_capacity
+
+    assert masked_capacity(2, 8, 0.25) == 14  # tiny batches: the exact ceiling, no bound needed
+    assert masked_capacity(5, 1, 0.25) == 0  # one-clip sets are never masked
+    g = torch.Generator().manual_seed(0)
+    for sets, views in ((64, 8), (256, 4), (1024, 8)):
+        valid = torch.ones(20 * sets, views, dtype=torch.bool)
+        valid[: 5 * sets, views // 2 :] = False  # a quarter of the sets half padded
+        masked = random_masking(valid, 0.25, torch.rand(valid.shape, generator=g))
+        counts = masked.view(20, sets, views).sum(dim=(1, 2))  # 20 batches of `sets` sets
+        capacity = masked_capacity(sets, views, 0.25)
+        assert int(counts.max()) <= capacity
+        # and it is a usable bound, not the trivial one
+        assert capacity < 0.6 * sets * views if sets >= 1024 else capacity <= sets * (views - 1)
+
+
+def test_all_valid_skips_masks_without_changing_losses():
+    model = tiny_model()
+    f, bx, nc = tiny_batch(k=8)  # every video has 8 = 2 * num_views valid clips
+    cfg = PretextConfig(num_views=4)
+    a = pretext_step(model, f, bx, nc, cfg, torch.Generator().manual_seed(6))
+    b = pretext_step(model, f, bx, nc, cfg, torch.Generator().manual_seed(6), all_valid=True)
+    for key in ("loss", "mcm_loss", "set_loss", "mcm_acc", "set_acc"):
+        torch.testing.assert_close(a[key], b[key])
+    assert a["mcm_dropped"].item() == 0
+
+
+def test_training_step_makes_no_host_sync():
+    """Ops whose result the host must wait for (`.item()`, `nonzero`, boolean indexing) are the
+    host syncs of a GPU step; none may run in the forward and backward of a training step."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    syncing = {
+        torch.ops.aten._local_scalar_dense.default,
+        torch.ops.aten.nonzero.default,
+        torch.ops.aten.masked_select.default,
+        torch.ops.aten.is_nonzero.default,
+    }
+
+    class Recorder(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.seen = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func in syncing:
+                self.seen.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    model = tiny_model(dropout=0.1)
+    model.train()
+    f, bx, nc = tiny_batch(k=8)
+    nc[0] = 5  # some padding too
+    for all_valid in (False, True):
+        nc_used = nc if not all_valid else torch.full_like(nc, 8)
+        with Recorder() as rec:
+            m = pretext_step(
+                model,
+                f,
+                bx,
+                nc_used,
+                PretextConfig(num_views=4),
+                torch.Generator().manual_seed(0),
+                all_valid=all_valid,
+            )
+            m["loss"].backward()
+        assert rec.seen == []

@@ -24,7 +24,9 @@ from scalevid.train import TrainConfig, TrainData, lr_at
 
 logger = logging.getLogger(__name__)
 
-METRICS = ("loss", "mcm_loss", "set_loss", "mcm_acc", "set_acc")
+# Logged as means over the steps since the last log line; mcm_dropped (masked clips left out of
+# a step's loss because they overflowed its fixed query capacity) is summed over ranks.
+METRICS = ("loss", "mcm_loss", "set_loss", "mcm_acc", "set_acc", "mcm_dropped")
 
 
 def _stream_seed(seed: int, stream: int, counter: int) -> int:
@@ -49,6 +51,10 @@ class Trainer:
         self.total_steps = self.steps_per_epoch * self.config.epochs
         self.local_batch = self.config.batch_size // self.gather.world
         self.step_fn = pretext_step
+        # Known once, on the host: no video needs padding, so steps skip the padding masks.
+        stored = self.data.boxes.shape[1]
+        full = 2 * self.config.pretext.num_views
+        self.all_valid = stored >= full and int(self.data.num_clips.min()) >= full
         if self.config.compile:
             self.model.compile()
         self.main = self.gather.rank == 0
@@ -65,7 +71,7 @@ class Trainer:
 
     def epoch_order(self, epoch: int) -> torch.Tensor:
         g = torch.Generator().manual_seed(_stream_seed(self.config.seed, 0, epoch))
-        return torch.randperm(len(self.data), generator=g).to(self.device)
+        return torch.randperm(len(self.data), generator=g).to(self.data.index_device)
 
     def fit(self, start_step: int = 0) -> None:
         cfg = self.config
@@ -128,6 +134,7 @@ class Trainer:
             g,
             gather=self.gather,
             autocast_dtype=self.autocast,
+            all_valid=self.all_valid,
         )
         self.optimizer.zero_grad(set_to_none=True)
         metrics["loss"].backward()
@@ -155,8 +162,15 @@ class Trainer:
 
             dist.all_reduce(means)
             # losses are per-rank shares of the global mean (sum); accuracies are local means
-            means[3:] /= self.gather.world
+            means[3:5] /= self.gather.world
         values = dict(zip(METRICS, means.tolist(), strict=True))
+        if values["mcm_dropped"] > 0:
+            logger.warning(
+                "steps up to %d left %.1f masked clips per step out of the MCM loss (query "
+                "capacity exceeded; expected with probability < 1e-9 per step)",
+                step + 1,
+                values["mcm_dropped"],
+            )
         row = {
             "step": step + 1,
             "epoch": epoch,

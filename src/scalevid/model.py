@@ -77,6 +77,37 @@ def projection_head(in_dim: int, dims: tuple[int, ...]) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+class Dropout(nn.Module):
+    """Dropout whose CPU path draws its keep-mask 4x cheaper than `nn.Dropout`.
+
+    On CPU, `bernoulli_` spends one 32-bit Mersenne-Twister draw per element (about 10% of a
+    training step at the Table 1 setting); here each 64-bit draw gives four 16-bit lanes, each
+    kept when above round(p * 65536) / 65536 of its range, so the drop probability is p to within
+    1 / 131072. On other devices (whose dropout kernels are already fast) this is `F.dropout`.
+    Randomness comes from the default generator, as with `nn.Dropout`.
+    """
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        if x.device.type != "cpu":
+            return F.dropout(x, self.p, training=True)
+        n = x.numel()
+        words = torch.randint(-(2**63), 2**63 - 1, ((n + 3) // 4,), dtype=torch.int64)
+        lanes = words.view(torch.int16)[:n].view(x.shape)
+        keep = lanes >= -32768 + round(self.p * 65536)
+        return torch.where(keep, x * (1.0 / (1.0 - self.p)), 0.0)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
 class Block(nn.Module):
     """Pre-LayerNorm transformer block with fused scaled-dot-product attention."""
 
@@ -90,9 +121,9 @@ class Block(nn.Module):
         self.norm2 = nn.LayerNorm(dim)
         hidden = int(dim * mlp_ratio)
         self.mlp = nn.Sequential(
-            nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, dim)
+            nn.Linear(dim, hidden), nn.GELU(), Dropout(dropout), nn.Linear(hidden, dim)
         )
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
         b, n, d = x.shape

@@ -2,12 +2,18 @@
 the predictor and heads, and compute the MCM and SET losses.
 
 Everything here is batched tensor code on the batch's device: no Python loop over videos and no
-host synchronisation apart from the one `nonzero` that output sparsity needs.
+host synchronisation. Output sparsity needs the masked positions, whose number varies from step
+to step; instead of `nonzero` (whose result size the host would have to wait for) the step takes
+a fixed number of positions, a bound that the masked count exceeds with probability below 1e-9,
+and zeroes the unused rows (`masked_capacity`, `masked_positions`). Only the plain baseline
+(`output_sparsity=False`) still calls `nonzero`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import math
 from dataclasses import dataclass
 
 import torch
@@ -81,6 +87,43 @@ def random_masking(valid: torch.Tensor, ratio: float, noise: torch.Tensor) -> to
     return masked & enough[:, None]
 
 
+@functools.cache
+def masked_capacity(sets: int, num_views: int, ratio: float, *, log_miss: float = 20.7) -> int:
+    """A fixed number of query rows that holds every masked clip of `sets` clip sets of up to
+    `num_views` clips, except with probability below exp(-log_miss) (default 1e-9).
+
+    A set of n valid clips masks Y = clamp(Binomial(n, ratio), 1, n - 1) clips (`random_masking`;
+    Y = 0 for n < 2). With mu and var the largest mean and variance of Y over n <= num_views, and
+    every Y within num_views - 1 of its mean, Bernstein's inequality bounds the total:
+    P(sum Y >= sets * mu + t) <= exp(-t^2 / (2 (sets * var + (num_views - 1) t / 3))).
+    Never more than the sets can mask: sets * (num_views - 1).
+    """
+    mu = var = 0.0
+    for n in range(2, num_views + 1):
+        pmf = [math.comb(n, x) * ratio**x * (1 - ratio) ** (n - x) for x in range(n + 1)]
+        ys = [min(max(x, 1), n - 1) for x in range(n + 1)]
+        mean = sum(p * y for p, y in zip(pmf, ys, strict=True))
+        mu = max(mu, mean)
+        var = max(var, sum(p * (y - mean) ** 2 for p, y in zip(pmf, ys, strict=True)))
+    c = (log_miss * (num_views - 1)) / 3
+    t = c + math.sqrt(c * c + 2 * log_miss * sets * var)
+    return min(sets * max(num_views - 1, 0), math.ceil(sets * mu + t))
+
+
+def masked_positions(masked: torch.Tensor, capacity: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first `capacity` masked positions of `masked` (B, N), flattened row-major (the order
+    of `nonzero`), without a host sync.
+
+    Returns index (C,) int64 and keep (C,) bool; C = min(capacity, B*N). Where fewer clips are
+    masked than C, the trailing rows point at unmasked clips and have keep False; where more
+    are (probability < 1e-9 with `masked_capacity`), the last ones are left out.
+    """
+    flat = masked.flatten()
+    order = torch.sort((~flat).to(torch.uint8), stable=True).indices  # masked first, in order
+    index = order[: min(capacity, flat.numel())]
+    return index, flat[index]
+
+
 @dataclass
 class Gather:
     """How this process sees the global batch in data-parallel training.
@@ -125,14 +168,19 @@ def pretext_step(
     *,
     gather: Gather | None = None,
     autocast_dtype: torch.dtype | None = None,
+    all_valid: bool = False,
 ) -> dict[str, torch.Tensor]:
     """Losses of one (local) batch.
 
     features (B, K, D), boxes (B, K, 7), num_clips (B,): the stored clips of B videos.
+    all_valid: the caller knows (from its store, without a host sync) that every video has at
+    least 2 * num_views valid clips, so no set has padding: the attention and key padding masks
+    are skipped (on CUDA this lets attention use its fastest kernels).
     Returns "loss" (to backpropagate; in data-parallel training it is scaled so that averaging
     gradients over ranks gives the gradient of the global mean loss) and detached "mcm_loss",
     "set_loss", "mcm_acc", "set_acc" (this rank's share of the global mean for the losses, the
-    local mean for accuracies).
+    local mean for accuracies) and "mcm_dropped" (masked clips beyond the fixed query capacity,
+    left out of the loss; expected 0).
     """
     gather = gather or Gather()
     b = features.shape[0]
@@ -154,12 +202,16 @@ def pretext_step(
         if autocast_dtype is not None
         else contextlib.nullcontext()
     )
+    pad = None if all_valid and k >= 2 * v else valid  # padding mask for the model, or None
+    positions = None
     with autocast:
-        out = model(feats, bxs, valid=valid, masked=masked)
+        out = model(feats, bxs, valid=pad, masked=masked)
         set_emb = model.set_head(out.set) if config.set_weight > 0 else None  # (2B, E)
         if use_mcm:
             if config.output_sparsity:
-                pred = model.pred_head(out.clips[masked])  # (M, E)
+                capacity = masked_capacity(2 * b, v, config.mask_ratio)
+                positions = masked_positions(masked, capacity)
+                pred = model.pred_head(out.clips.flatten(0, 1)[positions[0]])  # (C, E)
             else:  # the reference release's plain path: every clip, all logits
                 pred = model.pred_head(out.clips).flatten(0, 1)  # (2B*V, E)
             target = model.target_head(feats.flatten(0, 1))  # (2B*V, E)
@@ -170,19 +222,25 @@ def pretext_step(
     if use_mcm:
         pred = F.normalize(pred.float(), dim=-1)
         target = F.normalize(target.float(), dim=-1)
-        count = gather.all_reduce(masked.sum().float())  # global number of queries
+        used = masked.sum() if positions is None else positions[1].sum()
+        count = gather.all_reduce(used.float())  # global number of queries
+        target_valid = None
+        if pad is not None:
+            target_valid = gather.all_gather(valid.flatten().to(torch.uint8)).bool()
         mcm, mcm_acc = masked_clip_loss(
             pred,
             gather.all_gather(target),
             masked,
             temperature=config.temperature,
-            target_valid=gather.all_gather(valid.flatten().to(torch.uint8)).bool(),
+            target_valid=target_valid,
             key_offset=gather.rank * valid.numel(),
             normalizer=count,
             dense=not config.output_sparsity,
+            positions=positions,
         )
         total = total + config.mcm_weight * mcm
         metrics["mcm_loss"], metrics["mcm_acc"] = mcm.detach(), mcm_acc
+        metrics["mcm_dropped"] = (masked.sum() - used).float()
     if set_emb is not None:
         set_emb = F.normalize(set_emb.float(), dim=-1)
         set_a, set_b = set_emb[:b], set_emb[b:]

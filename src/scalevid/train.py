@@ -127,15 +127,24 @@ class TrainData:
     def __len__(self) -> int:
         return self.num_clips.shape[0]
 
+    @property
+    def index_device(self) -> torch.device:
+        """Where batch indices should live: beside resident features (no per-step copy), else on
+        the host, which reads the memory map (no device-to-host copy, hence no sync)."""
+        return self.features.device if self.features is not None else torch.device("cpu")
+
     def batch(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Features (b, K, D), boxes (b, K, 7) and clip counts (b,) of videos `index` (b,)."""
+        """Features (b, K, D), boxes (b, K, 7) and clip counts (b,) on the training device, of
+        videos `index` (b,), which lives on `index_device`."""
         if self.features is not None:
             feats = self.features[index]
         else:
-            rows = np.sort(index.cpu().numpy())
-            order = np.argsort(np.argsort(index.cpu().numpy()))
+            wanted = index.cpu().numpy()
+            rows = np.sort(wanted)
+            order = np.argsort(np.argsort(wanted))
             feats = torch.from_numpy(np.ascontiguousarray(self.store.features(rows)[order]))
             feats = feats.to(self.boxes.device, non_blocking=True)
+            index = index.to(self.boxes.device, non_blocking=True)
         return feats, self.boxes[index], self.num_clips[index]
 
 
