@@ -1,0 +1,139 @@
+"""Checks of the CUDA paths. Skipped without a GPU; `benchmarks/device_check.sh` runs them on a
+GPU machine (with `--noconftest`: they need neither PyAV nor the video fixtures)."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from scalevid.engine import Trainer
+from scalevid.hardware import autocast_dtype
+from scalevid.losses import info_nce, info_nce_from_logits
+from scalevid.model import ModelConfig, ScaleModel
+from scalevid.pretext import Gather, PretextConfig, pretext_step
+from scalevid.train import TrainConfig, TrainData, make_optimizer
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+CUDA = torch.device("cuda")
+
+
+def small_model(dropout: float = 0.0) -> ScaleModel:
+    torch.manual_seed(0)
+    config = ModelConfig(
+        input_dim=32,
+        hidden=32,
+        heads=4,
+        dropout=dropout,
+        set_head=(64, 16),
+        pred_head=(64, 16),
+        target_head=(64, 64, 16),
+    )
+    return ScaleModel(config).to(CUDA)
+
+
+def random_batch(b: int = 16, k: int = 16, d: int = 32, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    return (
+        torch.randn(b, k, d, generator=g).to(CUDA),
+        torch.rand(b, k, 7, generator=g).to(CUDA),
+        torch.full((b,), k).to(CUDA),
+    )
+
+
+def test_training_steps_make_no_host_sync():
+    """The trainer's whole step (sampling, masking, forward, losses, backward, fused AdamW) on
+    resident features under bf16 autocast: CUDA's sync debug mode raises on any host sync."""
+    model = small_model(dropout=0.1)
+    config = TrainConfig(
+        model=model.config,
+        pretext=PretextConfig(),
+        batch_size=64,
+        epochs=10,
+        progress=False,
+    )
+    g = torch.Generator().manual_seed(1)
+    videos = 256
+    data = TrainData(
+        store=None,
+        features=torch.randn(videos, 16, 32, generator=g).half().to(CUDA),
+        boxes=torch.rand(videos, 16, 7, generator=g).to(CUDA),
+        num_clips=torch.full((videos,), 16).to(CUDA),
+    )
+    with tempfile.TemporaryDirectory() as run:
+        trainer = Trainer(
+            config=config,
+            full_config={},
+            model=model,
+            optimizer=make_optimizer(model, config),
+            data=data,
+            gather=Gather(),
+            device=CUDA,
+            autocast=autocast_dtype("auto", CUDA),
+            run=Path(run),
+        )
+        order = trainer.epoch_order(0)
+        trainer.train_step(0, order[:64])  # warm-up: lazy initialisation may sync
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            for step in range(1, 4):
+                metrics = trainer.train_step(step, order[64 * step : 64 * (step + 1)])
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    assert torch.isfinite(metrics["loss"]).item()
+    assert metrics["mcm_dropped"].item() == 0
+
+
+def test_output_sparsity_equals_plain_computation_on_cuda():
+    model = small_model()
+    f, bx, nc = random_batch()
+    nc[3] = 9  # some padding as well
+    results = []
+    for sparse in (True, False):
+        model.zero_grad()
+        cfg = PretextConfig(output_sparsity=sparse)
+        m = pretext_step(model, f, bx, nc, cfg, torch.Generator(CUDA).manual_seed(3))
+        m["loss"].backward()
+        results.append((m, [p.grad.clone() for p in model.parameters()]))
+    (a, ga), (b, gb) = results
+    for key in ("loss", "mcm_loss", "set_loss"):
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5)
+    for x, y in zip(ga, gb, strict=True):
+        torch.testing.assert_close(x, y, atol=1e-5, rtol=1e-3)
+
+
+def test_bf16_autocast_close_to_fp32_on_cuda():
+    model = small_model()
+    f, bx, nc = random_batch()
+    cfg = PretextConfig()
+    fp32 = pretext_step(model, f, bx, nc, cfg, torch.Generator(CUDA).manual_seed(1))
+    bf16 = pretext_step(
+        model, f, bx, nc, cfg, torch.Generator(CUDA).manual_seed(1), autocast_dtype=torch.bfloat16
+    )
+    for key in ("mcm_loss", "set_loss"):
+        torch.testing.assert_close(bf16[key], fp32[key], atol=0.05, rtol=0.02)
+
+
+def test_chunked_info_nce_on_cuda_equals_whole_logits(monkeypatch):
+    import scalevid.losses as losses
+
+    g = torch.Generator(CUDA).manual_seed(4)
+    q = torch.nn.functional.normalize(torch.randn(300, 16, generator=g, device=CUDA), dim=-1)
+    k = torch.nn.functional.normalize(torch.randn(700, 16, generator=g, device=CUDA), dim=-1)
+    pos = torch.randint(0, 700, (300,), generator=g, device=CUDA)
+    monkeypatch.setattr(losses, "CHUNK_ELEMENTS_OTHER", 700 * 64)  # 5 chunks
+    results = []
+    for fn in ("chunked", "whole"):
+        qq, kk = q.clone().requires_grad_(True), k.clone().requires_grad_(True)
+        if fn == "chunked":
+            loss, acc = info_nce(qq, kk, pos, temperature=0.2)
+        else:
+            loss, acc = info_nce_from_logits(qq @ kk.t() / 0.2, pos)
+        loss.backward()
+        results.append((loss, acc, qq.grad, kk.grad))
+    for x, y in zip(*results, strict=True):
+        torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-6)
