@@ -137,3 +137,40 @@ def test_chunked_info_nce_on_cuda_equals_whole_logits(monkeypatch):
         results.append((loss, acc, qq.grad, kk.grad))
     for x, y in zip(*results, strict=True):
         torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-6)
+
+
+def _cached_i3d_weights() -> Path | None:
+    """The converted I3D weights, where a session placed them (the device check carries them in
+    $SCALEVID_CACHE); nothing is downloaded here."""
+    from scalevid.backbones import weights_cache_dir
+
+    path = weights_cache_dir() / "i3d" / "i3d-kinetics-400.safetensors"
+    return path if path.is_file() else None
+
+
+def moving_bars(batch: int = 4, frames: int = 16, size: int = 112) -> torch.Tensor:
+    """uint8 clips (B, T, H, W, 3): bright bars sweeping across a dark background."""
+    t = torch.arange(frames)[:, None, None]
+    x = torch.arange(size)[None, None, :]
+    clips = []
+    for b in range(batch):
+        phase = (x + (b + 1) * 3 * t) % 28 < 9  # (T, 1, W)
+        frame = phase.expand(frames, size, size).to(torch.uint8) * 200 + 20
+        clips.append(torch.stack([frame, frame.roll(b, 2), frame.flip(2)], dim=-1))
+    return torch.stack(clips)
+
+
+@pytest.mark.skipif(_cached_i3d_weights() is None, reason="needs the converted I3D weights")
+def test_i3d_fp16_on_cuda_matches_fp32_on_cpu():
+    from scalevid.backbones import create_backbone
+
+    weights = _cached_i3d_weights()
+    clips = moving_bars()
+    cpu = create_backbone("i3d", weights=weights, device="cpu", frames=16, size=112)
+    gpu = create_backbone("i3d", weights=weights, device=CUDA, frames=16, size=112)
+    assert gpu.dtype == torch.float16  # precision "auto" on CUDA
+    f_cpu, l_cpu = cpu.forward_clips_with_logits(clips)
+    f_gpu, l_gpu = (t.cpu() for t in gpu.forward_clips_with_logits(clips))
+    cosine = torch.nn.functional.cosine_similarity(f_cpu, f_gpu, dim=1)
+    assert (cosine > 0.999).all(), cosine
+    assert (l_gpu - l_cpu).abs().max() < 0.05 * l_cpu.std()
