@@ -109,10 +109,11 @@ def test_eval_embed_search_from_the_command_line(tmp_path, capsys):
     report = tmp_path / "report"
     code = main(["-q", "eval", "--train", str(store), "--test", str(store), "--run", str(run),
                  "--out", str(report), "--probes", "knn", "scale_knn", "--seeds", "0",
-                 "--no-progress"])  # fmt: skip
+                 "--baseline-cache", str(tmp_path / "baselines"), "--no-progress"])  # fmt: skip
     assert code == 0
     out = capsys.readouterr().out
     assert "SCALE_kNN" in out and (report / "results.json").is_file()
+    assert [p.name.split("-")[0] for p in (tmp_path / "baselines").iterdir()] == ["knn"]
     emb = tmp_path / "emb"
     assert main(["-q", "embed", "--store", str(store), "--run", str(run), "--out", str(emb),
                  "--no-progress"]) == 0  # fmt: skip

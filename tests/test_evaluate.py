@@ -369,3 +369,71 @@ def test_export_embeddings_and_search(stores, run, tmp_path):
     ]
     with pytest.raises(ValueError, match="not in"):
         search(store=store, query="missing", embeddings=tmp_path)
+
+
+# --------------------------------------------------------------------------- baseline reuse
+
+
+def test_baseline_rows_are_reused_across_runs_and_recomputed_when_settings_change(
+    stores, run, tmp_path, monkeypatch
+):
+    cache = tmp_path / "baselines"
+    config = tiny_config(seeds=(0,), head_epochs=2, finetune_epochs=(1,))
+    first = evaluate(train_store=stores["train"], test_store=stores["test"], run=run,
+                     config=config, out=tmp_path / "a", baseline_cache=cache)  # fmt: skip
+    assert first["reused_baselines"] == []
+    assert len(list(cache.glob("*.npz"))) == 4  # knn, linear, mlp, transformer
+
+    ran: list[str] = []
+    real_head, real_set = ev._run_head_probe, ev._run_set_probe
+    monkeypatch.setattr(ev, "_run_head_probe", lambda n, *a: ran.append(n) or real_head(n, *a))
+    monkeypatch.setattr(ev, "_run_set_probe", lambda n, *a: ran.append(n) or real_set(n, *a))
+    # a SCALE-only setting changes: every baseline is reused, every SCALE row runs
+    second = evaluate(train_store=stores["train"], test_store=stores["test"], run=run,
+                      config=dataclasses.replace(config, scale_batchnorm=False),
+                      out=tmp_path / "b", baseline_cache=cache)  # fmt: skip
+    assert sorted(ran) == ["scale_ft", "scale_knn", "scale_linear"]
+    assert len(second["reused_baselines"]) == 4
+    for name in ("knn", "linear", "mlp", "transformer"):
+        same = json.dumps(second["probes"][name]["seeds"]) == json.dumps(
+            first["probes"][name]["seeds"]
+        )
+        assert same, name
+    a = np.load(tmp_path / "a" / "predictions.npz")
+    b = np.load(tmp_path / "b" / "predictions.npz")
+    for key in a.files:
+        if not key.startswith("scale"):
+            np.testing.assert_array_equal(a[key], b[key])
+
+    ran.clear()  # a setting the head baselines read: they run again, the transformer is reused
+    evaluate(train_store=stores["train"], test_store=stores["test"], run=run,
+             config=dataclasses.replace(config, head_epochs=3, probes=("linear", "transformer")),
+             out=tmp_path / "c", baseline_cache=cache)  # fmt: skip
+    assert ran == ["linear"]
+
+    ran.clear()  # another test store (other content): nothing is reused
+    evaluate(train_store=stores["train"], test_store=stores["test_permuted"], run=run,
+             config=dataclasses.replace(config, probes=("knn",)),
+             out=tmp_path / "d", baseline_cache=cache)  # fmt: skip
+    assert ran == ["knn"]
+
+    ran.clear()  # a damaged cache file is recomputed and rewritten, not trusted
+    damaged = next(cache.glob("knn-seed0-*.npz"))
+    damaged.write_bytes(b"not a zip")
+    evaluate(train_store=stores["train"], test_store=stores["test"], run=run,
+             config=dataclasses.replace(config, probes=("knn",)),
+             out=tmp_path / "e", baseline_cache=cache)  # fmt: skip
+    assert ran == ["knn"] and ev._load_probe_run(damaged) is not None
+
+
+def test_store_fingerprint_follows_content(stores, tmp_path):
+    import shutil
+
+    from scalevid.store import FeatureStore
+
+    a = FeatureStore.open(stores["test"])
+    assert FeatureStore.open(stores["test"]).fingerprint == a.fingerprint
+    copy = tmp_path / "copy"
+    shutil.copytree(stores["test"], copy)
+    assert FeatureStore.open(copy).fingerprint == a.fingerprint  # same content, other place
+    assert FeatureStore.open(stores["test_permuted"]).fingerprint != a.fingerprint

@@ -281,6 +281,14 @@ def test_recipe_end_to_end(name: str, data_root: Path, out: Path) -> None:
     rows = [line.split("|")[1].strip() for line in table[table.index(header) + 2 :]]
     assert rows == [LABELS[p] for p in PROBES]
 
+    if len(columns) > 1 and len(stores) == 1:  # a sweep on one dataset: baselines train once
+        for column in combined["columns"][1:]:
+            point = json.loads(
+                (out / name / column["folder"] / "eval" / "results.json").read_text()
+            )
+            reused = {entry.split(" seed ")[0] for entry in point["reused_baselines"]}
+            assert {"knn", "linear", "mlp"} <= reused, column["label"]
+
     for store in stores:
         for split in ("train", "test"):
             assert json.loads((out / "stores" / store / split / "recipe-extract.json").read_text())[

@@ -209,8 +209,9 @@ def _eval(args: argparse.Namespace) -> int:
         progress=False if args.no_progress else None,
     )
     results = evaluate(
-        train_store=args.train, test_store=args.test, run=args.run, config=config, out=args.out
-    )
+        train_store=args.train, test_store=args.test, run=args.run, config=config, out=args.out,
+        baseline_cache=args.baseline_cache,
+    )  # fmt: skip
     print(format_table(results))
     print(f"results: {args.out}/results.json, {args.out}/results.md")
     return 0
@@ -237,6 +238,12 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--low-shot", type=float, help="fraction of train labels per class")
     p.add_argument("--val-fraction", type=float)
     p.add_argument("--device")
+    p.add_argument(
+        "--baseline-cache",
+        metavar="DIR",
+        help="save the baseline rows here and reuse them when the stores and settings match "
+        "(evaluating several SCALE runs on the same stores trains the baselines once)",
+    )
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(handler=_eval)
 

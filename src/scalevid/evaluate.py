@@ -30,8 +30,11 @@ or MSE for regression targets.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
+import os
+import zipfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -548,12 +551,18 @@ def evaluate(
     run: ScaleModel | str | Path | None = None,
     config: EvalConfig | None = None,
     out: str | Path,
+    baseline_cache: str | Path | None = None,
 ) -> dict[str, Any]:
     """Run every probe of `config` with the protocol of the module docstring; write
     results.json, results.md, predictions.npz, splits/seed<S>.npz and plots into `out`.
 
     Without a run the SCALE rows (scale_knn, scale_linear, scale_ft) are skipped; kNN rows are
     skipped for regression targets. Returns the results.json content.
+
+    baseline_cache: a folder where the baseline rows (knn, linear, mlp, transformer), which do
+    not depend on the SCALE weights, are saved per seed and reused by later evaluations with the
+    same stores (by content fingerprint), the same settings and, for the transformer, the same
+    architecture: an ablation over pretraining settings trains its baselines once.
     """
     config = config or EvalConfig()
     out = Path(out)
@@ -619,6 +628,7 @@ def evaluate(
     y_test = test_labels[test_rows]
 
     runs: dict[str, list[ProbeRun]] = {p: [] for p in probes}
+    reused: list[str] = []
     seed_info = []
     (out / "splits").mkdir(exist_ok=True)
     for seed in config.seeds:
@@ -644,7 +654,19 @@ def evaluate(
         seed_info.append(info)
         for name in probes:
             runner = _run_set_probe if name in ("transformer", "scale_ft") else _run_head_probe
-            result = runner(name, ctx, split, seed)
+            cached = None
+            if baseline_cache is not None and name not in NEEDS_RUN:
+                cached = Path(baseline_cache) / _baseline_file(
+                    name, seed, ctx, train_store=train_store, test_store=test_store
+                )
+            result = _load_probe_run(cached) if cached is not None else None
+            if result is None:
+                result = runner(name, ctx, split, seed)
+                if cached is not None:
+                    _save_probe_run(result, cached)
+            else:
+                reused.append(f"{name} seed {seed}")
+                logger.info("%s seed %d: reused from %s", LABELS[name], seed, cached)
             runs[name].append(result)
             logger.info(
                 "%s seed %d: %s", LABELS[name], seed, _metrics(result.test_scores, y_test, task)
@@ -667,10 +689,84 @@ def evaluate(
             "num_train_videos": len(train_rows),
             "num_test_videos": len(test_rows),
             "skipped_probes": skipped,
+            "reused_baselines": reused,
         },
     )
     _write_outputs(results, runs, ctx=ctx, test_store=test_store, test_rows=test_rows, out=out)
     return results
+
+
+# --------------------------------------------------------------------------- baseline reuse
+
+# EvalConfig fields that no baseline row reads: changing them keeps the cached baselines.
+_SCALE_ONLY_FIELDS = frozenset(
+    {"probes", "seeds", "clip_vector", "scale_knn_center", "scale_batchnorm", "scale_ft_lr_scale",
+     "embed_batch_size", "progress", "plots", "embedding_map"}
+)  # fmt: skip
+# Field-name prefixes of the other probe families, which a baseline row does not read either.
+# (Any field not excluded here is part of every row's key: a new setting never goes stale.)
+_OTHER_FAMILIES: dict[str, tuple[str, ...]] = {
+    "knn": ("head_", "mlp_", "clips_per_sample", "finetune", "transformer_"),
+    "linear": ("knn_", "finetune", "transformer_"),
+    "mlp": ("knn_", "finetune", "transformer_"),
+    "transformer": ("knn_", "head_", "mlp_", "clips_per_sample"),
+}
+
+
+def _baseline_file(
+    name: str, seed: int, ctx: _Context, *, train_store: FeatureStore, test_store: FeatureStore
+) -> str:
+    """File name of one baseline row's cached run: the probe, the seed and a digest of all it
+    depends on (store contents, the settings it reads, the architecture, device type, version)."""
+    from scalevid import __version__
+
+    settings = {
+        k: v
+        for k, v in ctx.config.to_dict().items()
+        if k not in _SCALE_ONLY_FIELDS and not k.startswith(_OTHER_FAMILIES[name])
+    }
+    key = {
+        "probe": name,
+        "seed": seed,
+        "train_store": train_store.fingerprint,
+        "test_store": test_store.fingerprint,
+        "settings": settings,
+        "task": ctx.task,
+        "device": ctx.device.type,
+        "version": __version__,
+    }
+    if name == "transformer":
+        key["architecture"] = asdict(_set_probe_init(name, ctx))
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
+    return f"{name}-seed{seed}-{digest[:20]}.npz"
+
+
+def _save_probe_run(result: ProbeRun, path: Path) -> None:
+    """Atomically write one probe run (test scores + chosen config and grid as JSON)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"chosen": result.chosen, "grid": result.grid, "num_train": result.num_train}
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        np.savez(f, test_scores=result.test_scores, meta=np.array(json.dumps(meta)))
+    os.replace(tmp, path)
+
+
+def _load_probe_run(path: Path) -> ProbeRun | None:
+    """A cached probe run, or None when there is none or it cannot be read (then it is
+    recomputed and rewritten)."""
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            meta = json.loads(str(data["meta"]))
+            scores = np.array(data["test_scores"])
+        return ProbeRun(
+            chosen=meta["chosen"], grid=meta["grid"], num_train=meta["num_train"],
+            test_scores=scores,
+        )  # fmt: skip
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+        logger.warning("%s: unreadable cached baseline (%s); recomputing it", path, err)
+        return None
 
 
 # --------------------------------------------------------------------------- summaries

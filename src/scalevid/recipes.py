@@ -39,6 +39,9 @@ Layout of --out:
     <recipe>/<point>/run/                      the SCALE run (`scalevid train`)
     <recipe>/<point>/eval/                     results.json, results.md, predictions, plots
     <recipe>/results.md, results.json          the combined table
+    baselines/                                 baseline rows (kNN, Linear, MLP, Transformer) per
+                                               seed, shared by every point and recipe that
+                                               evaluates the same stores with the same settings
 
 Everything resumes: a point whose eval/results.json exists is skipped, a finished run is not
 retrained (an interrupted one resumes from its checkpoint), and a dataset whose points are all
@@ -474,9 +477,17 @@ def check_point(recipe: Recipe, point: Point, *, folder: Path, stores: Path) -> 
 
 
 def run_point(
-    recipe: Recipe, point: Point, *, stores: Path, folder: Path, device: str | None = None
+    recipe: Recipe,
+    point: Point,
+    *,
+    stores: Path,
+    folder: Path,
+    device: str | None = None,
+    baseline_cache: Path | None = None,
 ) -> dict[str, Any]:
-    """Pretrain (or resume) and evaluate one point; returns its results.json content."""
+    """Pretrain (or resume) and evaluate one point; returns its results.json content.
+    Baseline rows are reused from `baseline_cache` when an earlier point computed them with the
+    same stores and settings (see `evaluate`)."""
     run = folder / "run"
     train_store, test_store = stores / "train", stores / "test"
     if not (run / "model.safetensors").is_file():
@@ -491,6 +502,7 @@ def run_point(
         run=run,
         config=_eval_config(recipe, point, device=device),
         out=folder / "eval",
+        baseline_cache=baseline_cache,
     )
 
 
@@ -530,7 +542,12 @@ def run_recipe(
             done = folder / point.slug / "eval" / RESULTS
             if point in todo:
                 results[point.slug] = run_point(
-                    recipe, point, stores=stores, folder=folder / point.slug, device=device
+                    recipe,
+                    point,
+                    stores=stores,
+                    folder=folder / point.slug,
+                    device=device,
+                    baseline_cache=out / "baselines",
                 )
             else:
                 logger.info("%s / %s: done (%s)", recipe.name, point.label, done)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import hashlib
 import json
 import logging
 import os
@@ -620,6 +621,7 @@ class FeatureStore:
         self.path = path
         self.manifest = manifest
         self.shard_names = [s.name for s in shards]
+        self._shard_files = [s.files for s in shards]
         self._shard_dirs = [s.path for s in shards]
         self._features = [s.features for s in shards]  # memmaps, (n_s, K, D) each
         self._offsets = np.cumsum([0] + [len(s) for s in shards], dtype=np.int64)  # (S + 1,)
@@ -677,6 +679,20 @@ class FeatureStore:
 
     def __len__(self) -> int:
         return int(self._offsets[-1])
+
+    @property
+    def fingerprint(self) -> str:
+        """A hex digest of the store's content: the manifest and every shard's file sizes and
+        crc32s (as recorded in shard.json; nothing is read). Two stores with the same
+        fingerprint hold the same videos, clips, labels and features."""
+        content = {
+            "manifest": {k: v for k, v in self.manifest.to_dict().items() if k != "created"},
+            "shards": [
+                [name, files]
+                for name, files in zip(self.shard_names, self._shard_files, strict=True)
+            ],
+        }
+        return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
 
     def __repr__(self) -> str:
         return (
