@@ -12,9 +12,11 @@ import torch
 from scalevid.engine import Trainer
 from scalevid.hardware import autocast_dtype
 from scalevid.losses import info_nce, info_nce_from_logits
-from scalevid.model import ModelConfig, ScaleModel
+from scalevid.model import ScaleModel
 from scalevid.pretext import Gather, PretextConfig, pretext_step
 from scalevid.train import TrainConfig, TrainData, make_optimizer
+
+from .test_pretext import tiny_batch, tiny_model
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -22,26 +24,11 @@ CUDA = torch.device("cuda")
 
 
 def small_model(dropout: float = 0.0) -> ScaleModel:
-    torch.manual_seed(0)
-    config = ModelConfig(
-        input_dim=32,
-        hidden=32,
-        heads=4,
-        dropout=dropout,
-        set_head=(64, 16),
-        pred_head=(64, 16),
-        target_head=(64, 64, 16),
-    )
-    return ScaleModel(config).to(CUDA)
+    return tiny_model(dropout).to(CUDA)  # input_dim 12
 
 
-def random_batch(b: int = 16, k: int = 16, d: int = 32, seed: int = 0):
-    g = torch.Generator().manual_seed(seed)
-    return (
-        torch.randn(b, k, d, generator=g).to(CUDA),
-        torch.rand(b, k, 7, generator=g).to(CUDA),
-        torch.full((b,), k).to(CUDA),
-    )
+def random_batch(b: int = 16, k: int = 16):
+    return tuple(t.to(CUDA) for t in tiny_batch(b=b, k=k))
 
 
 def test_training_steps_make_no_host_sync():
@@ -59,7 +46,7 @@ def test_training_steps_make_no_host_sync():
     videos = 256
     data = TrainData(
         store=None,
-        features=torch.randn(videos, 16, 32, generator=g).half().to(CUDA),
+        features=torch.randn(videos, 16, 12, generator=g).half().to(CUDA),
         boxes=torch.rand(videos, 16, 7, generator=g).to(CUDA),
         num_clips=torch.full((videos,), 16).to(CUDA),
     )
