@@ -38,3 +38,23 @@ def test_quick_demo_end_to_end(tmp_path, i3d_weights, capsys):
     stamps = [p.stat().st_mtime_ns for p in cached]
     assert main(["-q", "demo", "--quick", "--out", str(out), "--no-progress"]) == 0
     assert [p.stat().st_mtime_ns for p in cached] == stamps
+
+
+def test_demo_size_options_reach_the_config(monkeypatch, tmp_path):
+    import scalevid.demo
+
+    seen = {}
+    monkeypatch.setattr(scalevid.demo, "run_demo", lambda out, config, **kw: seen.update(c=config))
+    argv = ["demo", "--out", str(tmp_path), "--train-videos", "1440", "--test-videos", "360",
+            "--epochs", "40", "--batch-size", "128", "--seeds", "0", "1",
+            "--probes", "linear", "scale_linear"]  # fmt: skip
+    assert main(argv) == 0
+    config = seen["c"]
+    assert (config.dataset.train, config.dataset.test) == (1440, 360)
+    assert (config.epochs, config.batch_size) == (40, 128)
+    assert config.seeds == (0, 1) and config.probes == ("linear", "scale_linear")
+    assert config.dataset.val == scalevid.demo.DemoConfig().dataset.val  # the rest unchanged
+    assert main(["demo", "--quick", "--out", str(tmp_path), "--epochs", "3"]) == 0
+    assert seen["c"].epochs == 3 and seen["c"].dataset.train == 48  # --quick's sizes otherwise
+    with pytest.raises(SystemExit):
+        main(["demo", "--train-videos", "0"])

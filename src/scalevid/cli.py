@@ -336,14 +336,36 @@ def _add_make_dataset(sub: argparse._SubParsersAction) -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    import dataclasses
+
     from scalevid.demo import DemoConfig, run_demo
 
     config = DemoConfig.quick() if args.quick else DemoConfig()
+    sizes = {"train": args.train_videos, "test": args.test_videos}
+    changes: dict = {
+        "dataset": dataclasses.replace(
+            config.dataset, **{k: v for k, v in sizes.items() if v is not None}
+        ),
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "seeds": tuple(args.seeds) if args.seeds else None,
+        "probes": tuple(args.probes) if args.probes else None,
+    }
+    config = dataclasses.replace(config, **{k: v for k, v in changes.items() if v is not None})
     run_demo(args.out, config=config, weights=args.weights, progress=not args.no_progress)
     return 0
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
 def _add_demo(sub: argparse._SubParsersAction) -> None:
+    from scalevid.evaluate import PROBES
+
     p = sub.add_parser(
         "demo",
         help="the whole pipeline on a generated dataset: videos -> I3D -> SCALE -> probes",
@@ -354,6 +376,14 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="scalevid-demo", help="output folder (default: %(default)s)")
     p.add_argument("--quick", action="store_true", help="a ~1 minute version (what CI runs)")
     p.add_argument("--weights", help="local I3D weights (.ckpt or .safetensors)")
+    sizes = p.add_argument_group("sizes (defaults: the 5-minute demo, or --quick's)")
+    sizes.add_argument("--train-videos", type=_positive_int, metavar="N")
+    sizes.add_argument("--test-videos", type=_positive_int, metavar="N")
+    sizes.add_argument("--epochs", type=_positive_int, metavar="N", help="SCALE pretraining")
+    sizes.add_argument("--batch-size", type=_positive_int, metavar="N", help="videos per step")
+    sizes.add_argument("--seeds", type=int, nargs="+", metavar="S", help="probe seeds")
+    sizes.add_argument("--probes", nargs="+", choices=PROBES, metavar="PROBE",
+                       help=f"probe rows, from {' '.join(PROBES)}")  # fmt: skip
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(handler=_demo)
 
