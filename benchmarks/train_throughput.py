@@ -208,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--implementations", nargs="+", default=["plain", "fast"])
     p.add_argument("--compile", action="store_true", help="also time fast+compile")
     p.add_argument("--min-seconds", type=float, default=5.0, help="timing per configuration")
+    p.add_argument("--repeats", type=int, default=1,
+                   help="runs of every configuration, interleaved; rows report the median")  # fmt: skip
     p.add_argument("--json", type=Path, help="write the rows here")
     p.add_argument("--profile", nargs=2, metavar=("BATCH", "IMPL"),
                    help="print the torch profiler's op table for one step instead")  # fmt: skip
@@ -230,26 +232,42 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"measured matmul peak: fp32 {peaks['fp32'] / 1e12:.3f} TFLOP/s, bf16 {peaks['bf16'] / 1e12:.3f} TFLOP/s"
     )
+    runs: dict[tuple[int, str], list[dict]] = {}
+    for repeat in range(args.repeats):  # interleaved, so drifts of a shared machine hit all rows
+        for batch in args.batch_sizes:
+            for impl in impls:
+                if device.type == "cpu":
+                    cmd = [sys.executable, __file__, "--device", "cpu", "--one", str(batch), impl]
+                    cmd += ["--min-seconds", str(args.min_seconds)]
+                    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+                    row = json.loads(out.strip().splitlines()[-1])
+                else:
+                    row = run_one(device, batch, impl, args.min_seconds)
+                runs.setdefault((batch, impl), []).append(row)
+                print(
+                    f"{'' if args.repeats == 1 else f'run {repeat + 1}: '}batch {batch:5d} "
+                    f"{impl:13s} {row['precision']:4s} {row['samples_per_s']:10.1f} videos/s  "
+                    f"{row['step_ms']:9.1f} ms/step  peak {row['peak_mem_bytes'] / 2**30:6.2f} GiB",
+                    flush=True,
+                )
     rows = []
-    for batch in args.batch_sizes:
-        for impl in impls:
-            if device.type == "cpu":
-                cmd = [sys.executable, __file__, "--device", "cpu", "--one", str(batch), impl]
-                cmd += ["--min-seconds", str(args.min_seconds)]
-                out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-                row = json.loads(out.strip().splitlines()[-1])
-            else:
-                row = run_one(device, batch, impl, args.min_seconds)
-            row["peak_flops_per_s"] = peaks[row["precision"]]
-            row["flops_fraction"] = row["achieved_flops_per_s"] / row["peak_flops_per_s"]
-            rows.append(row)
-            print(
-                f"batch {batch:5d} {impl:13s} {row['precision']:4s} "
-                f"{row['samples_per_s']:10.1f} videos/s  {row['step_ms']:9.1f} ms/step  "
-                f"peak {row['peak_mem_bytes'] / 2**30:6.2f} GiB  "
-                f"{row['achieved_flops_per_s'] / 1e12:6.3f} TFLOP/s ({100 * row['flops_fraction']:.1f}% of peak)",
-                flush=True,
-            )
+    for repeats in runs.values():
+        ranked = sorted(repeats, key=lambda r: r["samples_per_s"])
+        row = dict(ranked[len(ranked) // 2])  # the median run (upper median for even counts)
+        row["samples_per_s_runs"] = [r["samples_per_s"] for r in repeats]
+        row["peak_flops_per_s"] = peaks[row["precision"]]
+        row["flops_fraction"] = row["achieved_flops_per_s"] / row["peak_flops_per_s"]
+        rows.append(row)
+    if args.repeats > 1:
+        print(f"median of {args.repeats} runs:")
+    for row in rows:
+        print(
+            f"batch {row['batch_size']:5d} {row['implementation']:13s} {row['precision']:4s} "
+            f"{row['samples_per_s']:10.1f} videos/s  {row['step_ms']:9.1f} ms/step  "
+            f"peak {row['peak_mem_bytes'] / 2**30:6.2f} GiB  "
+            f"{row['achieved_flops_per_s'] / 1e12:6.3f} TFLOP/s ({100 * row['flops_fraction']:.1f}% of peak)",
+            flush=True,
+        )
     base = {r["batch_size"]: r["samples_per_s"] for r in rows if r["implementation"] == "plain"}
     for r in rows:
         if r["batch_size"] in base:
