@@ -26,13 +26,25 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 @functools.cache
 def cpu_has_bf16_matmul() -> bool:
-    """True when the CPU has bf16 matrix instructions (AVX512-BF16 or AMX), where bf16
-    autocast is faster than fp32; elsewhere it is emulated and slower."""
+    """True when the CPU has bf16 matrix instructions (x86 AVX512-BF16 or AMX, Arm BF16), where
+    bf16 autocast is faster than fp32; elsewhere it is emulated and slower."""
     try:
-        flags = Path("/proc/cpuinfo").read_text()
+        return cpuinfo_has_bf16(Path("/proc/cpuinfo").read_text())
     except OSError:
         return False
-    return any(flag in flags for flag in ("avx512_bf16", "amx_bf16"))
+
+
+def cpuinfo_has_bf16(cpuinfo: str) -> bool:
+    """Whether a /proc/cpuinfo text lists bf16 matrix instructions: `avx512_bf16` or `amx_bf16`
+    on an x86 "flags" line, `bf16` on an Arm "Features" line."""
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        names = set(value.split())
+        if key.strip() == "flags" and names & {"avx512_bf16", "amx_bf16"}:
+            return True
+        if key.strip() == "Features" and "bf16" in names:
+            return True
+    return False
 
 
 def autocast_dtype(precision: Precision, device: torch.device) -> torch.dtype | None:
