@@ -23,6 +23,18 @@ WIDTH, HEIGHT = 64, 48
 FPS = 25
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module of tiny problems, where more threads only add overhead
+    (use with `pytestmark = pytest.mark.usefixtures("one_thread")`)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def frame_number(frame: np.ndarray) -> int:
     """The frame index encoded in a decoded (H, W, 3) frame of the synthetic videos."""
     return round(float(np.median(frame)) / STEP)
@@ -154,18 +166,23 @@ def video_other_format(request: pytest.FixtureRequest, video_dir: Path) -> Path:
     return write_video(video_dir / name, codec=codec)
 
 
+def _mux_silence(container: av.container.OutputContainer) -> None:
+    """Half a second of silent AAC audio on a new stream of `container`."""
+    stream = container.add_stream("aac", rate=16000)
+    for k in range(8):
+        frame = av.AudioFrame.from_ndarray(
+            np.zeros((1, 1024), np.float32), format="fltp", layout="mono"
+        )
+        frame.sample_rate, frame.pts = 16000, 1024 * k
+        for packet in stream.encode(frame):
+            container.mux(packet)
+    for packet in stream.encode():
+        container.mux(packet)
+
+
 def _write_audio_only(path: Path) -> Path:
     with av.open(str(path), "w", format="mp4") as container:
-        stream = container.add_stream("aac", rate=16000)
-        for k in range(8):
-            frame = av.AudioFrame.from_ndarray(
-                np.zeros((1, 1024), np.float32), format="fltp", layout="mono"
-            )
-            frame.sample_rate, frame.pts = 16000, 1024 * k
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+        _mux_silence(container)
     return path
 
 
@@ -174,16 +191,7 @@ def _write_zero_frames(path: Path) -> Path:
     with av.open(str(path), "w") as container:
         video = container.add_stream("libx264", rate=FPS)
         video.width, video.height, video.pix_fmt = WIDTH, HEIGHT, "yuv420p"
-        audio = container.add_stream("aac", rate=16000)
-        for k in range(8):
-            frame = av.AudioFrame.from_ndarray(
-                np.zeros((1, 1024), np.float32), format="fltp", layout="mono"
-            )
-            frame.sample_rate, frame.pts = 16000, 1024 * k
-            for packet in audio.encode(frame):
-                container.mux(packet)
-        for packet in audio.encode():
-            container.mux(packet)
+        _mux_silence(container)
         for packet in video.encode():
             container.mux(packet)
     return path

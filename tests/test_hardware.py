@@ -18,4 +18,3 @@ from scalevid.hardware import cpuinfo_has_bf16
 )
 def test_bf16_matrix_units_from_cpuinfo(text, expected):
     assert cpuinfo_has_bf16(text) is expected
-

@@ -35,15 +35,9 @@ from sklearn.datasets import make_classification  # noqa: E402
 from sklearn.linear_model import LogisticRegression, Ridge  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These problems are tiny: intra-op threads only add overhead, and under a busy CI machine
-    spinning threads make the file many times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# These problems are tiny: intra-op threads only add overhead, and under a busy CI machine
+# spinning threads make the file many times slower.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _views(x: np.ndarray) -> np.ndarray:

@@ -95,13 +95,14 @@ class ChunkedInfoNCE(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, queries, keys, positives, key_mask, scale, rows):
-        m = queries.shape[0]
-        losses = queries.new_empty(m, dtype=_loss_dtype(queries))
-        lse = queries.new_empty(m, dtype=_loss_dtype(queries))
+        m, dtype = queries.shape[0], _loss_dtype(queries)
+        losses = queries.new_empty(m, dtype=dtype)
+        lse = queries.new_empty(m, dtype=dtype)
         hits = torch.empty(m, dtype=torch.bool, device=queries.device)
+        keys_t = keys.to(dtype).t()  # (E, K), converted once for every chunk
         for lo in range(0, m, rows):
             hi = min(m, lo + rows)
-            logits = _chunk_logits(queries[lo:hi], keys, scale, key_mask)
+            logits = _chunk_logits(queries[lo:hi], keys_t, scale, key_mask)
             pos = positives[lo:hi, None]
             pos_logit = logits.gather(1, pos).squeeze(1)
             hits[lo:hi] = logits.argmax(dim=1) == pos.squeeze(1)
@@ -125,14 +126,15 @@ class ChunkedInfoNCE(torch.autograd.Function):
         grad_q = torch.zeros_like(queries) if ctx.needs_input_grad[0] else None
         dtype = _loss_dtype(queries)
         grad_k = torch.zeros_like(keys, dtype=dtype) if ctx.needs_input_grad[1] else None
+        keys_t = keys.to(dtype).t()  # (E, K)
         for lo in range(0, queries.shape[0], rows):
             hi = min(queries.shape[0], lo + rows)
-            logits = _chunk_logits(queries[lo:hi], keys, scale, ctx.key_mask)
+            logits = _chunk_logits(queries[lo:hi], keys_t, scale, ctx.key_mask)
             grad = torch.exp(logits - lse[lo:hi, None])  # softmax
             grad.scatter_add_(1, positives[lo:hi, None], grad.new_full((hi - lo, 1), -1.0))
             grad *= grad_losses[lo:hi, None]  # d loss / d logits, (rows, K)
             if grad_q is not None:
-                grad_q[lo:hi] = (grad @ keys.to(dtype)).to(queries.dtype) * scale
+                grad_q[lo:hi] = (grad @ keys_t.t()).to(queries.dtype) * scale
             if grad_k is not None:
                 grad_k.addmm_(grad.t(), queries[lo:hi].to(dtype), alpha=scale)
         if grad_k is not None:
@@ -145,9 +147,9 @@ def _loss_dtype(x: torch.Tensor) -> torch.dtype:
     return torch.promote_types(x.dtype, torch.float32)
 
 
-def _chunk_logits(queries, keys, scale, key_mask):
-    dtype = _loss_dtype(queries)
-    logits = (queries.to(dtype) * scale) @ keys.to(dtype).t()  # (rows, K)
+def _chunk_logits(queries, keys_t, scale, key_mask):
+    """(rows, K) logits of a chunk of queries against the transposed keys (E, K)."""
+    logits = (queries.to(keys_t.dtype) * scale) @ keys_t  # (rows, K)
     if key_mask is not None:
         logits.masked_fill_(~key_mask[None, :], float("-inf"))
     return logits

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import functools
 import hashlib
 import json
 import logging
@@ -680,7 +681,7 @@ class FeatureStore:
     def __len__(self) -> int:
         return int(self._offsets[-1])
 
-    @property
+    @functools.cached_property
     def fingerprint(self) -> str:
         """A hex digest of the store's content: the manifest and every shard's file sizes and
         crc32s (as recorded in shard.json; nothing is read). Two stores with the same

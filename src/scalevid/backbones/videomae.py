@@ -11,6 +11,7 @@ Input: 16 frames of 224x224, ImageNet mean/std, laid out (B, T, 3, H, W).
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 from typing import Any
@@ -101,13 +102,15 @@ def _load_pretrained(name: str, weights: str | Path | None, *, finetuned: bool) 
 
 def _create_videomae(
     name: str,
-    weights: str | Path | None,
     *,
     finetuned: bool,
-    frame_stride: int,
-    mean: tuple[float, float, float],
-    std: tuple[float, float, float],
+    weights: str | Path | None = None,
+    frame_stride: int = 4,
+    mean: tuple[float, float, float] = IMAGENET_MEAN,
+    std: tuple[float, float, float] = IMAGENET_STD,
 ) -> VideoMAE:
+    """VideoMAE `name` (`weights`: hub id or local folder); `finetuned` models are pooled
+    through their fc_norm."""
     model, weights_id = _load_pretrained(name, weights, finetuned=finetuned)
     config = model.config
     size = config.image_size if isinstance(config.image_size, int) else config.image_size[0]
@@ -135,43 +138,8 @@ def _create_videomae(
     )
 
 
-@register_backbone("videomae-base")
-def create_videomae_base(
-    *,
-    weights: str | Path | None = None,
-    frame_stride: int = 4,
-    mean: tuple[float, float, float] = IMAGENET_MEAN,
-    std: tuple[float, float, float] = IMAGENET_STD,
-) -> VideoMAE:
-    """Self-supervised VideoMAE ViT-B/16 (768-d). `weights`: hub id or local folder."""
-    return _create_videomae(
-        "videomae-base", weights, finetuned=False, frame_stride=frame_stride, mean=mean, std=std
-    )
-
-
-@register_backbone("videomae-large")
-def create_videomae_large(
-    *,
-    weights: str | Path | None = None,
-    frame_stride: int = 4,
-    mean: tuple[float, float, float] = IMAGENET_MEAN,
-    std: tuple[float, float, float] = IMAGENET_STD,
-) -> VideoMAE:
-    """Self-supervised VideoMAE ViT-L/16 (1024-d). `weights`: hub id or local folder."""
-    return _create_videomae(
-        "videomae-large", weights, finetuned=False, frame_stride=frame_stride, mean=mean, std=std
-    )
-
-
-@register_backbone("videomae-base-k400")
-def create_videomae_base_k400(
-    *,
-    weights: str | Path | None = None,
-    frame_stride: int = 4,
-    mean: tuple[float, float, float] = IMAGENET_MEAN,
-    std: tuple[float, float, float] = IMAGENET_STD,
-) -> VideoMAE:
-    """VideoMAE ViT-B/16 fine-tuned on Kinetics-400 (768-d, pooled through fc_norm)."""
-    return _create_videomae(
-        "videomae-base-k400", weights, finetuned=True, frame_stride=frame_stride, mean=mean, std=std
-    )
+# Registered names: self-supervised ViT-B/16 (768-d) and ViT-L/16 (1024-d), and ViT-B/16
+# fine-tuned on Kinetics-400 (768-d, pooled through fc_norm); hub ids in DEFAULT_HUB_IDS.
+FINETUNED = {"videomae-base": False, "videomae-large": False, "videomae-base-k400": True}
+for _name, _finetuned in FINETUNED.items():
+    register_backbone(_name)(functools.partial(_create_videomae, _name, finetuned=_finetuned))
