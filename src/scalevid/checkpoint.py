@@ -1,12 +1,25 @@
 """Checkpoints: weights as safetensors, the resolved config as JSON, and the trainer state
-(optimizer, step, RNG) beside them. Written to a temporary folder and renamed into place, so an
-interrupted save never replaces a good checkpoint with a half one. Loading never unpickles
-arbitrary objects (safetensors, JSON, and `torch.load(weights_only=True)`)."""
+(optimizer, step, RNG) beside them. Loading never unpickles arbitrary objects (safetensors,
+JSON, and `torch.load(weights_only=True)`).
+
+Saving is crash-safe at every point. A checkpoint folder ``D`` is rewritten as:
+
+1. write every file into ``.tmp-D-PID`` and fsync it;
+2. rename ``D`` to ``.old-D-PID`` (when there is one);
+3. rename ``.tmp-D-PID`` to ``D``;
+4. delete ``.old-D-PID``.
+
+A process killed anywhere leaves either a complete ``D``, or (between 2 and 3) a complete
+``.tmp-D-PID`` beside ``.old-D-PID``. `recover_checkpoint`, run at the start of every training
+run, finishes an interrupted swap (the new checkpoint wins) and deletes what is left over.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -14,16 +27,45 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+logger = logging.getLogger(__name__)
+
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 STATE = "trainer_state.pt"
 
 
+class CheckpointError(ValueError):
+    """A checkpoint or run folder file that is incomplete, damaged or unsafe; names the file."""
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _replace_file(target: Path, write: Any) -> None:
+    """Write `target` through a temporary file and rename it into place: a reader (or a crash)
+    sees the old file or the new one, never half of one."""
+    tmp = target.with_name(f".tmp-{target.name}-{os.getpid()}")
+    try:
+        write(tmp)
+        _fsync(tmp)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def save_weights(directory: Path, model: torch.nn.Module, config: dict[str, Any]) -> None:
-    """Write model.safetensors + config.json into `directory` (which must exist)."""
+    """Write model.safetensors + config.json into `directory` (which must exist), each file
+    replaced atomically."""
+    directory = Path(directory)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    save_file(state, str(directory / WEIGHTS))
-    (directory / CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True))
+    _replace_file(directory / WEIGHTS, lambda p: save_file(state, str(p)))
+    text = json.dumps(config, indent=2, sort_keys=True)
+    _replace_file(directory / CONFIG, lambda p: p.write_text(text))
 
 
 def save_checkpoint(
@@ -34,44 +76,126 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer,
     trainer_state: dict[str, Any],
 ) -> None:
-    """Atomically (re)write a checkpoint folder."""
+    """Atomically (re)write a checkpoint folder (the steps of the module docstring)."""
     directory = Path(directory)
     tmp = directory.with_name(f".tmp-{directory.name}-{os.getpid()}")
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     save_weights(tmp, model, config)
-    torch.save(
-        {
-            "optimizer": optimizer.state_dict(),
-            "trainer": trainer_state,
-            "torch_rng": torch.get_rng_state(),
-        },
-        tmp / STATE,
-    )
+    state = {
+        "optimizer": optimizer.state_dict(),
+        "trainer": trainer_state,
+        "torch_rng": torch.get_rng_state(),
+    }
+    torch.save(state, tmp / STATE)
+    for name in (WEIGHTS, CONFIG, STATE):
+        _fsync(tmp / name)
+    _fsync(tmp)
     old = directory.with_name(f".old-{directory.name}-{os.getpid()}")
     if directory.exists():
         directory.rename(old)
     tmp.rename(directory)
+    _fsync(directory.parent)
     if old.exists():
         shutil.rmtree(old)
+
+
+def recover_checkpoint(directory: Path) -> None:
+    """Finish a save that a killed process left half done, and delete its leftovers.
+
+    When ``directory`` is missing but an interrupted swap left ``.old-<name>-PID`` and the
+    complete ``.tmp-<name>-PID`` of the same process, the new checkpoint is renamed into place;
+    an ``.old`` alone is put back. Every other ``.tmp-*`` / ``.old-*`` of this checkpoint is
+    removed (a save killed while writing, hence incomplete). Call it before resuming, from one
+    process.
+    """
+    directory = Path(directory)
+    parent = directory.parent
+    if not parent.is_dir():
+        return
+    pattern = re.compile(rf"^\.(tmp|old)-{re.escape(directory.name)}-(\d+)$")
+    found: dict[str, dict[str, Path]] = {}
+    for p in parent.iterdir():
+        if (m := pattern.match(p.name)) and p.is_dir():
+            found.setdefault(m.group(2), {})[m.group(1)] = p
+    if not directory.exists():
+        for pid, parts in sorted(found.items()):
+            if "old" in parts:  # killed between the two renames: the new one is complete
+                chosen = parts.get("tmp", parts["old"])
+                logger.warning(
+                    "%s: finishing a checkpoint save interrupted by a killed process (using %s)",
+                    directory,
+                    chosen.name,
+                )
+                chosen.rename(directory)
+                break
+    for parts in found.values():
+        for p in parts.values():
+            if p.exists():
+                size = sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+                logger.info("removing %s (%.1f MB), left by an interrupted save", p, size / 1e6)
+                shutil.rmtree(p, ignore_errors=True)
+
+
+def read_json(path: Path) -> Any:
+    """A JSON file of a run or checkpoint folder; CheckpointError naming it when unreadable."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(
+            f"{path}: cannot be read as JSON ({e}); the file is damaged: restore it, or use "
+            "another checkpoint or run folder"
+        ) from None
+
+
+def load_weights(path: Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """A safetensors file; CheckpointError naming it when it is damaged."""
+    try:
+        return load_file(str(path), device=str(device))
+    except Exception as e:  # safetensors raises its own error type for a damaged header
+        raise CheckpointError(
+            f"{path}: not a readable safetensors file ({type(e).__name__}: {e}); the file is "
+            "damaged or truncated: restore it, or use another checkpoint or run folder"
+        ) from None
 
 
 def load_checkpoint(
     directory: Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer
 ) -> dict[str, Any]:
     """Restore weights, optimizer and RNG state in place; return the saved trainer state with
-    the saved config under "config"."""
+    the saved config under "config". Raises CheckpointError naming a missing, damaged or
+    unsafe (pickled objects) file."""
     directory = Path(directory)
     missing = [n for n in (WEIGHTS, CONFIG, STATE) if not (directory / n).is_file()]
     if missing:
-        raise FileNotFoundError(
+        raise CheckpointError(
             f"{directory}: incomplete checkpoint (missing {', '.join(missing)}); "
             "start without --resume or point --out at the run folder"
         )
     device = next(model.parameters()).device
-    model.load_state_dict(load_file(str(directory / WEIGHTS), device=str(device)))
-    state = torch.load(directory / STATE, map_location=device, weights_only=True)
+    config = read_json(directory / CONFIG)
+    try:
+        model.load_state_dict(load_weights(directory / WEIGHTS, device))
+    except RuntimeError as e:
+        raise CheckpointError(
+            f"{directory / WEIGHTS}: does not fit the model of {directory / CONFIG} "
+            f"({str(e).splitlines()[0]}); resume with the settings the run was started with"
+        ) from None
+    try:
+        state = torch.load(directory / STATE, map_location=device, weights_only=True)
+    except Exception as e:  # pickle.UnpicklingError, EOFError, RuntimeError, ...
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(
+            f"{directory / STATE}: refused or unreadable ({reason}); scalevid loads only "
+            "tensors and plain values from a trainer state and never unpickles objects. Use a "
+            "checkpoint written by `scalevid train`, or start without --resume"
+        ) from None
+    if not isinstance(state, dict) or not {"optimizer", "trainer", "torch_rng"} <= set(state):
+        raise CheckpointError(
+            f"{directory / STATE}: not a scalevid trainer state (expected optimizer, trainer "
+            "and torch_rng entries); start without --resume"
+        )
     optimizer.load_state_dict(state["optimizer"])
     torch.set_rng_state(state["torch_rng"].cpu())
-    return {"config": json.loads((directory / CONFIG).read_text()), **state["trainer"]}
+    return {"config": config, **state["trainer"]}

@@ -14,6 +14,11 @@ logger = logging.getLogger("scalevid")
 
 Handler = Callable[[argparse.Namespace], int]
 
+NO_VERIFY_HELP = (
+    "do not verify the store's checksums on open (for very large stores that `scalevid store "
+    "check` verifies on a schedule; the default verifies, see docs/reliability.md)"
+)
+
 
 def _train(args: argparse.Namespace) -> int:
     from scalevid.train import load_config, train
@@ -33,6 +38,7 @@ def _train(args: argparse.Namespace) -> int:
         tensorboard=True if args.tensorboard else None,
         compile=True if args.compile else None,
         progress=False if args.no_progress else None,
+        verify_store=False if args.no_verify else None,
         **{
             "pretext.num_views": args.num_views,
             "pretext.mask_ratio": args.mask_ratio,
@@ -71,6 +77,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--resume", action="store_true", help="continue RUN from its last checkpoint")
+    p.add_argument("--no-verify", action="store_true", help=NO_VERIFY_HELP)
     p.set_defaults(handler=_train)
 
 
@@ -182,6 +189,17 @@ def _store_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _store_upgrade(args: argparse.Namespace) -> int:
+    from scalevid.store import upgrade_store
+
+    manifest = upgrade_store(args.store)
+    print(
+        f"{args.store}: manifest.json lists {len(manifest.shards or {})} shard(s) holding "
+        f"{manifest.num_videos} videos (format {manifest.format_version})"
+    )
+    return 0
+
+
 def _add_store(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("store", help="inspect and verify feature stores")
     store_sub = p.add_subparsers(dest="store_command", required=True, metavar="ACTION")
@@ -194,6 +212,12 @@ def _add_store(sub: argparse._SubParsersAction) -> None:
     info = store_sub.add_parser("info", help="summarise a store")
     info.add_argument("store")
     info.set_defaults(handler=_store_info)
+    upgrade = store_sub.add_parser(
+        "upgrade",
+        help="record the shard list in the manifest of a store written by an older scalevid",
+    )
+    upgrade.add_argument("store")
+    upgrade.set_defaults(handler=_store_upgrade)
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -210,7 +234,7 @@ def _eval(args: argparse.Namespace) -> int:
     )
     results = evaluate(
         train_store=args.train, test_store=args.test, run=args.run, config=config, out=args.out,
-        baseline_cache=args.baseline_cache,
+        baseline_cache=args.baseline_cache, verify_checksums=not args.no_verify,
     )  # fmt: skip
     print(format_table(results))
     print(f"results: {args.out}/results.json, {args.out}/results.md")
@@ -245,6 +269,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
         "(evaluating several SCALE runs on the same stores trains the baselines once)",
     )
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-verify", action="store_true", help=NO_VERIFY_HELP)
     p.set_defaults(handler=_eval)
 
 
@@ -253,7 +278,7 @@ def _embed(args: argparse.Namespace) -> int:
 
     vectors, ids = export_embeddings(
         store=args.store, run=args.run, out=args.out, device=args.device or "auto",
-        progress=not args.no_progress,
+        progress=not args.no_progress, verify_checksums=not args.no_verify,
     )  # fmt: skip
     print(f"wrote {vectors} and {ids}")
     return 0
@@ -266,7 +291,7 @@ def _search(args: argparse.Namespace) -> int:
         raise ValueError("search needs --run or --embeddings (a `scalevid embed` folder)")
     hits = search(
         store=args.store, query=args.query, k=args.k, run=args.run, embeddings=args.embeddings,
-        device=args.device or "auto",
+        device=args.device or "auto", verify_checksums=not args.no_verify,
     )  # fmt: skip
     for rank, (video_id, path, similarity) in enumerate(hits):
         print(f"{rank:3d}  {similarity:+.4f}  {video_id}  {path}")
@@ -282,6 +307,7 @@ def _add_embed_search(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="folder for embeddings.npy and video_ids.txt")
     p.add_argument("--device")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-verify", action="store_true", help=NO_VERIFY_HELP)
     p.set_defaults(handler=_embed)
     p = sub.add_parser("search", help="the videos nearest to a query video")
     p.add_argument("--store", required=True)
@@ -290,6 +316,7 @@ def _add_embed_search(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--embeddings", help="a `scalevid embed` folder (faster than --run)")
     p.add_argument("-k", type=int, default=10)
     p.add_argument("--device")
+    p.add_argument("--no-verify", action="store_true", help=NO_VERIFY_HELP)
     p.set_defaults(handler=_search)
 
 
@@ -430,9 +457,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     from scalevid.backbones import BackboneError
     from scalevid.datasets import DatasetError
+    from scalevid.engine import NonFiniteLossError
     from scalevid.store import StoreError
 
-    ScalevidInputError = (BackboneError, DatasetError)  # noqa: N806
+    ScalevidInputError = (BackboneError, DatasetError, NonFiniteLossError)  # noqa: N806
 
     parser = build_parser()
     args = parser.parse_args(argv)

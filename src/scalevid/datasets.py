@@ -8,10 +8,14 @@ Formats (``format=``)
 ---------------------
 ``csv``
     ``path label`` per line, separated by whitespace or a comma (the VideoMAE / PySlowFast
-    convention). The first line is skipped as a header when its first field is one of
+    convention). The label is the last field (after the last comma, else the last whitespace),
+    so a path may contain spaces only when a label follows it; ``"a path.mp4",3`` (quoted) also
+    works. The first line is skipped as a header when its first field is one of
     ``path, video, video_path, filename, file, name, id``. Labels are integers (-1 =
     unlabelled; class names from a ``classes.txt`` beside the list, one per line, else
-    ``"0".."max"``) or class names (mapped to indices in sorted order). Relative paths are
+    ``"0".."max"``) or class names (mapped to indices in sorted order), not a mix: a name
+    among integer labels, or a label that looks like a file name (``clip.mp4``), is an error
+    naming the line (usually a path with spaces and no label). Relative paths are
     resolved against ``root`` (default: the list's folder). ``video_id`` is the path as written,
     without its extension.
 ``folder``
@@ -194,9 +198,37 @@ def _load_json(path: Path) -> object:
 
 def _split_path_label(line: str) -> list[str]:
     """Split at the last comma if there is one, else at the last whitespace, so paths may
-    contain spaces."""
+    contain spaces; a path in double quotes is taken as written."""
+    if line.startswith('"') and line.count('"') >= 2:
+        end = line.index('"', 1)
+        rest = line[end + 1 :].strip().removeprefix(",").strip()
+        return [line[1:end], rest] if rest else [line[1:end]]
     parts = line.rsplit(",", 1) if "," in line else line.rsplit(None, 1)
     return [part.strip() for part in parts]
+
+
+def _check_label_kinds(raw: list[str], path: Path, lines: list[int]) -> None:
+    """Integer labels and class names do not mix, and no label looks like a file name: either
+    is almost always a path with spaces and no label, which would shift every label."""
+    is_int = [re.fullmatch(r"-?\d+", label) is not None for label in raw]
+    fix = (
+        "the label is the last field of a line; a path with spaces needs a label after it "
+        '(use -1 for unlabelled), or write the path in double quotes: "my video.mp4",-1'
+    )
+    for label, line, number in zip(raw, lines, is_int, strict=True):
+        if not number and Path(label).suffix.lower() in (*VIDEO_EXTENSIONS, ".npy"):
+            raise DatasetFormatError(path, line, f"label {label!r} looks like a file name; {fix}")
+    ints = [i for i, ok in enumerate(is_int) if ok and raw[i] != "-1"]
+    names = [i for i, ok in enumerate(is_int) if not ok]
+    if ints and names:
+        odd = names[0] if len(names) <= len(ints) else ints[0]
+        raise DatasetFormatError(
+            path,
+            lines[odd],
+            f"label {raw[odd]!r} mixes class names and integer labels in one list (line "
+            f"{lines[ints[0]]} has {raw[ints[0]]!r}, line {lines[names[0]]} has "
+            f"{raw[names[0]]!r}); {fix}",
+        )
 
 
 def _labels_to_indices(
@@ -237,6 +269,7 @@ def parse_csv(path: Path, *, root: Path | None = None) -> VideoList:
         written.append(parts[0])
         raw.append(parts[1])
         numbers.append(number)
+    _check_label_kinds(raw, path, numbers)
     labels, class_names = _labels_to_indices(raw, path, numbers)
     names_file = path.parent / CLASSES_FILE
     if names_file.is_file() and class_names == [str(i) for i in range(len(class_names))]:

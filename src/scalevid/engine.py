@@ -29,6 +29,10 @@ logger = logging.getLogger(__name__)
 METRICS = ("loss", "mcm_loss", "set_loss", "mcm_acc", "set_acc", "mcm_dropped")
 
 
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN/Inf; the run stopped and kept its last good checkpoint."""
+
+
 def _stream_seed(seed: int, stream: int, counter: int) -> int:
     return (seed * 4 + stream) * 2**40 + counter
 
@@ -51,6 +55,7 @@ class Trainer:
         self.total_steps = self.steps_per_epoch * self.config.epochs
         self.local_batch = self.config.batch_size // self.gather.world
         self.step_fn = pretext_step
+        self.saved_step: int | None = None  # step of the last checkpoint written
         # Known once, on the host: no video needs padding, so steps skip the padding masks.
         stored = self.data.boxes.shape[1]
         full = 2 * self.config.pretext.num_views
@@ -86,16 +91,26 @@ class Trainer:
         sums = torch.zeros(len(METRICS), device=self.device)
         counted, tick = 0, time.perf_counter()
         order, order_epoch = None, -1
+        self.saved_step = start_step if start_step > 0 else None
+        # First step whose loss was NaN/Inf (-1: none), kept on the device so that a step never
+        # waits for the host; read where the loop syncs anyway (logging, checkpoints).
+        first_bad = torch.full((), -1, dtype=torch.int64, device=self.device)
         for step in range(start_step, self.total_steps):
             epoch, within = divmod(step, self.steps_per_epoch)
             if epoch != order_epoch:
                 order, order_epoch = self.epoch_order(epoch), epoch
             lo = within * cfg.batch_size + self.gather.rank * self.local_batch
             metrics = self.train_step(step, order[lo : lo + self.local_batch])
+            first_bad.masked_fill_((first_bad < 0) & ~torch.isfinite(metrics["loss"]), step)
             sums += torch.stack([metrics.get(k, sums.new_zeros(())) for k in METRICS])
             counted += 1
             bar.update(1)
             last = step + 1 == self.total_steps
+            end_of_epoch = (step + 1) % self.steps_per_epoch == 0
+            every = cfg.checkpoint_every
+            save = last or (end_of_epoch if every <= 0 else (step + 1) % every == 0)
+            if (step + 1) % cfg.log_every == 0 or save:
+                self.stop_if_nonfinite(first_bad, metrics)
             if (step + 1) % cfg.log_every == 0 or last:
                 row = self.log(step, epoch, sums / counted, time.perf_counter() - tick, counted)
                 bar.set_postfix(
@@ -105,9 +120,7 @@ class Trainer:
                 )
                 sums.zero_()
                 counted, tick = 0, time.perf_counter()
-            end_of_epoch = (step + 1) % self.steps_per_epoch == 0
-            every = cfg.checkpoint_every
-            if last or (end_of_epoch if every <= 0 else (step + 1) % every == 0):
+            if save:
                 self.checkpoint(step + 1)
         bar.close()
         if self.writer is not None:
@@ -116,6 +129,35 @@ class Trainer:
             from scalevid.plots import plot_training_curves
 
             plot_training_curves(self.run / "metrics.jsonl", self.run / "curves.png")
+
+    def stop_if_nonfinite(self, first_bad: torch.Tensor, metrics: dict[str, torch.Tensor]) -> None:
+        """Raise NonFiniteLossError, before anything is logged or saved, when a step since the
+        last check had a NaN/Inf loss on any rank. The weights are then no longer trustworthy,
+        so the last checkpoint (written before that step) is left as it is."""
+        bad = first_bad.clone()
+        if self.gather.world > 1:
+            import torch.distributed as dist
+
+            bad = torch.where(bad < 0, torch.full_like(bad, 2**62), bad)
+            dist.all_reduce(bad, op=dist.ReduceOp.MIN)
+            bad = torch.where(bad == 2**62, torch.full_like(bad, -1), bad)
+        step = int(bad.item())
+        if step < 0:
+            return
+        parts = ", ".join(
+            f"{k} {float(metrics[k]):.4g}" for k in ("loss", "mcm_loss", "set_loss") if k in metrics
+        )
+        kept = (
+            f"the last good checkpoint, {self.run / 'checkpoints' / 'last'} (step "
+            f"{self.saved_step}), is kept"
+            if self.saved_step is not None
+            else "no checkpoint had been written yet"
+        )
+        raise NonFiniteLossError(
+            f"{self.run}: the training loss became NaN/Inf at step {step + 1} (latest: {parts}); "
+            f"training stopped and {kept}. Start a new run with a lower --lr or --precision "
+            "fp32, and run `scalevid store check` on the store"
+        )
 
     def train_step(self, step: int, index: torch.Tensor) -> dict[str, torch.Tensor]:
         cfg = self.config
@@ -210,3 +252,4 @@ class Trainer:
             optimizer=self.optimizer,
             trainer_state={"step": step, "epoch": step // max(1, self.steps_per_epoch)},
         )
+        self.saved_step = step

@@ -498,8 +498,41 @@ def _run_set_probe(name: str, ctx: _Context, split: Split, seed: int) -> ProbeRu
     )
 
 
-def _open(store: FeatureStore | str | Path) -> FeatureStore:
-    return store if isinstance(store, FeatureStore) else FeatureStore.open(store)
+def _open(store: FeatureStore | str | Path, *, verify_checksums: bool = True) -> FeatureStore:
+    """A store path is opened with its checksums verified (unless opted out)."""
+    if isinstance(store, FeatureStore):
+        return store
+    return FeatureStore.open(store, verify_checksums=verify_checksums)
+
+
+def _check_test_classes(
+    train: FeatureStore, test: FeatureStore, test_labels: np.ndarray, num_classes: int
+) -> np.ndarray:
+    """The test labels in the train store's class indices; a clear error when the test store
+    has classes the train store lacks (no probe could predict them)."""
+    train_names, test_names = train.manifest.class_names, test.manifest.class_names
+    fix = "extract both splits from lists with the same classes (e.g. one classes.txt)"
+    if train_names and test_names and train_names != test_names:
+        lacking = [n for n in test_names if n not in train_names]
+        used = {test_names[i] for i in np.unique(test_labels[test_labels >= 0])}
+        lacking = [n for n in lacking if n in used]
+        if lacking:
+            raise ValueError(
+                f"{test.path}: test videos have {len(lacking)} class(es) that the train store "
+                f"{train.path} lacks ({lacking[:5]}); {fix}"
+            )
+        index = {n: i for i, n in enumerate(train_names)}
+        mapping = np.array([index.get(n, -1) for n in test_names], np.int64)
+        logger.info("mapping the test store's class indices to the train store's by name")
+        return np.where(test_labels >= 0, mapping[np.maximum(test_labels, 0)], test_labels)
+    high = test_labels >= num_classes
+    if high.any():
+        raise ValueError(
+            f"{test.path}: {int(high.sum())} test video(s) have labels up to "
+            f"{int(test_labels.max())}, but the train store {train.path} has {num_classes} "
+            f"classes; {fix}"
+        )
+    return test_labels
 
 
 def _load_model(run: ScaleModel | str | Path | None, device: torch.device) -> ScaleModel | None:
@@ -552,6 +585,7 @@ def evaluate(
     config: EvalConfig | None = None,
     out: str | Path,
     baseline_cache: str | Path | None = None,
+    verify_checksums: bool = True,
 ) -> dict[str, Any]:
     """Run every probe of `config` with the protocol of the module docstring; write
     results.json, results.md, predictions.npz, splits/seed<S>.npz and plots into `out`.
@@ -563,11 +597,15 @@ def evaluate(
     not depend on the SCALE weights, are saved per seed and reused by later evaluations with the
     same stores (by content fingerprint), the same settings and, for the transformer, the same
     architecture: an ablation over pretraining settings trains its baselines once.
+
+    verify_checksums: verify the crc32 of every store file on open (False only for very large
+    stores; see docs/reliability.md).
     """
     config = config or EvalConfig()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    train_store, test_store = _open(train_store), _open(test_store)
+    train_store = _open(train_store, verify_checksums=verify_checksums)
+    test_store = _open(test_store, verify_checksums=verify_checksums)
     if train_store.dim != test_store.dim:
         raise ValueError(
             f"train store has D={train_store.dim} features, test store D={test_store.dim}"
@@ -602,6 +640,8 @@ def evaluate(
     class_names = list(train_store.manifest.class_names)
     if task == "classification":
         num_classes = len(class_names) or int(train_labels[train_rows].max()) + 1
+        test_labels = _check_test_classes(train_store, test_store, test_labels, num_classes)
+        test_rows = _labelled(test_labels)
     logger.info(
         "%s evaluation: %d labelled train videos, %d test videos, probes %s, seeds %s",
         task,

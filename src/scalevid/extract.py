@@ -33,7 +33,7 @@ from scalevid.backbones import Backbone, create_backbone
 from scalevid.datasets import VideoItem, load_video_list
 from scalevid.distributed import process_group
 from scalevid.hardware import resolve_device
-from scalevid.store import Manifest, StoreWriter
+from scalevid.store import Manifest, StoreLock, StoreLockedError, StoreWriter
 from scalevid.video import ColourJitter, SamplingConfig, VideoError, sample_and_read
 
 logger = logging.getLogger(__name__)
@@ -175,13 +175,39 @@ def extract(config: ExtractConfig) -> ExtractReport:
     """Extract the clip features of every listed video into the store `config.out`. Under
     torchrun every process calls this and takes every world-th video."""
     with process_group(resolve_device(config.device)) as procs:
-        return _extract(config, procs.rank, procs.world, procs.device)
+        lock = _lock_store(Path(config.out), procs.rank, procs.world)
+        try:
+            return _extract(config, procs.rank, procs.world, procs.device)
+        finally:
+            lock.release()
+
+
+def _lock_store(out: Path, rank: int, world: int) -> StoreLock:
+    """One writing job per store: rank 0 takes the store's OS lock for the whole job and tells
+    the other ranks whether it got it, so every rank of a second job stops before writing."""
+    lock = StoreLock(out)
+    error: StoreLockedError | None = None
+    if rank == 0:
+        try:
+            lock.acquire()
+        except StoreLockedError as e:
+            error = e
+    if world > 1:
+        import torch.distributed as dist
+
+        flag = [error is None]
+        dist.broadcast_object_list(flag, src=0)
+        if not flag[0] and error is None:
+            raise StoreLockedError(f"{out} is being written by another job", path=out)
+    if error is not None:
+        raise error
+    return lock
 
 
 def _extract(config: ExtractConfig, rank: int, world: int, device: torch.device) -> ExtractReport:
     videos = load_video_list(config.list, format=config.format, split=config.split,
                              fold=config.fold, root=config.root)  # fmt: skip
-    items = list(videos.items)[: config.limit]
+    items, duplicates = _drop_duplicates(list(videos.items)[: config.limit])
     # Clip length and size are the backbone's input; asking for others builds the backbone
     # for them (families that take `frames` / `size`, e.g. i3d).
     shape = {k: v for k, v in (("frames", config.frames), ("size", config.crop_size)) if v}
@@ -223,7 +249,9 @@ def _extract(config: ExtractConfig, rank: int, world: int, device: torch.device)
     )
     prefix = f"r{rank:03d}"
     out = Path(config.out)
-    writer = StoreWriter(out, manifest, shard_prefix=prefix, shard_size=config.shard_size)
+    writer = StoreWriter(
+        out, manifest, shard_prefix=prefix, shard_size=config.shard_size, lock=False
+    )  # the job's lock is held by `extract`
     if rank == 0:
         (out / "extract-config.json").write_text(
             json.dumps({**asdict(config), "scalevid_version": __version__}, indent=2)
@@ -238,6 +266,13 @@ def _extract(config: ExtractConfig, rank: int, world: int, device: torch.device)
     )  # fmt: skip
     failures_file = out / f"failures-{prefix}.jsonl"
     failures_file.unlink(missing_ok=True)  # failed videos are retried: record this run's only
+    if rank == 0:
+        for item in duplicates:  # recorded, skipped, and the run goes on (as `import` does)
+            failure = {"video_id": item.video_id, "path": str(item.path), "reason": "listed twice"}
+            report.failures.append(failure)
+            with open(failures_file, "a") as f:
+                f.write(json.dumps(failure) + "\n")
+            logger.warning("skipping %s: listed twice", item.path)
     loader = DataLoader(
         ClipDataset(todo, mode=mode, sampling=sampling, seed=config.seed),
         batch_size=None,
@@ -330,6 +365,16 @@ def _extract(config: ExtractConfig, rank: int, world: int, device: torch.device)
     if rank == 0:
         merge_failures(out)
     return report
+
+
+def _drop_duplicates(items: list[VideoItem]) -> tuple[list[VideoItem], list[VideoItem]]:
+    """(first occurrence of every video id, the later repeats) in list order."""
+    seen: set[str] = set()
+    kept, repeats = [], []
+    for item in items:
+        (repeats if item.video_id in seen else kept).append(item)
+        seen.add(item.video_id)
+    return kept, repeats
 
 
 def merge_failures(store: Path) -> Path:

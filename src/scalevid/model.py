@@ -246,9 +246,16 @@ class ScaleModel(nn.Module):
         from safetensors.torch import load_file
 
         weights, config_path = _resolve_checkpoint(Path(path))
-        config = json.loads(config_path.read_text())
-        model = cls(ModelConfig.from_dict(config.get("model", config)))
-        state = load_file(str(weights), device=str(map_location))
+        fix = "the file is damaged: restore it, or use another run or checkpoint folder"
+        try:
+            config = json.loads(config_path.read_text())
+            model = cls(ModelConfig.from_dict(config.get("model", config)))
+        except (OSError, UnicodeDecodeError, ValueError, TypeError, AttributeError) as e:
+            raise ValueError(f"{config_path}: not a readable model config ({e}); {fix}") from None
+        try:
+            state = load_file(str(weights), device=str(map_location))
+        except Exception as e:  # safetensors raises its own error type for a damaged header
+            raise ValueError(f"{weights}: not a readable safetensors file ({e}); {fix}") from None
         model.load_state_dict(state)
         model.eval()
         return model

@@ -30,10 +30,12 @@ def export_embeddings(
     batch_size: int = 256,
     device: str = "auto",
     progress: bool = True,
+    verify_checksums: bool = True,
 ) -> tuple[Path, Path]:
     """Write `out`/embeddings.npy (N, D + H) float32 (mean-pooled [clip feature, SET]) and
-    `out`/video_ids.txt (one id per line, same order); returns both paths."""
-    store = _open(store)
+    `out`/video_ids.txt (one id per line, same order); returns both paths. A store path is
+    opened with its checksums verified unless `verify_checksums` is False."""
+    store = _open(store, verify_checksums=verify_checksums)
     model = _load_model(run, resolve_device(device))
     assert model is not None
     vectors = video_embeddings(
@@ -66,13 +68,15 @@ def search(
     embeddings: str | Path | None = None,
     batch_size: int = 256,
     device: str = "auto",
+    verify_checksums: bool = True,
 ) -> list[tuple[str, str, float]]:
     """The k videos of `store` most similar to video `query` (cosine of the SCALE embeddings),
     best first, as (video_id, path, similarity); the query itself comes first with 1.0.
 
-    Embeddings come from an :func:`export_embeddings` folder when given, else from `run`.
+    Embeddings come from an :func:`export_embeddings` folder when given, else from `run`. A
+    store path is opened with its checksums verified unless `verify_checksums` is False.
     """
-    store = _open(store)
+    store = _open(store, verify_checksums=verify_checksums)
     if embeddings is not None:
         vectors, ids = load_embeddings(embeddings)
         if ids != store.video_ids:

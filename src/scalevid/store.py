@@ -3,7 +3,8 @@
 One directory holds one split (docs/feature-store.md is the full format)::
 
     STORE/
-      manifest.json                  Manifest: D, K, backbone, sampling, classes, ...
+      manifest.json                  Manifest: D, K, backbone, sampling, classes, ...,
+                                     and the committed shards with their video counts
       shards/<name>/features.npy     (n, K, D) float16, memory-mapped by readers
       shards/<name>/boxes.npy        (n, K, 7) float32  [flip, t0, y0, x0, t1, y1, x1] in [0, 1]
       shards/<name>/num_clips.npy    (n,) int64          valid clips are rows [0, num_clips)
@@ -13,14 +14,19 @@ One directory holds one split (docs/feature-store.md is the full format)::
       failures.jsonl                 videos the importer had to skip (importer only)
 
 Writers (one per process, each with its own shard prefix) build a shard in
-``shards/.tmp-<name>-<pid>`` and rename it into place when it is complete, so a reader never
-trusts half a shard. The global video order is shards sorted by name, rows in order.
+``shards/.tmp-<name>-<pid>``, rename it into place when it is complete, then commit it to the
+manifest's shard list, so a reader never trusts half a shard and notices a deleted one. One
+writing job at a time holds an OS lock on ``STORE/.writer.lock`` (`StoreLock`); the ranks of one
+torchrun job share their launcher's lock. The global video order is shards sorted by name, rows
+in order. Opening a store verifies every file's crc32 unless the caller opts out
+(docs/reliability.md).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime
+import fcntl
 import functools
 import hashlib
 import json
@@ -28,6 +34,7 @@ import logging
 import os
 import re
 import shutil
+import time
 import uuid
 import zlib
 from collections import Counter
@@ -43,11 +50,14 @@ from scalevid import __version__
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: manifest.json lists the committed shards; 1 is still read
+READABLE_VERSIONS = (1, 2)
 MANIFEST_FILE = "manifest.json"
 SHARDS_DIR = "shards"
 SHARD_FILE = "shard.json"
 FAILURES_FILE = "failures.jsonl"
+LOCK_FILE = ".writer.lock"  # held (flock) by the one job writing the store
+COMMIT_LOCK_FILE = ".commit.lock"  # held briefly by a writer updating manifest.json's shard list
 BOX_FIELDS = ("flip", "t0", "y0", "x0", "t1", "y1", "x1")
 REQUIRED_SHARD_FILES = ("features.npy", "boxes.npy", "num_clips.npy", "labels.npy")
 OPTIONAL_SHARD_FILES = ("targets.npy",)
@@ -88,6 +98,10 @@ class IncompatibleStoreError(StoreError):
     """A writer's manifest disagrees with the manifest already in the store."""
 
 
+class StoreLockedError(StoreError):
+    """Another process (another `extract` or `import` job) is writing the store."""
+
+
 @dataclass(frozen=True)
 class StoreProblem:
     """One problem found by `check_store`: the file it concerns and what is wrong + the fix."""
@@ -111,6 +125,11 @@ class Manifest:
     ``sampling`` says how clips were drawn, e.g. ``{"mode": "train", "passes": 1}`` or
     ``{"mode": "test", "temporal_views": 4, "spatial_views": 3}``. An empty ``class_names``
     means the class names are unknown (labels are then only checked to be >= -1).
+
+    ``shards`` is the store's commit record: shard name -> ``{"videos": n, "crc32": c}`` (c is
+    the crc32 of its shard.json). Writers maintain it; a writer's own manifest leaves it None.
+    Stores of format version 1 have none (None): they open, but a deleted shard cannot be
+    noticed until ``scalevid store upgrade`` (or the next extract/import into them) lists them.
     """
 
     dim: int  # D, feature size
@@ -125,9 +144,20 @@ class Manifest:
     created: str = field(default_factory=_now)
     scalevid_version: str = __version__
     format_version: int = FORMAT_VERSION
+    shards: dict[str, dict[str, int]] | None = None
 
     def __post_init__(self) -> None:
         problems = []
+        if self.shards is not None and not (
+            isinstance(self.shards, dict)
+            and all(
+                isinstance(v, dict)
+                and {"videos", "crc32"} <= set(v)
+                and all(isinstance(x, int) and not isinstance(x, bool) for x in v.values())
+                for v in self.shards.values()
+            )
+        ):
+            problems.append('shards must map shard names to {"videos": int, "crc32": int}')
         for name in ("dim", "clips_per_video"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -157,6 +187,11 @@ class Manifest:
         """Number of class names (0 when unknown)."""
         return len(self.class_names)
 
+    @property
+    def num_videos(self) -> int | None:
+        """Videos in the committed shards (None for a format-1 store, which does not record it)."""
+        return None if self.shards is None else sum(v["videos"] for v in self.shards.values())
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict with every field (the manifest.json content), format_version first."""
         data = json.loads(json.dumps(dataclasses.asdict(self)))
@@ -174,15 +209,16 @@ class Manifest:
                 "manifest (see docs/feature-store.md)",
                 path=source,
             )
-        if data["format_version"] != FORMAT_VERSION:
+        if data["format_version"] not in READABLE_VERSIONS:
             raise StoreFormatError(
                 f"{where}store format version {data['format_version']!r}, but scalevid "
-                f"{__version__} reads version {FORMAT_VERSION}; use the scalevid version that "
-                "wrote it or re-extract the features",
+                f"{__version__} reads versions {list(READABLE_VERSIONS)}; use the scalevid "
+                "version that wrote it or re-extract the features",
                 path=source,
             )
         keys = [f.name for f in dataclasses.fields(cls)]
-        missing = [k for k in keys if k not in data]
+        optional = {"shards"} if data["format_version"] == 1 else set()
+        missing = [k for k in keys if k not in data and k not in optional]
         if missing:
             raise StoreFormatError(
                 f"{where}manifest lacks key(s) {missing}; every key of docs/feature-store.md "
@@ -193,7 +229,7 @@ class Manifest:
         if unknown:
             logger.debug("%signoring unknown manifest keys %s", where, unknown)
         try:
-            return cls(**{k: data[k] for k in keys})
+            return cls(**{k: data[k] for k in keys if k in data})
         except StoreFormatError as e:
             raise StoreFormatError(f"{where}{e}", path=source) from None
 
@@ -261,6 +297,108 @@ def _write_manifest_if_absent(root: Path, manifest: Manifest) -> bool:
         return True
     finally:
         tmp.unlink(missing_ok=True)
+
+
+class StoreLock:
+    """The one-writing-job lock of a store: an exclusive ``fcntl.flock`` on STORE/.writer.lock.
+
+    `acquire` fails at once (StoreLockedError naming the holder's pid) when another process
+    holds it, so a second ``extract`` or ``import`` on the same store stops before touching
+    anything. The OS drops the lock when the holder exits, also on ``kill -9``: a stale lock
+    never needs deleting. Under torchrun one process takes it for the whole job and the ranks
+    write with ``StoreWriter(..., lock=False)``.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._fd: int | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def acquire(self) -> StoreLock:
+        if self._fd is not None:
+            return self
+        self.path.mkdir(parents=True, exist_ok=True)
+        lock_file = self.path / LOCK_FILE
+        fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise StoreLockedError(
+                f"{self.path} is being written by another process (pid {holder}, lock "
+                f"{lock_file}); wait for it to finish, or write to another --out. Two writers "
+                "on one store would store videos twice and remove each other's work",
+                path=lock_file,
+            ) from None
+        except BaseException:
+            os.close(fd)
+            raise
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)  # closing drops the flock
+
+    def __del__(self) -> None:
+        self.release()
+
+    def __enter__(self) -> StoreLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _update_manifest_shards(
+    root: Path, *, add: dict[str, dict[str, int]] | None = None, remove: Sequence[str] = ()
+) -> Manifest:
+    """Commit shards to (or drop them from) manifest.json's shard list, atomically.
+
+    Writers of one job (torchrun ranks) commit concurrently, so the read-modify-write runs under
+    a short flock on STORE/.commit.lock; manifest.json is replaced by rename, so a reader sees
+    the old or the new list, never half of one. A format-1 manifest becomes format 2 here.
+    """
+    fd = os.open(root / COMMIT_LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        manifest = _read_manifest(root)
+        shards = dict(manifest.shards or {})
+        for name in remove:
+            shards.pop(name, None)
+        shards.update(add or {})
+        manifest = dataclasses.replace(
+            manifest, shards=dict(sorted(shards.items())), format_version=FORMAT_VERSION
+        )
+        target = root / MANIFEST_FILE
+        tmp = root / f".{MANIFEST_FILE}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        try:
+            with open(tmp, "w") as f:
+                f.write(json.dumps(manifest.to_dict(), indent=2) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+        _fsync_dir(root)
+        return manifest
+    finally:
+        os.close(fd)
 
 
 # ------------------------------------------------------------------------------ files on disk
@@ -537,15 +675,82 @@ def _shard_value_problems(
             )
 
 
-def _checksum_problems(shard: _Shard) -> Iterator[StoreError]:
+# Files whose crc32 matched in this process, keyed by (path, size, mtime, inode, crc32): a store
+# opened twice in one process (eval opens train and test, recipes open a store per sweep point)
+# is hashed once. A rewritten file has a new mtime or inode and is hashed again.
+_VERIFIED: set[tuple[str, int, int, int, int]] = set()
+
+
+def _checksum_problems(shard: _Shard, *, cache: bool = False) -> Iterator[StoreError]:
     for name, info in sorted(shard.files.items()):
         path = shard.path / name
-        if path.is_file() and _file_crc32(path) != info["crc32"]:
+        if not path.is_file():
+            continue
+        st = path.stat()
+        key = (str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino, info["crc32"])
+        if cache and key in _VERIFIED:
+            continue
+        if _file_crc32(path) != info["crc32"]:
             yield CorruptShardError(
                 f"shard {shard.name}: {name} fails its crc32 check (the file is corrupted); "
-                f"delete {shard.path} and re-run extraction",
+                f"run `scalevid store check {shard.path.parent.parent}` to list every damaged "
+                f"shard, then delete {shard.path} and re-run the same extract/import command "
+                "(it re-extracts only the videos of deleted shards)",
                 path=path,
             )
+        elif cache:
+            _VERIFIED.add(key)
+
+
+def _shard_json_crc32(shard_dir: Path) -> int:
+    try:
+        return zlib.crc32((shard_dir / SHARD_FILE).read_bytes())
+    except OSError:
+        return -1
+
+
+def _listing_problems(root: Path, manifest: Manifest, dirs: list[Path]) -> Iterator[StoreError]:
+    """Shards listed in manifest.json but gone, and shard folders it does not list."""
+    if manifest.shards is None:
+        return
+    on_disk = {d.name for d in dirs}
+    for name, entry in manifest.shards.items():
+        if name not in on_disk:
+            yield CorruptShardError(
+                f"shard {name} ({entry['videos']} videos) is listed in {MANIFEST_FILE} but "
+                f"{root / SHARDS_DIR / name} is missing; restore it from a backup, or re-run the "
+                "same extract/import command: it drops the shard from the manifest and extracts "
+                "its videos again",
+                path=root / SHARDS_DIR / name,
+            )
+    for d in dirs:
+        if d.name not in manifest.shards:
+            yield CorruptShardError(
+                f"shard {d.name} is not listed in {root / MANIFEST_FILE} (a writer was "
+                "interrupted before committing it, or it was copied in); re-run the same "
+                f"extract/import command (it verifies and adopts complete shards) or delete {d}",
+                path=d,
+            )
+
+
+def _entry_problems(shard: _Shard, manifest: Manifest) -> Iterator[StoreError]:
+    """A loaded shard against its manifest entry: video count and shard.json checksum."""
+    if manifest.shards is None or shard.name not in manifest.shards:
+        return
+    entry = manifest.shards[shard.name]
+    fix = f"delete {shard.path} and re-run the same extract/import command"
+    if entry["videos"] != len(shard):
+        yield CorruptShardError(
+            f"shard {shard.name}: holds {len(shard)} videos, {MANIFEST_FILE} records "
+            f"{entry['videos']}; {fix}",
+            path=shard.path / SHARD_FILE,
+        )
+    elif _shard_json_crc32(shard.path) != entry["crc32"]:
+        yield CorruptShardError(
+            f"shard {shard.name}: {SHARD_FILE} fails the crc32 recorded in {MANIFEST_FILE} "
+            f"(it was changed or damaged); {fix}",
+            path=shard.path / SHARD_FILE,
+        )
 
 
 def _duplicate_problems(shards: list[_Shard], root: Path) -> Iterator[StoreError]:
@@ -572,23 +777,29 @@ def _scan_store(
     verify_checksums: bool,
     report: Callable[[StoreError], None],
     progress: bool = False,
+    cache_checksums: bool = False,
 ) -> tuple[Manifest, list[_Shard]]:
     """Load and validate a store, passing every problem to ``report`` (which may raise).
 
-    Shards that cannot be loaded at all are left out of the result.
+    Shards that cannot be loaded at all, or that manifest.json does not list, are left out.
     """
     manifest = _read_manifest(root)
+    dirs = _shard_dirs(root)
+    for problem in _listing_problems(root, manifest, dirs):
+        report(problem)
+    if manifest.shards is not None:
+        dirs = [d for d in dirs if d.name in manifest.shards]
     shards = []
-    for shard_dir in tqdm(
-        _shard_dirs(root), desc="check shards", unit="shard", disable=not progress
-    ):
+    for shard_dir in tqdm(dirs, desc="check shards", unit="shard", disable=not progress):
         try:
             shard = _load_shard(shard_dir, manifest)
         except StoreError as e:
             report(e)
             continue
+        for problem in _entry_problems(shard, manifest):
+            report(problem)
         if verify_checksums:
-            for problem in _checksum_problems(shard):
+            for problem in _checksum_problems(shard, cache=cache_checksums):
                 report(problem)
         for problem in _shard_value_problems(shard, manifest, check_values=check_values):
             report(problem)
@@ -652,14 +863,20 @@ class FeatureStore:
         path: str | os.PathLike[str],
         *,
         check_values: bool = True,
-        verify_checksums: bool = False,
+        verify_checksums: bool = True,
         progress: bool = False,
     ) -> FeatureStore:
         """Open and validate a store; raise the first problem as a StoreError subclass.
 
+        Every shard manifest.json lists must be there, and no other. The per-file checks (sizes,
+        shapes, dtypes, labels, boxes) always run.
+
         Args:
             check_values: stream through all features looking for NaN/Inf (bounded memory).
-            verify_checksums: recompute every file's crc32 (reads the whole store).
+            verify_checksums: recompute every file's crc32 (reads the whole store once per
+                process: files already verified by this process are not hashed again). False
+                is for very large stores that `scalevid store check` verifies on a schedule;
+                it is logged as a warning.
             progress: show a progress bar over the shards (the checks above read every byte).
         """
         root = Path(path)
@@ -667,15 +884,38 @@ class FeatureStore:
         def raise_it(problem: StoreError) -> None:
             raise problem
 
+        start = time.perf_counter()
         manifest, shards = _scan_store(
             root,
             check_values=check_values,
             verify_checksums=verify_checksums,
             report=raise_it,
             progress=progress,
+            cache_checksums=True,
         )
         store = cls(root, manifest, shards)
-        logger.info("opened %s: %d videos in %d shards", root, len(store), len(shards))
+        if not verify_checksums:
+            logger.warning(
+                "%s: shard checksums NOT verified (opted out); a damaged shard goes unnoticed "
+                "until `scalevid store check %s`",
+                root,
+                root,
+            )
+        if manifest.shards is None:
+            logger.warning(
+                "%s: a format-1 store, whose manifest.json does not list its shards, so a "
+                "deleted shard cannot be noticed; run `scalevid store upgrade %s` once",
+                root,
+                root,
+            )
+        logger.info(
+            "opened %s: %d videos in %d shards (%s in %.1f s)",
+            root,
+            len(store),
+            len(shards),
+            "checksums verified" if verify_checksums else "checksums not verified",
+            time.perf_counter() - start,
+        )
         return store
 
     def __len__(self) -> int:
@@ -807,22 +1047,89 @@ class _PendingVideo:
 
 
 def _complete_ids(root: Path) -> dict[str, str]:
-    """video id -> shard name, over the complete shards (reads shard.json files only)."""
+    """video id -> shard name, over the committed shards (reads shard.json files only)."""
+    manifest = _read_manifest(root)
     ids: dict[str, str] = {}
     for shard_dir in _shard_dirs(root):
+        if manifest.shards is not None and shard_dir.name not in manifest.shards:
+            continue
         for vid in _read_shard_json(shard_dir)["video_ids"]:
             ids[vid] = shard_dir.name
     return ids
 
 
+def _shard_entry(shard_dir: Path) -> dict[str, int]:
+    """The manifest entry of a complete shard: its video count and its shard.json's crc32."""
+    return {
+        "videos": int(_read_shard_json(shard_dir)["count"]),
+        "crc32": _shard_json_crc32(shard_dir),
+    }
+
+
+def reconcile_shards(path: str | os.PathLike[str], *, verify: bool = True) -> Manifest:
+    """Bring manifest.json's shard list in line with the disk, for a writer that holds the lock.
+
+    A listed shard that is gone is dropped (with a warning; its videos count as not done, so
+    the writer extracts them again). A complete shard folder that is not listed (a writer
+    killed between publishing and committing it) is adopted when its files pass their
+    checksums, else left for ``store check`` to report. A format-1 manifest gets its list
+    here (``scalevid store upgrade``). Returns the manifest as committed.
+    """
+    root = Path(path)
+    manifest = _read_manifest(root)
+    dirs = _shard_dirs(root)
+    listed = manifest.shards or {}
+    missing = [name for name in listed if not (root / SHARDS_DIR / name).is_dir()]
+    for name in missing:
+        logger.warning(
+            "shard %s (%d videos) is listed in %s but gone from disk: dropping it from the "
+            "manifest; its videos will be written again",
+            name,
+            listed[name]["videos"],
+            root / MANIFEST_FILE,
+        )
+    adopt: dict[str, dict[str, int]] = {}
+    for d in dirs:
+        if d.name in listed:
+            continue
+        problems: list[StoreError] = []
+        try:
+            shard = _load_shard(d, manifest)
+            if verify:
+                problems.extend(_checksum_problems(shard))
+        except StoreError as e:
+            problems.append(e)
+        if problems:
+            logger.warning("not adopting %s into the manifest: %s", d, problems[0])
+            continue
+        if manifest.shards is not None:
+            logger.warning("adopting %s, published by an interrupted writer", d)
+        adopt[d.name] = _shard_entry(d)
+    if missing or adopt or manifest.shards is None:
+        manifest = _update_manifest_shards(root, add=adopt, remove=missing)
+    return manifest
+
+
+def upgrade_store(path: str | os.PathLike[str]) -> Manifest:
+    """``scalevid store upgrade``: give a format-1 store its shard list (verifying every shard
+    first), under the writer lock. Harmless on a current store (it only reconciles)."""
+    root = Path(path)
+    _read_manifest(root)  # a clear error when there is no store
+    with StoreLock(root):
+        return reconcile_shards(root, verify=True)
+
+
 class StoreWriter:
     """Appends videos to a store as complete shards; one writer per process.
 
-    Several writers (e.g. torchrun ranks) may write the same store at once as long as each has
-    its own ``shard_prefix``; shards are named ``<prefix>-<6-digit number>``. The first writer
-    creates manifest.json; later ones check theirs is compatible (IncompatibleStoreError).
-    Re-opening a writer continues numbering after its own shards and removes its stale temp
-    dirs. Videos buffered but not flushed are lost if the process dies, so use
+    One job writes a store at a time: the writer takes the store's `StoreLock` (a second
+    writing process gets StoreLockedError at once). The ranks of one torchrun job write at once,
+    each with its own ``shard_prefix`` and ``lock=False``, while their launcher holds the lock;
+    shards are named ``<prefix>-<6-digit number>``. The first writer creates manifest.json;
+    later ones check theirs is compatible (IncompatibleStoreError). Every flushed shard is
+    committed to manifest.json's shard list. Re-opening a writer reconciles that list with the
+    disk (`reconcile_shards`), continues numbering after its own shards and removes its stale
+    temp dirs. Videos buffered but not flushed are lost if the process dies, so use
     ``with StoreWriter(...) as w:`` or call `close`.
     """
 
@@ -833,6 +1140,7 @@ class StoreWriter:
         *,
         shard_prefix: str = "r0",
         shard_size: int = 1024,
+        lock: bool = True,
     ) -> None:
         if not _PREFIX_RE.match(shard_prefix):
             raise ValueError(f"shard_prefix must match {_PREFIX_RE.pattern}, got {shard_prefix!r}")
@@ -842,11 +1150,21 @@ class StoreWriter:
         self.shard_prefix = shard_prefix
         self.shard_size = shard_size
         self.written = 0  # videos flushed by this writer
+        self._lock = StoreLock(self.path).acquire() if lock else None
+        try:
+            self._open(manifest)
+        except BaseException:
+            if self._lock is not None:
+                self._lock.release()
+            raise
+
+    def _open(self, manifest: Manifest) -> None:
         (self.path / SHARDS_DIR).mkdir(parents=True, exist_ok=True)
-        if _write_manifest_if_absent(self.path, manifest):
-            self.manifest = manifest
+        fresh = dataclasses.replace(manifest, shards={}, format_version=FORMAT_VERSION)
+        if _write_manifest_if_absent(self.path, fresh):
+            self.manifest = fresh
         else:
-            existing = _read_manifest(self.path)
+            existing = reconcile_shards(self.path)
             diffs = _manifest_differences(existing, manifest)
             if diffs:
                 raise IncompatibleStoreError(
@@ -985,16 +1303,24 @@ class StoreWriter:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+        _fsync_dir(shards)
+        # The commit: a kill before it leaves a complete, unlisted shard that the next writer
+        # verifies and adopts (reconcile_shards); readers refuse to guess meanwhile.
+        self.manifest = _update_manifest_shards(self.path, add={name: _shard_entry(shards / name)})
         self._buffer = []
         self._next_seq += 1
         self.written += n
         logger.debug("wrote shard %s (%d videos)", shards / name, n)
 
     def close(self) -> None:
-        """Flush what is buffered; the writer cannot be used afterwards."""
+        """Flush what is buffered and release the lock; the writer cannot be used afterwards."""
         if not self._closed:
-            self.flush()
-            self._closed = True
+            try:
+                self.flush()
+            finally:
+                self._closed = True
+                if self._lock is not None:
+                    self._lock.release()
 
     def __enter__(self) -> StoreWriter:
         return self

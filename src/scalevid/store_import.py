@@ -12,17 +12,18 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from scalevid.datasets import parse_csv
+from scalevid.datasets import VideoList, parse_csv
 from scalevid.store import (
     FAILURES_FILE,
     MANIFEST_FILE,
     Manifest,
     StoreDataError,
     StoreError,
+    StoreLock,
     StoreWriter,
     _complete_ids,
     _npy_header,
-    _read_manifest,
+    reconcile_shards,
 )
 
 logger = logging.getLogger(__name__)
@@ -143,14 +144,31 @@ def import_npy_folder(
     Raises:
         DatasetFormatError: a malformed list line (names file and line number).
         IncompatibleStoreError: ``out`` holds a store with another D/backbone/classes.
+        StoreLockedError: another process is writing ``out``.
         StoreError: no listed video could be read at all (and no store exists yet).
     """
     features_dir, list_file, out = Path(features_dir), Path(list_file), Path(out)
     root_dir = Path(root) if root is not None else None
     videos = parse_csv(list_file, root=root_dir)
-    existing = _read_manifest(out) if (out / MANIFEST_FILE).exists() else None
+    with StoreLock(out):  # before anything is written, failures.jsonl included
+        return _import(videos, features_dir, list_file, out, dataset_name, backbone,
+                       clip_frames, clip_stride, shard_size, progress)  # fmt: skip
+
+
+def _import(
+    videos: VideoList,
+    features_dir: Path,
+    list_file: Path,
+    out: Path,
+    dataset_name: str,
+    backbone: str,
+    clip_frames: int | None,
+    clip_stride: int | None,
+    shard_size: int,
+    progress: bool,
+) -> ImportReport:
+    existing = reconcile_shards(out) if (out / MANIFEST_FILE).exists() else None
     done = set(_complete_ids(out)) if existing else set()
-    out.mkdir(parents=True, exist_ok=True)
     report = ImportReport(store=out, listed=len(videos), imported=0, skipped_existing=0)
 
     with open(out / FAILURES_FILE, "w") as failures_log:
@@ -186,6 +204,11 @@ def import_npy_folder(
                 continue
             try:
                 shape, dtype, offset, _ = _npy_header(found)
+                if dtype.hasobject:
+                    raise ValueError(
+                        f"holds Python objects (dtype {dtype}), which scalevid never unpickles; "
+                        "save the features as a numeric (clips, D) array"
+                    )
                 if (
                     found.stat().st_size
                     < offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
@@ -221,7 +244,9 @@ def import_npy_folder(
             class_names=list(videos.class_names),
         )
         # Pass 2: load, derive boxes, write.
-        with StoreWriter(out, manifest, shard_prefix="import", shard_size=shard_size) as writer:
+        with StoreWriter(
+            out, manifest, shard_prefix="import", shard_size=shard_size, lock=False
+        ) as writer:  # the caller holds the lock
             for c in tqdm(candidates, desc="import", unit="video", disable=not progress):
                 if c.dim != d or c.clips > k:
                     fail(

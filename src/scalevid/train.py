@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from scalevid import __version__
-from scalevid.checkpoint import load_checkpoint, save_weights
+from scalevid.checkpoint import load_checkpoint, recover_checkpoint, save_weights
 from scalevid.config import load_config as load_stage_config
 from scalevid.distributed import process_group
 from scalevid.hardware import Precision, autocast_dtype, resolve_device
@@ -58,6 +58,25 @@ class TrainConfig:
     checkpoint_every: int = 0  # steps; 0 = at the end of every epoch
     tensorboard: bool = False
     progress: bool = True
+    verify_store: bool = True  # crc32 of every store file on open (False: very large stores)
+
+    def __post_init__(self) -> None:
+        problems = [
+            f"{name} must be {rule}, got {getattr(self, name)!r}"
+            for name, rule, ok in (
+                ("epochs", "a positive integer", lambda v: v >= 1),
+                ("batch_size", "a positive integer", lambda v: v >= 1),
+                ("log_every", "a positive integer", lambda v: v >= 1),
+                ("checkpoint_every", "an integer >= 0 (0: every epoch)", lambda v: v >= 0),
+                ("lr", "a positive number", lambda v: v > 0),
+                ("warmup_fraction", "in [0, 1]", lambda v: 0 <= v <= 1),
+            )
+            if isinstance(getattr(self, name), bool)
+            or not isinstance(getattr(self, name), (int, float))
+            or not ok(getattr(self, name))
+        ]
+        if problems:
+            raise ValueError("invalid training config: " + "; ".join(problems))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -187,12 +206,13 @@ def train(config: TrainConfig, *, resume: bool = False) -> Path:
 def _train(config: TrainConfig, resume: bool, gather: Gather, device: torch.device) -> Path:
     from scalevid.engine import Trainer
 
-    store = FeatureStore.open(config.store)
+    store = FeatureStore.open(config.store, verify_checksums=config.verify_store)
     if store.clips_per_video < 2:
         raise ValueError(
             f"{config.store}: {store.clips_per_video} clip(s) per video; SCALE needs at least 2 "
             "(extract with more clips per video)"
         )
+    _check_something_to_mask(store, config)
     if config.model.input_dim != store.dim:
         logger.info("model.input_dim set to the store's feature dim %d", store.dim)
         config.model.input_dim = store.dim
@@ -214,24 +234,31 @@ def _train(config: TrainConfig, resume: bool, gather: Gather, device: torch.devi
     last = run / "checkpoints" / "last"
     if gather.rank == 0:
         run.mkdir(parents=True, exist_ok=True)
+        if not resume and (run / "metrics.jsonl").exists():
+            raise FileExistsError(
+                f"{run} already holds a run; pass --resume to continue it or choose another --out"
+            )
+        recover_checkpoint(last)  # finish or clean up a save that a kill interrupted
+    if gather.world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()  # every rank sees the recovered checkpoint
     torch.manual_seed(config.seed)
     model = ScaleModel(config.model).to(device)
     optimizer = make_optimizer(model, config)
     start_step = 0
-    if resume and (last / "trainer_state.pt").is_file():
+    if resume and last.exists():
         saved = load_checkpoint(last, model=model, optimizer=optimizer)
         saved_cfg = TrainConfig.from_dict({**saved["config"]["train"]})
         _check_resumable(saved_cfg, config)
         start_step = int(saved["step"])
-        if gather.rank == 0:
-            _truncate_metrics(run / "metrics.jsonl", start_step)
         logger.info("resuming %s at step %d", run, start_step)
     elif resume:
         logger.info("no checkpoint in %s: starting from scratch", last)
-    elif (run / "metrics.jsonl").exists() and gather.rank == 0:
-        raise FileExistsError(
-            f"{run} already holds a run; pass --resume to continue it or choose another --out"
-        )
+    if gather.rank == 0:
+        # Rows after the checkpoint are redone; a fresh start (resume before the first
+        # checkpoint) keeps none, so the log never holds a step twice.
+        _truncate_metrics(run / "metrics.jsonl", start_step)
 
     full_config = {
         "train": config.to_dict(),
@@ -260,12 +287,47 @@ def _train(config: TrainConfig, resume: bool, gather: Gather, device: torch.devi
     return run
 
 
+def _check_something_to_mask(store: FeatureStore, config: TrainConfig) -> None:
+    """Masked clip modelling needs sets of at least 2 clips (one masked, one visible). A video
+    of n valid clips gives sets of at most min(num_views, ceil(n / 2)) clips; when no video can
+    give one, every step's MCM loss would be NaN and the run silently SET-only."""
+    pretext = config.pretext
+    if pretext.mcm_weight <= 0:
+        return
+    fix = "or set --mcm-weight 0 to train with the SET loss only"
+    if pretext.num_views < 2:
+        raise ValueError(
+            f"--num-views {pretext.num_views}: a set of one clip has nothing to mask (masked "
+            f"clip modelling needs at least 2 clips per set); use --num-views 2 or more, {fix}"
+        )
+    largest = np.minimum(pretext.num_views, (np.asarray(store.num_clips) + 1) // 2)  # (N,)
+    maskable = float((largest >= 2).mean()) if len(largest) else 0.0
+    if maskable == 0.0:
+        raise ValueError(
+            f"{config.store}: every video has at most {int(store.num_clips.max())} clip(s), so "
+            "each of its two sets holds one clip and nothing can be masked; extract at least 3 "
+            f"clips per video (--num-clips), {fix}"
+        )
+    if maskable < 0.5:
+        logger.warning(
+            "only %.0f%% of the videos in %s have enough clips (3+) to mask one; steps whose "
+            "batch has none stop the run with a non-finite loss",
+            100 * maskable,
+            config.store,
+        )
+
+
 def _truncate_metrics(path: Path, step: int) -> None:
     """Drop log rows written after the checkpoint we resume from (they will be redone)."""
     if not path.exists():
         return
-    rows = [line for line in path.read_text().splitlines() if line.strip()]
-    kept = [line for line in rows if json.loads(line)["step"] <= step]
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line)["step"] <= step:
+                kept.append(line)
+        except (ValueError, KeyError, TypeError):  # a row torn by a kill; redone anyway
+            continue
     path.write_text("".join(line + "\n" for line in kept))
 
 
