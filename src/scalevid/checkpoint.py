@@ -120,7 +120,7 @@ def recover_checkpoint(directory: Path) -> None:
         if (m := pattern.match(p.name)) and p.is_dir():
             found.setdefault(m.group(2), {})[m.group(1)] = p
     if not directory.exists():
-        for pid, parts in sorted(found.items()):
+        for _pid, parts in sorted(found.items()):
             if "old" in parts:  # killed between the two renames: the new one is complete
                 chosen = parts.get("tmp", parts["old"])
                 logger.warning(

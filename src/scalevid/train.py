@@ -24,7 +24,13 @@ import numpy as np
 import torch
 
 from scalevid import __version__
-from scalevid.checkpoint import load_checkpoint, recover_checkpoint, save_weights
+from scalevid.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    read_json,
+    recover_checkpoint,
+    save_weights,
+)
 from scalevid.config import load_config as load_stage_config
 from scalevid.distributed import process_group
 from scalevid.hardware import Precision, autocast_dtype, resolve_device
@@ -248,9 +254,16 @@ def _train(config: TrainConfig, resume: bool, gather: Gather, device: torch.devi
     optimizer = make_optimizer(model, config)
     start_step = 0
     if resume and last.exists():
-        saved = load_checkpoint(last, model=model, optimizer=optimizer)
-        saved_cfg = TrainConfig.from_dict({**saved["config"]["train"]})
+        saved_config = read_json(last / "config.json")
+        try:
+            saved_cfg = TrainConfig.from_dict({**saved_config["train"]})
+        except (KeyError, TypeError, ValueError) as e:
+            raise CheckpointError(
+                f"{last / 'config.json'}: not the config of a scalevid training run ({e}); "
+                "start without --resume or use another --out"
+            ) from None
         _check_resumable(saved_cfg, config)
+        saved = load_checkpoint(last, model=model, optimizer=optimizer)
         start_step = int(saved["step"])
         logger.info("resuming %s at step %d", run, start_step)
     elif resume:

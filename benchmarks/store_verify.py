@@ -1,0 +1,93 @@
+"""What verifying a store's checksums on open costs, per GB of features.
+
+`FeatureStore.open` verifies the crc32 of every shard file by default (train, eval, embed and
+search refuse a damaged store; docs/reliability.md). This writes a store of about --gb GB
+(float16 features, shards of --shard-size videos) and times, interleaved --repeats times:
+
+  structure  open(check_values=False, verify_checksums=False): headers, sizes, boxes, labels
+  values     open(verify_checksums=False): + the NaN/Inf scan of all features (the old default)
+  verified   open(): + the crc32 of every file (the new default)
+
+The verification cache is cleared before every timed open, so each `verified` open hashes the
+whole store. The files stay in the page cache (the store is written just before), so this is
+the CPU cost; on a cold cache an open also reads every byte from disk once, at the disk's
+speed. Prints one JSON object with seconds and seconds per GB (median over repeats).
+
+    python benchmarks/store_verify.py --gb 1 --repeats 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from scalevid import store as store_module
+from scalevid.store import FeatureStore, Manifest, StoreWriter
+
+K, D = 16, 768
+
+
+def write_store(root: Path, gb: float, shard_size: int) -> tuple[int, int]:
+    """(videos, bytes of features) of a store of about `gb` GB of features."""
+    videos = max(1, int(gb * 2**30 / (K * D * 2)))
+    manifest = Manifest(dim=D, clips_per_video=K, backbone="bench", sampling={"mode": "train"},
+                        dataset="bench")  # fmt: skip
+    rng = np.random.default_rng(0)
+    block = rng.standard_normal((64, K, D)).astype(np.float16)
+    boxes = np.tile(np.array([1, 0, 0, 0, 1, 1, 1], np.float32), (K, 1))
+    with StoreWriter(root, manifest, shard_size=shard_size) as writer:
+        for i in range(videos):
+            writer.add(video_id=f"v{i}", path="p", features=block[i % 64], boxes=boxes)
+    size = sum(p.stat().st_size for p in root.glob("shards/*/features.npy"))
+    return videos, size
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--gb", type=float, default=1.0, help="features to write, in GiB")
+    parser.add_argument("--shard-size", type=int, default=1024, help="videos per shard")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--dir", help="where to write the store (default: a temp dir)")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
+        root = Path(tmp) / "store"
+        videos, size = write_store(root, args.gb, args.shard_size)
+        modes = {
+            "structure": dict(check_values=False, verify_checksums=False),
+            "values": dict(check_values=True, verify_checksums=False),
+            "verified": dict(check_values=True, verify_checksums=True),
+        }
+        times: dict[str, list[float]] = {m: [] for m in modes}
+        FeatureStore.open(root, check_values=False, verify_checksums=False)  # warm-up
+        for _ in range(args.repeats):
+            for mode, kwargs in modes.items():  # interleaved: A B C A B C ...
+                store_module._VERIFIED.clear()
+                start = time.perf_counter()
+                FeatureStore.open(root, **kwargs)
+                times[mode].append(time.perf_counter() - start)
+    gib = size / 2**30
+    median = {m: statistics.median(t) for m, t in times.items()}
+    result = {
+        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+        "videos": videos,
+        "features_gib": round(gib, 3),
+        "shard_size": args.shard_size,
+        "repeats": args.repeats,
+        "seconds": {m: round(s, 3) for m, s in median.items()},
+        "seconds_per_gib": {m: round(s / gib, 3) for m, s in median.items()},
+        "crc32_seconds_per_gib": round((median["verified"] - median["values"]) / gib, 3),
+        "all_seconds": {m: [round(x, 3) for x in t] for m, t in times.items()},
+    }
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,596 @@
+"""The reliability contract of scalevid: what survives what (issue 11; docs/reliability.md).
+
+One test (or a small group) per fault, in the order of the issue. Each docstring names the
+fault and the promise: a damaged or incomplete store is never trained or evaluated on, a second
+writer is refused before it touches anything, a killed job loses nothing it had committed, and
+bad input gives a one-line error naming the file and the fix (exit code 2, no traceback).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from scalevid import checkpoint as checkpoint_module
+from scalevid import engine
+from scalevid.checkpoint import (
+    load_checkpoint,
+    recover_checkpoint,
+    save_checkpoint,
+)
+from scalevid.cli import main
+from scalevid.datasets import DatasetFormatError, parse_csv
+from scalevid.engine import NonFiniteLossError
+from scalevid.extract import ExtractConfig, extract
+from scalevid.model import ScaleModel
+from scalevid.store import (
+    MANIFEST_FILE,
+    CorruptShardError,
+    FeatureStore,
+    Manifest,
+    StoreLock,
+    StoreLockedError,
+    StoreWriter,
+    check_store,
+)
+from scalevid.store import _file_crc32 as real_crc32
+from scalevid.store_import import import_npy_folder
+from scalevid.train import load_config, make_optimizer, train
+
+from .conftest import write_video
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+VIDEOS, CLIPS, DIM, CLASSES = 48, 8, 16, 4
+TINY_MODEL = {
+    "hidden": 16,
+    "heads": 2,
+    "depth": 1,
+    "set_head": [16, 8],
+    "pred_head": [16, 8],
+    "target_head": [16, 8],
+}
+
+
+def _boxes(k: int) -> np.ndarray:
+    i = np.arange(k, dtype=np.float32)
+    boxes = np.zeros((k, 7), np.float32)
+    boxes[:, 0] = 1
+    boxes[:, 1], boxes[:, 4] = i / k, (i + 1) / k
+    boxes[:, 5:] = 1
+    return boxes
+
+
+def make_store(
+    path: Path,
+    *,
+    videos: int = VIDEOS,
+    clips: int = CLIPS,
+    class_names: list[str] | None = None,
+    shard_size: int = 16,
+    seed: int = 0,
+) -> Path:
+    """A store of `videos` videos in shards of `shard_size` (3 shards by default)."""
+    rng = np.random.default_rng(seed)
+    names = class_names if class_names is not None else [f"c{i}" for i in range(CLASSES)]
+    manifest = Manifest(dim=DIM, clips_per_video=clips, backbone="toy",
+                        sampling={"mode": "train"}, dataset="toy", class_names=names)  # fmt: skip
+    with StoreWriter(path, manifest, shard_size=shard_size) as w:
+        for i in range(videos):
+            w.add(video_id=f"v{i:03d}", path=f"v{i:03d}.mp4", label=i % len(names),
+                  features=rng.standard_normal((clips, DIM)), boxes=_boxes(clips))  # fmt: skip
+    return path
+
+
+def config(store: Path, out: Path, **kw):
+    options = {"epochs": 1, "batch_size": 16, "log_every": 1, "progress": False, "device": "cpu"}
+    cfg = load_config(None, store=str(store), out=str(out), **{**options, **kw})
+    cfg.model = type(cfg.model).from_dict({**cfg.model.to_dict(), **TINY_MODEL})
+    return cfg
+
+
+def flip_a_bit(path: Path) -> None:
+    """Change the last byte of a float16 file's data by one bit: the value stays finite, so
+    only a checksum can tell."""
+    data = bytearray(path.read_bytes())
+    data[-2] ^= 0x01  # the low byte of the last float16: a mantissa bit
+    path.write_bytes(bytes(data))
+
+
+def rows(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
+    """The CLI's error output: exactly one line, no traceback."""
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if "ERROR" in line]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def clean_store(tmp_path_factory) -> Path:
+    return make_store(tmp_path_factory.mktemp("clean") / "store")
+
+
+@pytest.fixture(scope="module")
+def run_folder(clean_store, tmp_path_factory) -> Path:
+    return train(config(clean_store, tmp_path_factory.mktemp("run") / "run"))
+
+
+@pytest.fixture
+def store(clean_store, tmp_path) -> Path:
+    return Path(shutil.copytree(clean_store, tmp_path / "store"))
+
+
+# ------------------------------------------------------------------ 1. a damaged shard
+
+
+def test_damaged_shard_is_never_trained_evaluated_embedded_or_searched(
+    store, run_folder, tmp_path, capsys
+):
+    """Fault 1: bytes flipped in one shard. Train, eval, embed and search verify the checksums
+    on open by default and refuse the store, naming the shard and the fix."""
+    damaged = store / "shards" / "r0-000001" / "features.npy"
+    flip_a_bit(damaged)
+    commands = {
+        "train": ["train", "--store", str(store), "--out", str(tmp_path / "r"), "--epochs", "1"],
+        "eval": ["eval", "--train", str(store), "--test", str(store), "--out",
+                 str(tmp_path / "e"), "--probes", "knn", "--seeds", "0"],
+        "embed": ["embed", "--store", str(store), "--run", str(run_folder), "--out",
+                  str(tmp_path / "m")],
+        "search": ["search", "--store", str(store), "--run", str(run_folder), "--query", "v000"],
+    }  # fmt: skip
+    for name, argv in commands.items():
+        assert main(["--quiet", *argv]) == 2, name
+        line = one_line_error(capsys)
+        assert "r0-000001" in line and "features.npy" in line and "crc32" in line, name
+        assert "store check" in line, name
+    assert not (tmp_path / "r" / "metrics.jsonl").exists()
+    assert not (tmp_path / "e" / "results.json").exists()
+
+
+def test_opting_out_of_verification_is_explicit_and_logged(store, tmp_path, capsys):
+    """Fault 1, opt-out: --no-verify (verify_store / verify_checksums=False) skips the hashing
+    for very large stores, and says so in a warning: never silently."""
+    flip_a_bit(store / "shards" / "r0-000002" / "features.npy")
+    assert main(["-q", "train", "--store", str(store), "--out", str(tmp_path / "r"),
+                 "--epochs", "1", "--batch-size", "16", "--no-progress",
+                 "--no-verify"]) == 0  # fmt: skip
+    assert "checksums NOT verified" in capsys.readouterr().err
+
+
+def test_verification_hashes_each_file_once_per_process(store, monkeypatch):
+    """Fault 1, cost: opening a store verifies every file; opening it again in the same
+    process (eval opens train and test, recipes open a store per sweep point) does not hash
+    the same unchanged file twice, while `store check` always does."""
+    calls = []
+
+    def counting(path):
+        calls.append(path)
+        return real_crc32(path)
+
+    monkeypatch.setattr("scalevid.store._file_crc32", counting)
+    FeatureStore.open(store)
+    first = len(calls)
+    assert first >= 3 * 4  # 3 shards x 4 files
+    FeatureStore.open(store)
+    assert len(calls) == first
+    flip_a_bit(store / "shards" / "r0-000000" / "features.npy")  # a rewritten file: new mtime
+    with pytest.raises(CorruptShardError, match="r0-000000"):
+        FeatureStore.open(store)
+    assert check_store(store)
+
+
+# ------------------------------------------------------------------- 2. a deleted shard
+
+
+def test_manifest_records_the_shards_and_their_videos(store):
+    """Fault 2, the record: manifest.json lists every committed shard with its video count."""
+    manifest = json.loads((store / MANIFEST_FILE).read_text())
+    assert {k: v["videos"] for k, v in manifest["shards"].items()} == {
+        "r0-000000": 16, "r0-000001": 16, "r0-000002": 16,
+    }  # fmt: skip
+    assert FeatureStore.open(store).manifest.num_videos == VIDEOS
+
+
+def test_deleted_shard_is_noticed_by_check_and_every_reader(store, tmp_path, capsys):
+    """Fault 2: `rm -rf STORE/shards/<one>`. `store check` reports it, opening the store
+    fails naming the shard, and training refuses instead of using 32 of 48 videos."""
+    shutil.rmtree(store / "shards" / "r0-000001")
+    problems = check_store(store)
+    assert len(problems) == 1 and "r0-000001" in problems[0].message
+    assert "16 videos" in problems[0].message
+    with pytest.raises(CorruptShardError, match="r0-000001.*missing"):
+        FeatureStore.open(store)
+    assert main(["-q", "train", "--store", str(store), "--out", str(tmp_path / "r")]) == 2
+    assert "r0-000001" in one_line_error(capsys)
+
+
+def test_rerunning_the_writer_restores_a_deleted_shard(tmp_path):
+    """Fault 2, the fix: re-running the same import notices the deleted shard, drops it from
+    the manifest and imports its videos again; the store is whole."""
+    features, listing = tmp_path / "npy", tmp_path / "list.txt"
+    features.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(12):
+        np.save(features / f"v{i}.npy", rng.standard_normal((4, DIM)).astype(np.float32))
+    listing.write_text("".join(f"v{i}.mp4 {i % 3}\n" for i in range(12)))
+    kw = dict(features_dir=features, list_file=listing, out=tmp_path / "s", progress=False)
+    import_npy_folder(**kw, shard_size=5)
+    shutil.rmtree(tmp_path / "s" / "shards" / "import-000001")
+    with pytest.raises(CorruptShardError):
+        FeatureStore.open(tmp_path / "s")
+    report = import_npy_folder(**kw, shard_size=5)
+    assert report.imported == 5 and report.skipped_existing == 7
+    assert sorted(FeatureStore.open(tmp_path / "s").video_ids) == sorted(f"v{i}" for i in range(12))
+
+
+def test_shard_published_but_not_committed_is_refused_then_adopted(tmp_path, monkeypatch):
+    """Fault 2, the crash in between: a writer killed after publishing a shard but before
+    committing it to the manifest leaves a shard no reader trusts; the next writer verifies and
+    adopts it, so nothing is lost or stored twice."""
+    root = make_store(tmp_path / "s", videos=16, shard_size=8)
+    manifest = FeatureStore.open(root).manifest
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    writer = StoreWriter(root, manifest, shard_prefix="r1", shard_size=4)
+    monkeypatch.setattr("scalevid.store._update_manifest_shards", killed)
+    with pytest.raises(KeyboardInterrupt):
+        for i in range(4):
+            writer.add(video_id=f"late{i}", path="p", features=np.ones((2, DIM)), boxes=_boxes(2))
+    monkeypatch.undo()
+    writer._lock.release()  # the killed process's lock goes with it
+    assert (root / "shards" / "r1-000000").is_dir()
+    with pytest.raises(CorruptShardError, match="r1-000000 is not listed"):
+        FeatureStore.open(root)
+    with StoreWriter(root, manifest, shard_prefix="r1") as again:
+        assert {f"late{i}" for i in range(4)} <= again.done_ids()
+    assert len(FeatureStore.open(root)) == 20
+
+
+def test_store_written_by_format_1_opens_and_upgrades(store, caplog, capsys):
+    """Fault 2, old stores: a store written before the manifest listed its shards (format 1)
+    still opens, with a warning that a deleted shard cannot be noticed; `scalevid store
+    upgrade` records its shards, after which a deletion is noticed."""
+    path = store / MANIFEST_FILE
+    data = json.loads(path.read_text())
+    del data["shards"]
+    path.write_text(json.dumps({**data, "format_version": 1}))
+    with caplog.at_level("WARNING"):
+        assert len(FeatureStore.open(store)) == VIDEOS
+    assert "store upgrade" in caplog.text
+    assert main(["-q", "store", "upgrade", str(store)]) == 0
+    assert f"{VIDEOS} videos" in capsys.readouterr().out
+    assert json.loads(path.read_text())["format_version"] == 2
+    shutil.rmtree(store / "shards" / "r0-000002")
+    with pytest.raises(CorruptShardError, match="r0-000002"):
+        FeatureStore.open(store)
+
+
+# ---------------------------------------------------------------- 3. two writers at once
+
+HOLDER = """
+import sys, numpy as np
+from pathlib import Path
+from scalevid.store import FeatureStore, StoreWriter
+root = Path(sys.argv[1])
+manifest = FeatureStore.open(root).manifest
+with StoreWriter(root, manifest, shard_prefix="import", shard_size=100) as w:
+    work = root / "shards" / ".tmp-import-000099-1"  # a shard being written
+    work.mkdir()
+    print("ready", flush=True)
+    sys.stdin.readline()
+    assert work.is_dir()
+    work.rmdir()
+    box = np.array([[1, 0, 0, 0, 1, 1, 1]], np.float32)
+    for i in range(3):
+        w.add(video_id=f"first{i}", path="p", features=np.ones((1, %d)), boxes=box)
+"""
+
+
+def test_second_writer_is_refused_at_once_and_harms_nothing(store, tmp_path, capsys):
+    """Fault 3: while one process writes a store, a second `import` (or `extract`) on the same
+    --out stops at once with a clear error, removes none of the first writer's temporary
+    shards, and stores nothing; the first writer finishes normally. A killed holder's lock
+    goes with it."""
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER % DIM, str(store)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        npy = tmp_path / "npy"
+        npy.mkdir()
+        np.save(npy / "x.npy", np.ones((CLIPS, DIM), np.float32))
+        (tmp_path / "list.txt").write_text("x.mp4 0\n")
+        argv = ["-q", "import", "--features", str(npy), "--list", str(tmp_path / "list.txt"),
+                "--out", str(store), "--no-progress"]  # fmt: skip
+        assert main(argv) == 2
+        line = one_line_error(capsys)
+        assert "being written by another process" in line and str(store) in line
+        with pytest.raises(StoreLockedError):
+            extract(ExtractConfig(list=str(tmp_path / "list.txt"), out=str(store), workers=0))
+        assert (store / "shards" / ".tmp-import-000099-1").is_dir()
+        holder.stdin.write("go\n")
+        holder.stdin.flush()
+        assert holder.wait(timeout=60) == 0
+    finally:
+        holder.kill()
+    opened = FeatureStore.open(store)
+    assert len(opened) == VIDEOS + 3 and "x" not in opened.video_ids
+    assert check_store(store) == []
+    with StoreLock(store):  # the lock went with the first writer
+        pass
+
+
+def test_a_killed_writer_leaves_no_stale_lock(store):
+    """Fault 3, kill -9: the OS drops the lock of a killed writer; nobody deletes a lock file."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"from scalevid.store import StoreLock; "
+         f"lock = StoreLock({str(store)!r}).acquire(); print('ready', flush=True); input()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert holder.stdout.readline().strip() == "ready"
+    with pytest.raises(StoreLockedError, match=str(holder.pid)):
+        StoreLock(store).acquire()
+    holder.kill()
+    holder.wait(timeout=30)
+    with StoreLock(store):
+        pass
+
+
+# -------------------------------------------------------- 4. a duplicate line in a list
+
+
+@pytest.fixture(scope="module")
+def two_videos(tmp_path_factory) -> list[Path]:
+    root = tmp_path_factory.mktemp("videos")
+    return [write_video(root / f"clip{i}.mp4", num_frames=24) for i in range(2)]
+
+
+def test_duplicate_list_line_is_recorded_skipped_and_extract_goes_on(
+    two_videos, tmp_path, capsys
+):
+    """Fault 4: a video listed twice. Extract records it as "listed twice" in failures.jsonl,
+    skips the repeat and extracts the rest (exit code 1, as `import` does), instead of
+    stopping after the first video."""
+    a, b = two_videos
+    listing = tmp_path / "list.csv"
+    listing.write_text(f"{a} 0\n{a} 0\n{b} 1\n")
+    argv = ["-q", "extract", "--list", str(listing), "--out", str(tmp_path / "s"),
+            "--workers", "0", "--num-clips", "2", "--backbone", "module",
+            "--weights", "tests.tiny_backbone:build_pair", "--no-progress"]  # fmt: skip
+    assert main(argv) == 1
+    failures = [json.loads(x) for x in (tmp_path / "s" / "failures.jsonl").read_text().split("\n") if x]
+    assert [f["reason"] for f in failures] == ["listed twice"]
+    assert len(FeatureStore.open(tmp_path / "s")) == 2
+
+
+# ------------------------------------------------- 5. a path with spaces and no label
+
+
+def test_path_with_spaces_and_no_label_is_an_error_naming_the_line(tmp_path):
+    """Fault 5: `my clip ü.mp4` with no label used to become the path `my clip` with a class
+    called `ü.mp4`, shifting every label. The rule: the label is the last field; a label that
+    looks like a file name, or class names mixed with integer labels, is an error naming
+    file:line and the fix; a quoted path may hold spaces."""
+    listing = tmp_path / "list.txt"
+    listing.write_text("a.mp4 0\nb.mp4 1\nmy clip ü.mp4\n")
+    with pytest.raises(DatasetFormatError, match=r"list.txt:3: label 'ü.mp4' looks like a file"):
+        parse_csv(listing)
+    listing.write_text("a.mp4 0\nb.mp4 1\nmy clip 2 walking\n")
+    with pytest.raises(DatasetFormatError, match=r"list.txt:3: label 'walking' mixes"):
+        parse_csv(listing)
+    listing.write_text('a.mp4 0\n"my clip ü.mp4",1\nmy other clip.mp4 1\n')
+    videos = parse_csv(listing)
+    assert [(i.video_id, i.label) for i in videos] == [
+        ("a", 0), ("my clip ü", 1), ("my other clip", 1),
+    ]  # fmt: skip
+    assert videos.class_names == ["0", "1"]
+
+
+# ------------------------------------------------------------- 6. nothing to mask
+
+
+def test_settings_with_nothing_to_mask_are_refused_up_front(store, tmp_path, capsys):
+    """Fault 6: with --num-views 1, or 2 clips per video, every set holds one clip and nothing
+    can be masked: the MCM loss was NaN every step and the run silently SET-only. Both are
+    refused before training, with the fix."""
+    out = str(tmp_path / "r")
+    assert main(["-q", "train", "--store", str(store), "--out", out, "--num-views", "1"]) == 2
+    assert "--num-views 1" in one_line_error(capsys)
+    two = make_store(tmp_path / "two", videos=16, clips=2)
+    assert main(["-q", "train", "--store", str(two), "--out", out]) == 2
+    line = one_line_error(capsys)
+    assert "nothing can be masked" in line and "--mcm-weight 0" in line
+    assert main(["-q", "train", "--store", str(two), "--out", out, "--epochs", "1",
+                 "--batch-size", "8", "--mcm-weight", "0", "--no-progress"]) == 0  # fmt: skip
+
+
+def test_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(
+    store, tmp_path, monkeypatch
+):
+    """Fault 6, divergence: a loss that turns NaN stops the run (naming the step) instead of
+    training on, and the last checkpoint written before it is kept as it was."""
+    real = engine.pretext_step
+    calls = []
+
+    def nan_from_step_6(*args, **kwargs):
+        out = real(*args, **kwargs)
+        calls.append(1)
+        if len(calls) >= 6:
+            out["loss"] = out["loss"] * float("nan")
+        return out
+
+    monkeypatch.setattr(engine, "pretext_step", nan_from_step_6)
+    cfg = config(store, tmp_path / "r", epochs=3, checkpoint_every=4, log_every=100)
+    with pytest.raises(NonFiniteLossError, match=r"NaN/Inf at step 6.*step 4\), is kept"):
+        train(cfg)
+    saved = json.loads((tmp_path / "r" / "checkpoints" / "last" / "config.json").read_text())
+    model = ScaleModel(cfg.model)
+    state = load_checkpoint(
+        tmp_path / "r" / "checkpoints" / "last", model=model, optimizer=make_optimizer(model, cfg)
+    )
+    assert state["step"] == 4 and saved["train"]["epochs"] == 3
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+# ------------------------------------------------------ 7. killed runs and checkpoints
+
+
+def test_resume_before_the_first_checkpoint_does_not_duplicate_metrics(
+    store, tmp_path, monkeypatch
+):
+    """Fault 7a: a run killed before its first checkpoint, then resumed, starts from scratch;
+    its metrics.jsonl must not keep the killed run's rows (each step once)."""
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(engine, "save_checkpoint", killed)
+    with pytest.raises(KeyboardInterrupt):
+        train(config(store, tmp_path / "r"))
+    assert len(rows(tmp_path / "r")) == 3  # 3 steps logged, then killed at the checkpoint
+    monkeypatch.undo()
+    train(config(store, tmp_path / "r"), resume=True)
+    assert [r["step"] for r in rows(tmp_path / "r")] == [1, 2, 3]
+
+
+def _model_and_optimizer():
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 2)
+    return model, torch.optim.AdamW(model.parameters())
+
+
+KILL_POINTS = {  # what raises, at its n-th call during the second save, and the step kept
+    "while writing the trainer state": (checkpoint_module.torch, "save", 1, 4),
+    "between the two renames": (Path, "rename", 2, 8),
+    "before deleting the old one": (checkpoint_module.shutil, "rmtree", 1, 8),
+}
+
+
+@pytest.mark.parametrize("point", list(KILL_POINTS))
+def test_a_save_killed_at_any_point_loses_no_checkpoint(point, tmp_path, monkeypatch):
+    """Fault 7b/7c: a process killed anywhere in a checkpoint save, including between its two
+    renames, loses no checkpoint: the next start finishes or undoes the save (the newest
+    complete checkpoint wins) and removes the leftover `.tmp-*` / `.old-*` folders."""
+    owner, name, nth, kept = KILL_POINTS[point]
+    directory = tmp_path / "checkpoints" / "last"
+    model, optimizer = _model_and_optimizer()
+    save = dict(model=model, config={"x": 1}, optimizer=optimizer)
+    save_checkpoint(directory, **save, trainer_state={"step": 4})
+    real = getattr(owner, name)
+    calls = []
+
+    def dies(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == nth:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, dies)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(directory, **save, trainer_state={"step": 8})
+    monkeypatch.undo()
+    recover_checkpoint(directory)
+    assert sorted(p.name for p in directory.parent.iterdir()) == ["last"]
+    model, optimizer = _model_and_optimizer()
+    assert load_checkpoint(directory, model=model, optimizer=optimizer)["step"] == kept
+
+
+def test_leftover_temporary_checkpoint_is_removed_on_the_next_start(store, tmp_path):
+    """Fault 7c: a killed save left `.tmp-last-PID` (52 MB in the issue); the next start of
+    the run removes it."""
+    run = train(config(store, tmp_path / "r"))
+    junk = run / "checkpoints" / ".tmp-last-99999"
+    junk.mkdir()
+    (junk / "model.safetensors").write_bytes(b"\0" * 1000)
+    train(config(store, tmp_path / "r"), resume=True)
+    assert not junk.exists()
+
+
+# ---------------------------------------------------------------- 8. clear errors
+
+
+def test_epochs_zero_is_a_clear_error(store, tmp_path, capsys):
+    """Fault 8: `--epochs 0` is refused as such (it used to fail on a missing metrics.jsonl)."""
+    assert main(["-q", "train", "--store", str(store), "--out", str(tmp_path / "r"),
+                 "--epochs", "0"]) == 2  # fmt: skip
+    assert "epochs must be a positive integer" in one_line_error(capsys)
+
+
+def test_test_store_with_classes_train_lacks_is_a_clear_error(tmp_path, capsys):
+    """Fault 8: a test store with classes the train store lacks is refused before any probe
+    runs (it used to train the probes, then end in an IndexError with no results)."""
+    train_store = make_store(tmp_path / "train", class_names=["a", "b", "c"])
+    test_store = make_store(tmp_path / "test", videos=16, class_names=["a", "b", "c", "d"])
+    argv = ["-q", "eval", "--train", str(train_store), "--test", str(test_store),
+            "--out", str(tmp_path / "e"), "--probes", "knn", "--seeds", "0", "--no-progress"]  # fmt: skip
+    assert main(argv) == 2
+    line = one_line_error(capsys)
+    assert str(test_store) in line and "lacks" in line and "'d'" in line
+
+
+def test_test_store_classes_in_another_order_are_mapped_by_name(tmp_path):
+    """Fault 8, the quiet variant: the same classes in another order are matched by name."""
+    from scalevid.evaluate import EvalConfig, evaluate
+
+    train_store = make_store(tmp_path / "train", class_names=["a", "b", "c"])
+    test_store = make_store(tmp_path / "test", videos=15, class_names=["c", "b", "a"])
+    results = evaluate(train_store=train_store, test_store=test_store, out=tmp_path / "e",
+                       config=EvalConfig(probes=("knn",), seeds=(0,), progress=False))  # fmt: skip
+    assert results["num_test_videos"] == 15
+
+
+@pytest.mark.parametrize("damage", ["config.json", "model.safetensors"])
+def test_garbled_run_folder_file_is_named(damage, run_folder, store, tmp_path, capsys):
+    """Fault 8: a garbled config.json or model.safetensors in a run folder is named in the
+    error (it used to be a bare JSON / safetensors message)."""
+    run = Path(shutil.copytree(run_folder, tmp_path / "run"))
+    (run / damage).write_bytes(b"{not json or safetensors")
+    argv = ["-q", "embed", "--store", str(store), "--run", str(run), "--out", str(tmp_path / "m")]
+    assert main(argv) == 2
+    assert str(run / damage) in one_line_error(capsys)
+
+
+class Payload:
+    """Any object: unpickling it would run code of the pickler's choice."""
+
+
+def test_pickled_trainer_state_is_refused_without_a_traceback(run_folder, store, tmp_path, capsys):
+    """Fault 8: a trainer_state.pt holding pickled objects is refused (weights_only) with a
+    one-line error naming the file, not a traceback."""
+    run = Path(shutil.copytree(run_folder, tmp_path / "run"))
+    state = run / "checkpoints" / "last" / "trainer_state.pt"
+    torch.save({"optimizer": {}, "trainer": Payload(), "torch_rng": torch.get_rng_state()}, state)
+    settings = tmp_path / "tiny.yaml"
+    settings.write_text(json.dumps({"model": TINY_MODEL, "epochs": 1, "batch_size": 16}))
+    assert main(["-q", "train", "--store", str(store), "--out", str(run), "--resume",
+                 "--config", str(settings)]) == 2  # fmt: skip
+    line = one_line_error(capsys)
+    assert str(state) in line and "never unpickles" in line
+
+
+def test_object_array_npy_given_to_import_is_reported_as_such(tmp_path):
+    """Fault 8: an object-array .npy given to `import` is reported as holding Python objects
+    (never unpickled), not as "truncated"."""
+    npy = tmp_path / "npy"
+    npy.mkdir()
+    np.save(npy / "good.npy", np.ones((2, DIM), np.float32))
+    with open(npy / "evil.npy", "wb") as f:
+        np.save(f, np.array([{"code": "any"}, "x"], dtype=object), allow_pickle=True)
+    (tmp_path / "list.txt").write_text("good.mp4 0\nevil.mp4 1\n")
+    report = import_npy_folder(features_dir=npy, list_file=tmp_path / "list.txt",
+                               out=tmp_path / "s", progress=False)  # fmt: skip
+    [failure] = report.failures
+    assert "Python objects" in failure.reason and "truncated" not in failure.reason
