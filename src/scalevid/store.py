@@ -39,6 +39,7 @@ import uuid
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,7 +63,9 @@ BOX_FIELDS = ("flip", "t0", "y0", "x0", "t1", "y1", "x1")
 REQUIRED_SHARD_FILES = ("features.npy", "boxes.npy", "num_clips.npy", "labels.npy")
 OPTIONAL_SHARD_FILES = ("targets.npy",)
 
-_CHUNK_BYTES = 64 * 2**20  # bounded memory for streamed NaN scans and checksums
+_CHUNK_BYTES = 64 * 2**20  # bounded memory for streamed NaN scans
+_HASH_CHUNK_BYTES = 8 * 2**20  # per checksum thread
+_HASH_THREADS = min(8, os.cpu_count() or 1)
 _PREFIX_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 _MAX_EXAMPLES = 3  # offending items quoted in one error message
 
@@ -407,7 +410,7 @@ def _update_manifest_shards(
 def _file_crc32(path: Path) -> int:
     crc = 0
     with open(path, "rb") as f:
-        while block := f.read(_CHUNK_BYTES):
+        while block := f.read(_HASH_CHUNK_BYTES):
             crc = zlib.crc32(block, crc)
     return crc
 
@@ -789,21 +792,42 @@ def _scan_store(
         report(problem)
     if manifest.shards is not None:
         dirs = [d for d in dirs if d.name in manifest.shards]
-    shards = []
-    for shard_dir in tqdm(dirs, desc="check shards", unit="shard", disable=not progress):
+    loaded: list[_Shard | StoreError] = []
+    for shard_dir in dirs:  # headers and the small arrays: cheap
         try:
-            shard = _load_shard(shard_dir, manifest)
+            loaded.append(_load_shard(shard_dir, manifest))
         except StoreError as e:
-            report(e)
-            continue
-        for problem in _entry_problems(shard, manifest):
-            report(problem)
-        if verify_checksums:
-            for problem in _checksum_problems(shard, cache=cache_checksums):
+            loaded.append(e)
+    # The checksums run in a thread pool (zlib releases the GIL), overlapping each other and
+    # the NaN scan below; problems are still reported shard by shard, in store order.
+    pool = ThreadPoolExecutor(max_workers=_HASH_THREADS) if verify_checksums else None
+    try:
+        sums = [
+            pool.submit(lambda s: list(_checksum_problems(s, cache=cache_checksums)), item)
+            if pool is not None and isinstance(item, _Shard)
+            else None
+            for item in loaded
+        ]
+        shards = []
+        for item, crc in tqdm(
+            list(zip(loaded, sums, strict=True)),
+            desc="check shards",
+            unit="shard",
+            disable=not progress,
+        ):
+            if isinstance(item, StoreError):
+                report(item)
+                continue
+            for problem in _entry_problems(item, manifest):
                 report(problem)
-        for problem in _shard_value_problems(shard, manifest, check_values=check_values):
-            report(problem)
-        shards.append(shard)
+            for problem in crc.result() if crc is not None else ():
+                report(problem)
+            for problem in _shard_value_problems(item, manifest, check_values=check_values):
+                report(problem)
+            shards.append(item)
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
     for problem in _duplicate_problems(shards, root):
         report(problem)
     return manifest, shards
