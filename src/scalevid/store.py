@@ -949,9 +949,16 @@ class FeatureStore:
     def fingerprint(self) -> str:
         """A hex digest of the store's content: the manifest and every shard's file sizes and
         crc32s (as recorded in shard.json; nothing is read). Two stores with the same
-        fingerprint hold the same videos, clips, labels and features."""
+        fingerprint hold the same videos, clips, labels and features. The manifest's
+        bookkeeping (creation time, shard list) is left out and the format version counted as
+        1, so fingerprints (and the evaluation baseline caches keyed by them) stay those of
+        format 1 across `scalevid store upgrade`."""
+        manifest = self.manifest.to_dict()
         content = {
-            "manifest": {k: v for k, v in self.manifest.to_dict().items() if k != "created"},
+            "manifest": {
+                **{k: v for k, v in manifest.items() if k not in ("created", "shards")},
+                "format_version": 1,
+            },
             "shards": [
                 [name, files]
                 for name, files in zip(self.shard_names, self._shard_files, strict=True)
