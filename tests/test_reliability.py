@@ -523,14 +523,16 @@ def test_a_save_killed_at_any_point_loses_no_checkpoint(point, tmp_path, monkeyp
 
 
 def test_leftover_temporary_checkpoint_is_removed_on_the_next_start(store, tmp_path):
-    """Fault 7c: a killed save left `.tmp-last-PID` (52 MB in the issue); the next start of
-    the run removes it."""
+    """Fault 7c: a killed save left `.tmp-last-PID` (52 MB in the issue), or a half-written
+    final `.tmp-model.safetensors-PID`; the next start of the run removes them."""
     run = train(config(store, tmp_path / "r"))
     junk = run / "checkpoints" / ".tmp-last-99999"
     junk.mkdir()
     (junk / "model.safetensors").write_bytes(b"\0" * 1000)
+    stray = run / ".tmp-model.safetensors-99999"  # the final weights, killed mid-write
+    stray.write_bytes(b"\0" * 1000)
     train(config(store, tmp_path / "r"), resume=True)
-    assert not junk.exists()
+    assert not junk.exists() and not stray.exists()
 
 
 # ---------------------------------------------------------------- 8. clear errors

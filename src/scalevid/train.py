@@ -245,6 +245,9 @@ def _train(config: TrainConfig, resume: bool, gather: Gather, device: torch.devi
                 f"{run} already holds a run; pass --resume to continue it or choose another --out"
             )
         recover_checkpoint(last)  # finish or clean up a save that a kill interrupted
+        for leftover in run.glob(".tmp-*"):  # a final-weights write that a kill interrupted
+            if leftover.is_file():
+                leftover.unlink()
     if gather.world > 1:
         import torch.distributed as dist
 
