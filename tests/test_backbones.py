@@ -90,6 +90,25 @@ def test_normalize_mean_std_and_bgr() -> None:
     assert torch.allclose(bgr.normalize(clips), clips.flip(-1).float())
 
 
+def test_normalize_channels_last_3d_keeps_values() -> None:
+    spec = InputSpec(frames=2, size=3, value_range=(-1.0, 1.0))
+    clips = torch.randint(0, 256, (2, 2, 3, 3, 3), dtype=torch.uint8)
+    x = spec.normalize(clips, dtype=torch.bfloat16, memory_format=torch.channels_last_3d)
+    assert x.dtype == torch.bfloat16 and x.is_contiguous(memory_format=torch.channels_last_3d)
+    assert torch.equal(x, spec.normalize(clips, dtype=torch.bfloat16))
+
+
+def test_auto_precision_per_device_and_family(monkeypatch: pytest.MonkeyPatch) -> None:
+    for has_bf16 in (True, False):
+        monkeypatch.setattr(backbones, "cpu_has_bf16_matmul", lambda v=has_bf16: v)
+        # bf16 only for families that allow it, and only on CPUs with bf16 units
+        expected = torch.bfloat16 if has_bf16 else torch.float32
+        assert backbones.compute_dtype("cpu", "auto", bf16_on_cpu=True) == expected
+        assert backbones.compute_dtype("cpu", "auto") == torch.float32
+        assert backbones.compute_dtype("cpu", "fp32", bf16_on_cpu=True) == torch.float32
+        assert backbones.compute_dtype("cuda", "auto", bf16_on_cpu=True) == torch.float16
+
+
 def test_check_clips_rejects_wrong_shape_and_dtype() -> None:
     spec = InputSpec(frames=4, size=8, value_range=(-1, 1))
     spec.check_clips(torch.zeros(3, 4, 8, 8, 3, dtype=torch.uint8))

@@ -153,7 +153,9 @@ def test_i3d_fp16_on_cuda_matches_fp32_on_cpu():
 
     weights = _cached_i3d_weights()
     clips = moving_bars()
-    cpu = create_backbone("i3d", weights=weights, device="cpu", frames=16, size=112)
+    cpu = create_backbone(
+        "i3d", weights=weights, device="cpu", precision="fp32", frames=16, size=112
+    )
     gpu = create_backbone("i3d", weights=weights, device=CUDA, frames=16, size=112)
     assert gpu.dtype == torch.float16  # precision "auto" on CUDA
     f_cpu, l_cpu = cpu.forward_clips_with_logits(clips)

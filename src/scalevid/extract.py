@@ -65,7 +65,8 @@ class ExtractConfig:
     batch_size: int = 32  # clips per backbone call
     workers: int = 2
     device: str = "auto"
-    precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"  # auto: fp16 on CUDA, else fp32
+    # auto: fp16 on CUDA, bf16 on CPUs with bf16 units (i3d), else fp32; fp32: exact features
+    precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
     seed: int = 0
     shard_size: int = 256
     flush_seconds: float = 120.0

@@ -7,7 +7,7 @@ and an `InputSpec` (frames, crop size, normalisation, layout), and maps uint8 cl
 Backbones are built by name through a registry:
 
     >>> from scalevid.backbones import create_backbone
-    >>> backbone = create_backbone("i3d", device="cuda")  # fp16 on CUDA, fp32 on CPU
+    >>> backbone = create_backbone("i3d", device="cuda")  # fp16 on CUDA (see compute_dtype)
     >>> feats = backbone.forward_clips(clips)  # (B, 16, 224, 224, 3) uint8 -> (B, 1024)
 
 One file per family registers its names: `i3d.py` (i3d), `videomae.py` (videomae-base,
@@ -23,10 +23,12 @@ import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import nn
+
+from scalevid.hardware import cpu_has_bf16_matmul
 
 logger = logging.getLogger(__name__)
 
@@ -164,10 +166,17 @@ class InputSpec:
                 f"clips must be (B, {', '.join(map(str, expected))}), got {tuple(clips.shape)}"
             )
 
-    def normalize(self, clips: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    def normalize(
+        self,
+        clips: torch.Tensor,
+        dtype: torch.dtype = torch.float32,
+        memory_format: torch.memory_format = torch.contiguous_format,
+    ) -> torch.Tensor:
         """uint8 RGB clips (B, T, H, W, 3) -> normalised `dtype` tensor in `layout`.
 
-        The arithmetic is done in float32 and cast to `dtype` at the end.
+        The arithmetic is done in float32 and cast to `dtype` at the end. `memory_format`
+        `torch.channels_last_3d` keeps the channels innermost (for BCTHW that is the clips' own
+        order, so it costs no transpose).
         """
         x = clips.float()  # (B, T, H, W, 3)
         if self.channel_order == "bgr":
@@ -183,14 +192,23 @@ class InputSpec:
             x = x.permute(0, 4, 1, 2, 3)  # (B, 3, T, H, W)
         elif self.layout == "BTCHW":
             x = x.permute(0, 1, 4, 2, 3)  # (B, T, 3, H, W)
-        return x.contiguous().to(dtype)
+        return x.to(dtype).contiguous(memory_format=memory_format)
 
 
-def compute_dtype(device: torch.device | str, precision: Precision = "auto") -> torch.dtype:
-    """The dtype a backbone runs in: `auto` is fp16 on CUDA and fp32 elsewhere."""
+def compute_dtype(
+    device: torch.device | str, precision: Precision = "auto", *, bf16_on_cpu: bool = False
+) -> torch.dtype:
+    """The dtype a backbone runs in. `auto` is fp16 on CUDA; on CPU it is bf16 when the backbone
+    allows it (`bf16_on_cpu`, for families whose bf16 features were checked against fp32) and
+    the CPU has bf16 matrix units (`hardware.cpu_has_bf16_matmul`, as for training), else fp32.
+    Without those units bf16 convolutions are emulated and many times slower than fp32."""
     device = torch.device(device)
     if precision == "auto":
-        return torch.float16 if device.type == "cuda" else torch.float32
+        if device.type == "cuda":
+            return torch.float16
+        if device.type == "cpu" and bf16_on_cpu and cpu_has_bf16_matmul():
+            return torch.bfloat16
+        return torch.float32
     dtypes = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
     if precision not in dtypes:
         raise ValueError(f"precision must be one of auto/fp32/fp16/bf16, got {precision!r}")
@@ -208,7 +226,8 @@ class Backbone(nn.Module):
 
     Subclasses implement `embed` on already-normalised input. The module is always in eval
     mode with `requires_grad=False` and runs under `torch.inference_mode`. With
-    `precision="auto"`, `.to(device)` also casts the weights: fp16 on CUDA, fp32 on CPU.
+    `precision="auto"`, `.to(device)` also casts the weights (see `compute_dtype`) and puts them
+    in the family's `memory_format`.
 
     Attributes:
         name: registry name, e.g. "i3d".
@@ -216,7 +235,14 @@ class Backbone(nn.Module):
         input_spec: the clips it takes and how they are normalised.
         precision: "auto", "fp32", "fp16" or "bf16".
         weights_id: where the weights came from (path, hub id, checksum), for manifests.
+        bf16_on_cpu: whether `auto` precision may pick bf16 on CPUs with bf16 units (a family
+            sets it once its bf16 features are shown to match fp32; see `compute_dtype`).
+        memory_format: the layout of 5-D weights and of the normalised clips
+            (`torch.channels_last_3d` suits 3-D convolutions on CPU and CUDA).
     """
+
+    bf16_on_cpu: ClassVar[bool] = False
+    memory_format: ClassVar[torch.memory_format] = torch.contiguous_format
 
     def __init__(
         self,
@@ -267,14 +293,17 @@ class Backbone(nn.Module):
         )
         super().to(*args, **kwargs)
         if not explicit_dtype:
-            super().to(dtype=compute_dtype(self.device, self.precision))
+            dtype = compute_dtype(self.device, self.precision, bf16_on_cpu=self.bf16_on_cpu)
+            super().to(dtype=dtype)
+        if self.memory_format != torch.contiguous_format:
+            super().to(memory_format=self.memory_format)
         return self
 
     def prepare_clips(self, clips: torch.Tensor) -> torch.Tensor:
         """Check and normalise uint8 clips (B, T, H, W, 3) onto the device and dtype."""
         self.input_spec.check_clips(clips)
         clips = clips.to(self.device, non_blocking=True)
-        return self.input_spec.normalize(clips, dtype=self.dtype)
+        return self.input_spec.normalize(clips, dtype=self.dtype, memory_format=self.memory_format)
 
     def forward_clips(self, clips: torch.Tensor) -> torch.Tensor:
         """uint8 RGB clips (B, T, H, W, 3) -> float32 features (B, dim) on the device."""
@@ -346,7 +375,8 @@ def create_backbone(
         weights: a local file or folder (or hub id / "pkg.mod:fn" where the family takes one);
             None means the family's default, downloaded and cached where it can be.
         device: where it runs.
-        precision: "auto" (fp16 on CUDA, fp32 on CPU), "fp32", "fp16" or "bf16".
+        precision: "auto" (fp16 on CUDA; bf16 on CPUs with bf16 units where the family allows
+            it, else fp32: see `compute_dtype`), "fp32" (exact features), "fp16" or "bf16".
         **kwargs: family options, e.g. `frames`, `size`.
     """
     _load_builtin_families()
