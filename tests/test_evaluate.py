@@ -383,7 +383,7 @@ def test_baseline_rows_are_reused_across_runs_and_recomputed_when_settings_chang
     monkeypatch.setattr(ev, "_run_set_probe", lambda n, *a: ran.append(n) or real_set(n, *a))
     # a SCALE-only setting changes: every baseline is reused, every SCALE row runs
     second = evaluate(train_store=stores["train"], test_store=stores["test"], run=run,
-                      config=dataclasses.replace(config, scale_batchnorm=False),
+                      config=dataclasses.replace(config, scale_knn_normalize="whole"),
                       out=tmp_path / "b", baseline_cache=cache)  # fmt: skip
     assert sorted(ran) == ["scale_ft", "scale_knn", "scale_linear"]
     assert len(second["reused_baselines"]) == 4
