@@ -185,7 +185,7 @@ def test_model_selection_never_reads_test_labels(stores, run, evaluated, tmp_pat
         np.testing.assert_array_equal(first[name], second[name])
     # A grid with a real choice exists, so "unchanged" is not vacuous.
     grids = [g["val"] for s in results["probes"]["linear"]["seeds"] for g in s["grid"]]
-    assert len(grids) == 2 * 4
+    assert len(grids) == 2 * 4 * 2  # seeds x (lr, wd) x BatchNorm on/off
 
 
 def test_low_shot_subset_is_class_balanced_and_seeded(stores, tmp_path):
