@@ -124,6 +124,7 @@ def main() -> None:
     p.add_argument("--seeds", default="0,1")
     p.add_argument("--epochs", default="25,50,100,200", help="for `epochs`")
     p.add_argument("--init-epochs", type=int, default=20, help="for `init`")
+    p.add_argument("--inits", default="release,trunc_normal", help="for `init`")
     p.add_argument("--threads", type=int, default=1, help="torch threads (a shared CPU: 1)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -132,7 +133,7 @@ def main() -> None:
     for size in args.sizes.split(","):
         if args.check == "init":
             for seed in seeds:  # interleaved: the two inits run back to back on each seed
-                for init in ("release", "trunc_normal"):
+                for init in args.inits.split(","):
                     row = one_run(args.out, size, init=init, seed=seed, epochs=args.init_epochs)
                     print(json.dumps(row), flush=True)
         else:

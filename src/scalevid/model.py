@@ -41,7 +41,7 @@ class ModelConfig:
     # (uniform, scale 1/sqrt(fan_in)) and zero MSK / SET tokens. "trunc_normal": every Linear
     # weight from a normal with std 0.02 truncated at +-2 std, zero biases, tokens with std 0.02
     # (which makes the box MLP's first layer ~10x smaller at the start). See docs/method.md.
-    init: Literal["release", "trunc_normal"] = "trunc_normal"
+    init: Literal["release", "trunc_normal"] = "release"
 
     def __post_init__(self) -> None:
         if self.init not in ("release", "trunc_normal"):
