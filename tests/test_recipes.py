@@ -404,8 +404,9 @@ def _check_losses(out: Path, combined: dict) -> None:
 
 
 def _check_capacity(out: Path, combined: dict) -> None:
-    config = json.loads((out / "ablation_capacity/depth_4/run/config.json").read_text())
-    assert (config["model"]["hidden"], config["model"]["depth"]) == (256, 4)
+    config = json.loads((out / "ablation_capacity/512_x_3/run/config.json").read_text())
+    model = config["model"]
+    assert (model["hidden"], model["depth"], model["heads"]) == (512, 3, 16)  # heads: hidden/32
 
 
 CHECKS = {
