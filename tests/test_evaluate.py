@@ -185,7 +185,7 @@ def test_model_selection_never_reads_test_labels(stores, run, evaluated, tmp_pat
         np.testing.assert_array_equal(first[name], second[name])
     # A grid with a real choice exists, so "unchanged" is not vacuous.
     grids = [g["val"] for s in results["probes"]["linear"]["seeds"] for g in s["grid"]]
-    assert len(grids) == 2 * 4
+    assert len(grids) == 2 * 4 * 2  # seeds x (lr, wd) x BatchNorm on/off
 
 
 def test_low_shot_subset_is_class_balanced_and_seeded(stores, tmp_path):
@@ -383,7 +383,7 @@ def test_baseline_rows_are_reused_across_runs_and_recomputed_when_settings_chang
     monkeypatch.setattr(ev, "_run_set_probe", lambda n, *a: ran.append(n) or real_set(n, *a))
     # a SCALE-only setting changes: every baseline is reused, every SCALE row runs
     second = evaluate(train_store=stores["train"], test_store=stores["test"], run=run,
-                      config=dataclasses.replace(config, scale_batchnorm=False),
+                      config=dataclasses.replace(config, scale_knn_normalize="whole"),
                       out=tmp_path / "b", baseline_cache=cache)  # fmt: skip
     assert sorted(ran) == ["scale_ft", "scale_knn", "scale_linear"]
     assert len(second["reused_baselines"]) == 4

@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from scalevid.model import ModelConfig, ScaleModel
@@ -126,3 +127,30 @@ def test_cpu_dropout_rate_scale_gradient_and_determinism():
     assert ((joint - 0.01).abs() < 1e-3).all()
     assert torch.equal(drop.eval()(x), x)
     assert torch.equal(Dropout(0.0).train()(x), x)
+
+
+def test_init_release_and_trunc_normal():
+    """ "release": torch's default Linear init (uniform in +-1/sqrt(fan_in)) and zero tokens, as
+    the authors' release; "trunc_normal": std 0.02 weights, zero biases, std 0.02 tokens."""
+    cfg = dict(input_dim=64, hidden=64, heads=2, set_head=(256, 16), pred_head=(256, 16),
+               target_head=(256, 16))  # fmt: skip
+    torch.manual_seed(0)
+    release = ScaleModel(ModelConfig(**cfg, init="release"))
+    torch.manual_seed(0)
+    normal = ScaleModel(ModelConfig(**cfg, init="trunc_normal"))
+    assert not release.msk_token.any() and not release.set_token.any()
+    assert normal.msk_token.std() > 0.01 and normal.set_token.std() > 0.01
+    box_in = release.box_embed[0].weight  # fan_in 7: uniform in +-1/sqrt(7)
+    assert box_in.abs().max() <= 7**-0.5 and box_in.std() > 0.15  # 1/sqrt(21) = 0.218
+    assert 0.015 < normal.box_embed[0].weight.std() < 0.025  # ~10x smaller at the start
+    assert release.box_embed[0].bias.abs().sum() > 0 and not normal.box_embed[0].bias.any()
+    assert 0.015 < normal.set_head[0].weight.std() < 0.025
+    assert abs(release.set_head[0].weight.std().item() - (3 * 64) ** -0.5) < 0.01
+    # the choice travels with the config (and so with checkpoints); older configs without the
+    # key rebuild with the default
+    assert ModelConfig.from_dict(normal.config.to_dict()).init == "trunc_normal"
+    old = normal.config.to_dict()
+    del old["init"]
+    assert ModelConfig.from_dict(old).init == ModelConfig().init
+    with pytest.raises(ValueError, match="init"):
+        ModelConfig(init="xavier")

@@ -59,6 +59,8 @@ def test_short_run_learns(store, tmp_path):
     # 1024 candidate clips per query: chance is 0.001; finding the right video gives ~1/16
     assert log[-1]["mcm_acc"] > max(5 * log[0]["mcm_acc"], 0.02)
     assert log[-1]["set_acc"] > log[0]["set_acc"] + 0.2
+    # the effective mask ratio is logged: over all steps, the configured 0.25 (1024 clips a step)
+    assert abs(sum(r["mask_ratio"] for r in log) / len(log) - 0.25) < 0.01
     assert (run / "curves.png").stat().st_size > 1000
     model = ScaleModel.from_pretrained(run)
     assert model.config.hidden == 32 and model.config.input_dim == 32

@@ -25,8 +25,9 @@ from scalevid.train import TrainConfig, TrainData, lr_at
 logger = logging.getLogger(__name__)
 
 # Logged as means over the steps since the last log line; mcm_dropped (masked clips left out of
-# a step's loss because they overflowed its fixed query capacity) is summed over ranks.
-METRICS = ("loss", "mcm_loss", "set_loss", "mcm_acc", "set_acc", "mcm_dropped")
+# a step's loss because they overflowed its fixed query capacity) is summed over ranks;
+# mask_ratio (the share of valid clips masked: the effective mask ratio) is averaged over ranks.
+METRICS = ("loss", "mcm_loss", "set_loss", "mcm_acc", "set_acc", "mcm_dropped", "mask_ratio")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -205,6 +206,7 @@ class Trainer:
             dist.all_reduce(means)
             # losses are per-rank shares of the global mean (sum); accuracies are local means
             means[3:5] /= self.gather.world
+            means[6] /= self.gather.world
         values = dict(zip(METRICS, means.tolist(), strict=True))
         if values["mcm_dropped"] > 0:
             logger.warning(

@@ -14,7 +14,11 @@ Representations (N videos, V views, D feature dim, H SCALE hidden dim):
     the pretrained predictor over all valid clips of the video (train store: its K clips; test
     store: all its views). `clip_vector="token"` uses the contextualised clip token instead of
     the raw feature: [token, SET] (N, V, 2H).
-kNN vectors are the mean over a video's clips of those per-clip vectors.
+kNN vectors are the mean over a video's clips of those per-clip vectors; for SCALE_kNN the clip
+part and the SET part are L2-normalised separately before the whole (`scale_knn_normalize`;
+the chosen config's `parts` records it), so the part with the larger norm does not dominate.
+Linear heads (linear and scale_linear alike) choose the non-affine BatchNorm on validation
+(`linear_batchnorm`), so a SCALE row and its baseline are normalised the same way.
 
 Protocol, for every seed:
     1. labelled train videos -> optional class-balanced low-shot subset (`low_shot_subset`);
@@ -110,13 +114,19 @@ class EvalConfig:
     knn_k: int = 20
     knn_temperature: float = 0.07
     scale_knn_center: bool = False  # subtract the train mean before normalising
+    # "parts": the clip-feature part and the SET part of the SCALE_kNN vector are L2-normalised
+    # separately before the whole, so neither dominates by its norm; "whole": the vector at once.
+    scale_knn_normalize: Literal["parts", "whole"] = "parts"
     # linear / MLP heads
     head_lrs: tuple[float, ...] = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
     head_weight_decays: tuple[float, ...] = (0.0, 1e-4, 1e-2)
     head_epochs: int = 30
     head_batch_size: int = 256
     clips_per_sample: int = 4
-    scale_batchnorm: bool = True  # BatchNorm without affine before the scale_linear head
+    # The non-affine BatchNorm before the linear head, for linear and scale_linear alike: each
+    # value is a grid dimension chosen on validation, so a SCALE row and its baseline get the
+    # same choice (the paper found it helps VideoMAE features). The MLP probe has none.
+    linear_batchnorm: tuple[bool, ...] = (False, True)
     mlp_hidden: tuple[int, ...] = (512,)
     mlp_dropout: float = 0.0
     # transformer / scale_ft
@@ -147,6 +157,15 @@ class EvalConfig:
             raise ValueError(f"low_shot must be in (0, 1], got {self.low_shot}")
         for name in ("seeds", "head_lrs", "head_weight_decays", "mlp_hidden"):
             setattr(self, name, tuple(getattr(self, name)))
+        if isinstance(self.linear_batchnorm, bool):
+            self.linear_batchnorm = (self.linear_batchnorm,)
+        self.linear_batchnorm = tuple(dict.fromkeys(map(bool, self.linear_batchnorm)))
+        if not self.linear_batchnorm:
+            raise ValueError("linear_batchnorm needs at least one value: true, false or both")
+        if self.scale_knn_normalize not in ("parts", "whole"):
+            raise ValueError(
+                f"scale_knn_normalize must be 'parts' or 'whole', got {self.scale_knn_normalize!r}"
+            )
         self.finetune_lrs = tuple(self.finetune_lrs)
         self.finetune_epochs = tuple(self.finetune_epochs)
         if isinstance(self.finetune, dict):
@@ -391,12 +410,18 @@ class _Context:
 def _head_configs(name: str, ctx: _Context, seed: int) -> list[ProbeConfig]:
     cfg = ctx.config
     if name in ("knn", "scale_knn"):
-        center = cfg.scale_knn_center if name == "scale_knn" else False
+        scale = name == "scale_knn"
+        parts: tuple[int, ...] = ()
+        if scale and cfg.scale_knn_normalize == "parts":
+            assert ctx.model is not None and ctx.train.scale is not None
+            hidden = ctx.model.config.hidden  # [clip vector, SET]: the SET part is the last H
+            parts = (ctx.train.scale.shape[2] - hidden, hidden)
         base = ProbeConfig(
             kind="knn",
             k=cfg.knn_k,
             temperature=cfg.knn_temperature,
-            center=center,
+            center=cfg.scale_knn_center if scale else False,
+            parts=parts,
             num_classes=ctx.num_classes,
             seed=seed,
         )
@@ -406,13 +431,21 @@ def _head_configs(name: str, ctx: _Context, seed: int) -> list[ProbeConfig]:
         batch_size=cfg.head_batch_size,
         epochs=cfg.head_epochs,
         clips_per_sample=cfg.clips_per_sample,
-        batchnorm=cfg.scale_batchnorm if name == "scale_linear" else False,
         hidden=cfg.mlp_hidden,
         dropout=cfg.mlp_dropout if name == "mlp" else 0.0,
         num_classes=ctx.num_classes,
         seed=seed,
     )
-    return make_grid(base, lrs=cfg.head_lrs, weight_decays=cfg.head_weight_decays)
+    norms = (False,) if name == "mlp" else cfg.linear_batchnorm
+    return [
+        config
+        for batchnorm in norms
+        for config in make_grid(
+            dataclasses.replace(base, batchnorm=batchnorm),
+            lrs=cfg.head_lrs,
+            weight_decays=cfg.head_weight_decays,
+        )
+    ]
 
 
 def _run_head_probe(name: str, ctx: _Context, split: Split, seed: int) -> ProbeRun:
@@ -740,16 +773,16 @@ def evaluate(
 
 # EvalConfig fields that no baseline row reads: changing them keeps the cached baselines.
 _SCALE_ONLY_FIELDS = frozenset(
-    {"probes", "seeds", "clip_vector", "scale_knn_center", "scale_batchnorm", "scale_ft_lr_scale",
+    {"probes", "seeds", "clip_vector", "scale_knn_center", "scale_knn_normalize", "scale_ft_lr_scale",
      "embed_batch_size", "progress", "plots", "embedding_map"}
 )  # fmt: skip
 # Field-name prefixes of the other probe families, which a baseline row does not read either.
 # (Any field not excluded here is part of every row's key: a new setting never goes stale.)
 _OTHER_FAMILIES: dict[str, tuple[str, ...]] = {
-    "knn": ("head_", "mlp_", "clips_per_sample", "finetune", "transformer_"),
+    "knn": ("head_", "linear_", "mlp_", "clips_per_sample", "finetune", "transformer_"),
     "linear": ("knn_", "finetune", "transformer_"),
-    "mlp": ("knn_", "finetune", "transformer_"),
-    "transformer": ("knn_", "head_", "mlp_", "clips_per_sample"),
+    "mlp": ("knn_", "linear_", "finetune", "transformer_"),
+    "transformer": ("knn_", "head_", "linear_", "mlp_", "clips_per_sample"),
 }
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -36,8 +37,15 @@ class ModelConfig:
     set_head: tuple[int, ...] = (4096, 128)
     pred_head: tuple[int, ...] = (4096, 128)
     target_head: tuple[int, ...] = (2048, 2048, 128)
+    # Initial weights. "release": the authors' release, i.e. torch's default Linear init
+    # (uniform, scale 1/sqrt(fan_in)) and zero MSK / SET tokens. "trunc_normal": every Linear
+    # weight from a normal with std 0.02 truncated at +-2 std, zero biases, tokens with std 0.02
+    # (which makes the box MLP's first layer ~10x smaller at the start). See docs/method.md.
+    init: Literal["release", "trunc_normal"] = "release"
 
     def __post_init__(self) -> None:
+        if self.init not in ("release", "trunc_normal"):
+            raise ValueError(f"init must be 'release' or 'trunc_normal', got {self.init!r}")
         if self.hidden % self.heads:
             raise ValueError(f"hidden ({self.hidden}) must be divisible by heads ({self.heads})")
         ends = {self.set_head[-1], self.pred_head[-1], self.target_head[-1]}
@@ -161,9 +169,11 @@ class ScaleModel(nn.Module):
         self.set_head = projection_head(h, config.set_head)
         self.pred_head = projection_head(h, config.pred_head)
         self.target_head = projection_head(config.input_dim, config.target_head)
-        self.apply(self._init_weights)
-        nn.init.normal_(self.msk_token, std=0.02)
-        nn.init.normal_(self.set_token, std=0.02)
+        if config.init == "trunc_normal":
+            self.apply(self._init_weights)
+            nn.init.normal_(self.msk_token, std=0.02)
+            nn.init.normal_(self.set_token, std=0.02)
+        # "release": the modules' own defaults, as constructed (tokens stay zero)
 
     @staticmethod
     def _init_weights(m: nn.Module) -> None:

@@ -72,19 +72,17 @@ def sample_clip_sets(
 
 
 def random_masking(valid: torch.Tensor, ratio: float, noise: torch.Tensor) -> torch.Tensor:
-    """Mask each valid clip independently with probability `ratio`.
+    """Mask each valid clip independently with probability `ratio`, as the authors' release does.
 
-    valid (B, N) bool; noise (B, N) uniform in [0, 1), drawn by the caller. Returns masked (B, N) bool with at least one masked and one visible clip
-    in every set that has two or more valid clips; sets with fewer get no mask.
+    valid (B, N) bool; noise (B, N) uniform in [0, 1), drawn by the caller. Returns masked (B, N)
+    bool, a Bernoulli(ratio) draw per valid clip; padding is never masked. So the expected share
+    of masked clips is exactly `ratio` at every set size, which the mask-ratio and views
+    ablations (Tables 8, 9) rely on. There is deliberately no at-least-one rule: a set with no
+    masked clip simply adds no MCM query, and a set whose clips are all masked is still a valid
+    input (its SET token and box embeddings keep every attention row finite); forcing one clip
+    masked and one visible would move the ratio (0.25 -> 0.5 at 2 views, 0.33 at 4).
     """
-    masked = (noise < ratio) & valid
-    enough = valid.sum(dim=1) >= 2  # (B,)
-    lowest = torch.where(valid, noise, 2.0).argmin(dim=1)  # always masked
-    highest = torch.where(valid, noise, -1.0).argmax(dim=1)  # always visible
-    rows = torch.arange(valid.shape[0], device=valid.device)
-    masked[rows, lowest] |= enough
-    masked[rows, highest] &= ~enough
-    return masked & enough[:, None]
+    return (noise < ratio) & valid
 
 
 @functools.cache
@@ -92,22 +90,16 @@ def masked_capacity(sets: int, num_views: int, ratio: float, *, log_miss: float 
     """A fixed number of query rows that holds every masked clip of `sets` clip sets of up to
     `num_views` clips, except with probability below exp(-log_miss) (default 1e-9).
 
-    A set of n valid clips masks Y = clamp(Binomial(n, ratio), 1, n - 1) clips (`random_masking`;
-    Y = 0 for n < 2). With mu and var the largest mean and variance of Y over n <= num_views, and
-    every Y within num_views - 1 of its mean, Bernstein's inequality bounds the total:
-    P(sum Y >= sets * mu + t) <= exp(-t^2 / (2 (sets * var + (num_views - 1) t / 3))).
-    Never more than the sets can mask: sets * (num_views - 1).
+    `random_masking` masks each of at most n = sets * num_views valid clips independently with
+    probability p, so the count is Binomial(m, p) with m <= n, stochastically at most
+    Binomial(n, p). Each term exceeds its mean by at most 1 - p, so Bernstein's inequality gives
+    P(count >= n p + t) <= exp(-t^2 / (2 (n p (1 - p) + (1 - p) t / 3))); t solves it for
+    exp(-log_miss). Never more than every clip: n.
     """
-    mu = var = 0.0
-    for n in range(2, num_views + 1):
-        pmf = [math.comb(n, x) * ratio**x * (1 - ratio) ** (n - x) for x in range(n + 1)]
-        ys = [min(max(x, 1), n - 1) for x in range(n + 1)]
-        mean = sum(p * y for p, y in zip(pmf, ys, strict=True))
-        mu = max(mu, mean)
-        var = max(var, sum(p * (y - mean) ** 2 for p, y in zip(pmf, ys, strict=True)))
-    c = (log_miss * (num_views - 1)) / 3
-    t = c + math.sqrt(c * c + 2 * log_miss * sets * var)
-    return min(sets * max(num_views - 1, 0), math.ceil(sets * mu + t))
+    n = sets * num_views
+    c = log_miss * (1 - ratio) / 3
+    t = c + math.sqrt(c * c + 2 * log_miss * n * ratio * (1 - ratio))
+    return min(n, math.ceil(n * ratio + t))
 
 
 def masked_positions(masked: torch.Tensor, capacity: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -180,7 +172,8 @@ def pretext_step(
     gradients over ranks gives the gradient of the global mean loss) and detached "mcm_loss",
     "set_loss", "mcm_acc", "set_acc" (this rank's share of the global mean for the losses, the
     local mean for accuracies) and "mcm_dropped" (masked clips beyond the fixed query capacity,
-    left out of the loss; expected 0).
+    left out of the loss; expected 0) and "mask_ratio" (the share of this rank's valid clips
+    that were masked: the effective mask ratio).
     """
     gather = gather or Gather()
     b = features.shape[0]
@@ -223,7 +216,9 @@ def pretext_step(
         pred = F.normalize(pred.float(), dim=-1)
         target = F.normalize(target.float(), dim=-1)
         used = masked.sum() if positions is None else positions[1].sum()
-        count = gather.all_reduce(used.float())  # global number of queries
+        # Global number of queries; a batch without a masked clip (likely only for tiny batches)
+        # gives an MCM term of 0 / 1 = 0, where the release's mean over no queries is NaN.
+        count = gather.all_reduce(used.float()).clamp(min=1)
         target_valid = None
         if pad is not None:
             target_valid = gather.all_gather(valid.flatten().to(torch.uint8)).bool()
@@ -239,8 +234,11 @@ def pretext_step(
             positions=positions,
         )
         total = total + config.mcm_weight * mcm
+        mcm_acc = torch.where(used > 0, mcm_acc, 0.0)  # a mean over no queries would be NaN
         metrics["mcm_loss"], metrics["mcm_acc"] = mcm.detach(), mcm_acc
         metrics["mcm_dropped"] = (masked.sum() - used).float()
+        # The share of valid clips masked in this (local) batch: `mask_ratio` in expectation.
+        metrics["mask_ratio"] = masked.sum() / valid.sum().clamp(min=1)
     if set_emb is not None:
         set_emb = F.normalize(set_emb.float(), dim=-1)
         set_a, set_b = set_emb[:b], set_emb[b:]

@@ -6,7 +6,7 @@ are valid for video ``i``. ``F`` is ``D`` for raw backbone features or ``D + H``
 targets ``(N,)`` / ``(N, T)`` (regression; linear and MLP probes only).
 
 - kNN (DINO ``eval_knn`` style): one vector per video (mean over valid clips, optionally centred
-  with train statistics, L2-normalised), cosine top-k, each neighbour votes for its class with
+  with train statistics, L2-normalised, optionally part by part), cosine top-k, each neighbour votes for its class with
   weight ``exp(sim / T)``. Chunked, so the full test x train similarity matrix never exists.
 - Linear / MLP: a head applied per clip, trained on random valid clips of each video; at test the
   softmax (or regression output) is averaged over the video's valid views. A grid of
@@ -111,7 +111,8 @@ def _is_tensor(a: object) -> bool:
 
 @dataclass(frozen=True)
 class ProbeConfig:
-    """Hyperparameters of one probe. kNN reads k / temperature / center; linear and MLP the rest.
+    """Hyperparameters of one probe. kNN reads k / temperature / center / parts; linear and MLP
+    the rest.
 
     batch_size counts videos per step; each contributes `clips_per_sample` random valid clips
     (without replacement while it has enough), each a training sample with the video's label.
@@ -124,6 +125,10 @@ class ProbeConfig:
     k: int = 20
     temperature: float = 0.07
     center: bool = False
+    # Sizes of consecutive parts of the vector that are L2-normalised separately before the
+    # whole is (e.g. (D, H) for [clip feature, SET]), so each part weighs the same in the cosine
+    # similarity whatever its norm; () normalises the whole vector only.
+    parts: tuple[int, ...] = ()
     # linear / MLP
     lr: float = 1e-3
     weight_decay: float = 0.0
@@ -195,14 +200,19 @@ def video_vectors(
     *,
     center: np.ndarray | None = None,
     normalize: bool = True,
+    parts: Sequence[int] = (),
     chunk_size: int = 4096,
     device: Device = "cpu",
 ) -> np.ndarray:
     """One vector per video: mean over valid clips, minus `center` (F,), then L2-normalised.
 
     x (N, V, F), num_valid (N,) -> (N, F) float32. Pass `normalize=False` on the train set and
-    take `.mean(0)` to get the train-statistics centre.
+    take `.mean(0)` to get the train-statistics centre. `parts` (sizes summing to F): with
+    `normalize`, each part is L2-normalised on its own first, then the whole, so k parts each
+    contribute 1/k of every cosine similarity.
     """
+    if parts and sum(parts) != x.shape[2]:
+        raise ValueError(f"parts {tuple(parts)} do not add up to the vector size {x.shape[2]}")
     nv = torch.as_tensor(_to_numpy(num_valid).astype(np.int64))
     shift = None if center is None else torch.as_tensor(center, dtype=torch.float32, device=device)
     out = []
@@ -212,6 +222,8 @@ def video_vectors(
         if shift is not None:
             vec = vec - shift
         if normalize:
+            if parts:
+                vec = torch.cat([F.normalize(p, dim=1) for p in vec.split(list(parts), dim=1)], 1)
             vec = F.normalize(vec, dim=1)
         out.append(vec.cpu())
     if not out:
@@ -272,13 +284,14 @@ def _knn_predict(
     center = None
     if config.center:
         center = video_vectors(train.x, train.num_valid, normalize=False, device=device).mean(0)
-    bank = video_vectors(train.x, train.num_valid, center=center, device=device)
+    parts = config.parts
+    bank = video_vectors(train.x, train.num_valid, center=center, parts=parts, device=device)
     num_classes = _num_outputs(config, train.labels)
     return [
         knn_classify(
             bank,
             train.labels,
-            video_vectors(e.x, e.num_valid, center=center, device=device),
+            video_vectors(e.x, e.num_valid, center=center, parts=parts, device=device),
             num_classes=num_classes,
             k=config.k,
             temperature=config.temperature,
