@@ -304,8 +304,11 @@ def test_reports_written_and_deltas_match_per_seed_numbers(evaluated):
         assert probes[scale]["delta"]["top1"] == pytest.approx(np.mean(diffs))
     assert probes["mlp"]["delta"] is None and probes["knn"]["delta"] is None
 
-    lines = (out / "results.md").read_text().splitlines()
+    text = (out / "results.md").read_text()
+    lines = text.split("## Model selection")[0].splitlines()  # the results table
     rows = [line for line in lines if line.startswith("| ") and "Probe" not in line]
+    selection = [line for line in text.splitlines() if line.startswith(("| 0 |", "| 1 |"))]
+    assert [row.split("|")[2].strip() for row in selection] == ["hold-out", "hold-out"]
     expected = ["kNN", "SCALE_kNN", "Linear", "SCALE_linear", "MLP", "Transformer", "SCALE_ft"]
     assert [r.split("|")[1].strip() for r in rows] == expected
     for row, name in zip(rows, PROBES, strict=True):
