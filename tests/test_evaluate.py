@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from scalevid import evaluate as ev
+from scalevid import probes as probes_mod
 from scalevid.evaluate import (
     PROBES,
     ClipVectors,
@@ -139,6 +140,8 @@ def tiny_config(**changes) -> EvalConfig:
         finetune=FinetuneConfig(batch_size=16, num_views=4, warmup_fraction=0.2),
         finetune_lrs=(1e-3, 3e-3),
         finetune_epochs=(2, 3),
+        finetune_min_steps=1,
+        min_val_videos=0,  # hold-out selection; the cross-validation tests turn it on
         transformer_hidden=32,
         transformer_heads=4,
         transformer_depth=1,
@@ -222,19 +225,25 @@ def test_low_shot_subset_is_class_balanced_and_seeded(stores, tmp_path):
 
 
 def test_final_fit_retrains_on_the_whole_train_split(stores, tmp_path, monkeypatch):
-    calls: dict[str, list[tuple[int, int]]] = {"grid": [], "final": [], "set": []}
+    calls: dict[str, list] = {"grid": [], "final": [], "set": []}
 
     def recorder(fn, key):
         def wrapped(*args, **kwargs):
-            train_data, other = args[1], args[2]
-            calls[key].append((len(train_data), len(other)))
+            calls[key].append((len(args[1]), len(args[2])))
             return fn(*args, **kwargs)
 
         return wrapped
 
-    monkeypatch.setattr(ev, "fit_grid", recorder(ev.fit_grid, "grid"))
+    def set_recorder(configs, trains, **kwargs):
+        calls["set"].append(
+            sorted((c.lr, c.steps, len(d)) for c, d in zip(configs, trains, strict=True))
+        )
+        return real_set(configs, trains, **kwargs)
+
+    real_set = ev.fit_set_probes
+    monkeypatch.setattr(probes_mod, "fit_grid", recorder(probes_mod.fit_grid, "grid"))
     monkeypatch.setattr(ev, "fit_predict", recorder(ev.fit_predict, "final"))
-    monkeypatch.setattr(ev, "fit_predict_set", recorder(ev.fit_predict_set, "set"))
+    monkeypatch.setattr(ev, "fit_set_probes", set_recorder)
     config = tiny_config(seeds=(3,), head_epochs=1, finetune_epochs=(1,))
     results = evaluate(
         train_store=stores["train"], test_store=stores["test"], config=config, out=tmp_path
@@ -245,10 +254,15 @@ def test_final_fit_retrains_on_the_whole_train_split(stores, tmp_path, monkeypat
     info = results["seeds"][0]
     assert info["num_train"] == 64 == results["num_train_videos"]  # the 8 unlabelled left out
     assert info["num_fit"] + info["num_val"] == 64 and info["num_val"] == 12
+    assert info["selection"] == "hold-out"
     assert calls["grid"] == [(info["num_fit"], info["num_val"])] * 3  # knn, linear, mlp
     assert calls["final"] == [(64, 40)] * 3  # retrained on all of train, scored on all of test
-    grid_runs = [(info["num_fit"], info["num_val"])] * 2  # two lrs x one epochs setting
-    assert calls["set"] == grid_runs + [(64, 40)]
+    # One batched pass for the grid (two lrs, one budget of 64 // 16 = 4 steps: one epoch of
+    # the train split, also on the smaller fit split), then the chosen config on all of train.
+    steps = 64 // 16
+    grid_pass = [(1e-3, steps, info["num_fit"]), (3e-3, steps, info["num_fit"])]
+    assert calls["set"][0] == grid_pass
+    assert len(calls["set"]) == 2 and calls["set"][1][0][1:] == (steps, 64)
     for entry in results["probes"].values():
         assert entry["seeds"][0]["num_train"] == 64
 
@@ -290,8 +304,11 @@ def test_reports_written_and_deltas_match_per_seed_numbers(evaluated):
         assert probes[scale]["delta"]["top1"] == pytest.approx(np.mean(diffs))
     assert probes["mlp"]["delta"] is None and probes["knn"]["delta"] is None
 
-    lines = (out / "results.md").read_text().splitlines()
+    text = (out / "results.md").read_text()
+    lines = text.split("## Model selection")[0].splitlines()  # the results table
     rows = [line for line in lines if line.startswith("| ") and "Probe" not in line]
+    selection = [line for line in text.splitlines() if line.startswith(("| 0 |", "| 1 |"))]
+    assert [row.split("|")[2].strip() for row in selection] == ["hold-out", "hold-out"]
     expected = ["kNN", "SCALE_kNN", "Linear", "SCALE_linear", "MLP", "Transformer", "SCALE_ft"]
     assert [r.split("|")[1].strip() for r in rows] == expected
     for row, name in zip(rows, PROBES, strict=True):
@@ -411,12 +428,13 @@ def test_baseline_rows_are_reused_across_runs_and_recomputed_when_settings_chang
     assert ran == ["knn"]
 
     ran.clear()  # a damaged cache file is recomputed and rewritten, not trusted
-    damaged = next(cache.glob("knn-seed0-*.npz"))
-    damaged.write_bytes(b"not a zip")
+    damaged = sorted(cache.glob("knn-seed0-*.npz"))  # the test and the test_permuted rows
+    for path in damaged:
+        path.write_bytes(b"not a zip")
     evaluate(train_store=stores["train"], test_store=stores["test"], run=run,
              config=dataclasses.replace(config, probes=("knn",)),
              out=tmp_path / "e", baseline_cache=cache)  # fmt: skip
-    assert ran == ["knn"] and ev._load_probe_run(damaged) is not None
+    assert ran == ["knn"] and sum(ev._load_probe_run(p) is not None for p in damaged) == 1
 
 
 def test_store_fingerprint_follows_content(stores, tmp_path):
@@ -430,3 +448,36 @@ def test_store_fingerprint_follows_content(stores, tmp_path):
     shutil.copytree(stores["test"], copy)
     assert FeatureStore.open(copy).fingerprint == a.fingerprint  # same content, other place
     assert FeatureStore.open(stores["test_permuted"]).fingerprint != a.fingerprint
+
+
+def test_small_validation_switches_to_cross_validation_and_is_reported(stores, tmp_path):
+    config = tiny_config(
+        probes=("linear", "transformer"), seeds=(3,), head_epochs=1, finetune_epochs=(1, 2),
+        finetune_min_steps=6, min_val_videos=100, cv_folds=4,
+    )  # fmt: skip
+    results = evaluate(
+        train_store=stores["train"], test_store=stores["test"], config=config, out=tmp_path
+    )
+    info = results["seeds"][0]
+    assert info["selection"] == "4-fold CV" and info["num_val"] == 64  # every train video
+    split = np.load(tmp_path / "splits" / "seed3.npz")
+    vals = [split[f"fold{i}_val"] for i in range(4)]
+    np.testing.assert_array_equal(np.sort(np.concatenate(vals)), split["train"])
+    for i in range(4):
+        assert np.intersect1d(split[f"fold{i}_fit"], vals[i]).size == 0
+    # Budgets are steps of the 64-video train split (4 per epoch), floored at 6: 1 -> 6, 2 -> 8.
+    grid = results["probes"]["transformer"]["seeds"][0]["grid"]
+    assert sorted({g["config"]["steps"] for g in grid}) == [6, 8]
+    assert all(g["config"]["head"] == "clip_set" for g in grid)
+    assert all(np.isfinite(g["val_loss"]) for g in grid)
+    chosen = results["probes"]["transformer"]["seeds"][0]["chosen"]
+    linear = results["probes"]["linear"]["seeds"][0]["chosen"]
+    text = (tmp_path / "results.md").read_text()
+    assert "## Model selection" in text
+    row = next(line for line in text.splitlines() if line.startswith("| 3 |"))
+    assert row == (
+        f"| 3 | 4-fold CV | 64 | lr {linear['lr']:g}, wd {linear['weight_decay']:g} | "
+        f"clip_set head, lr {chosen['lr']:g}, {chosen['steps']} steps |"
+    )
+    with pytest.raises(ValueError, match="finetune_heads"):
+        EvalConfig(finetune_heads=("cls",))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 import pytest
@@ -11,11 +12,15 @@ import torch
 from scalevid.finetune import (
     FinetuneConfig,
     SetData,
+    SetProbe,
     build_predictor,
+    combine_views,
     fit_predict_set,
     fit_set_probe,
+    fit_set_probes,
     predict_set_probe,
     sample_views,
+    set_probe_loss,
 )
 from scalevid.model import ModelConfig, ScaleModel
 
@@ -181,3 +186,87 @@ def test_setdata_subset_and_validation():
     unlabelled = dataclasses.replace(data, labels=np.full(10, -1))
     with pytest.raises(ValueError, match=">= 0"):
         fit_set_probe(FAST, unlabelled, init=ARCH)
+
+
+def test_clip_set_head_outputs_per_clip_and_averages_softmax():
+    torch.manual_seed(0)
+    predictor = build_predictor(dataclasses.replace(ARCH, dropout=0.0), dropout=0.0).eval()
+    probe = SetProbe(predictor, out_dim=3, dropout=0.0, task="classification").eval()
+    assert probe.head_kind == "clip_set" and probe.head.in_features == 16 + 32  # [D, H]
+    feats, boxes = torch.randn(2, 5, 16), torch.rand(2, 5, 7)
+    valid = torch.tensor([[True] * 5, [True] * 3 + [False] * 2])
+    out = probe(feats, boxes, valid)
+    assert out.shape == (2, 5, 3)  # one output per clip
+    pooled = predictor(feats, boxes, valid=valid).set  # (2, H)
+    by_hand = torch.cat([feats[1, 2], pooled[1]]) @ probe.head.weight.T + probe.head.bias
+    torch.testing.assert_close(out[1, 2], by_hand)  # W [clip feature, SET] + b
+    set_only = SetProbe(predictor, out_dim=3, dropout=0.0, task="classification", head="set")
+    assert set_only(feats, boxes, valid).shape == (2, 1, 3)
+
+    # The video's prediction averages the valid clips' softmax, not their logits.
+    logits = torch.tensor([[[0.0, 0.0], [math.log(3.0), 0.0], [50.0, -50.0]]])  # (1, 3, 2)
+    two_valid = torch.tensor([[True, True, False]])
+    probs = combine_views(logits, two_valid, task="classification")
+    torch.testing.assert_close(probs, torch.tensor([[0.625, 0.375]]))  # mean of .5/.5, .75/.25
+    # Training loss: each valid clip's cross-entropy, averaged: -(log .5 + log .75) / 2.
+    loss = set_probe_loss(logits, two_valid, torch.tensor([0]), task="classification")
+    assert loss.item() == pytest.approx(-(math.log(0.5) + math.log(0.75)) / 2, rel=1e-6)
+    regression = combine_views(logits[..., :1], two_valid, task="regression")
+    torch.testing.assert_close(regression, torch.tensor([[math.log(3.0) / 2]]))
+
+
+@pytest.mark.parametrize("head", ["clip_set", "set"])
+def test_both_heads_ignore_view_order(head):
+    train, _ = mean_direction_task(64, seed=0)
+    test, _ = mean_direction_task(12, seed=2, short=4)
+    cfg = dataclasses.replace(FAST, epochs=2, head=head)
+    probe, _ = fit_set_probe(cfg, train, init=ARCH)
+    before = predict_set_probe(probe, test)
+    assert before.shape == (12, 2)
+    np.testing.assert_allclose(before.sum(axis=1), 1.0, rtol=1e-5)
+    perm = np.random.default_rng(1).permutation(8)
+    shuffled = dataclasses.replace(
+        test, features=test.features.copy(), boxes=test.boxes.copy(), num_valid=test.num_valid
+    )
+    for i, n in enumerate(test.num_valid):
+        order = perm[perm < n]
+        shuffled.features[i, :n] = test.features[i, order]
+        shuffled.boxes[i, :n] = test.boxes[i, order]
+    np.testing.assert_allclose(predict_set_probe(probe, shuffled), before, atol=1e-5)
+
+
+def test_probes_trained_together_match_probes_trained_alone():
+    data, _ = mean_direction_task(48, seed=0)
+    other = data.subset(np.arange(40))  # a second training set (e.g. another fold)
+    base = dataclasses.replace(FAST, batch_size=16, grad_clip=0.5, weight_decay=0.05)
+    configs = [
+        dataclasses.replace(base, lr=1e-3, steps=4),
+        dataclasses.replace(base, lr=3e-3, steps=7),  # a longer budget: the first leaves early
+        dataclasses.replace(base, lr=1e-3, steps=5, predictor_lr_scale=0.0),
+    ]
+    trains = [data, data, other]
+    together = fit_set_probes(configs, trains, init=ARCH)
+    for (probe, history), cfg, train in zip(together, configs, trains, strict=True):
+        alone, alone_history = fit_set_probe(cfg, train, init=ARCH)
+        assert len(history) == cfg.steps
+        np.testing.assert_allclose(history, alone_history, rtol=1e-4, atol=1e-5)
+        for (name, a), b in zip(
+            probe.state_dict().items(), alone.state_dict().values(), strict=True
+        ):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
+    with pytest.raises(ValueError, match="may differ only"):
+        fit_set_probes([base, dataclasses.replace(base, num_views=2)], [data, data], init=ARCH)
+
+
+def test_budget_in_steps_does_not_depend_on_the_training_set_size():
+    cfg = dataclasses.replace(FAST, batch_size=16, epochs=3)
+    assert cfg.total_steps(64) == 12 and cfg.total_steps(20) == 3  # epochs scale with N
+    fixed = dataclasses.replace(cfg, steps=10)
+    assert fixed.total_steps(64) == fixed.total_steps(20) == 10
+    data, _ = mean_direction_task(20, seed=0)
+    _, history = fit_set_probe(fixed, data, init=ARCH)
+    assert history.shape == (10,)  # 10 steps cycle over the single 16-video batch per pass
+    with pytest.raises(ValueError, match="steps"):
+        FinetuneConfig(steps=0)
+    with pytest.raises(ValueError, match="head"):
+        FinetuneConfig(head="cls")

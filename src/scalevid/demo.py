@@ -53,6 +53,8 @@ class DemoConfig:
     head_epochs: int = 30
     finetune_epochs: tuple[int, ...] = (20,)
     finetune_lrs: tuple[float, ...] = (3e-4, 1e-3)
+    finetune_min_steps: int = 100  # EvalConfig's: every set-probe budget >= 100 steps
+    min_val_videos: int = 100  # EvalConfig's: a smaller val split -> 5-fold cross-validation
     workers: int = 2
 
     @classmethod
@@ -67,6 +69,8 @@ class DemoConfig:
             head_epochs=10,
             finetune_epochs=(5,),
             finetune_lrs=(1e-3,),
+            finetune_min_steps=1,
+            min_val_videos=0,
         )
 
 
@@ -136,6 +140,8 @@ def run_demo(out: str | Path, *, config: DemoConfig | None = None, weights: str 
                 finetune=FinetuneConfig(num_views=min(8, config.train_clips)),
                 finetune_epochs=config.finetune_epochs,
                 finetune_lrs=config.finetune_lrs,
+                finetune_min_steps=config.finetune_min_steps,
+                min_val_videos=config.min_val_videos,
                 progress=progress,
             ),
             out=out / "report",

@@ -23,9 +23,16 @@ Linear heads (linear and scale_linear alike) choose the non-affine BatchNorm on 
 Protocol, for every seed:
     1. labelled train videos -> optional class-balanced low-shot subset (`low_shot_subset`);
        this is the probe's *train split*;
-    2. train split -> (fit, val) with a seeded, class-balanced `train_val_split`;
-    3. every probe's grid is trained on fit and scored on val; the best val config is chosen;
+    2. train split -> (fit, val) with a seeded, class-balanced `train_val_split`; when val would
+       hold fewer than `min_val_videos` videos, `cv_folds`-fold stratified cross-validation on
+       the train split instead (every train video is then scored once in selection);
+    3. every probe's grid is trained on fit (each fold's) and scored on val (all folds' pooled);
+       the best val metric is chosen, ties going to the lower validation loss, then to the
+       earlier config;
     4. the chosen config is retrained on the whole train split and scored once on test.
+Set-probe budgets are optimizer steps: `finetune_epochs` E means E passes over the *train
+split* (at least `finetune_min_steps` steps), and every fold trains that same number of steps, so
+the budget chosen on a fold is the budget retrained on train.
 Test labels are read only in step 4's scoring (and by the report's confusion matrix and map).
 Mean and sample std over seeds are reported for top-1 (and top-5 with more than 5 classes),
 or MSE for regression targets.
@@ -49,20 +56,31 @@ import torch
 from tqdm import tqdm
 
 from scalevid.config import load_config as load_stage_config
-from scalevid.finetune import FinetuneConfig, SetData, fit_predict_set
+from scalevid.finetune import (
+    SET_HEADS,
+    FinetuneConfig,
+    SetData,
+    SetHead,
+    fit_set_probes,
+    predict_set_probes,
+    steps_per_epoch,
+)
 from scalevid.hardware import resolve_device
 from scalevid.model import ModelConfig, ScaleModel
 from scalevid.probes import (
     ProbeConfig,
     ProbeData,
-    fit_grid,
+    cross_validate,
     fit_predict,
     low_shot_subset,
     make_grid,
     mean_squared_error,
     select_config,
+    select_index,
+    stratified_folds,
     topk_accuracy,
     train_val_split,
+    validation_loss,
     video_vectors,
 )
 from scalevid.store import FeatureStore
@@ -98,8 +116,12 @@ class EvalConfig:
     """Everything `evaluate` depends on; saved into results.json.
 
     Head probes (linear, scale_linear, mlp) search head_lrs x head_weight_decays in one pass
-    (AdamW, cosine schedule); set probes (transformer, scale_ft) search finetune_lrs x
-    finetune_epochs, each grid point trained separately, starting from `finetune` for the rest.
+    (AdamW, cosine schedule); set probes (transformer, scale_ft) search finetune_heads x
+    finetune_lrs x finetune_epochs (budgets turned into optimizer steps, see the module
+    docstring), all grid points and folds of one head trained in one batched pass, starting from
+    `finetune` for the rest (its `head`, `epochs` and `steps` are replaced by the grid's).
+    Selection uses a held-out val_fraction of train, or cv_folds-fold cross-validation when that
+    would hold fewer than min_val_videos videos (0 = never).
     The transformer baseline copies the run's predictor architecture when a run is given (a like
     for like comparison), else uses transformer_hidden / _depth / _heads.
     """
@@ -107,6 +129,8 @@ class EvalConfig:
     probes: tuple[ProbeName, ...] = PROBES
     seeds: tuple[int, ...] = (0, 1, 2)
     val_fraction: float = 0.2
+    min_val_videos: int = 100  # a smaller validation split switches to k-fold cross-validation
+    cv_folds: int = 5
     low_shot: float | None = None  # fraction of train labels per class, None = all
     task: Literal["auto", "classification", "regression"] = "auto"
     clip_vector: Literal["feature", "token"] = "feature"
@@ -133,6 +157,8 @@ class EvalConfig:
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     finetune_lrs: tuple[float, ...] = (1e-4, 1e-3)
     finetune_epochs: tuple[int, ...] = (10, 30)
+    finetune_min_steps: int = 100  # floor of every set-probe budget, in optimizer steps
+    finetune_heads: tuple[SetHead, ...] = ("clip_set",)  # add "set" to choose it on validation
     scale_ft_lr_scale: float = 1.0  # predictor lr / head lr for scale_ft
     transformer_hidden: int = 256
     transformer_depth: int = 2
@@ -168,8 +194,14 @@ class EvalConfig:
             )
         self.finetune_lrs = tuple(self.finetune_lrs)
         self.finetune_epochs = tuple(self.finetune_epochs)
+        self.finetune_heads = tuple(self.finetune_heads)
         if isinstance(self.finetune, dict):
             self.finetune = FinetuneConfig(**self.finetune)
+        bad_heads = sorted(set(self.finetune_heads) - set(SET_HEADS))
+        if not self.finetune_heads or bad_heads:
+            raise ValueError(f"finetune_heads must be a non-empty subset of {list(SET_HEADS)}")
+        if self.cv_folds < 2 or self.min_val_videos < 0 or self.finetune_min_steps < 1:
+            raise ValueError("cv_folds must be >= 2, min_val_videos >= 0, finetune_min_steps >= 1")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -337,12 +369,44 @@ def video_embeddings(
 
 @dataclass(frozen=True)
 class Split:
-    """Rows of the train store for one seed: `train` (the final fit; low-shot applied), and its
-    partition into `fit` (grid training) and `val` (grid selection)."""
+    """Rows of the train store for one seed: `train` (the final fit; low-shot applied), and the
+    (fit, val) row pairs that model selection trains and scores on: one hold-out pair, or the
+    k folds of a cross-validation of `train`."""
 
     train: np.ndarray
-    fit: np.ndarray
-    val: np.ndarray
+    folds: tuple[tuple[np.ndarray, np.ndarray], ...]
+
+    @property
+    def cross_validated(self) -> bool:
+        return len(self.folds) > 1
+
+    @property
+    def num_val(self) -> int:
+        """Videos scored in selection (all of train under cross-validation)."""
+        return sum(len(val) for _, val in self.folds)
+
+    @property
+    def fit(self) -> np.ndarray:
+        """The hold-out fit rows (not defined under cross-validation)."""
+        if self.cross_validated:
+            raise AttributeError("a cross-validated split has one fit set per fold: use .folds")
+        return self.folds[0][0]
+
+    @property
+    def val(self) -> np.ndarray:
+        """The hold-out validation rows (not defined under cross-validation)."""
+        if self.cross_validated:
+            raise AttributeError("a cross-validated split has one val set per fold: use .folds")
+        return self.folds[0][1]
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """What splits/seed<S>.npz stores: train, and fit/val (hold-out) or fold<i>_fit/_val."""
+        if not self.cross_validated:
+            return {"train": self.train, "fit": self.fit, "val": self.val}
+        out = {"train": self.train}
+        for i, (fit, val) in enumerate(self.folds):
+            out[f"fold{i}_fit"], out[f"fold{i}_val"] = fit, val
+        return out
 
 
 def make_split(
@@ -352,21 +416,33 @@ def make_split(
     val_fraction: float,
     low_shot: float | None,
     seed: int,
+    min_val_videos: int = 0,
+    cv_folds: int = 5,
 ) -> Split:
     """Low-shot subset (class-balanced, seeded) of the labelled rows, then a seeded
-    class-balanced (fit, val) split of it. labels (N,) over the whole store."""
+    class-balanced (fit, val) split of it; when that val would hold fewer than
+    `min_val_videos` videos, a seeded stratified `cv_folds`-fold partition of the subset
+    instead (fewer folds when the subset has fewer videos). labels (N,) over the whole store."""
     pool = np.asarray(labelled, dtype=np.int64)
     if low_shot is not None and low_shot < 1.0:
         if np.issubdtype(labels.dtype, np.floating):
             raise ValueError("low-shot subsets are defined for class labels only")
         pool = pool[low_shot_subset(labels[pool], fraction=low_shot, seed=seed)]
     fit, val = train_val_split(labels[pool], val_fraction=val_fraction, seed=seed)
+    if len(val) < min_val_videos and len(pool) >= 2:
+        folds = stratified_folds(labels[pool], folds=min(cv_folds, len(pool)), seed=seed)
+        logger.info(
+            "seed %d: a %d-video validation split is below %d: %d-fold cross-validation on "
+            "%d train videos",
+            seed, len(val), min_val_videos, len(folds), len(pool),
+        )  # fmt: skip
+        return Split(train=pool, folds=tuple((pool[f], pool[v]) for f, v in folds))
     if len(val) == 0 or len(fit) == 0:
         raise ValueError(
             f"{len(pool)} training videos leave an empty fit or validation split; "
             "use more data, a larger low-shot fraction or another val_fraction"
         )
-    return Split(train=pool, fit=pool[fit], val=pool[val])
+    return Split(train=pool, folds=((pool[fit], pool[val]),))
 
 
 def _metrics(scores: np.ndarray, labels: np.ndarray, task: Task) -> dict[str, float]:
@@ -449,7 +525,8 @@ def _head_configs(name: str, ctx: _Context, seed: int) -> list[ProbeConfig]:
 
 
 def _run_head_probe(name: str, ctx: _Context, split: Split, seed: int) -> ProbeRun:
-    """kNN / linear / MLP: grid on (fit, val), retrain the chosen config on the train split."""
+    """kNN / linear / MLP: grid on the split's (fit, val) folds, retrain the chosen config on
+    the train split."""
     scale = name.startswith("scale_")
     x_train = ctx.train.scale if scale else ctx.train.raw
     x_test = ctx.test.scale if scale else ctx.test.raw
@@ -461,13 +538,12 @@ def _run_head_probe(name: str, ctx: _Context, split: Split, seed: int) -> ProbeR
 
     progress = ctx.config.progress
     configs = _head_configs(name, ctx, seed)
-    results = fit_grid(
-        configs, data(split.fit), data(split.val), device=ctx.device, progress=progress
-    )
+    folds = [(data(fit), data(val)) for fit, val in split.folds]
+    results = cross_validate(configs, folds, device=ctx.device, progress=progress)
     chosen = select_config(results)
     test = ProbeData(x=x_test, num_valid=ctx.test.num_valid)  # no labels: nothing can read them
     scores = fit_predict(chosen, data(split.train), test, device=ctx.device, progress=progress)
-    grid = [{"config": asdict(r.config), "val": r.metric} for r in results]
+    grid = [{"config": asdict(r.config), "val": r.metric, "val_loss": r.loss} for r in results]
     return ProbeRun(
         chosen=asdict(chosen), grid=grid, num_train=len(split.train), test_scores=scores
     )
@@ -488,11 +564,10 @@ def _set_probe_init(name: str, ctx: _Context) -> ModelConfig | ScaleModel:
     )
 
 
-def _run_set_probe(name: str, ctx: _Context, split: Split, seed: int) -> ProbeRun:
-    """Transformer / SCALE_ft: each (lr, epochs) trained on fit and scored on val; the chosen
-    one retrained on the train split."""
+def _set_probe_grid(name: str, ctx: _Context, split: Split, seed: int) -> list[FinetuneConfig]:
+    """finetune_heads x finetune_lrs x budgets, the budgets in optimizer steps: E epochs of the
+    train split, at least finetune_min_steps (budgets that come out equal are one point)."""
     cfg = ctx.config
-    init = _set_probe_init(name, ctx)
     base = dataclasses.replace(
         cfg.finetune,
         predictor_lr_scale=cfg.scale_ft_lr_scale if name == "scale_ft" else 1.0,
@@ -500,32 +575,69 @@ def _run_set_probe(name: str, ctx: _Context, split: Split, seed: int) -> ProbeRu
         seed=seed,
         device=str(ctx.device),
     )
+    per_epoch = steps_per_epoch(len(split.train), base.batch_size)
+    budgets = list(
+        dict.fromkeys(max(cfg.finetune_min_steps, e * per_epoch) for e in cfg.finetune_epochs)
+    )
+    return [
+        dataclasses.replace(base, head=head, lr=lr, steps=steps)
+        for head in cfg.finetune_heads
+        for lr in cfg.finetune_lrs
+        for steps in budgets
+    ]
+
+
+def _run_set_probe(name: str, ctx: _Context, split: Split, seed: int) -> ProbeRun:
+    """Transformer / SCALE_ft: every grid point trained on every fold's fit rows and scored on
+    its val rows (one batched pass per head kind), the choice on the pooled val scores; the
+    chosen config is then retrained on the train split."""
+    cfg = ctx.config
+    init = _set_probe_init(name, ctx)
     sets = ctx.train.sets
     labels = ctx.train_labels
 
     def data(rows: np.ndarray) -> SetData:
         return dataclasses.replace(sets, rows=rows, labels=labels[rows])
 
-    fit = data(split.fit)
-    val_unlabelled = dataclasses.replace(sets, rows=split.val, labels=None)
-    grid = []
-    best: tuple[float, FinetuneConfig] | None = None
-    for lr in cfg.finetune_lrs:
-        for epochs in cfg.finetune_epochs:
-            candidate = dataclasses.replace(base, lr=lr, epochs=epochs)
-            scores = fit_predict_set(
-                candidate, fit, val_unlabelled, init=init, progress=cfg.progress
-            )
-            metric = _selection_metric(scores, labels[split.val], ctx.task)
-            grid.append({"config": asdict(candidate), "val": metric})
-            if best is None or metric > best[0]:  # ties keep the earlier config
-                best = (metric, candidate)
-    assert best is not None
-    chosen = best[1]
-    logger.info("%s seed %d: chose lr %g, %d epochs", LABELS[name], seed, chosen.lr, chosen.epochs)
-    scores = fit_predict_set(
-        chosen, data(split.train), ctx.test.sets, init=init, progress=cfg.progress
-    )
+    configs = _set_probe_grid(name, ctx, split, seed)
+    fits = [data(fit) for fit, _ in split.folds]
+    vals = [dataclasses.replace(sets, rows=val, labels=None) for _, val in split.folds]
+    y_val = np.concatenate([labels[val] for _, val in split.folds])
+    pooled: list[np.ndarray] = [np.empty(0)] * len(configs)
+    for head in dict.fromkeys(c.head for c in configs):
+        members = [i for i, c in enumerate(configs) if c.head == head]
+        jobs = [(i, f) for i in members for f in range(len(fits))]
+        trained = fit_set_probes(
+            [configs[i] for i, _ in jobs], [fits[f] for _, f in jobs], init=init,
+            progress=cfg.progress,
+        )  # fmt: skip
+        per_fold: dict[int, list[np.ndarray]] = {i: [] for i in members}
+        for f, val in enumerate(vals):
+            probes = [
+                probe for (_, fold), (probe, _) in zip(jobs, trained, strict=True) if fold == f
+            ]
+            owners = [i for i, fold in jobs if fold == f]
+            batch = configs[0].eval_batch_size
+            for i, scores in zip(
+                owners, predict_set_probes(probes, val, batch_size=batch), strict=True
+            ):
+                per_fold[i].append(scores)
+        for i in members:
+            pooled[i] = np.concatenate(per_fold[i])
+    metrics = [_selection_metric(p, y_val, ctx.task) for p in pooled]
+    losses = [validation_loss(p, y_val) for p in pooled]
+    best = select_index(metrics, losses)
+    chosen = configs[best]
+    grid = [
+        {"config": asdict(c), "val": m, "val_loss": v}
+        for c, m, v in zip(configs, metrics, losses, strict=True)
+    ]
+    logger.info(
+        "%s seed %d: chose the %s head, lr %g, %d steps (val %.4f over %d videos)",
+        LABELS[name], seed, chosen.head, chosen.lr, chosen.steps, metrics[best], len(y_val),
+    )  # fmt: skip
+    ((probe, _),) = fit_set_probes([chosen], [data(split.train)], init=init, progress=cfg.progress)
+    scores = predict_set_probes([probe], ctx.test.sets, batch_size=chosen.eval_batch_size)[0]
     return ProbeRun(
         chosen=asdict(chosen), grid=grid, num_train=len(split.train), test_scores=scores
     )
@@ -711,15 +823,16 @@ def evaluate(
             val_fraction=config.val_fraction,
             low_shot=config.low_shot,
             seed=seed,
+            min_val_videos=config.min_val_videos,
+            cv_folds=config.cv_folds,
         )
-        np.savez(
-            out / "splits" / f"seed{seed}.npz", train=split.train, fit=split.fit, val=split.val
-        )
+        np.savez(out / "splits" / f"seed{seed}.npz", **split.arrays())
         info: dict[str, Any] = {
             "seed": seed,
             "num_train": len(split.train),
-            "num_fit": len(split.fit),
-            "num_val": len(split.val),
+            "selection": f"{len(split.folds)}-fold CV" if split.cross_validated else "hold-out",
+            "num_fit": int(np.mean([len(fit) for fit, _ in split.folds])),
+            "num_val": split.num_val,
         }
         if task == "classification":
             counts = np.bincount(train_labels[split.train], minlength=num_classes)
@@ -943,13 +1056,43 @@ def markdown_table(results: dict[str, Any]) -> str:
         "",
         f"{results['task']}: {results['num_train_videos']} train / "
         f"{results['num_test_videos']} test videos, {len(results['seeds'])} seed(s){shot}; "
-        "hyperparameters chosen on a validation split of train, then retrained on all of train.",
+        "hyperparameters chosen on a validation split of train (k-fold cross-validation when "
+        "it would be small), then retrained on all of train.",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|",
     ]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
+    lines += ["", *_selection_table(results)]
     return "\n".join(lines) + "\n"
+
+
+def _chosen_summary(chosen: dict[str, Any]) -> str:
+    """A short description of a chosen config: what the grid searched for that probe kind."""
+    if "head" in chosen:  # a set probe (FinetuneConfig)
+        budget = f"{chosen['steps']} steps" if chosen.get("steps") else f"{chosen['epochs']} ep"
+        return f"{chosen['head']} head, lr {chosen['lr']:g}, {budget}"
+    if chosen.get("kind") == "knn":
+        return f"k {chosen['k']}"
+    return f"lr {chosen['lr']:g}, wd {chosen['weight_decay']:g}"
+
+
+def _selection_table(results: dict[str, Any]) -> list[str]:
+    """Markdown lines: per seed, how the grid was scored, on how many videos, and each
+    probe's chosen config (a choice that flips with the seed shows here)."""
+    names = [p for p in PROBES if p in results["probes"]]
+    lines = [
+        "## Model selection",
+        "",
+        "| Seed | Selection | Val videos | " + " | ".join(LABELS[p] for p in names) + " |",
+        "|---:|---|---:|" + "---|" * len(names),
+    ]
+    for i, info in enumerate(results["seeds"]):
+        chosen = [_chosen_summary(results["probes"][p]["seeds"][i]["chosen"]) for p in names]
+        selection = info.get("selection", "hold-out")
+        cells = [str(info["seed"]), selection, str(info["num_val"]), *chosen]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
 
 
 def format_table(results: dict[str, Any]) -> str:

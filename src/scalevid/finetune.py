@@ -1,32 +1,49 @@
 """Set-level probes that train a transformer on a video's clip set: Transformer and SCALE_ft.
 
-Both probes are the SCALE predictor (:class:`~scalevid.model.ScaleModel`) with a linear head on
-its SET output, trained supervised on frozen backbone features (cross-entropy for class labels,
-MSE for float targets):
+Both probes are the SCALE predictor (:class:`~scalevid.model.ScaleModel`) with a linear head,
+trained supervised on frozen backbone features (cross-entropy for class labels, MSE for float
+targets):
 
 - **Transformer**: the predictor architecture from random initialisation (the baseline).
 - **SCALE_ft**: the pretrained predictor of a run, fine-tuned the same way, optionally with a
   lower learning rate than the new head (``predictor_lr_scale``).
+
+The head (``FinetuneConfig.head``) is the paper's by default (section 4.1: "a linear softmax head
+on the concatenation of the individual clip features and the [SET] token before averaging"):
+``clip_set`` gives every clip i its own output ``W [x_i, SET] + b``, where ``x_i`` is the clip's
+*backbone feature* (the paper's clip encoding C_i, the predictor's input; the same vector
+SCALE_linear concatenates) and SET the predictor's SET output over the whole set; the video's
+prediction is the mean of the clips' softmax probabilities (regression: of their outputs), as the
+linear baseline averages its clips' softmax. Training applies the cross-entropy to every valid
+clip's output (averaged per video). ``set`` is the older head: one output from SET alone.
 
 Every step a batch of videos contributes one random subset of ``num_views`` valid clips each;
 at test a video is one set holding all of its valid views. The predictor has no positional
 encoding apart from the clip boxes, so a prediction does not depend on the order of the views.
 The pretraining heads (SET, prediction, target) are not part of a probe.
 
+:func:`fit_set_probes` trains many probes in one batched pass (``torch.func`` ``vmap`` over
+stacked weights): a model-selection grid (lrs x step budgets) on one or several training sets
+(cross-validation folds) reads each training set once per step for all its probes.
+
 Shapes: B videos, K stored clips (views) per video, S sampled clips, D feature dim, H hidden,
-C outputs (classes, or regression targets).
+C outputs (classes, or regression targets), M probes trained together.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.func import functional_call, vmap
 from tqdm import tqdm
 
 from scalevid.hardware import resolve_device
@@ -39,27 +56,37 @@ logger = logging.getLogger(__name__)
 _PRETRAINING_HEADS = ("set_head", "pred_head", "target_head")
 
 
+SetHead = Literal["clip_set", "set"]
+SET_HEADS: tuple[SetHead, ...] = ("clip_set", "set")
+
+
 @dataclass(frozen=True)
 class FinetuneConfig:
     """Hyperparameters of one Transformer / SCALE_ft probe.
 
-    batch_size counts videos per step; one epoch visits every training video once (the last
-    partial batch is dropped, at least one step per epoch). The lr warms up linearly over
-    ``warmup_fraction`` of the steps, then follows a cosine to 0 (``train.lr_at``). The head
-    trains at ``lr``, the predictor at ``lr * predictor_lr_scale``; weight decay skips biases,
-    norms and tokens (``train.param_groups``). ``dropout`` replaces the predictor's dropout and
-    is also applied to the SET output before the head. ``num_classes`` None = max label + 1.
+    batch_size counts videos per step. The budget is ``steps`` optimizer steps when given, else
+    ``epochs`` passes over the training videos (the last partial batch of a pass is dropped, at
+    least one step per pass); a budget in steps means the same training whatever the size of the
+    training set, which is what model selection on a part of train needs. The lr warms up
+    linearly over ``warmup_fraction`` of the steps, then follows a cosine to 0 (``train.lr_at``).
+    The head trains at ``lr``, the predictor at ``lr * predictor_lr_scale``; weight decay skips
+    biases, norms and tokens (``train.param_groups``). ``dropout`` replaces the predictor's
+    dropout and is also applied to the head's input. ``head``: ``clip_set`` (the paper's
+    per-clip [clip feature, SET] head, see the module docstring) or ``set`` (SET output only).
+    ``num_classes`` None = max label + 1.
     """
 
     lr: float = 1e-4
     predictor_lr_scale: float = 1.0
     weight_decay: float = 0.05
     epochs: int = 20
+    steps: int | None = None
     warmup_fraction: float = 0.1
     batch_size: int = 64
     num_views: int = 8
     dropout: float = 0.1
     grad_clip: float | None = 1.0
+    head: SetHead = "clip_set"
     num_classes: int | None = None
     eval_batch_size: int = 256
     seed: int = 0
@@ -68,8 +95,23 @@ class FinetuneConfig:
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.num_views < 1:
             raise ValueError("epochs, batch_size and num_views must be >= 1")
+        if self.steps is not None and self.steps < 1:
+            raise ValueError(f"steps must be >= 1 (or None to count epochs), got {self.steps}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.head not in SET_HEADS:
+            raise ValueError(f"head must be one of {SET_HEADS}, got {self.head!r}")
+
+    def total_steps(self, num_videos: int) -> int:
+        """Optimizer steps of one run on `num_videos` training videos."""
+        if self.steps is not None:
+            return self.steps
+        return steps_per_epoch(num_videos, self.batch_size) * self.epochs
+
+
+def steps_per_epoch(num_videos: int, batch_size: int) -> int:
+    """Full batches in one pass over `num_videos` (at least 1; the batch shrinks to N < batch)."""
+    return max(1, num_videos // max(1, min(batch_size, num_videos)))
 
 
 # --------------------------------------------------------------------------- data
@@ -184,29 +226,86 @@ def build_predictor(init: ModelConfig | ScaleModel, *, dropout: float) -> ScaleM
 
 
 class SetProbe(nn.Module):
-    """Predictor + dropout + linear head on the SET output."""
+    """Predictor + dropout + linear head: per clip on [clip feature, SET] (``clip_set``, the
+    paper's head) or once on the SET output (``set``)."""
 
-    def __init__(self, predictor: ScaleModel, *, out_dim: int, dropout: float, task: str) -> None:
+    def __init__(
+        self,
+        predictor: ScaleModel,
+        *,
+        out_dim: int,
+        dropout: float,
+        task: str,
+        head: SetHead = "clip_set",
+    ) -> None:
         super().__init__()
+        if head not in SET_HEADS:
+            raise ValueError(f"head must be one of {SET_HEADS}, got {head!r}")
         self.task = task
+        self.head_kind = head
         self.predictor = predictor
         self.drop = nn.Dropout(dropout)
-        self.head = nn.Linear(predictor.config.hidden, out_dim)
+        width = predictor.config.hidden
+        if head == "clip_set":
+            width += predictor.config.input_dim
+        self.head = nn.Linear(width, out_dim)
         nn.init.trunc_normal_(self.head.weight, std=0.02)
         nn.init.zeros_(self.head.bias)
 
     def forward(
         self, features: torch.Tensor, boxes: torch.Tensor, valid: torch.Tensor
     ) -> torch.Tensor:
-        """features (B, S, D), boxes (B, S, 7), valid (B, S) bool -> outputs (B, C)."""
+        """features (B, S, D), boxes (B, S, 7), valid (B, S) bool -> per-view outputs (B, V, C):
+        V = S (one output per clip; padded clips' rows are meaningless) for ``clip_set``,
+        V = 1 for ``set``. :func:`combine_views` turns them into video predictions."""
         pooled = self.predictor(features, boxes, valid=valid).set  # (B, H)
-        return self.head(self.drop(pooled))  # (B, C)
+        if self.head_kind == "set":
+            return self.head(self.drop(pooled))[:, None]  # (B, 1, C)
+        per_clip = torch.cat(
+            [features, pooled[:, None].expand(-1, features.shape[1], -1)], dim=-1
+        )  # (B, S, D + H)
+        return self.head(self.drop(per_clip))  # (B, S, C)
 
 
-def _num_outputs(config: FinetuneConfig, labels: np.ndarray) -> int:
-    if np.issubdtype(labels.dtype, np.floating):
-        return 1 if labels.ndim == 1 else int(labels.shape[1])
-    return config.num_classes if config.num_classes is not None else int(labels.max()) + 1
+def _view_weights(outputs: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """(B, V) weights averaging over the valid views (V = S), or 1 for a single SET view."""
+    if outputs.shape[1] == 1:
+        return outputs.new_ones(outputs.shape[0], 1)
+    w = valid.to(outputs.dtype)  # (B, S)
+    return w / w.sum(dim=1, keepdim=True).clamp_min(1.0)
+
+
+def combine_views(outputs: torch.Tensor, valid: torch.Tensor, *, task: str) -> torch.Tensor:
+    """Per-view outputs (B, V, C) and valid (B, S) -> video predictions (B, C): the mean over
+    valid views of the softmax probabilities (classification) or of the outputs (regression)."""
+    w = _view_weights(outputs, valid)[..., None]  # (B, V, 1)
+    values = outputs.softmax(dim=-1) if task == "classification" else outputs
+    return torch.where(w > 0, values * w, 0.0).sum(dim=1)  # padded views: exactly 0
+
+
+def set_probe_loss(
+    outputs: torch.Tensor, valid: torch.Tensor, targets: torch.Tensor, *, task: str
+) -> torch.Tensor:
+    """Training loss of per-view outputs (B, V, C). Classification: the cross-entropy of every
+    valid view's output (each view is a softmax classifier, as in the linear baseline), averaged
+    per video, then over videos. Regression: MSE of the view-averaged output against (B, T)."""
+    w = _view_weights(outputs, valid)  # (B, V)
+    if task == "classification":
+        b, v, c = outputs.shape
+        per_view = F.cross_entropy(
+            outputs.reshape(b * v, c), targets.repeat_interleave(v), reduction="none"
+        ).reshape(b, v)
+        return torch.where(w > 0, per_view * w, 0.0).sum(dim=1).mean()
+    return F.mse_loss(combine_views(outputs, valid, task=task), targets)
+
+
+def _num_outputs(config: FinetuneConfig, labels: Sequence[np.ndarray]) -> int:
+    first = labels[0]
+    if np.issubdtype(first.dtype, np.floating):
+        return 1 if first.ndim == 1 else int(first.shape[1])
+    if config.num_classes is not None:
+        return config.num_classes
+    return max(int(y.max()) for y in labels) + 1
 
 
 def _rng_devices(device: torch.device) -> list[int]:
@@ -216,6 +315,240 @@ def _rng_devices(device: torch.device) -> list[int]:
 
 
 # --------------------------------------------------------------------------- train / predict
+
+
+def _batch_key(config: FinetuneConfig) -> FinetuneConfig:
+    """What probes trained in one batched pass must share: all but lr, lr scale, weight decay
+    and the budget."""
+    return dataclasses.replace(
+        config, lr=0.0, predictor_lr_scale=1.0, weight_decay=0.0, epochs=1, steps=None
+    )
+
+
+class _StackedAdamW:
+    """AdamW (torch's update rule, betas 0.9 / 0.999, eps 1e-8) over weights stacked along a
+    leading model dim M, with per-model learning rates and per-model gradient-norm clipping, so
+    that M models train in one batched pass exactly as M separate optimizers would."""
+
+    def __init__(
+        self,
+        params: dict[str, torch.Tensor],
+        *,
+        lr_scale: dict[str, torch.Tensor],
+        decay: dict[str, torch.Tensor],
+        grad_clip: float | None,
+    ) -> None:
+        self.params = params  # name -> (M, *shape) leaf tensors
+        self.lr_scale = lr_scale  # name -> (M,) multiplier of each model's lr (predictor / head)
+        self.decay = decay  # name -> (M,) weight decay per model (0 where none applies)
+        self.grad_clip = grad_clip
+        self.exp_avg = {k: torch.zeros_like(v) for k, v in params.items()}
+        self.exp_avg_sq = {k: torch.zeros_like(v) for k, v in params.items()}
+        self.count = 0
+
+    @torch.no_grad()
+    def step(self, lr: torch.Tensor) -> None:
+        """One update with per-model learning rates lr (M,)."""
+        self.count += 1
+        beta1, beta2, eps = 0.9, 0.999, 1e-8
+        grads = {k: p.grad for k, p in self.params.items() if p.grad is not None}
+        if self.grad_clip is not None:
+            sq = sum(g.pow(2).flatten(1).sum(dim=1) for g in grads.values())  # (M,)
+            coef = (self.grad_clip / (sq.sqrt() + 1e-6)).clamp(max=1.0)  # (M,)
+        bc1, bc2 = 1 - beta1**self.count, 1 - beta2**self.count
+        for k, g in grads.items():
+            p = self.params[k]
+            shape = (-1,) + (1,) * (p.ndim - 1)
+            if self.grad_clip is not None:
+                g = g * coef.view(shape)
+            step_lr = (lr * self.lr_scale[k]).view(shape)  # (M, 1, ...)
+            p.mul_(1 - step_lr * self.decay[k].view(shape))
+            self.exp_avg[k].lerp_(g, 1 - beta1)
+            self.exp_avg_sq[k].mul_(beta2).addcmul_(g, g, value=1 - beta2)
+            denom = (self.exp_avg_sq[k].sqrt() / bc2**0.5).add_(eps)
+            p.sub_(step_lr / bc1 * self.exp_avg[k] / denom)
+            p.grad = None
+
+    def keep(self, index: torch.Tensor) -> None:
+        """Drop the models not in `index` (M',) from the stacks (a finished model leaves)."""
+        for store in (self.params, self.exp_avg, self.exp_avg_sq):
+            for k in list(store):
+                kept = store[k][index].detach()
+                store[k] = kept.requires_grad_() if store is self.params else kept
+        self.decay = {k: v[index] for k, v in self.decay.items()}
+        self.lr_scale = {k: v[index] for k, v in self.lr_scale.items()}
+
+
+class _Batches:
+    """The batch stream of one training set: a seeded permutation per pass, full batches only,
+    and a random view subset per video; the same stream a probe would see when trained alone."""
+
+    def __init__(self, data: SetData, config: FinetuneConfig) -> None:
+        self.data = data
+        self.n = len(data)
+        self.batch = min(config.batch_size, self.n)
+        self.per_pass = steps_per_epoch(self.n, config.batch_size)
+        self.num_views = config.num_views
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.perm = torch.empty(0, dtype=torch.long)
+        if data.task == "classification":
+            self.targets = torch.as_tensor(data.labels)  # (N,)
+        else:
+            self.targets = torch.as_tensor(data.labels, dtype=torch.float32).reshape(self.n, -1)
+
+    def next(self, step: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+        """The batch of `step`: features (B, S, D), boxes (B, S, 7), valid (B, S), targets."""
+        b = step % self.per_pass
+        if b == 0:
+            self.perm = torch.randperm(self.n, generator=self.generator)
+        pos = self.perm[b * self.batch : (b + 1) * self.batch]  # (B,)
+        feats, boxes, num_valid = self.data.read(pos.numpy())
+        index, valid = sample_views(
+            torch.as_tensor(num_valid),
+            stored=self.data.num_views,
+            count=self.num_views,
+            generator=self.generator,
+        )  # (B, S) each
+        x = torch.from_numpy(np.ascontiguousarray(feats)).float()  # (B, K, D)
+        x = x.gather(1, index[..., None].expand(-1, -1, x.shape[-1]))  # (B, S, D)
+        bx = torch.from_numpy(np.ascontiguousarray(boxes)).float()  # (B, K, 7)
+        bx = bx.gather(1, index[..., None].expand(-1, -1, bx.shape[-1]))  # (B, S, 7)
+        y = self.targets[pos]
+        return x.to(device), bx.to(device), valid.to(device), y.to(device)
+
+
+def fit_set_probes(
+    configs: Sequence[FinetuneConfig],
+    trains: Sequence[SetData],
+    *,
+    init: ModelConfig | ScaleModel,
+    progress: bool = False,
+) -> list[tuple[SetProbe, np.ndarray]]:
+    """Train probe m with configs[m] on trains[m], all M probes in one batched pass.
+
+    The configs may differ only in lr, predictor_lr_scale, weight_decay and budget (epochs /
+    steps). Every probe starts from the same seeded initialisation; probes given the same
+    SetData object (by identity) share its batch stream, which is read once per step for all of
+    them, and each probe's batches and views are those it would see trained alone. A probe
+    whose budget is spent leaves the stack, so a grid of budgets costs what its longest member
+    costs per model. Dropout masks are drawn once per training set and step, shared by its
+    probes (as separate runs from one seed would draw them). `init` is never modified; the
+    caller's RNG state is left as it was. Returns, per probe, (the probe in eval mode, per-step
+    training losses (steps,)).
+    """
+    if not configs or len(configs) != len(trains):
+        raise ValueError("fit_set_probes needs one training set per config")
+    key = _batch_key(configs[0])
+    if any(_batch_key(c) != key for c in configs):
+        raise ValueError(
+            "probes trained together may differ only in lr, predictor_lr_scale, weight_decay "
+            "and budget"
+        )
+    for data in trains:
+        if data.labels is None:
+            raise ValueError("fit_set_probe needs training labels")
+        if len(data) == 0:
+            raise ValueError("no training videos")
+        if data.task == "classification" and (data.labels < 0).any():
+            raise ValueError("class labels must be >= 0 (drop unlabelled videos first)")
+    task = trains[0].task
+    if any(d.task != task for d in trains):
+        raise ValueError("probes trained together need one task")
+    cfg = configs[0]
+    device = resolve_device(cfg.device)
+    out_dim = _num_outputs(cfg, [d.labels for d in trains])
+    totals = [c.total_steps(len(d)) for c, d in zip(configs, trains, strict=True)]
+    groups: dict[int, list[int]] = {}  # id(SetData) -> members reading it
+    for m, data in enumerate(trains):
+        groups.setdefault(id(data), []).append(m)
+
+    with torch.random.fork_rng(devices=_rng_devices(device)):
+        torch.manual_seed(cfg.seed)
+        template = SetProbe(
+            build_predictor(init, dropout=cfg.dropout),
+            out_dim=out_dim,
+            dropout=cfg.dropout,
+            task=task,
+            head=cfg.head,
+        ).to(device)
+        template.train()
+        no_decay = {
+            id(p) for group in param_groups(template, 1.0) if group["weight_decay"] == 0.0
+            for p in group["params"]
+        }  # fmt: skip
+        params, lr_scale, decay = {}, {}, {}
+        for k, p in template.named_parameters():
+            params[k] = p.detach()[None].repeat(len(configs), *([1] * p.ndim)).requires_grad_()
+            is_predictor = k.startswith("predictor.")
+            lr_scale[k] = torch.tensor(
+                [c.predictor_lr_scale if is_predictor else 1.0 for c in configs], device=device
+            )
+            wd = [0.0 if id(p) in no_decay else c.weight_decay for c in configs]
+            decay[k] = torch.tensor(wd, device=device)
+        optimizer = _StackedAdamW(params, lr_scale=lr_scale, decay=decay, grad_clip=cfg.grad_clip)
+
+        def loss_of(weights: dict[str, torch.Tensor], x, bx, valid, y) -> torch.Tensor:
+            outputs = functional_call(template, weights, (x, bx, valid))
+            return set_probe_loss(outputs, valid, y, task=task)
+
+        batched_loss = vmap(loss_of, in_dims=(0, None, None, None, None), randomness="same")
+        streams = {g: _Batches(trains[members[0]], cfg) for g, members in groups.items()}
+        base_lr = torch.tensor([c.lr for c in configs], device=device)
+        schedule = TrainConfig(lr=1.0, warmup_fraction=cfg.warmup_fraction, min_lr=0.0)
+        active = list(range(len(configs)))  # model index of each row of the stacks
+        finished: dict[int, dict[str, torch.Tensor]] = {}
+        losses: list[list[torch.Tensor]] = [[] for _ in configs]
+        total = max(totals)
+        bar = tqdm(total=total, desc=f"set probes x{len(configs)}", disable=not progress)
+        for step in range(total):
+            rows = {m: r for r, m in enumerate(active)}
+            loss = torch.zeros((), device=device)
+            for g, members in groups.items():
+                live = [m for m in members if m in rows]
+                if not live:
+                    continue
+                x, bx, valid, y = streams[g].next(step, device)
+                index = [rows[m] for m in live]
+                weights = optimizer.params
+                if index != list(range(len(active))):  # a subset of the stack reads this set
+                    picked = torch.tensor(index, device=device)
+                    weights = {k: v[picked] for k, v in optimizer.params.items()}
+                per_model = batched_loss(weights, x, bx, valid, y)  # (len(live),)
+                loss = loss + per_model.sum()  # models share nothing: each gets its own grads
+                for m, value in zip(live, per_model.detach(), strict=True):
+                    losses[m].append(value)
+            loss.backward()
+            factor = torch.tensor(
+                [lr_at(step, total=totals[m], config=schedule) for m in active], device=device
+            )
+            optimizer.step(base_lr[torch.tensor(active, device=device)] * factor)
+            done = [r for r, m in enumerate(active) if totals[m] == step + 1]
+            if done:
+                for r in done:
+                    finished[active[r]] = {k: v[r].detach() for k, v in optimizer.params.items()}
+                keep = [r for r, m in enumerate(active) if totals[m] != step + 1]
+                active = [active[r] for r in keep]
+                if keep:
+                    optimizer.keep(torch.tensor(keep, device=device))
+            bar.update(1)
+        bar.close()
+
+    results = []
+    for m, c in enumerate(configs):
+        probe = copy.deepcopy(template)  # the architecture; its weights are replaced next
+        probe.load_state_dict(finished[m])
+        probe.eval()
+        history = torch.stack(losses[m]).cpu().numpy()
+        results.append((probe, history))
+        logger.debug(
+            "set probe lr %g, %d steps on %d videos: loss %.4f -> %.4f",
+            c.lr, totals[m], len(trains[m]), history[0], history[-1],
+        )  # fmt: skip
+    logger.info(
+        "trained %d set probes (%s head, %d steps max) on %d training set(s)",
+        len(configs), cfg.head, total, len(groups),
+    )  # fmt: skip
+    return results
 
 
 def fit_set_probe(
@@ -231,106 +564,38 @@ def fit_set_probe(
     config.seed alone (the caller's RNG state is left as it was). Returns (the probe in eval
     mode, per-step training losses (steps,)).
     """
-    if train.labels is None:
-        raise ValueError("fit_set_probe needs training labels")
-    task = train.task
-    if task == "classification" and (train.labels < 0).any():
-        raise ValueError("class labels must be >= 0 (drop unlabelled videos first)")
-    device = resolve_device(config.device)
-    n = len(train)
-    if n == 0:
-        raise ValueError("no training videos")
-    out_dim = _num_outputs(config, train.labels)
-    if task == "classification":
-        targets = torch.as_tensor(train.labels)  # (N,)
-    else:
-        targets = torch.as_tensor(train.labels, dtype=torch.float32).reshape(n, -1)  # (N, T)
-
-    with torch.random.fork_rng(devices=_rng_devices(device)):
-        torch.manual_seed(config.seed)
-        probe = SetProbe(
-            build_predictor(init, dropout=config.dropout),
-            out_dim=out_dim,
-            dropout=config.dropout,
-            task=task,
-        ).to(device)
-        groups = []
-        for module, scale in ((probe.predictor, config.predictor_lr_scale), (probe.head, 1.0)):
-            for group in param_groups(module, config.weight_decay):
-                groups.append({**group, "lr": config.lr * scale, "base_lr": config.lr * scale})
-        optimizer = torch.optim.AdamW(groups, lr=config.lr)
-        schedule = TrainConfig(lr=1.0, warmup_fraction=config.warmup_fraction, min_lr=0.0)
-
-        batch = min(config.batch_size, n)
-        steps_per_epoch = max(1, n // batch)
-        total = steps_per_epoch * config.epochs
-        generator = torch.Generator().manual_seed(config.seed)
-        losses = []
-        probe.train()
-        bar = tqdm(total=total, desc=f"set probe lr={config.lr:g}", disable=not progress)
-        for epoch in range(config.epochs):
-            perm = torch.randperm(n, generator=generator)
-            for b in range(steps_per_epoch):
-                step = epoch * steps_per_epoch + b
-                pos = perm[b * batch : (b + 1) * batch]  # (B,)
-                feats, boxes, num_valid = train.read(pos.numpy())
-                index, valid = sample_views(
-                    torch.as_tensor(num_valid),
-                    stored=train.num_views,
-                    count=config.num_views,
-                    generator=generator,
-                )  # (B, S) each
-                x = torch.from_numpy(np.ascontiguousarray(feats)).float()  # (B, K, D)
-                x = x.gather(1, index[..., None].expand(-1, -1, x.shape[-1]))  # (B, S, D)
-                bx = torch.from_numpy(np.ascontiguousarray(boxes)).float()  # (B, K, 7)
-                bx = bx.gather(1, index[..., None].expand(-1, -1, bx.shape[-1]))  # (B, S, 7)
-                out = probe(x.to(device), bx.to(device), valid.to(device))  # (B, C)
-                y = targets[pos].to(device)
-                loss = F.cross_entropy(out, y) if task == "classification" else F.mse_loss(out, y)
-                factor = lr_at(step, total=total, config=schedule)
-                for group in optimizer.param_groups:
-                    group["lr"] = group["base_lr"] * factor
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if config.grad_clip is not None:
-                    nn.utils.clip_grad_norm_(probe.parameters(), config.grad_clip)
-                optimizer.step()
-                losses.append(loss.detach())
-                bar.update(1)
-            logger.debug("set probe epoch %d: loss %.4f", epoch, float(losses[-1]))
-        bar.close()
-    probe.eval()
-    history = torch.stack(losses).cpu().numpy()
-    logger.info(
-        "trained a set probe (lr %g, %d epochs) on %d videos: loss %.4f -> %.4f",
-        config.lr,
-        config.epochs,
-        n,
-        history[0],
-        history[-1],
-    )
-    return probe, history
+    return fit_set_probes([config], [train], init=init, progress=progress)[0]
 
 
 @torch.no_grad()
-def predict_set_probe(probe: SetProbe, data: SetData, *, batch_size: int = 256) -> np.ndarray:
-    """Each video as one set of all its valid views -> (N, C): class probabilities
-    (classification) or predictions (regression). `data.labels` is not read."""
-    device = next(probe.parameters()).device
-    probe.eval()
-    out = []
+def predict_set_probes(
+    probes: Sequence[SetProbe], data: SetData, *, batch_size: int = 256
+) -> list[np.ndarray]:
+    """Each video as one set of all its valid views, scored by every probe (each batch is read
+    once) -> per probe (N, C): class probabilities (the mean of the views' softmax) or
+    predictions. `data.labels` is not read."""
+    device = next(probes[0].parameters()).device
+    out: list[list[torch.Tensor]] = [[] for _ in probes]
     for start in range(0, len(data), batch_size):
         feats, boxes, num_valid = data.read(np.arange(start, min(start + batch_size, len(data))))
         x = torch.from_numpy(np.ascontiguousarray(feats)).to(device).float()  # (B, K, D)
         bx = torch.from_numpy(np.ascontiguousarray(boxes)).to(device).float()  # (B, K, 7)
         valid = torch.arange(x.shape[1])[None, :] < torch.as_tensor(num_valid)[:, None]  # (B, K)
-        scores = probe(x, bx, valid.to(device))  # (B, C)
-        if probe.task == "classification":
-            scores = scores.softmax(dim=-1)
-        out.append(scores.float().cpu())
-    if not out:
-        return np.zeros((0, probe.head.out_features), dtype=np.float32)
-    return torch.cat(out).numpy()
+        valid = valid.to(device)
+        for probe, acc in zip(probes, out, strict=True):
+            probe.eval()
+            scores = combine_views(probe(x, bx, valid), valid, task=probe.task)  # (B, C)
+            acc.append(scores.float().cpu())
+    return [
+        torch.cat(acc).numpy() if acc else np.zeros((0, p.head.out_features), dtype=np.float32)
+        for p, acc in zip(probes, out, strict=True)
+    ]
+
+
+def predict_set_probe(probe: SetProbe, data: SetData, *, batch_size: int = 256) -> np.ndarray:
+    """Each video as one set of all its valid views -> (N, C): class probabilities
+    (classification) or predictions (regression). `data.labels` is not read."""
+    return predict_set_probes([probe], data, batch_size=batch_size)[0]
 
 
 def fit_predict_set(

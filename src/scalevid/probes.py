@@ -14,8 +14,11 @@ targets ``(N,)`` / ``(N, T)`` (regression; linear and MLP probes only).
   BatchNorm without affine parameters), one forward per head, one optimizer param group per head
   (the DINOv2 ``eval/linear.py`` recipe).
 
-Model selection (:func:`fit_grid`, :func:`select_config`, :func:`select_and_predict`) reads only
-train and validation labels. Test labels are read by nothing here except the final scoring
+Model selection (:func:`fit_grid`, :func:`cross_validate`, :func:`select_config`,
+:func:`select_and_predict`) reads only train and validation labels. The best validation metric
+wins; ties (common on a small validation set) go to the lower validation loss, then to the
+earlier config. :func:`stratified_folds` gives the k-fold partition used when a held-out
+validation split would be too small to choose on. Test labels are read by nothing here except the final scoring
 calls, :func:`topk_accuracy` and :func:`mean_squared_error`.
 """
 
@@ -522,12 +525,40 @@ def fit_predict(
 
 @dataclass(frozen=True)
 class GridResult:
-    """One config's scores on the validation set and its metric (higher is better)."""
+    """One config's scores on the validation set, its metric (higher is better) and its
+    validation loss (lower is better; breaks ties of the metric)."""
 
     config: ProbeConfig
     scores: np.ndarray  # (Nval, C)
     metric: float  # top-1 accuracy in % (classification) or negative MSE (regression)
     metric_name: Literal["top1", "neg_mse"]
+    loss: float = math.nan  # cross-entropy of the normalised scores, or MSE
+
+
+def validation_loss(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Lower is better. Class labels: mean negative log of the true class's share of the row's
+    scores (probabilities, or kNN vote weights normalised per row), floored at 1e-12. Float
+    targets: the mean squared error."""
+    scores = _to_numpy(scores).astype(np.float64)
+    labels = _to_numpy(labels)
+    if np.issubdtype(labels.dtype, np.floating):
+        return mean_squared_error(scores, labels)
+    if len(labels) == 0:
+        return 0.0
+    total = np.clip(scores, 0.0, None).sum(axis=1)
+    p = np.clip(scores[np.arange(len(labels)), labels.astype(np.int64)], 0.0, None)
+    p = np.where(total > 0, p / np.where(total > 0, total, 1.0), 0.0)
+    return float(-np.log(np.maximum(p, 1e-12)).mean())
+
+
+def select_index(metrics: Sequence[float], losses: Sequence[float], *, tol: float = 1e-9) -> int:
+    """Index of the best metric (higher is better); metrics within `tol` of the best count as
+    tied, and a tie goes to the lowest loss (NaN losses last), then to the earliest index."""
+    if not metrics:
+        raise ValueError("no grid results to select from")
+    best = max(metrics)
+    tied = [i for i, m in enumerate(metrics) if m >= best - tol]
+    return min(tied, key=lambda i: (math.isnan(losses[i]), losses[i], i))
 
 
 def _fit_grid(
@@ -562,12 +593,22 @@ def _fit_grid(
             )[0]
     results = []
     for c, s in zip(configs, scores, strict=True):
-        if val.task == "classification":
-            metric, name = topk_accuracy(s, val.labels, ks=(1,))[1], "top1"
-        else:
-            metric, name = -mean_squared_error(s, val.labels), "neg_mse"
-        results.append(GridResult(config=c, scores=s, metric=metric, metric_name=name))
+        results.append(_grid_result(c, s, val.labels))
     return results, lambda i, d: predictors[i](d)
+
+
+def _grid_result(config: ProbeConfig, scores: np.ndarray, labels: np.ndarray) -> GridResult:
+    if np.issubdtype(labels.dtype, np.floating):
+        metric, name = -mean_squared_error(scores, labels), "neg_mse"
+    else:
+        metric, name = topk_accuracy(scores, labels, ks=(1,))[1], "top1"
+    return GridResult(
+        config=config,
+        scores=scores,
+        metric=metric,
+        metric_name=name,
+        loss=validation_loss(scores, labels),
+    )
 
 
 def fit_grid(
@@ -586,12 +627,33 @@ def fit_grid(
     return _fit_grid(configs, train, val, device=device, progress=progress)[0]
 
 
+def cross_validate(
+    configs: Sequence[ProbeConfig],
+    folds: Sequence[tuple[ProbeData, ProbeData]],
+    *,
+    device: Device = "cpu",
+    progress: bool = False,
+) -> list[GridResult]:
+    """Fit every config on each fold's (train, val) pair; each GridResult holds the scores of
+    all folds' validation videos, concatenated in fold order, and the metric and loss over
+    them, so that with k folds of a train split every video of it is scored once. One fold is
+    plain hold-out validation (:func:`fit_grid`)."""
+    if not folds:
+        raise ValueError("cross-validation needs at least one fold")
+    per_fold = [fit_grid(configs, tr, va, device=device, progress=progress) for tr, va in folds]
+    labels = np.concatenate([va.labels for _, va in folds])
+    return [
+        _grid_result(c, np.concatenate([r[i].scores for r in per_fold]), labels)
+        for i, c in enumerate(configs)
+    ]
+
+
 def select_config(results: Sequence[GridResult]) -> ProbeConfig:
-    """The config with the best validation metric; ties go to the earliest in `results`."""
+    """The config with the best validation metric; ties go to the lower validation loss, then
+    to the earliest in `results` (see :func:`select_index`)."""
     if not results:
         raise ValueError("no grid results to select from")
-    best = int(np.argmax([r.metric for r in results]))  # argmax returns the first maximum
-    return results[best].config
+    return results[select_index([r.metric for r in results], [r.loss for r in results])].config
 
 
 @dataclass(frozen=True)
@@ -652,6 +714,31 @@ def train_val_split(
     val_idx = np.sort(np.concatenate(val)) if val else np.zeros(0, dtype=np.int64)
     train_idx = np.setdiff1d(np.arange(labels.shape[0]), val_idx)
     return train_idx, val_idx
+
+
+def stratified_folds(
+    labels: np.ndarray | torch.Tensor, *, folds: int, seed: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Seeded k-fold partition: `folds` pairs of sorted (train_idx, val_idx), every index in
+    exactly one val_idx. Integer labels are dealt class by class round-robin from a shuffled
+    order (each class spread evenly over the folds, fold sizes within one of each other);
+    float labels are shuffled and cut into near-equal parts."""
+    labels = _to_numpy(labels)
+    n = labels.shape[0]
+    if folds < 2 or folds > n:
+        raise ValueError(f"k-fold cross-validation needs 2 <= folds <= {n} videos, got {folds}")
+    rng = np.random.default_rng(seed)
+    assignment = np.empty(n, dtype=np.int64)
+    if np.issubdtype(labels.dtype, np.floating):
+        assignment[rng.permutation(n)] = np.arange(n) % folds
+    else:
+        offset = 0  # continue the deal where the last class stopped, to balance fold sizes
+        for c in np.unique(labels):
+            members = rng.permutation(np.flatnonzero(labels == c))
+            assignment[members] = (offset + np.arange(len(members))) % folds
+            offset += len(members)
+    everything = np.arange(n)
+    return [(everything[assignment != f], everything[assignment == f]) for f in range(folds)]
 
 
 def low_shot_subset(labels: np.ndarray | torch.Tensor, *, fraction: float, seed: int) -> np.ndarray:

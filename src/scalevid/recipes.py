@@ -98,6 +98,8 @@ TINY: dict[str, dict[str, Any]] = {
         "mlp_hidden": [16],
         "finetune_lrs": [1e-3],
         "finetune_epochs": [1],
+        "finetune_min_steps": 1,  # smoke-test size: no step floor, hold-out selection
+        "min_val_videos": 0,
         "finetune": {"batch_size": 8, "num_views": 2, "eval_batch_size": 64},
         "transformer_hidden": 32,
         "transformer_depth": 1,
