@@ -39,7 +39,7 @@ CANDIDATES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
         {},
     ),
     # C: a bigger actor, at most one distractor, no camera shake, and grow-and-shrink instead of
-    # the orbit (which mixes sweep and bounce). The current default.
+    # the orbit (which mixes sweep and bounce).
     "c-pulse": (
         {
             "motions": ("sweep", "bounce", "pulse"),
@@ -50,7 +50,7 @@ CANDIDATES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
         {},
     ),
     # E: C's look with two motions (2 classes, chance 50%): the oracle needs only which motion
-    # comes first; 128 frames hold the two events.
+    # comes first; 128 frames hold the two events. The current default (measured on 96 videos).
     "e-two-motions": (
         {
             "motions": ("sweep", "pulse"),
