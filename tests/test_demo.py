@@ -1,12 +1,17 @@
 """The main job, `scalevid demo --quick`, end to end with the real I3D weights."""
 
+import dataclasses
 import json
+import math
 
+import numpy as np
 import pytest
 
 from scalevid.backbones import WeightsUnavailableError
 from scalevid.backbones.i3d import fetch_i3d_weights
 from scalevid.cli import main
+from scalevid.demo import binomial_se, compare, verdict_sentence
+from scalevid.demo_ceiling import CeilingConfig, ceiling_from_arrays, halves_vectors, mean_vectors
 
 
 @pytest.fixture(scope="module")
@@ -27,6 +32,19 @@ def test_quick_demo_end_to_end(tmp_path, i3d_weights, capsys):
         assert f"| {row} " in report
     results = json.loads((out / "report" / "results.json").read_text())
     assert results["probes"]["scale_linear"]["seeds"]
+    # the ceiling, measured before SCALE, and SCALE beside its baselines at both label budgets
+    ceiling = json.loads((out / "report" / "ceiling.json").read_text())
+    assert 0.0 <= ceiling["baseline"] <= 100.0 and 0.0 <= ceiling["oracle"] <= 100.0
+    assert "## The ceiling (measured before SCALE ran)" in report and "order-aware oracle" in report
+    assert "| all labels | Transformer |" in report and "| 50% labels | Linear |" in report
+    demo = json.loads((out / "report" / "demo.json").read_text())
+    assert f"**{demo['verdict']}**" in report and demo["verdict"] in printed
+    assert {(c["setting"], c["scale"]) for c in demo["comparisons"]} == {
+        ("all labels", "scale_knn"), ("all labels", "scale_linear"), ("all labels", "scale_ft"),
+        ("50% labels", "scale_linear"),
+    }  # fmt: skip
+    low_shot = json.loads((out / "report" / "low-shot" / "results.json").read_text())
+    assert low_shot["low_shot"] == 0.5 and low_shot["seeds"][0]["num_train"] == 24
     for name in ("probes.png", "confusion.png", "embedding_map.png"):
         assert (out / "report" / name).stat().st_size > 1000
     assert (out / "run" / "curves.png").is_file()
@@ -58,3 +76,119 @@ def test_demo_size_options_reach_the_config(monkeypatch, tmp_path):
     assert seen["c"].epochs == 3 and seen["c"].dataset.train == 48  # --quick's sizes otherwise
     with pytest.raises(SystemExit):
         main(["demo", "--train-videos", "0"])
+
+
+def test_data_seed_draws_fresh_videos_of_the_same_design(monkeypatch, tmp_path):
+    import scalevid.demo
+
+    seen = {}
+    monkeypatch.setattr(
+        scalevid.demo, "run_demo", lambda out, config, **kw: seen.update(c=config, out=out, **kw)
+    )
+    assert main(["demo", "--data-seed", "7", "--ceiling-only"]) == 0
+    default = scalevid.demo.DemoConfig()
+    assert seen["c"].dataset.seed == 7 and seen["ceiling_only"]
+    assert seen["c"].dataset == dataclasses.replace(default.dataset, seed=7)
+    assert seen["out"] == "scalevid-demo-seed7"  # never mixed into the default seed's folder
+    assert main(["demo", "--quick", "--data-seed", "3", "--out", str(tmp_path)]) == 0
+    assert seen["c"].dataset.seed == 3 and seen["c"].dataset.train == 48
+    assert seen["out"] == str(tmp_path) and not seen["ceiling_only"]
+    with pytest.raises(SystemExit):
+        main(["demo", "--data-seed", "-1"])
+
+
+# ------------------------------------------------------------------ SCALE beside its baseline
+
+
+def _results(rows: dict[str, list[float]], n: int = 120) -> dict:
+    """A hand-made results.json: per probe its per-seed test top-1."""
+    return {
+        "num_test_videos": n,
+        "probes": {
+            name: {"seeds": [{"seed": i, "test": {"top1": v}} for i, v in enumerate(values)]}
+            for name, values in rows.items()
+        },
+    }
+
+
+def test_compare_pairs_rows_with_seed_spread_and_standard_error():
+    results = _results({"transformer": [40.0, 50.0, 45.0], "scale_ft": [60.0, 62.0, 58.0],
+                        "linear": [20.0, 20.0, 20.0]})  # fmt: skip
+    (c,) = compare(results, setting="all labels")  # scale_linear missing: no pair
+    assert (c.scale, c.baseline, c.seeds, c.num_test) == ("scale_ft", "transformer", 3, 120)
+    assert c.scale_mean == pytest.approx(60.0) and c.baseline_mean == pytest.approx(45.0)
+    assert c.delta == pytest.approx(15.0)
+    assert c.delta_std == pytest.approx(np.std([20.0, 12.0, 13.0], ddof=1))
+    assert c.baseline_std == pytest.approx(5.0)
+    assert c.scale_se == pytest.approx(100 * math.sqrt(0.6 * 0.4 / 120))
+    assert c.combined_se == pytest.approx(math.hypot(c.scale_se, c.baseline_se))
+    assert binomial_se(50.0, 100) == pytest.approx(5.0)
+    assert c.verdict == "helped"  # 15 points > 2 x 6.4 and > the delta's seed spread (4.4)
+
+
+def test_verdict_sentence_says_helped_only_beyond_the_noise():
+    clear = compare(_results({"transformer": [40.0, 41.0, 42.0], "scale_ft": [60.0, 61.0, 62.0],
+                              "linear": [30.0, 31.0, 32.0], "scale_linear": [31.0, 31.0, 33.0]},
+                             n=400), setting="all labels")  # fmt: skip
+    sentence = verdict_sentence(clear)
+    assert sentence.startswith("SCALE helped here:")
+    assert "SCALE_ft vs Transformer (all labels) +20.0" in sentence
+    assert "no clear difference for SCALE_linear vs Linear (all labels) +0.7" in sentence
+    assert sentence.count(".") - sentence.count(". ") >= 0 and sentence.endswith(".")
+
+    # +5 points on 120 test videos (combined SE ~6.3) is within the noise: "did not help".
+    small = compare(_results({"transformer": [40.0, 40.0], "scale_ft": [45.0, 45.0]}),
+                    setting="all labels")  # fmt: skip
+    assert small[0].verdict == "no clear difference"
+    assert verdict_sentence(small).startswith("SCALE did not help here")
+
+    # A large mean gain that flips sign between seeds is not counted either.
+    flaky = compare(_results({"transformer": [40.0, 40.0, 40.0], "scale_ft": [90.0, 30.0, 75.0]},
+                             n=2000), setting="all labels")  # fmt: skip
+    assert flaky[0].delta > 2 * flaky[0].combined_se and flaky[0].verdict == "no clear difference"
+
+    worse = compare(_results({"linear": [60.0, 61.0], "scale_linear": [30.0, 31.0]}, n=400),
+                    setting="10% labels")  # fmt: skip
+    assert verdict_sentence(worse).startswith("SCALE hurt here:")
+    mixed = clear[:1] + worse
+    assert verdict_sentence([clear[1], worse[0]]).startswith("SCALE's effect here is mixed")
+    assert mixed and verdict_sentence([]).startswith("No SCALE row ran")
+
+
+# ---------------------------------------------------------------------------- the ceiling
+
+
+def _order_store(n: int, k: int = 8, d: int = 6, seed: int = 0):
+    """Clip features that show which of 3 motions a clip sees; the label is the order."""
+    rng = np.random.default_rng(seed)
+    perms = [(0, 1, 2), (0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1), (2, 1, 0)]
+    labels = np.arange(n) % 6
+    starts = np.sort(rng.random((n, k)), axis=1)
+    feats = rng.normal(0, 0.3, size=(n, k, d)).astype(np.float32)
+    for i in range(n):
+        third = np.minimum((starts[i] * 3).astype(int), 2)
+        feats[i, np.arange(k), np.take(perms[labels[i]], third)] += 2.0
+    order = rng.permutation(k)  # stored clips are not in time order
+    return feats[:, order], starts[:, order], labels
+
+
+def test_ceiling_separates_order_aware_from_order_blind_vectors():
+    feats, starts, labels = _order_store(300, k=16)
+    config = CeilingConfig(seeds=(0, 1), cs=(1.0,), folds=1)
+    ceiling = ceiling_from_arrays(feats, starts, np.full(300, 16), labels, 6, config)
+    assert ceiling.oracle >= 75.0  # early vs late halves tell the first and last motion
+    assert ceiling.baseline <= 30.0  # every class shows the same three motions
+    assert ceiling.chance == pytest.approx(100 / 6) and ceiling.num_val == 60
+    assert ceiling.passes() and not ceiling.passes(oracle_min=101.0)
+    # with the boxes' times scrambled the oracle loses the order
+    shuffled = np.random.default_rng(1).permuted(starts, axis=1)
+    blind = ceiling_from_arrays(feats, shuffled, np.full(300, 16), labels, 6, config)
+    assert blind.oracle < 45.0
+
+
+def test_halves_use_only_valid_clips():
+    feats = np.zeros((1, 4, 1), dtype=np.float32)
+    feats[0, :, 0] = [1.0, 3.0, 100.0, 100.0]  # the last two are padding
+    starts = np.array([[0.5, 0.1, 0.0, 0.0]])
+    assert halves_vectors(feats, starts, np.array([2])).tolist() == [[3.0, 1.0]]
+    assert mean_vectors(feats, np.array([2])).tolist() == [[2.0]]

@@ -329,3 +329,29 @@ def test_quick_config_hides_the_label_from_8x4_clips(task: S.Task) -> None:
         events = S.video_schedule(config, "train", i).events
         for start in range(0, config.frames - 29 + 1, 3):
             assert len(S.visible_events(events, start, start + 29)) <= 1
+
+
+def test_permutation_task_shows_every_motion_once_in_the_labelled_order() -> None:
+    config = S.DatasetConfig(
+        task="permutation", frames=192, event_frames=(32, 40), min_gap=30, edge_frames=4
+    )
+    assert config.num_classes == 6 and S.describe_classes(config)[0] == "sweep-bounce-orbit"
+    labels = []
+    for i in range(60):
+        schedule = S.video_schedule(config, "train", i)
+        # the same motions in every class: a bag of clips carries nothing about the label
+        assert sorted(schedule.kinds) == sorted(config.motions)
+        assert S.class_sequences(config)[schedule.label] == schedule.kinds
+        assert all(
+            b.start - a.stop >= 30
+            for a, b in zip(schedule.events, schedule.events[1:], strict=False)
+        )
+        for start in range(0, config.frames - 29 + 1, 7):  # 8 x 4 clips see one motion at most
+            kinds = [e.kind for e in S.visible_events(schedule.events, start, start + 29)]
+            assert len(kinds) <= 1 and len(S.consistent_labels(config, kinds)) >= 2
+        labels.append(schedule.label)
+    assert np.bincount(labels).tolist() == [10] * 6
+    with pytest.raises(ValueError, match="cannot hold 3 events"):
+        dataclasses.replace(config, frames=150)
+    with pytest.raises(ValueError, match="actor_size"):
+        dataclasses.replace(config, actor_size=(0.2, 0.1))

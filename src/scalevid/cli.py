@@ -379,7 +379,13 @@ def _demo(args: argparse.Namespace) -> int:
         "probes": tuple(args.probes) if args.probes else None,
     }
     config = dataclasses.replace(config, **{k: v for k, v in changes.items() if v is not None})
-    run_demo(args.out, config=config, weights=args.weights, progress=not args.no_progress)
+    if args.data_seed is not None:
+        config = config.with_data_seed(args.data_seed)
+    out = args.out or (
+        "scalevid-demo" if not args.data_seed else f"scalevid-demo-seed{args.data_seed}"
+    )
+    run_demo(out, config=config, weights=args.weights, progress=not args.no_progress,
+             ceiling_only=args.ceiling_only)  # fmt: skip
     return 0
 
 
@@ -387,6 +393,13 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text}")
     return value
 
 
@@ -400,8 +413,13 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
         "Kinetics-400 I3D clip features, pretrain SCALE, run the probes, and write a report "
         "(table, plots, timings) into OUT/report/report.md.",
     )
-    p.add_argument("--out", default="scalevid-demo", help="output folder (default: %(default)s)")
+    p.add_argument("--out", help="output folder (default: scalevid-demo, or "
+                   "scalevid-demo-seedN with --data-seed N)")  # fmt: skip
     p.add_argument("--quick", action="store_true", help="a ~1 minute version (what CI runs)")
+    p.add_argument("--data-seed", type=_non_negative_int, metavar="N",
+                   help="draw a fresh dataset of the same design (default 0)")  # fmt: skip
+    p.add_argument("--ceiling-only", action="store_true",
+                   help="stop after measuring the ceiling on the train features (no SCALE)")  # fmt: skip
     p.add_argument("--weights", help="local I3D weights (.ckpt or .safetensors)")
     sizes = p.add_argument_group("sizes (defaults: the 5-minute demo, or --quick's)")
     sizes.add_argument("--train-videos", type=_positive_int, metavar="N")

@@ -13,6 +13,11 @@ Tasks (``DatasetConfig.task``)
 ``count``
     The actor performs the same motion (``count_motion``, default ``bounce``, one hop per event)
     1, 2 or 3 times (``counts``); the class is the number, e.g. ``"two bounces"``.
+``permutation``
+    The actor performs every one of ``motions`` once, in one of the ``n!`` orders; the class is
+    the order, e.g. ``"pulse-sweep-bounce"`` (6 classes for three motions). Every class shows the
+    same motions, so a bag of clips (mean pooling) carries nothing about the label: only the
+    order does. This is the demo's task.
 
 Why one clip cannot decide the label
 ------------------------------------
@@ -25,6 +30,8 @@ Consecutive events are at least ``min_gap`` frames apart (default 64 >= the 61-f
   classes remain. Averaging clip features over the video can recover the set {A, B} but
   carries no order, so mean pooling is at chance between A-then-B and B-then-A.
 * ``count``: a clip sees at most one event, consistent with every count.
+* ``permutation``: a clip sees one motion, consistent with the ``(n - 1)!`` orders that hold it
+  in any place; with its position known, the first or last motion can be told, the rest not.
 
 The full schedule determines the label (:func:`label_from_events`). :func:`video_schedule`
 gives the ground truth of any video without rendering it, :func:`visible_events` the events a
@@ -74,6 +81,7 @@ folder. One writer per folder at a time.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
@@ -92,7 +100,7 @@ from tqdm import tqdm
 
 logger = logging.getLogger(__name__)
 
-Task = Literal["order", "count"]
+Task = Literal["order", "count", "permutation"]
 Motion = Literal["sweep", "bounce", "orbit", "pulse"]
 Background = Literal["flat", "gradient", "noise", "stripes"]
 Shape = Literal["disc", "square", "diamond", "ring"]
@@ -100,13 +108,17 @@ Codec = Literal["auto", "libx264", "mpeg4"]
 Split = Literal["train", "val", "test"]
 
 SPLITS: tuple[Split, ...] = ("train", "val", "test")
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: vectorised renderer (sprite edges no longer cut at a box)
 INFO_FILE = "dataset.json"
 CLASSES_FILE = "classes.txt"
 VIDEOS_DIR = "videos"
 TMP_SUFFIX = ".tmp.mp4"
 
-DEFAULT_EVENT_FRAMES: dict[Task, tuple[int, int]] = {"order": (40, 56), "count": (20, 32)}
+DEFAULT_EVENT_FRAMES: dict[Task, tuple[int, int]] = {
+    "order": (40, 56),
+    "count": (20, 32),
+    "permutation": (40, 56),
+}
 
 # Amplitude ranges, as fractions: of the width (sweep: swing), of the height (bounce: hop
 # height), of the shorter side (orbit: radius), of the radius (pulse: extra growth).
@@ -150,9 +162,11 @@ class DatasetConfig:
     """What to generate. Everything that changes a video's pixels or label lives here.
 
     Attributes:
-        task: ``"order"`` (ordered pairs of distinct ``motions``) or ``"count"`` (how many
-            times ``count_motion`` happens, one class per entry of ``counts``).
-        motions: the motions of the ``order`` task; ``n`` motions give ``n * (n - 1)`` classes.
+        task: ``"order"`` (ordered pairs of distinct ``motions``), ``"count"`` (how many
+            times ``count_motion`` happens, one class per entry of ``counts``) or
+            ``"permutation"`` (the order in which all ``motions`` happen).
+        motions: the motions of the ``order`` and ``permutation`` tasks; ``n`` motions give
+            ``n * (n - 1)`` (order) or ``n!`` (permutation) classes.
         counts: the event counts of the ``count`` task.
         count_motion: the motion repeated in the ``count`` task (one cycle per event).
         train, val, test: videos per split.
@@ -166,6 +180,9 @@ class DatasetConfig:
             sees two events.
         edge_frames: fewest frames before the first and after the last event.
         distractors: (min, max) distractor objects per video, inclusive.
+        actor_size: (min, max) actor radius as a fraction of the shorter side.
+        cycles: (min, max) full periods of the motion per ``order`` / ``permutation`` event
+            (``count`` events have one).
         camera_jitter: largest camera shift in pixels (each video draws its own in [0, this]).
         noise_std: standard deviation of the per-pixel luminance noise, in grey levels.
         backgrounds: the background kinds to draw from.
@@ -189,6 +206,8 @@ class DatasetConfig:
     min_gap: int = 64
     edge_frames: int = 8
     distractors: tuple[int, int] = (1, 3)
+    actor_size: tuple[float, float] = (0.07, 0.10)
+    cycles: tuple[int, int] = (1, 2)
     camera_jitter: float = 3.0
     noise_std: float = 1.0
     backgrounds: tuple[Background, ...] = ("flat", "gradient", "noise", "stripes")
@@ -202,10 +221,12 @@ class DatasetConfig:
         for motion in (*self.motions, self.count_motion):
             if motion not in _AMPLITUDE:
                 raise ValueError(f"unknown motion {motion!r}; choose from {get_args(Motion)}")
-        if self.task == "order" and len(set(self.motions)) != len(self.motions):
+        if self.task != "count" and len(set(self.motions)) != len(self.motions):
             raise ValueError(f"motions must be distinct, got {self.motions}")
-        if self.task == "order" and len(self.motions) < 2:
-            raise ValueError("the order task needs at least two motions")
+        if self.task != "count" and len(self.motions) < 2:
+            raise ValueError(f"the {self.task} task needs at least two motions")
+        if self.task == "permutation" and len(self.motions) > 5:
+            raise ValueError(f"permutation of {len(self.motions)} motions: at most 5 (120 classes)")
         if self.task == "count" and (
             not self.counts
             or len(set(self.counts)) != len(self.counts)
@@ -229,6 +250,12 @@ class DatasetConfig:
             raise ValueError(
                 f"distractors must be (min, max) with 0 <= min <= max, got {self.distractors}"
             )
+        if not 0 < self.actor_size[0] <= self.actor_size[1] <= 0.4:
+            raise ValueError(
+                f"actor_size must be (min, max) with 0 < min <= max <= 0.4, got {self.actor_size}"
+            )
+        if not 1 <= self.cycles[0] <= self.cycles[1]:
+            raise ValueError(f"cycles must be (min, max) with 1 <= min <= max, got {self.cycles}")
         if self.camera_jitter < 0 or self.noise_std < 0:
             raise ValueError("camera_jitter and noise_std must be >= 0")
         if not self.backgrounds or any(b not in get_args(Background) for b in self.backgrounds):
@@ -252,6 +279,8 @@ class DatasetConfig:
     @property
     def max_events(self) -> int:
         """The most events a video of this config has."""
+        if self.task == "permutation":
+            return len(self.motions)
         return 2 if self.task == "order" else max(self.counts)
 
     @property
@@ -280,10 +309,14 @@ def quick_config(task: Task = "order", **overrides: Any) -> DatasetConfig:
     """A small, short dataset for quick demos with 8 x 4 clips (a 29-frame span).
 
     144 frames (5.8 s), events 1-1.3 s (``order``) or 0.5-0.8 s (``count``) at least 32 frames
-    apart, 60 / 24 / 24 videos. ``overrides`` replace any field.
+    apart; ``permutation``: 176 frames holding three such events. 60 / 24 / 24 videos.
+    ``overrides`` replace any field.
     """
-    events = {"order": (24, 32), "count": (12, 20)}[task]
-    preset = dict(task=task, frames=144, event_frames=events, min_gap=32, train=60, val=24, test=24)
+    events = {"order": (24, 32), "count": (12, 20), "permutation": (24, 32)}[task]
+    frames = 176 if task == "permutation" else 144
+    preset = dict(
+        task=task, frames=frames, event_frames=events, min_gap=32, train=60, val=24, test=24
+    )
     return DatasetConfig(**{**preset, **overrides})
 
 
@@ -296,6 +329,8 @@ def class_sequences(config: DatasetConfig) -> list[tuple[Motion, ...]]:
     """The motion sequence that defines each class; index = label."""
     if config.task == "order":
         return [(a, b) for a in config.motions for b in config.motions if a != b]
+    if config.task == "permutation":
+        return list(itertools.permutations(config.motions))
     return [(config.count_motion,) * n for n in config.counts]
 
 
@@ -303,6 +338,8 @@ def describe_classes(config: DatasetConfig) -> list[str]:
     """Short class names, index = label: ``"sweep-then-bounce"`` or ``"two bounces"``."""
     if config.task == "order":
         return [f"{a}-then-{b}" for a, b in class_sequences(config)]
+    if config.task == "permutation":
+        return ["-".join(sequence) for sequence in class_sequences(config)]
     word = _NUMBER_WORDS
     return [f"{word[n]} {config.count_motion}{'' if n == 1 else 's'}" for n in config.counts]
 
@@ -313,6 +350,11 @@ def class_descriptions(config: DatasetConfig) -> list[str]:
         return [
             f"The object first {_MOTION_TEXT[a]}, later {_MOTION_TEXT[b]}."
             for a, b in class_sequences(config)
+        ]
+    if config.task == "permutation":
+        return [
+            "The object " + ", then ".join(_MOTION_TEXT[m] for m in sequence) + "."
+            for sequence in class_sequences(config)
         ]
     verb = _EVENT_TEXT[config.count_motion]
     return [
@@ -410,7 +452,11 @@ def _sample_events(
     events = []
     t = config.edge_frames + int(parts[0])
     for k, kind in enumerate(kinds):
-        cycles = 1 if config.task == "count" else int(rng.integers(1, 3))
+        cycles = (
+            1
+            if config.task == "count"
+            else int(rng.integers(config.cycles[0], config.cycles[1] + 1))
+        )
         amplitude = float(rng.uniform(*_AMPLITUDE[kind]))
         direction = int(rng.choice([-1, 1]))
         stop = t + int(durations[k])
@@ -588,7 +634,7 @@ def _scene(config: DatasetConfig, events: Sequence[Event], rng: np.random.Genera
     actor = _Sprite(
         shape=_SHAPES[int(rng.integers(len(_SHAPES)))],
         colour=_contrasting_colour(rng, luma),
-        radius=float(rng.uniform(0.07, 0.10) * short),
+        radius=float(rng.uniform(*config.actor_size) * short),
     )
     home = (float(rng.uniform(0.58, 0.70) * h), float(rng.uniform(0.40, 0.60) * w))
 
@@ -623,57 +669,85 @@ def _scene(config: DatasetConfig, events: Sequence[Event], rng: np.random.Genera
     )
 
 
-def _draw(image: np.ndarray, sprite: _Sprite, cy: float, cx: float, scale: float = 1.0) -> None:
-    """Blend ``sprite`` centred at pixel position (cy, cx) into ``image`` (H, W, 3), in place.
+def _coverage(shape: Shape, dy: np.ndarray, dx: np.ndarray, r: np.ndarray) -> np.ndarray:
+    """Anti-aliased coverage in [0, 1] of a sprite of radius ``r`` at offsets (dy, dx).
 
-    Coverage is ``clip(0.5 - signed_distance, 0, 1)``: a one-pixel anti-aliased edge.
+    Coverage is ``clip(0.5 - signed_distance, 0, 1)``: a one-pixel anti-aliased edge. The
+    arrays broadcast, e.g. dy (F, H, 1), dx (F, 1, W), r (F, 1, 1) -> (F, H, W).
     """
-    r = sprite.radius * scale
-    h, w = image.shape[:2]
-    y0, y1 = max(int(cy - r) - 2, 0), min(int(cy + r) + 3, h)
-    x0, x1 = max(int(cx - r) - 2, 0), min(int(cx + r) + 3, w)
-    if y0 >= y1 or x0 >= x1:
-        return
-    dy = np.arange(y0, y1, dtype=np.float32)[:, None] + 0.5 - cy
-    dx = np.arange(x0, x1, dtype=np.float32)[None, :] + 0.5 - cx
-    if sprite.shape == "disc":
+    if shape == "disc":
         distance = np.hypot(dy, dx) - r
-    elif sprite.shape == "square":
+    elif shape == "square":
         distance = np.maximum(np.abs(dy), np.abs(dx)) - 0.85 * r
-    elif sprite.shape == "diamond":
-        distance = (np.abs(dy) + np.abs(dx) - 1.15 * r) / np.sqrt(2.0)
+    elif shape == "diamond":
+        distance = (np.abs(dy) + np.abs(dx) - 1.15 * r) / np.float32(np.sqrt(2.0))
     else:  # ring
         distance = np.abs(np.hypot(dy, dx) - 0.7 * r) - 0.3 * r
-    alpha = np.clip(0.5 - distance, 0.0, 1.0)[..., None]
-    region = image[y0:y1, x0:x1]
+    return np.clip(0.5 - distance, 0.0, 1.0)
+
+
+def _draw(
+    images: np.ndarray, sprite: _Sprite, cy: np.ndarray, cx: np.ndarray, scale: np.ndarray
+) -> None:
+    """Blend ``sprite`` into ``images`` (F, H, W, 3) float32 in place, centred at (cy[f], cx[f])
+    pixels with radius ``sprite.radius * scale[f]`` in frame f (cy, cx, scale: (F,)).
+
+    Vectorised over frames; only the rows and columns that some frame's sprite can touch are
+    computed.
+    """
+    f, h, w = images.shape[:3]
+    r = (sprite.radius * scale).astype(np.float32)
+    reach = r * 1.2 + 2  # every shape's extent along an axis (diamond: 1.15 r) plus the edge
+    y0 = int(max(np.floor((cy - reach).min()), 0))
+    y1 = int(min(np.ceil((cy + reach).max()) + 1, h))
+    x0 = int(max(np.floor((cx - reach).min()), 0))
+    x1 = int(min(np.ceil((cx + reach).max()) + 1, w))
+    if y0 >= y1 or x0 >= x1:
+        return
+    dy = np.arange(y0, y1, dtype=np.float32)[None, :, None] + 0.5 - cy[:, None, None]
+    dx = np.arange(x0, x1, dtype=np.float32)[None, None, :] + 0.5 - cx[:, None, None]
+    alpha = _coverage(sprite.shape, dy, dx, r[:, None, None])[..., None]  # (F, h', w', 1)
+    region = images[:, y0:y1, x0:x1]
     region += alpha * (sprite.colour - region)
 
 
+# Frames rendered per vectorised step: bounds memory at (chunk, H, W, 3) float32.
+_CHUNK_FRAMES = 32
+
+
 def iter_video_frames(config: DatasetConfig, split: Split, index: int) -> Iterator[np.ndarray]:
-    """The frames of video ``index`` of ``split``, each (height, width, 3) uint8 RGB."""
+    """The frames of video ``index`` of ``split``, each (height, width, 3) uint8 RGB.
+
+    Rendered in vectorised chunks of frames: the camera view is a gather from the background
+    canvas, each sprite one broadcast over the chunk.
+    """
     schedule_rng, scene_rng, noise_rng = _video_streams(config, split, index)
     label = video_label(config, split, index)
     events = _sample_events(config, class_sequences(config)[label], schedule_rng)
     scene = _scene(config, events, scene_rng)
     h, w, m = config.height, config.width, scene.margin
-    for t in range(config.frames):
-        oy, ox = (int(v) for v in scene.camera[t])
-        image = scene.background[m + oy : m + oy + h, m + ox : m + ox + w].copy()
+    # (2m + 1, 2m + 1, 3, H, W): every camera position's view of the canvas, without copying.
+    views = np.lib.stride_tricks.sliding_window_view(scene.background, (h, w), axis=(0, 1))
+    ones = np.ones(_CHUNK_FRAMES, dtype=np.float32)
+    for t0 in range(0, config.frames, _CHUNK_FRAMES):
+        t = np.arange(t0, min(t0 + _CHUNK_FRAMES, config.frames))
+        oy, ox = scene.camera[t, 0], scene.camera[t, 1]  # (F,)
+        # (F, H, W, 3): each frame's view of the canvas, shifted by the camera.
+        images = np.ascontiguousarray(views[m + oy, m + ox].transpose(0, 2, 3, 1))
         # Objects live in the world; the view moves by (oy, ox), so they appear shifted back.
-        for k, sprite in enumerate(scene.distractors):
-            if not scene.in_front[k]:
-                y, x = scene.distractor_paths[k, t]
-                _draw(image, sprite, y - oy, x - ox)
-        y, x, s = scene.actor_path[t]
-        _draw(image, scene.actor, y - oy, x - ox, s)
-        for k, sprite in enumerate(scene.distractors):
-            if scene.in_front[k]:
-                y, x = scene.distractor_paths[k, t]
-                _draw(image, sprite, y - oy, x - ox)
+        for front in (False, True):
+            if front:
+                y, x, s = scene.actor_path[t].T
+                _draw(images, scene.actor, y - oy, x - ox, s)
+            for k, sprite in enumerate(scene.distractors):
+                if bool(scene.in_front[k]) == front:
+                    y, x = scene.distractor_paths[k, t].T
+                    _draw(images, sprite, y - oy, x - ox, ones[: len(t)])
         if config.noise_std > 0:
-            image += config.noise_std * noise_rng.standard_normal((h, w, 1), dtype=np.float32)
-        image += 0.5  # round, not truncate, in the cast below
-        yield np.clip(image, 0, 255, out=image).astype(np.uint8)
+            noise = noise_rng.standard_normal((len(t), h, w, 1), dtype=np.float32)
+            images += config.noise_std * noise
+        images += 0.5  # round, not truncate, in the cast below
+        yield from np.clip(images, 0, 255, out=images).astype(np.uint8)
 
 
 def render_video(config: DatasetConfig, split: Split, index: int) -> np.ndarray:
