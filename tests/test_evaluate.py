@@ -267,6 +267,28 @@ def test_final_fit_retrains_on_the_whole_train_split(stores, tmp_path, monkeypat
         assert entry["seeds"][0]["num_train"] == 64
 
 
+def test_a_one_point_set_probe_grid_trains_no_selection_runs(stores, tmp_path, monkeypatch):
+    """With one (lr, budget) there is nothing to choose: only the final fit on train runs."""
+    trained: list[list[int]] = []
+
+    def set_recorder(configs, trains, **kwargs):
+        trained.append([len(d) for d in trains])
+        return real_set(configs, trains, **kwargs)
+
+    real_set = ev.fit_set_probes
+    monkeypatch.setattr(ev, "fit_set_probes", set_recorder)
+    config = tiny_config(
+        seeds=(0,), probes=("transformer",), finetune_lrs=(1e-3,), finetune_epochs=(1,)
+    )
+    results = evaluate(
+        train_store=stores["train"], test_store=stores["test"], config=config, out=tmp_path
+    )
+    assert trained == [[64]]  # the final fit on all labelled train videos, nothing else
+    seed = results["probes"]["transformer"]["seeds"][0]
+    assert seed["val"] is None and [g["val"] for g in seed["grid"]] == [None]
+    assert seed["chosen"]["lr"] == 1e-3
+
+
 def test_regression_targets(tmp_path):
     train_store = write_store(tmp_path / "tr", videos=48, mode="train", seed=1, regression=True)
     test_store = write_store(tmp_path / "te", videos=20, mode="test", seed=2, regression=True)

@@ -590,7 +590,7 @@ def _set_probe_grid(name: str, ctx: _Context, split: Split, seed: int) -> list[F
 def _run_set_probe(name: str, ctx: _Context, split: Split, seed: int) -> ProbeRun:
     """Transformer / SCALE_ft: every grid point trained on every fold's fit rows and scored on
     its val rows (one batched pass per head kind), the choice on the pooled val scores; the
-    chosen config is then retrained on the train split."""
+    chosen config is then retrained on the train split. A one-point grid skips selection."""
     cfg = ctx.config
     init = _set_probe_init(name, ctx)
     sets = ctx.train.sets
@@ -600,6 +600,36 @@ def _run_set_probe(name: str, ctx: _Context, split: Split, seed: int) -> ProbeRu
         return dataclasses.replace(sets, rows=rows, labels=labels[rows])
 
     configs = _set_probe_grid(name, ctx, split, seed)
+    if len(configs) == 1:  # nothing to choose: no selection runs are trained
+        (chosen,) = configs
+        grid = [{"config": asdict(chosen), "val": None, "val_loss": None}]
+        logger.info("%s seed %d: one grid point, no selection", LABELS[name], seed)
+    else:
+        chosen, grid = _select_set_probe(name, ctx, split, seed, configs, init)
+    ((probe, _),) = fit_set_probes([chosen], [data(split.train)], init=init, progress=cfg.progress)
+    scores = predict_set_probes([probe], ctx.test.sets, batch_size=chosen.eval_batch_size)[0]
+    return ProbeRun(
+        chosen=asdict(chosen), grid=grid, num_train=len(split.train), test_scores=scores
+    )
+
+
+def _select_set_probe(
+    name: str,
+    ctx: _Context,
+    split: Split,
+    seed: int,
+    configs: list[FinetuneConfig],
+    init: ModelConfig | ScaleModel,
+) -> tuple[FinetuneConfig, list[dict[str, Any]]]:
+    """Every grid point trained on every fold's fit rows, scored on the pooled val rows; the
+    chosen config and the grid's validation scores."""
+    cfg = ctx.config
+    sets = ctx.train.sets
+    labels = ctx.train_labels
+
+    def data(rows: np.ndarray) -> SetData:
+        return dataclasses.replace(sets, rows=rows, labels=labels[rows])
+
     fits = [data(fit) for fit, _ in split.folds]
     vals = [dataclasses.replace(sets, rows=val, labels=None) for _, val in split.folds]
     y_val = np.concatenate([labels[val] for _, val in split.folds])
@@ -636,11 +666,7 @@ def _run_set_probe(name: str, ctx: _Context, split: Split, seed: int) -> ProbeRu
         "%s seed %d: chose the %s head, lr %g, %d steps (val %.4f over %d videos)",
         LABELS[name], seed, chosen.head, chosen.lr, chosen.steps, metrics[best], len(y_val),
     )  # fmt: skip
-    ((probe, _),) = fit_set_probes([chosen], [data(split.train)], init=init, progress=cfg.progress)
-    scores = predict_set_probes([probe], ctx.test.sets, batch_size=chosen.eval_batch_size)[0]
-    return ProbeRun(
-        chosen=asdict(chosen), grid=grid, num_train=len(split.train), test_scores=scores
-    )
+    return chosen, grid
 
 
 def _open(store: FeatureStore | str | Path, *, verify_checksums: bool = True) -> FeatureStore:
@@ -977,7 +1003,7 @@ def _summarise(
                 {
                     "seed": info["seed"],
                     "chosen": r.chosen,
-                    "val": max(g["val"] for g in r.grid),
+                    "val": max((g["val"] for g in r.grid if g["val"] is not None), default=None),
                     "grid": r.grid,
                     "num_train": r.num_train,
                     "test": _metrics(r.test_scores, y_test, task),
