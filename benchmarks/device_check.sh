@@ -9,7 +9,9 @@
 #      BatchNorm folded, channels_last_3d) against a plain fp32 channels-first port at 64 and
 #      224 px, and the whole `scalevid extract` pipeline (8 decode workers + backbone + store
 #      writes) as a fraction of backbone-alone; with the weights and PyAV present, also
-#      tests/test_i3d.py's fp16-on-CUDA check on real videos (cosine >= 0.999, tree.avi top-5).
+#      tests/test_i3d.py's fp16-on-CUDA check on real videos (cosine >= 0.999, tree.avi top-5);
+#   4. evaluation on CUDA (benchmarks/eval_throughput.py, ~1,000-video store): the set-probe
+#      protocol's wall time, old code (needs the git history: commit 6512a86) against new.
 # It uses the machine's own python3 and torch, with the project on PYTHONPATH (no install).
 # Files it needs besides the repository, in the git-ignored folder .carry/:
 #   .carry/wheels/    wheels of PyAV, tqdm and safetensors for the extraction part (about 36 MB):
@@ -66,5 +68,13 @@ else
     echo "extraction check skipped: PyAV, tqdm or safetensors missing (see .carry/wheels above)" |
         tee "$out/extract_throughput_cuda.log"
 fi
-echo "tests exit $tests, benchmark exit $bench, extraction exit $extract"
-exit $((tests || bench || extract))
+
+# 4. evaluation
+rows=(new-same new-default)
+if git cat-file -e 6512a86^{commit} 2> /dev/null; then rows=(old "${rows[@]}"); fi
+timeout 240 python3 benchmarks/eval_throughput.py --shape store1k --device cuda --repeats 3 \
+    --rows "${rows[@]}" --json "$out/eval_throughput_cuda.json" 2>&1 |
+    tee "$out/eval_throughput_cuda.log"
+evalrc=${PIPESTATUS[0]}
+echo "tests exit $tests, benchmark exit $bench, extraction exit $extract, eval exit $evalrc"
+exit $((tests || bench || extract || evalrc))

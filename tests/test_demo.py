@@ -28,7 +28,7 @@ def test_quick_demo_end_to_end(tmp_path, i3d_weights, capsys):
     printed = capsys.readouterr().out
     assert "SCALE_linear" in printed and "report.md" in printed
     report = (out / "report" / "report.md").read_text()
-    for row in ("kNN", "SCALE_kNN", "Linear", "SCALE_linear", "MLP", "Transformer", "SCALE_ft"):
+    for row in ("kNN", "SCALE_kNN", "Linear", "SCALE_linear", "Transformer", "SCALE_ft"):
         assert f"| {row} " in report
     results = json.loads((out / "report" / "results.json").read_text())
     assert results["probes"]["scale_linear"]["seeds"]
