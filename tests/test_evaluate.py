@@ -287,6 +287,7 @@ def test_a_one_point_set_probe_grid_trains_no_selection_runs(stores, tmp_path, m
     seed = results["probes"]["transformer"]["seeds"][0]
     assert seed["val"] is None and [g["val"] for g in seed["grid"]] == [None]
     assert seed["chosen"]["lr"] == 1e-3
+    assert "(fixed, no selection)" in (tmp_path / "results.md").read_text()
 
 
 def test_regression_targets(tmp_path):

@@ -1103,6 +1103,12 @@ def _chosen_summary(chosen: dict[str, Any]) -> str:
     return f"lr {chosen['lr']:g}, wd {chosen['weight_decay']:g}"
 
 
+def _seed_choice(seed: dict[str, Any]) -> str:
+    """The chosen config of one probe on one seed; a one-point grid had nothing to select."""
+    summary = _chosen_summary(seed["chosen"])
+    return summary if seed["val"] is not None else f"{summary} (fixed, no selection)"
+
+
 def _selection_table(results: dict[str, Any]) -> list[str]:
     """Markdown lines: per seed, how the grid was scored, on how many videos, and each
     probe's chosen config (a choice that flips with the seed shows here)."""
@@ -1114,7 +1120,7 @@ def _selection_table(results: dict[str, Any]) -> list[str]:
         "|---:|---|---:|" + "---|" * len(names),
     ]
     for i, info in enumerate(results["seeds"]):
-        chosen = [_chosen_summary(results["probes"][p]["seeds"][i]["chosen"]) for p in names]
+        chosen = [_seed_choice(results["probes"][p]["seeds"][i]) for p in names]
         selection = info.get("selection", "hold-out")
         cells = [str(info["seed"]), selection, str(info["num_val"]), *chosen]
         lines.append("| " + " | ".join(cells) + " |")
