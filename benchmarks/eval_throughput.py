@@ -96,6 +96,28 @@ def write_store(path: Path, *, videos: int, clips: int, dim: int, classes: int, 
     return path
 
 
+def write_stores(shape_name: str, folder: Path) -> tuple[Path, Path]:
+    """The shape's train and test stores in `folder`, written by the scalevid being imported."""
+    shape = SHAPES[shape_name]
+    common = {"clips": 0, "dim": shape["dim"], "classes": shape["classes"]}
+    train = write_store(folder / "train", **{**common, "clips": shape["clips"]},
+                        videos=shape["train"], mode="train", seed=1)  # fmt: skip
+    test = write_store(folder / "test", **{**common, "clips": shape["test_views"]},
+                       videos=shape["test"], mode="test", seed=2)  # fmt: skip
+    return train, test
+
+
+def write_stores_with(src: Path, shape_name: str, folder: Path) -> tuple[Path, Path]:
+    """`write_stores` run by the scalevid in `src` (its own store format), in a subprocess."""
+    env = {**os.environ, "PYTHONPATH": f"{src}{os.pathsep}{Path(__file__).parent}"}
+    code = (f"import eval_throughput as b; from pathlib import Path; "
+            f"b.write_stores({shape_name!r}, Path({str(folder)!r}))")  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"writing the stores failed ({src}):\n{done.stderr[-3000:]}")
+    return folder / "train", folder / "test"
+
+
 def old_worktree(ref: str, where: Path) -> Path:
     subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-f", str(where), ref],
                    check=True, capture_output=True)  # fmt: skip
@@ -128,27 +150,12 @@ def main(argv: list[str] | None = None) -> int:
         shape["epochs"] = args.epochs
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        train = write_store(
-            tmp / "train",
-            videos=shape["train"],
-            clips=shape["clips"],
-            dim=shape["dim"],
-            classes=shape["classes"],
-            mode="train",
-            seed=1,
-        )
-        test = write_store(
-            tmp / "test",
-            videos=shape["test"],
-            clips=shape["test_views"],
-            dim=shape["dim"],
-            classes=shape["classes"],
-            mode="test",
-            seed=2,
-        )
         sources = {"new": ROOT / "src"}
         if "old" in args.rows:
             sources["old"] = old_worktree(args.old_ref, tmp / "old")
+        # Each side reads stores its own code wrote (the store format changed in between).
+        stores = {side: write_stores_with(src, args.shape, tmp / f"stores-{side}")
+                  for side, src in sources.items()}  # fmt: skip
         common = {
             "probes": ["transformer"], "seeds": args.seeds, "finetune_lrs": shape["lrs"],
             "finetune_epochs": shape["epochs"], "transformer_hidden": shape["hidden"],
@@ -164,13 +171,14 @@ def main(argv: list[str] | None = None) -> int:
         try:
             for repeat in range(args.repeats):
                 for row in args.rows:  # alternate the sides within every repeat
+                    side = "old" if row == "old" else "new"
+                    train, test = stores[side]
                     payload = {
                         "train_store": str(train), "test_store": str(test),
                         "out": str(tmp / f"{row}-{repeat}"), "threads": args.threads,
                         "config": {**common, **extra[row]}, "finetune": {},
                     }  # fmt: skip
-                    src = sources["old" if row == "old" else "new"]
-                    result = run_one(src, payload)
+                    result = run_one(sources[side], payload)
                     timings[row].append(result)
                     print(
                         f"{row:12s} repeat {repeat}: {result['seconds']:7.1f} s  "
