@@ -27,6 +27,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from scalevid.store import fsync_path
+
 logger = logging.getLogger(__name__)
 
 WEIGHTS = "model.safetensors"
@@ -38,21 +40,13 @@ class CheckpointError(ValueError):
     """A checkpoint or run folder file that is incomplete, damaged or unsafe; names the file."""
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _replace_file(target: Path, write: Any) -> None:
     """Write `target` through a temporary file and rename it into place: a reader (or a crash)
     sees the old file or the new one, never half of one."""
     tmp = target.with_name(f".tmp-{target.name}-{os.getpid()}")
     try:
         write(tmp)
-        _fsync(tmp)
+        fsync_path(tmp)
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
@@ -90,13 +84,13 @@ def save_checkpoint(
     }
     torch.save(state, tmp / STATE)
     for name in (WEIGHTS, CONFIG, STATE):
-        _fsync(tmp / name)
-    _fsync(tmp)
+        fsync_path(tmp / name)
+    fsync_path(tmp)
     old = directory.with_name(f".old-{directory.name}-{os.getpid()}")
     if directory.exists():
         directory.rename(old)
     tmp.rename(directory)
-    _fsync(directory.parent)
+    fsync_path(directory.parent)
     if old.exists():
         shutil.rmtree(old)
 

@@ -360,7 +360,8 @@ class StoreLock:
         self.release()
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_path(path: Path) -> None:
+    """Flush a file's or a folder's entry to disk (a folder: so that a rename in it is durable)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -398,7 +399,7 @@ def _update_manifest_shards(
             os.replace(tmp, target)
         finally:
             tmp.unlink(missing_ok=True)
-        _fsync_dir(root)
+        fsync_path(root)
         return manifest
     finally:
         os.close(fd)
@@ -1334,7 +1335,7 @@ class StoreWriter:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        _fsync_dir(shards)
+        fsync_path(shards)
         # The commit: a kill before it leaves a complete, unlisted shard that the next writer
         # verifies and adopts (reconcile_shards); readers refuse to guess meanwhile.
         self.manifest = _update_manifest_shards(self.path, add={name: _shard_entry(shards / name)})
