@@ -26,7 +26,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from scalevid.video import SEEK_GAP_FRAMES, iter_frames, probe, sample_train_clips
+from scalevid.data.video import SEEK_GAP_FRAMES, iter_frames, probe, sample_train_clips
 
 FPS = 30
 Clock = Callable[[], float]

@@ -3,7 +3,7 @@ the ceiling (order-blind baseline and order-aware oracle on a validation split o
 
 Only these two numbers decide the design (docs/demo.md keeps the log); nothing here runs
 SCALE or reads a test split. Each candidate is a set of changes to the demo's defaults
-(`scalevid.demo.DemoConfig`), named so that the log's commands can be rerun:
+(`scalevid.demo.pipeline.DemoConfig`), named so that the log's commands can be rerun:
 
     python benchmarks/demo_design.py CANDIDATE [--out DIR] [--train-videos N]
 
@@ -21,11 +21,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from scalevid.demo import DemoConfig, run_demo
+from scalevid.demo.pipeline import DemoConfig, run_demo
 
 # name -> (DatasetConfig changes, DemoConfig changes), on top of the demo's defaults.
 CANDIDATES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
-    # The design as it stands in scalevid.demo (the defaults).
+    # The design as it stands in scalevid.demo.pipeline (the defaults).
     "default": ({}, {}),
     # A: the permutation task with the old demo's nuisances (small actor, 1-3 distractors,
     # camera shake) and its motions; 64 x 64, 192 frames, 16 clips.

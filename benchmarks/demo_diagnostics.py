@@ -23,8 +23,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import cross_val_score
 from sklearn.preprocessing import StandardScaler
 
+from scalevid.demo.synthetic import DatasetConfig, video_schedule, visible_events
 from scalevid.store import FeatureStore
-from scalevid.synthetic import DatasetConfig, video_schedule, visible_events
 
 
 def clip_motions(store: FeatureStore, config: DatasetConfig) -> tuple[np.ndarray, np.ndarray]:

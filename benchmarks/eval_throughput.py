@@ -57,8 +57,8 @@ SHAPES = {
 # Runs inside the subprocess, against whichever scalevid is first on PYTHONPATH.
 RUNNER = """
 import json, sys, time, torch
-from scalevid.evaluate import EvalConfig, evaluate
-from scalevid.finetune import FinetuneConfig
+from scalevid.eval.protocol import EvalConfig, evaluate
+from scalevid.eval.set_probes import FinetuneConfig
 args = json.loads(sys.argv[1])
 torch.set_num_threads(args.pop("threads"))
 finetune = FinetuneConfig(**args.pop("finetune"))

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from scalevid.evaluate import EvalConfig, evaluate
+from scalevid.eval.protocol import EvalConfig, evaluate
 from scalevid.store import Manifest, StoreWriter
 from scalevid.train import load_config, train
 

@@ -37,11 +37,13 @@ from pathlib import Path
 
 import torch
 
-from scalevid.engine import Trainer
 from scalevid.hardware import autocast_dtype
 from scalevid.model import ModelConfig, ScaleModel
 from scalevid.pretext import Gather, PretextConfig
-from scalevid.train import TrainConfig, TrainData, make_optimizer
+from scalevid.train import TrainConfig
+from scalevid.train.data import TrainData
+from scalevid.train.engine import Trainer
+from scalevid.train.schedule import adamw
 
 D, K, V = 768, 16, 8
 
@@ -125,7 +127,7 @@ def run_one(
             block.drop = torch.nn.Dropout(model_cfg.dropout)
             block.mlp[2] = torch.nn.Dropout(model_cfg.dropout)
     if sparse:
-        optimizer = make_optimizer(model, config)
+        optimizer = adamw(model, lr=config.lr, weight_decay=config.weight_decay)
     else:
         optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, fused=False)
     with tempfile.TemporaryDirectory() as run:

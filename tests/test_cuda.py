@@ -9,12 +9,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from scalevid.engine import Trainer
 from scalevid.hardware import autocast_dtype
 from scalevid.losses import info_nce, info_nce_from_logits
 from scalevid.model import ScaleModel
 from scalevid.pretext import Gather, PretextConfig, pretext_step
-from scalevid.train import TrainConfig, TrainData, make_optimizer
+from scalevid.train import TrainConfig
+from scalevid.train.data import TrainData
+from scalevid.train.engine import Trainer
+from scalevid.train.schedule import adamw
 
 from .test_pretext import tiny_batch, tiny_model
 
@@ -55,7 +57,7 @@ def test_training_steps_make_no_host_sync():
             config=config,
             full_config={},
             model=model,
-            optimizer=make_optimizer(model, config),
+            optimizer=adamw(model, lr=config.lr, weight_decay=config.weight_decay),
             data=data,
             gather=Gather(),
             device=CUDA,

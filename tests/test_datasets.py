@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from scalevid.datasets import (
+from scalevid.data.lists import (
     DatasetError,
     DatasetFormatError,
     VideoItem,
@@ -331,7 +331,7 @@ def test_auto_detects_plain_csv(tmp_path: Path) -> None:
 
 
 def test_csv_takes_class_names_from_classes_txt(tmp_path):
-    from scalevid.datasets import parse_csv
+    from scalevid.data.lists import parse_csv
 
     (tmp_path / "train.csv").write_text("a.mp4 0\nb.mp4 1\nc.mp4 -1\n")
     assert parse_csv(tmp_path / "train.csv").class_names == ["0", "1"]

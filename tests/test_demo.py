@@ -10,8 +10,8 @@ import pytest
 from scalevid.backbones import WeightsUnavailableError
 from scalevid.backbones.i3d import fetch_i3d_weights
 from scalevid.cli import main
-from scalevid.demo import binomial_se, compare, verdict_sentence
-from scalevid.demo_ceiling import CeilingConfig, ceiling_from_arrays, halves_vectors, mean_vectors
+from scalevid.demo.ceiling import CeilingConfig, ceiling_from_arrays, halves_vectors, mean_vectors
+from scalevid.demo.pipeline import binomial_se, compare, verdict_sentence
 
 
 @pytest.fixture(scope="module")
@@ -59,10 +59,10 @@ def test_quick_demo_end_to_end(tmp_path, i3d_weights, capsys):
 
 
 def test_demo_size_options_reach_the_config(monkeypatch, tmp_path):
-    import scalevid.demo
+    import scalevid.demo.pipeline
 
     seen = {}
-    monkeypatch.setattr(scalevid.demo, "run_demo", lambda out, config, **kw: seen.update(c=config))
+    monkeypatch.setattr(scalevid.demo.pipeline, "run_demo", lambda out, config, **kw: seen.update(c=config))
     argv = ["demo", "--out", str(tmp_path), "--train-videos", "1440", "--test-videos", "360",
             "--epochs", "40", "--batch-size", "128", "--seeds", "0", "1",
             "--probes", "linear", "scale_linear"]  # fmt: skip
@@ -71,7 +71,7 @@ def test_demo_size_options_reach_the_config(monkeypatch, tmp_path):
     assert (config.dataset.train, config.dataset.test) == (1440, 360)
     assert (config.epochs, config.batch_size) == (40, 128)
     assert config.seeds == (0, 1) and config.probes == ("linear", "scale_linear")
-    assert config.dataset.val == scalevid.demo.DemoConfig().dataset.val  # the rest unchanged
+    assert config.dataset.val == scalevid.demo.pipeline.DemoConfig().dataset.val  # the rest unchanged
     assert main(["demo", "--quick", "--out", str(tmp_path), "--epochs", "3"]) == 0
     assert seen["c"].epochs == 3 and seen["c"].dataset.train == 48  # --quick's sizes otherwise
     with pytest.raises(SystemExit):
@@ -79,14 +79,14 @@ def test_demo_size_options_reach_the_config(monkeypatch, tmp_path):
 
 
 def test_data_seed_draws_fresh_videos_of_the_same_design(monkeypatch, tmp_path):
-    import scalevid.demo
+    import scalevid.demo.pipeline
 
     seen = {}
     monkeypatch.setattr(
-        scalevid.demo, "run_demo", lambda out, config, **kw: seen.update(c=config, out=out, **kw)
+        scalevid.demo.pipeline, "run_demo", lambda out, config, **kw: seen.update(c=config, out=out, **kw)
     )
     assert main(["demo", "--data-seed", "7", "--ceiling-only"]) == 0
-    default = scalevid.demo.DemoConfig()
+    default = scalevid.demo.pipeline.DemoConfig()
     assert seen["c"].dataset.seed == 7 and seen["ceiling_only"]
     assert seen["c"].dataset == dataclasses.replace(default.dataset, seed=7)
     assert seen["out"] == "scalevid-demo-seed7"  # never mixed into the default seed's folder

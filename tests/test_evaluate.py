@@ -1,4 +1,4 @@
-"""Tests for scalevid.evaluate (the honest protocol, reports) and scalevid.search."""
+"""Tests for scalevid.eval.protocol (the honest protocol, reports) and scalevid.eval.embed."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from scalevid import evaluate as ev
-from scalevid import probes as probes_mod
-from scalevid.evaluate import (
+from scalevid.eval import probes as probes_mod
+from scalevid.eval import protocol as ev
+from scalevid.eval.embed import export_embeddings, search
+from scalevid.eval.protocol import (
     PROBES,
     ClipVectors,
     EvalConfig,
@@ -20,9 +21,8 @@ from scalevid.evaluate import (
     load_eval_config,
     make_split,
 )
-from scalevid.finetune import FinetuneConfig
+from scalevid.eval.set_probes import FinetuneConfig
 from scalevid.model import ScaleModel
-from scalevid.search import export_embeddings, search
 from scalevid.store import FeatureStore, Manifest, StoreWriter
 from scalevid.train import load_config, train
 

@@ -1,4 +1,4 @@
-"""Tests for scalevid.finetune: the Transformer / SCALE_ft set probes."""
+"""Tests for scalevid.eval.set_probes: the Transformer / SCALE_ft set probes."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from scalevid.finetune import (
+from scalevid.eval.set_probes import (
     FinetuneConfig,
     SetData,
     SetProbe,

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from scalevid import evaluate as ev
-from scalevid.evaluate import ClipVectors, EvalConfig, Representations
-from scalevid.finetune import SetData
+from scalevid.eval import protocol as ev
+from scalevid.eval.probes import ProbeConfig, ProbeData, fit_predict, topk_accuracy, video_vectors
+from scalevid.eval.protocol import ClipVectors, EvalConfig, Representations
+from scalevid.eval.set_probes import SetData
 from scalevid.model import ModelConfig, ScaleModel
-from scalevid.probes import ProbeConfig, ProbeData, fit_predict, topk_accuracy, video_vectors
 
 
 def _context(config: EvalConfig, *, dim: int = 6, hidden: int = 4) -> ev._Context:

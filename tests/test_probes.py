@@ -1,4 +1,4 @@
-"""Tests for scalevid.probes: kNN voting, view averaging, grid training, protocol helpers."""
+"""Tests for scalevid.eval.probes: kNN voting, view averaging, grid training, protocol helpers."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from scalevid.probes import (
+from scalevid.eval.probes import (
     GridResult,
     HeadGrid,
     ProbeConfig,
@@ -380,7 +380,7 @@ def test_cross_validation_makes_the_choice_depend_less_on_the_split(tmp_path):
     scheme is stable; this store has a real, modest difference between them.)"""
     from collections import Counter
 
-    from scalevid.evaluate import make_split
+    from scalevid.eval.protocol import make_split
     from scalevid.store import FeatureStore
     from tests.synthetic_store import write_synthetic_store
 

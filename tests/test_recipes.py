@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from scalevid import recipes
-from scalevid.evaluate import LABELS, PROBES
+from scalevid.demo.synthetic import quick_config, render_video, video_label
+from scalevid.eval.protocol import LABELS, PROBES
 from scalevid.recipes import RecipeError, load_recipe, main
 from scalevid.store import FeatureStore
-from scalevid.synthetic import quick_config, render_video, video_label
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 TINY = [

@@ -19,11 +19,8 @@ import numpy as np
 import pytest
 import torch
 
-from scalevid import checkpoint as checkpoint_module
-from scalevid import engine
-from scalevid.checkpoint import load_checkpoint, save_checkpoint
 from scalevid.cli import main
-from scalevid.datasets import DatasetFormatError, parse_csv
+from scalevid.data.lists import DatasetFormatError, parse_csv
 from scalevid.extract import ExtractConfig, extract
 from scalevid.model import ScaleModel
 from scalevid.store import (
@@ -35,8 +32,11 @@ from scalevid.store import (
     check_store,
 )
 from scalevid.store import _file_crc32 as real_crc32
-from scalevid.store_import import import_npy_folder
-from scalevid.train import load_config, make_optimizer, train
+from scalevid.store.importer import import_npy_folder
+from scalevid.train import checkpoint as checkpoint_module
+from scalevid.train import engine, load_config, train
+from scalevid.train.checkpoint import load_checkpoint, save_checkpoint
+from scalevid.train.schedule import adamw
 
 from .conftest import write_video
 
@@ -432,7 +432,7 @@ def test_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(
 ):
     """Fault 6, divergence: a loss that turns NaN stops the run (naming the step) instead of
     training on, and the last checkpoint written before it is kept as it was."""
-    from scalevid.engine import NonFiniteLossError
+    from scalevid.train.engine import NonFiniteLossError
 
     real = engine.pretext_step
     calls = []
@@ -451,7 +451,7 @@ def test_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(
     saved = json.loads((tmp_path / "r" / "checkpoints" / "last" / "config.json").read_text())
     model = ScaleModel(cfg.model)
     state = load_checkpoint(
-        tmp_path / "r" / "checkpoints" / "last", model=model, optimizer=make_optimizer(model, cfg)
+        tmp_path / "r" / "checkpoints" / "last", model=model, optimizer=adamw(model, lr=cfg.lr, weight_decay=cfg.weight_decay)
     )
     assert state["step"] == 4 and saved["train"]["epochs"] == 3
     assert all(torch.isfinite(p).all() for p in model.parameters())
@@ -496,7 +496,7 @@ def test_a_save_killed_at_any_point_loses_no_checkpoint(point, tmp_path, monkeyp
     """Fault 7b/7c: a process killed anywhere in a checkpoint save, including between its two
     renames, loses no checkpoint: the next start finishes or undoes the save (the newest
     complete checkpoint wins) and removes the leftover `.tmp-*` / `.old-*` folders."""
-    from scalevid.checkpoint import recover_checkpoint
+    from scalevid.train.checkpoint import recover_checkpoint
 
     owner, name, nth, kept = KILL_POINTS[point]
     directory = tmp_path / "checkpoints" / "last"
@@ -559,7 +559,7 @@ def test_test_store_with_classes_train_lacks_is_a_clear_error(tmp_path, capsys):
 
 def test_test_store_classes_in_another_order_are_mapped_by_name(tmp_path):
     """Fault 8, the quiet variant: the same classes in another order are matched by name."""
-    from scalevid.evaluate import EvalConfig, evaluate
+    from scalevid.eval.protocol import EvalConfig, evaluate
 
     names = ["a", "b", "c"]
     train_store = make_store(tmp_path / "train", class_names=names, by_class_name=True)

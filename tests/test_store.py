@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from scalevid import store as store_module
-from scalevid.datasets import DatasetFormatError
+from scalevid.data.lists import DatasetFormatError
 from scalevid.store import (
     FAILURES_FILE,
     CorruptShardError,
@@ -28,7 +28,7 @@ from scalevid.store import (
     check_store,
     format_store_summary,
 )
-from scalevid.store_import import import_npy_folder
+from scalevid.store.importer import import_npy_folder
 
 K, D = 4, 32
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "feature-store.md"

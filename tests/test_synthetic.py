@@ -1,4 +1,4 @@
-"""Tests for the synthetic dataset generator (``scalevid.synthetic``)."""
+"""Tests for the synthetic dataset generator (``scalevid.demo.synthetic``)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import av
 import numpy as np
 import pytest
 
-from scalevid import synthetic as S
-from scalevid.datasets import parse_csv
+from scalevid.data.lists import parse_csv
+from scalevid.demo import synthetic as S
 
 # Small and short, so that rendering and encoding a video takes a few milliseconds.
 TINY = S.DatasetConfig(

@@ -10,10 +10,10 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from scalevid import engine
 from scalevid.cli import main
 from scalevid.model import ScaleModel
-from scalevid.train import TrainConfig, load_config, lr_at, param_groups, train
+from scalevid.train import TrainConfig, engine, load_config, train
+from scalevid.train.schedule import param_groups, warmup_cosine, warmup_steps
 
 from .synthetic_store import write_synthetic_store
 
@@ -69,11 +69,19 @@ def test_short_run_learns(store, tmp_path):
 
 
 def test_lr_schedule_warmup_then_cosine():
-    cfg = TrainConfig(lr=1.0, warmup_fraction=0.1, min_lr=0.0)
-    lrs = [lr_at(s, total=100, config=cfg) for s in range(100)]
+    lrs = [warmup_cosine(s, total=100, warmup=warmup_steps(0.1, 100)) for s in range(100)]
     assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
     assert lrs[10] == pytest.approx(1.0) and lrs[-1] < 0.01
     assert all(a >= b for a, b in zip(lrs[10:], lrs[11:], strict=False))
+    # the half cosine ends at the floor, its midpoint is halfway between peak and floor
+    mid = warmup_cosine(60, total=110, warmup=10, peak=3.0, floor=1.0)
+    assert mid == pytest.approx(2.0)
+    assert warmup_cosine(110, total=110, warmup=10, peak=3.0, floor=1.0) == pytest.approx(1.0)
+
+
+def test_lr_schedule_without_warmup_starts_at_peak():
+    assert warmup_cosine(0, total=10, warmup=0, peak=2.0) == 2.0
+    assert warmup_steps(0.0, 10) == 1 and warmup_steps(0.05, 1000) == 50
 
 
 def test_no_weight_decay_on_biases_norms_tokens():

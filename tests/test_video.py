@@ -6,8 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import scalevid.video as video_module
-from scalevid.video import (
+import scalevid.data.video as video_module
+from scalevid.data.video import (
     ClipSpec,
     ColourJitter,
     NoVideoStreamError,

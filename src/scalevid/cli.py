@@ -82,7 +82,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 
 def _import(args: argparse.Namespace) -> int:
-    from scalevid.store_import import import_npy_folder
+    from scalevid.store.importer import import_npy_folder
 
     report = import_npy_folder(
         features_dir=args.features,
@@ -221,7 +221,7 @@ def _add_store(sub: argparse._SubParsersAction) -> None:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from scalevid.evaluate import evaluate, format_table, load_eval_config
+    from scalevid.eval.protocol import evaluate, format_table, load_eval_config
 
     config = load_eval_config(
         args.config,
@@ -242,7 +242,7 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _add_eval(sub: argparse._SubParsersAction) -> None:
-    from scalevid.evaluate import PROBES
+    from scalevid.eval.protocol import PROBES
 
     p = sub.add_parser(
         "eval",
@@ -274,7 +274,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
 
 
 def _embed(args: argparse.Namespace) -> int:
-    from scalevid.search import export_embeddings
+    from scalevid.eval.embed import export_embeddings
 
     vectors, ids = export_embeddings(
         store=args.store, run=args.run, out=args.out, device=args.device or "auto",
@@ -285,7 +285,7 @@ def _embed(args: argparse.Namespace) -> int:
 
 
 def _search(args: argparse.Namespace) -> int:
-    from scalevid.search import search
+    from scalevid.eval.embed import search
 
     if not (args.run or args.embeddings):
         raise ValueError("search needs --run or --embeddings (a `scalevid embed` folder)")
@@ -321,7 +321,7 @@ def _add_embed_search(sub: argparse._SubParsersAction) -> None:
 
 
 def _make_dataset(args: argparse.Namespace) -> int:
-    from scalevid.synthetic import DatasetConfig, make_dataset, quick_config
+    from scalevid.demo.synthetic import DatasetConfig, make_dataset, quick_config
 
     fields = ("train", "val", "test", "frames", "fps", "height", "width", "seed", "codec")
     options = {k: getattr(args, k) for k in fields if getattr(args, k) is not None}
@@ -365,7 +365,7 @@ def _add_make_dataset(sub: argparse._SubParsersAction) -> None:
 def _demo(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from scalevid.demo import DemoConfig, run_demo
+    from scalevid.demo.pipeline import DemoConfig, run_demo
 
     config = DemoConfig.quick() if args.quick else DemoConfig()
     sizes = {"train": args.train_videos, "test": args.test_videos}
@@ -404,7 +404,7 @@ def _non_negative_int(text: str) -> int:
 
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:
-    from scalevid.evaluate import PROBES
+    from scalevid.eval.protocol import PROBES
 
     p = sub.add_parser(
         "demo",
@@ -474,9 +474,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from scalevid.backbones import BackboneError
-    from scalevid.datasets import DatasetError
-    from scalevid.engine import NonFiniteLossError
+    from scalevid.data.lists import DatasetError
     from scalevid.store import StoreError
+    from scalevid.train.engine import NonFiniteLossError
 
     ScalevidInputError = (BackboneError, DatasetError, NonFiniteLossError)  # noqa: N806
 

@@ -30,11 +30,11 @@ from tqdm import tqdm
 
 from scalevid import __version__
 from scalevid.backbones import Backbone, create_backbone
-from scalevid.datasets import VideoItem, load_video_list
+from scalevid.data.lists import VideoItem, load_video_list
+from scalevid.data.video import ColourJitter, SamplingConfig, VideoError, sample_and_read
 from scalevid.distributed import process_group
 from scalevid.hardware import resolve_device
 from scalevid.store import Manifest, StoreLock, StoreLockedError, StoreWriter
-from scalevid.video import ColourJitter, SamplingConfig, VideoError, sample_and_read
 
 logger = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ Recipe file (YAML; every section is optional except `data`):
     paper: the UCF101 results   # what it reproduces (not inherited)
     data:                       # the dataset; paths relative to --data-root
       name: ucf101              # store folder name: recipes naming the same dataset share stores
-      format: ucf101            # a `scalevid.datasets` format
+      format: ucf101            # a `scalevid.data.lists` format
       list: ucf101/ucfTrainTestlist
       root: ucf101/UCF-101      # the videos
       fold: 1                   # UCF101 / HMDB51 split
@@ -65,7 +65,7 @@ from typing import Any, Literal
 
 import yaml
 
-from scalevid.evaluate import LABELS, PROBES, evaluate, load_eval_config
+from scalevid.eval.protocol import LABELS, PROBES, evaluate, load_eval_config
 from scalevid.extract import ExtractConfig, extract
 from scalevid.train import load_config, train
 

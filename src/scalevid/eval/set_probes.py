@@ -49,7 +49,7 @@ from tqdm import tqdm
 from scalevid.hardware import resolve_device
 from scalevid.model import ModelConfig, ScaleModel
 from scalevid.store import FeatureStore
-from scalevid.train import TrainConfig, lr_at, param_groups
+from scalevid.train.schedule import param_groups, warmup_cosine, warmup_steps
 
 logger = logging.getLogger(__name__)
 
@@ -68,9 +68,9 @@ class FinetuneConfig:
     ``epochs`` passes over the training videos (the last partial batch of a pass is dropped, at
     least one step per pass); a budget in steps means the same training whatever the size of the
     training set, which is what model selection on a part of train needs. The lr warms up
-    linearly over ``warmup_fraction`` of the steps, then follows a cosine to 0 (``train.lr_at``).
+    linearly over ``warmup_fraction`` of the steps, then follows a cosine to 0 (``train.schedule.warmup_cosine``).
     The head trains at ``lr``, the predictor at ``lr * predictor_lr_scale``; weight decay skips
-    biases, norms and tokens (``train.param_groups``). ``dropout`` replaces the predictor's
+    biases, norms and tokens (``train.schedule.param_groups``). ``dropout`` replaces the predictor's
     dropout and is also applied to the head's input. ``head``: ``clip_set`` (the paper's
     per-clip [clip feature, SET] head, see the module docstring) or ``set`` (SET output only).
     ``num_classes`` None = max label + 1.
@@ -494,7 +494,6 @@ def fit_set_probes(
         batched_loss = vmap(loss_of, in_dims=(0, None, None, None, None), randomness="same")
         streams = {g: _Batches(trains[members[0]], cfg) for g, members in groups.items()}
         base_lr = torch.tensor([c.lr for c in configs], device=device)
-        schedule = TrainConfig(lr=1.0, warmup_fraction=cfg.warmup_fraction, min_lr=0.0)
         active = list(range(len(configs)))  # model index of each row of the stacks
         finished: dict[int, dict[str, torch.Tensor]] = {}
         losses: list[list[torch.Tensor]] = [[] for _ in configs]
@@ -519,7 +518,15 @@ def fit_set_probes(
                     losses[m].append(value)
             loss.backward()
             factor = torch.tensor(
-                [lr_at(step, total=totals[m], config=schedule) for m in active], device=device
+                [
+                    warmup_cosine(
+                        step,
+                        total=totals[m],
+                        warmup=warmup_steps(cfg.warmup_fraction, totals[m]),
+                    )
+                    for m in active
+                ],
+                device=device,
             )
             optimizer.step(base_lr[torch.tensor(active, device=device)] * factor)
             done = [r for r, m in enumerate(active) if totals[m] == step + 1]

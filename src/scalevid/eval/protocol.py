@@ -56,18 +56,7 @@ import torch
 from tqdm import tqdm
 
 from scalevid.config import load_config as load_stage_config
-from scalevid.finetune import (
-    SET_HEADS,
-    FinetuneConfig,
-    SetData,
-    SetHead,
-    fit_set_probes,
-    predict_set_probes,
-    steps_per_epoch,
-)
-from scalevid.hardware import resolve_device
-from scalevid.model import ModelConfig, ScaleModel
-from scalevid.probes import (
+from scalevid.eval.probes import (
     ProbeConfig,
     ProbeData,
     cross_validate,
@@ -83,6 +72,17 @@ from scalevid.probes import (
     validation_loss,
     video_vectors,
 )
+from scalevid.eval.set_probes import (
+    SET_HEADS,
+    FinetuneConfig,
+    SetData,
+    SetHead,
+    fit_set_probes,
+    predict_set_probes,
+    steps_per_epoch,
+)
+from scalevid.hardware import resolve_device
+from scalevid.model import ModelConfig, ScaleModel
 from scalevid.store import FeatureStore
 
 logger = logging.getLogger(__name__)
@@ -1179,7 +1179,7 @@ def _write_outputs(
     test_rows: np.ndarray,
     out: Path,
 ) -> None:
-    from scalevid import plots
+    from scalevid.eval import figures as plots
 
     task = results["task"]
     labels = test_store.labels if task == "classification" else test_store.targets

@@ -37,6 +37,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from scalevid.train.schedule import warmup_cosine
+
 logger = logging.getLogger(__name__)
 
 ProbeKind = Literal["knn", "linear", "mlp"]
@@ -378,13 +380,6 @@ def _sample_clips(
     return order.gather(1, slots)
 
 
-def _lr_factor(step: int, *, total: int, warmup: int) -> float:
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
 def fit_heads(
     configs: Sequence[ProbeConfig],
     train: ProbeData,
@@ -451,7 +446,7 @@ def fit_heads(
                 per_head = torch.stack([F.cross_entropy(o, y) for o in out])  # (G,)
             else:
                 per_head = torch.stack([F.mse_loss(o, y) for o in out])  # (G,)
-            factor = _lr_factor(step, total=total, warmup=warmup)
+            factor = warmup_cosine(step, total=total, warmup=warmup)
             for group, c in zip(optimizer.param_groups, configs, strict=True):
                 group["lr"] = c.lr * factor
             optimizer.zero_grad(set_to_none=True)

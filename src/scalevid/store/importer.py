@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from scalevid.datasets import VideoList, parse_csv
+from scalevid.data.lists import VideoList, parse_csv
 from scalevid.store import (
     FAILURES_FILE,
     MANIFEST_FILE,
@@ -135,7 +135,7 @@ def import_npy_folder(
 ) -> ImportReport:
     """Build (or resume) a store from per-video ``.npy`` feature arrays of shape (clips, D).
 
-    The list is read by `scalevid.datasets.parse_csv` (``path label`` lines; -1 = unlabelled).
+    The list is read by `scalevid.data.lists.parse_csv` (``path label`` lines; -1 = unlabelled).
     The video id is the list path without its extension; a video's features are looked up as
     ``features_dir/<video id>.npy``, then ``features_dir/<file stem>.npy``. K is the largest clip count (or the existing store's K when resuming). A video
     whose features are missing or broken is recorded in the report and in

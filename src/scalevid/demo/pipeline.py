@@ -32,11 +32,11 @@ import numpy as np
 import torch
 
 from scalevid import __version__
-from scalevid.demo_ceiling import Ceiling, CeilingConfig, measure_ceiling
-from scalevid.evaluate import LABELS, EvalConfig, evaluate, format_table, markdown_table
+from scalevid.demo.ceiling import Ceiling, CeilingConfig, measure_ceiling
+from scalevid.demo.synthetic import DatasetConfig, make_dataset, quick_config
+from scalevid.eval.protocol import LABELS, EvalConfig, evaluate, format_table, markdown_table
+from scalevid.eval.set_probes import FinetuneConfig
 from scalevid.extract import ExtractConfig, extract
-from scalevid.finetune import FinetuneConfig
-from scalevid.synthetic import DatasetConfig, make_dataset, quick_config
 from scalevid.train import TrainConfig, train
 
 logger = logging.getLogger(__name__)

@@ -17,10 +17,12 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from scalevid.checkpoint import save_checkpoint
 from scalevid.model import ScaleModel
 from scalevid.pretext import Gather, pretext_step
-from scalevid.train import TrainConfig, TrainData, lr_at
+from scalevid.train.checkpoint import save_checkpoint
+from scalevid.train.config import TrainConfig
+from scalevid.train.data import TrainData
+from scalevid.train.schedule import warmup_cosine, warmup_steps
 
 logger = logging.getLogger(__name__)
 
@@ -127,7 +129,7 @@ class Trainer:
         if self.writer is not None:
             self.writer.close()
         if self.main:
-            from scalevid.plots import plot_training_curves
+            from scalevid.train.curves import plot_training_curves
 
             plot_training_curves(self.run / "metrics.jsonl", self.run / "curves.png")
 
@@ -162,7 +164,13 @@ class Trainer:
 
     def train_step(self, step: int, index: torch.Tensor) -> dict[str, torch.Tensor]:
         cfg = self.config
-        lr = lr_at(step, total=self.total_steps, config=cfg)
+        lr = warmup_cosine(
+            step,
+            total=self.total_steps,
+            warmup=warmup_steps(cfg.warmup_fraction, self.total_steps),
+            peak=cfg.lr,
+            floor=cfg.min_lr,
+        )
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         torch.manual_seed(_stream_seed(cfg.seed, 1, step))  # dropout

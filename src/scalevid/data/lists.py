@@ -72,7 +72,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from scalevid.video import VIDEO_EXTENSIONS
+from scalevid.data.video import VIDEO_EXTENSIONS
 
 logger = logging.getLogger(__name__)
 

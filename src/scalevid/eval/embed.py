@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from scalevid.evaluate import _load_model, _open, video_embeddings
+from scalevid.eval.protocol import _load_model, _open, video_embeddings
 from scalevid.hardware import resolve_device
 from scalevid.model import ScaleModel
 from scalevid.store import FeatureStore

@@ -1,0 +1,1 @@
+"""Videos in: decoding and clip sampling (`video`), dataset list formats (`lists`)."""
