@@ -32,7 +32,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from scalevid.eval.protocol import EvalConfig, evaluate
+from scalevid.eval.config import EvalConfig
+from scalevid.eval.protocol import evaluate
 from scalevid.store import Manifest, StoreWriter
 from scalevid.train import load_config, train
 

@@ -11,16 +11,9 @@ import pytest
 
 from scalevid.eval import probes as probes_mod
 from scalevid.eval import protocol as ev
+from scalevid.eval.config import PROBES, EvalConfig, load_eval_config
 from scalevid.eval.embed import export_embeddings, search
-from scalevid.eval.protocol import (
-    PROBES,
-    ClipVectors,
-    EvalConfig,
-    evaluate,
-    format_table,
-    load_eval_config,
-    make_split,
-)
+from scalevid.eval.protocol import ClipVectors, evaluate, format_table, make_split
 from scalevid.eval.set_probes import FinetuneConfig
 from scalevid.model import ScaleModel
 from scalevid.store import FeatureStore, Manifest, StoreWriter

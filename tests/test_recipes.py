@@ -13,7 +13,7 @@ import pytest
 
 from scalevid import recipes
 from scalevid.demo.synthetic import quick_config, render_video, video_label
-from scalevid.eval.protocol import LABELS, PROBES
+from scalevid.eval.config import LABELS, PROBES
 from scalevid.recipes import RecipeError, load_recipe, main
 from scalevid.store import FeatureStore
 

@@ -559,7 +559,8 @@ def test_test_store_with_classes_train_lacks_is_a_clear_error(tmp_path, capsys):
 
 def test_test_store_classes_in_another_order_are_mapped_by_name(tmp_path):
     """Fault 8, the quiet variant: the same classes in another order are matched by name."""
-    from scalevid.eval.protocol import EvalConfig, evaluate
+    from scalevid.eval.config import EvalConfig
+    from scalevid.eval.protocol import evaluate
 
     names = ["a", "b", "c"]
     train_store = make_store(tmp_path / "train", class_names=names, by_class_name=True)

@@ -221,7 +221,8 @@ def _add_store(sub: argparse._SubParsersAction) -> None:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from scalevid.eval.protocol import evaluate, format_table, load_eval_config
+    from scalevid.eval.config import load_eval_config
+    from scalevid.eval.protocol import evaluate, format_table
 
     config = load_eval_config(
         args.config,
@@ -242,7 +243,7 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _add_eval(sub: argparse._SubParsersAction) -> None:
-    from scalevid.eval.protocol import PROBES
+    from scalevid.eval.config import PROBES
 
     p = sub.add_parser(
         "eval",
@@ -404,7 +405,7 @@ def _non_negative_int(text: str) -> int:
 
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:
-    from scalevid.eval.protocol import PROBES
+    from scalevid.eval.config import PROBES
 
     p = sub.add_parser(
         "demo",

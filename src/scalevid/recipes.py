@@ -65,7 +65,8 @@ from typing import Any, Literal
 
 import yaml
 
-from scalevid.eval.protocol import LABELS, PROBES, evaluate, load_eval_config
+from scalevid.eval.config import LABELS, PROBES, load_eval_config
+from scalevid.eval.protocol import evaluate
 from scalevid.extract import ExtractConfig, extract
 from scalevid.train import load_config, train
 

@@ -34,7 +34,8 @@ import torch
 from scalevid import __version__
 from scalevid.demo.ceiling import Ceiling, CeilingConfig, measure_ceiling
 from scalevid.demo.synthetic import DatasetConfig, make_dataset, quick_config
-from scalevid.eval.protocol import LABELS, EvalConfig, evaluate, format_table, markdown_table
+from scalevid.eval.config import LABELS, EvalConfig
+from scalevid.eval.protocol import evaluate, format_table, markdown_table
 from scalevid.eval.set_probes import FinetuneConfig
 from scalevid.extract import ExtractConfig, extract
 from scalevid.train import TrainConfig, train
