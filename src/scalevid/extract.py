@@ -26,7 +26,6 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
 
 from scalevid import __version__
 from scalevid.backbones import Backbone, create_backbone
@@ -34,6 +33,7 @@ from scalevid.data.lists import VideoItem, load_video_list
 from scalevid.data.video import ColourJitter, SamplingConfig, VideoError, sample_and_read
 from scalevid.distributed import process_group
 from scalevid.hardware import resolve_device
+from scalevid.progress import progress_bar
 from scalevid.store import Manifest, StoreLock, StoreLockedError, StoreWriter
 
 logger = logging.getLogger(__name__)
@@ -282,9 +282,9 @@ def _extract(config: ExtractConfig, rank: int, world: int, device: torch.device)
         prefetch_factor=4 if config.workers else None,
         persistent_workers=False,
     )
-    bar = tqdm(
+    bar = progress_bar(
         total=len(todo),
-        disable=not (config.progress and rank == 0),
+        enabled=(config.progress and rank == 0),
         desc=f"extract {config.split}",
         unit="video",
     )

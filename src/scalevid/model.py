@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from scalevid.folders import CONFIG, LAST_CHECKPOINT, WEIGHTS
+
 BOX_DIM = 7  # [flip, t0, y0, x0, t1, y1, x1]
 
 
@@ -278,10 +280,10 @@ def _resolve_checkpoint(path: Path) -> tuple[Path, Path]:
     candidates = (
         [path]
         if path.is_file()
-        else [path / "model.safetensors", path / "checkpoints" / "last" / "model.safetensors"]
+        else [path / WEIGHTS, path / LAST_CHECKPOINT / WEIGHTS]
     )
     for weights in candidates:
-        config = weights.parent / "config.json"
+        config = weights.parent / CONFIG
         if weights.is_file() and config.is_file():
             return weights, config
     raise FileNotFoundError(

@@ -68,6 +68,7 @@ import yaml
 from scalevid.eval.config import LABELS, PROBES, load_eval_config
 from scalevid.eval.protocol import evaluate
 from scalevid.extract import ExtractConfig, extract
+from scalevid.folders import RESULTS, RESULTS_TABLE, WEIGHTS
 from scalevid.train import load_config, train
 
 logger = logging.getLogger(__name__)
@@ -128,7 +129,6 @@ RUNTIME_KEYS = {
     "eval": frozenset({"device", "progress", "embed_batch_size"}),
 }  # fmt: skip
 STAGES = ("extract", "train", "eval")
-RESULTS = "results.json"
 
 
 class RecipeError(ValueError):
@@ -493,7 +493,7 @@ def run_point(
     same stores and settings (see `evaluate`)."""
     run = folder / "run"
     train_store, test_store = stores / "train", stores / "test"
-    if not (run / "model.safetensors").is_file():
+    if not (run / WEIGHTS).is_file():
         config = _train_config(recipe, point, store=train_store, run=run, device=device)
         logger.info("%s / %s: pretraining SCALE (%d epochs)", recipe.name, point.label,
                     config.epochs)  # fmt: skip
@@ -557,7 +557,7 @@ def run_recipe(
                 results[point.slug] = json.loads(done.read_text())
     combined = combine(recipe, results, extraction=extraction)
     (folder / RESULTS).write_text(json.dumps(combined, indent=2))
-    (folder / "results.md").write_text(combined_markdown(combined))
+    (folder / RESULTS_TABLE).write_text(combined_markdown(combined))
     return combined
 
 

@@ -96,7 +96,8 @@ from typing import Any, Literal, get_args
 
 import av
 import numpy as np
-from tqdm import tqdm
+
+from scalevid.progress import progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -922,7 +923,7 @@ def _run_jobs(
     progress: bool,
     workers: int,
 ) -> None:
-    bar = tqdm(total=len(jobs), disable=not progress, desc="synthetic videos", unit="video")
+    bar = progress_bar(total=len(jobs), enabled=progress, desc="synthetic videos", unit="video")
     try:
         if workers <= 1 or len(jobs) <= 1:
             for split, index in jobs:

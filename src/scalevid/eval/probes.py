@@ -35,8 +35,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
+from scalevid.progress import progress_bar
 from scalevid.train.schedule import warmup_cosine
 
 logger = logging.getLogger(__name__)
@@ -427,7 +427,7 @@ def fit_heads(
     generator = torch.Generator().manual_seed(cfg.seed)
     losses: list[torch.Tensor] = []
     grid.train()
-    bar = tqdm(total=total, desc=f"{cfg.kind} x{len(configs)}", disable=not progress)
+    bar = progress_bar(total=total, desc=f"{cfg.kind} x{len(configs)}", enabled=progress)
     for epoch in range(cfg.epochs):
         perm = torch.randperm(n, generator=generator)
         for b in range(steps_per_epoch):

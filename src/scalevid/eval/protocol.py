@@ -53,7 +53,6 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from scalevid.eval.config import (
     BASELINE_OF,
@@ -87,8 +86,10 @@ from scalevid.eval.set_probes import (
     predict_set_probes,
     steps_per_epoch,
 )
+from scalevid.folders import PREDICTIONS, RESULTS, RESULTS_TABLE
 from scalevid.hardware import resolve_device
 from scalevid.model import ModelConfig, ScaleModel
+from scalevid.progress import progress_bar
 from scalevid.store import FeatureStore
 
 logger = logging.getLogger(__name__)
@@ -171,7 +172,7 @@ def scale_outputs(
     sets = np.zeros((n, h), dtype=np.float32)
     toks = np.zeros((n, k, h), dtype=np.float16) if tokens else None
     valid = store.clip_mask()  # (N, K)
-    bar = tqdm(total=n, desc="SCALE embed", unit="video", disable=not progress)
+    bar = progress_bar(total=n, desc="SCALE embed", unit="video", enabled=progress)
     for start in range(0, n, batch_size):
         stop = min(start + batch_size, n)
         feats = np.asarray(store.features(slice(start, stop)), dtype=np.float32)  # (B, K, D)
@@ -1058,7 +1059,7 @@ def _write_outputs(
     task = results["task"]
     labels = test_store.labels if task == "classification" else test_store.targets
     y_test = labels[test_rows]
-    files = {"results": "results.json", "table": "results.md", "predictions": "predictions.npz"}
+    files = {"results": RESULTS, "table": RESULTS_TABLE, "predictions": PREDICTIONS}
     predictions = {}
     for name, per_seed in runs.items():
         if task == "classification":
@@ -1110,6 +1111,6 @@ def _write_outputs(
             )
             files["embedding_plot"] = "embedding_map.png"
     results["files"] = files
-    (out / "results.md").write_text(markdown_table(results))
-    (out / "results.json").write_text(json.dumps(results, indent=2))
-    logger.info("wrote %s", out / "results.json")
+    (out / RESULTS_TABLE).write_text(markdown_table(results))
+    (out / RESULTS).write_text(json.dumps(results, indent=2))
+    logger.info("wrote %s", out / RESULTS)

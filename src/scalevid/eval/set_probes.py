@@ -44,10 +44,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, vmap
-from tqdm import tqdm
 
 from scalevid.hardware import resolve_device
 from scalevid.model import ModelConfig, ScaleModel
+from scalevid.progress import progress_bar
 from scalevid.store import FeatureStore
 from scalevid.train.schedule import param_groups, warmup_cosine, warmup_steps
 
@@ -498,7 +498,7 @@ def fit_set_probes(
         finished: dict[int, dict[str, torch.Tensor]] = {}
         losses: list[list[torch.Tensor]] = [[] for _ in configs]
         total = max(totals)
-        bar = tqdm(total=total, desc=f"set probes x{len(configs)}", disable=not progress)
+        bar = progress_bar(total=total, desc=f"set probes x{len(configs)}", enabled=progress)
         for step in range(total):
             rows = {m: r for r, m in enumerate(active)}
             loss = torch.zeros((), device=device)

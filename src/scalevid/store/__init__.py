@@ -45,9 +45,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from scalevid import __version__
+from scalevid.progress import progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -810,11 +810,11 @@ def _scan_store(
             for item in loaded
         ]
         shards = []
-        for item, crc in tqdm(
+        for item, crc in progress_bar(
             list(zip(loaded, sums, strict=True)),
             desc="check shards",
             unit="shard",
-            disable=not progress,
+            enabled=progress,
         ):
             if isinstance(item, StoreError):
                 report(item)

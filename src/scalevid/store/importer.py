@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from scalevid.data.lists import VideoList, parse_csv
+from scalevid.progress import progress_bar
 from scalevid.store import (
     FAILURES_FILE,
     MANIFEST_FILE,
@@ -184,7 +184,7 @@ def _import(
         # Pass 1: find every file and read its header, to fix K and D before writing.
         candidates: list[_Candidate] = []
         seen: set[str] = set()
-        for item in tqdm(videos.items, desc="scan", unit="video", disable=not progress):
+        for item in progress_bar(videos.items, desc="scan", unit="video", enabled=progress):
             video_id, label, stored_path = item.video_id, item.label, str(item.path)
             if video_id in done:
                 report.skipped_existing += 1
@@ -247,7 +247,7 @@ def _import(
         with StoreWriter(
             out, manifest, shard_prefix="import", shard_size=shard_size, lock=False
         ) as writer:  # the caller holds the lock
-            for c in tqdm(candidates, desc="import", unit="video", disable=not progress):
+            for c in progress_bar(candidates, desc="import", unit="video", enabled=progress):
                 if c.dim != d or c.clips > k:
                     fail(
                         c.video_id,

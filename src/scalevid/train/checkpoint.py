@@ -27,13 +27,11 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from scalevid.folders import CONFIG, TRAINER_STATE, WEIGHTS
 from scalevid.store import fsync_path
 
 logger = logging.getLogger(__name__)
 
-WEIGHTS = "model.safetensors"
-CONFIG = "config.json"
-STATE = "trainer_state.pt"
 
 
 class CheckpointError(ValueError):
@@ -82,8 +80,8 @@ def save_checkpoint(
         "trainer": trainer_state,
         "torch_rng": torch.get_rng_state(),
     }
-    torch.save(state, tmp / STATE)
-    for name in (WEIGHTS, CONFIG, STATE):
+    torch.save(state, tmp / TRAINER_STATE)
+    for name in (WEIGHTS, CONFIG, TRAINER_STATE):
         fsync_path(tmp / name)
     fsync_path(tmp)
     old = directory.with_name(f".old-{directory.name}-{os.getpid()}")
@@ -161,7 +159,7 @@ def load_checkpoint(
     the saved config under "config". Raises CheckpointError naming a missing, damaged or
     unsafe (pickled objects) file."""
     directory = Path(directory)
-    missing = [n for n in (WEIGHTS, CONFIG, STATE) if not (directory / n).is_file()]
+    missing = [n for n in (WEIGHTS, CONFIG, TRAINER_STATE) if not (directory / n).is_file()]
     if missing:
         raise CheckpointError(
             f"{directory}: incomplete checkpoint (missing {', '.join(missing)}); "
@@ -177,17 +175,17 @@ def load_checkpoint(
             f"({str(e).splitlines()[0]}); resume with the settings the run was started with"
         ) from None
     try:
-        state = torch.load(directory / STATE, map_location=device, weights_only=True)
+        state = torch.load(directory / TRAINER_STATE, map_location=device, weights_only=True)
     except Exception as e:  # pickle.UnpicklingError, EOFError, RuntimeError, ...
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(
-            f"{directory / STATE}: refused or unreadable ({reason}); scalevid loads only "
+            f"{directory / TRAINER_STATE}: refused or unreadable ({reason}); scalevid loads only "
             "tensors and plain values from a trainer state and never unpickles objects. Use a "
             "checkpoint written by `scalevid train`, or start without --resume"
         ) from None
     if not isinstance(state, dict) or not {"optimizer", "trainer", "torch_rng"} <= set(state):
         raise CheckpointError(
-            f"{directory / STATE}: not a scalevid trainer state (expected optimizer, trainer "
+            f"{directory / TRAINER_STATE}: not a scalevid trainer state (expected optimizer, trainer "
             "and torch_rng entries); start without --resume"
         )
     optimizer.load_state_dict(state["optimizer"])

@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
+from scalevid.folders import CURVES, LAST_CHECKPOINT, METRICS_LOG
 from scalevid.model import ScaleModel
 from scalevid.pretext import Gather, pretext_step
+from scalevid.progress import progress_bar
 from scalevid.train.checkpoint import save_checkpoint
 from scalevid.train.config import TrainConfig
 from scalevid.train.data import TrainData
@@ -84,10 +85,10 @@ class Trainer:
     def fit(self, start_step: int = 0) -> None:
         cfg = self.config
         self.model.train()
-        bar = tqdm(
+        bar = progress_bar(
             total=self.total_steps,
             initial=start_step,
-            disable=not (self.main and cfg.progress),
+            enabled=(self.main and cfg.progress),
             desc="train",
             unit="step",
         )
@@ -131,7 +132,7 @@ class Trainer:
         if self.main:
             from scalevid.train.curves import plot_training_curves
 
-            plot_training_curves(self.run / "metrics.jsonl", self.run / "curves.png")
+            plot_training_curves(self.run / METRICS_LOG, self.run / CURVES)
 
     def stop_if_nonfinite(self, first_bad: torch.Tensor, metrics: dict[str, torch.Tensor]) -> None:
         """Raise NonFiniteLossError, before anything is logged or saved, when a step since the
@@ -231,7 +232,7 @@ class Trainer:
             "videos_per_s": steps * self.config.batch_size / max(seconds, 1e-9),
         }
         if self.main:
-            with open(self.run / "metrics.jsonl", "a") as f:
+            with open(self.run / METRICS_LOG, "a") as f:
                 f.write(json.dumps(row) + "\n")
             if self.writer is not None:
                 for key, value in row.items():
@@ -256,7 +257,7 @@ class Trainer:
         if not self.main:
             return
         save_checkpoint(
-            self.run / "checkpoints" / "last",
+            self.run / LAST_CHECKPOINT,
             model=self.model,
             config=self.full_config,
             optimizer=self.optimizer,

@@ -21,6 +21,7 @@ import torch
 
 from scalevid import __version__
 from scalevid.distributed import process_group
+from scalevid.folders import CONFIG, LAST_CHECKPOINT, METRICS_LOG
 from scalevid.hardware import autocast_dtype, resolve_device
 from scalevid.model import ScaleModel
 from scalevid.pretext import Gather
@@ -76,10 +77,10 @@ def _train(config: TrainConfig, resume: bool, gather: Gather, device: torch.devi
     config.batch_size = world_batch
 
     run = Path(config.out)
-    last = run / "checkpoints" / "last"
+    last = run / LAST_CHECKPOINT
     if gather.rank == 0:
         run.mkdir(parents=True, exist_ok=True)
-        if not resume and (run / "metrics.jsonl").exists():
+        if not resume and (run / METRICS_LOG).exists():
             raise FileExistsError(
                 f"{run} already holds a run; pass --resume to continue it or choose another --out"
             )
@@ -96,7 +97,7 @@ def _train(config: TrainConfig, resume: bool, gather: Gather, device: torch.devi
     optimizer = adamw(model, lr=config.lr, weight_decay=config.weight_decay)
     start_step = 0
     if resume and last.exists():
-        saved_config = read_json(last / "config.json")
+        saved_config = read_json(last / CONFIG)
         try:
             saved_cfg = TrainConfig.from_dict({**saved_config["train"]})
         except (KeyError, TypeError, ValueError) as e:
@@ -113,7 +114,7 @@ def _train(config: TrainConfig, resume: bool, gather: Gather, device: torch.devi
     if gather.rank == 0:
         # Rows after the checkpoint are redone; a fresh start (resume before the first
         # checkpoint) keeps none, so the log never holds a step twice.
-        _truncate_metrics(run / "metrics.jsonl", start_step)
+        _truncate_metrics(run / METRICS_LOG, start_step)
 
     full_config = {
         "train": config.to_dict(),
@@ -122,7 +123,7 @@ def _train(config: TrainConfig, resume: bool, gather: Gather, device: torch.devi
         "scalevid_version": __version__,
     }
     if gather.rank == 0:
-        (run / "config.json").write_text(json.dumps(full_config, indent=2, sort_keys=True))
+        (run / CONFIG).write_text(json.dumps(full_config, indent=2, sort_keys=True))
     data = load_train_data(store, config, device)
     trainer = Trainer(
         config=config,

@@ -1,0 +1,29 @@
+"""File names inside the folders scalevid writes, spelled once.
+
+A training run folder (`scalevid train --out RUN`):
+    config.json            the resolved TrainConfig (its "model" entry rebuilds the model)
+    model.safetensors      final weights, beside config.json so the folder loads directly
+    checkpoints/last/      model.safetensors + config.json + trainer_state.pt, rewritten atomically
+    metrics.jsonl          one row per log interval
+    curves.png             loss and accuracy curves, drawn at the end
+An evaluation folder (`scalevid eval --out DIR`):
+    results.json           every row, seed, chosen config and the EvalConfig
+    results.md             the same as markdown tables
+    predictions.npz        test predictions per row and seed
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+# a training run
+CONFIG = "config.json"
+WEIGHTS = "model.safetensors"
+TRAINER_STATE = "trainer_state.pt"
+LAST_CHECKPOINT = Path("checkpoints") / "last"
+METRICS_LOG = "metrics.jsonl"
+CURVES = "curves.png"
+# an evaluation
+RESULTS = "results.json"
+RESULTS_TABLE = "results.md"
+PREDICTIONS = "predictions.npz"
