@@ -6,6 +6,7 @@ A stage's config is a dataclass with `to_dict()` and `from_dict()`; nested datac
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -52,3 +53,30 @@ def _merge(base: dict[str, Any], new: dict[str, Any], *, source: str) -> None:
             _merge(base[key], value, source=source)
         else:
             base[key] = value
+
+
+def runtime(default: Any = dataclasses.MISSING, **kwargs: Any) -> Any:
+    """A config field that does not change what its stage produces (paths, device, progress,
+    batch sizes of pure inference): a stored result stays valid, and may be reused or resumed,
+    under another value. Use in place of a default: `device: str = runtime("auto")`."""
+    metadata = {**kwargs.pop("metadata", {}), "runtime": True}
+    return dataclasses.field(default=default, metadata=metadata, **kwargs)
+
+
+def is_runtime(f: dataclasses.Field) -> bool:
+    return bool(f.metadata.get("runtime", False))
+
+
+def result_settings(config: Any) -> dict[str, Any]:
+    """The fields of a dataclass config that affect results, as a plain nested dict: every field
+    except those declared with `runtime(...)`, recursing into nested dataclass configs."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(config):
+        if is_runtime(f):
+            continue
+        value = getattr(config, f.name)
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            out[f.name] = result_settings(value)
+        else:
+            out[f.name] = dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+    return out
