@@ -31,8 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-from scalevid import store as store_module
 from scalevid.store import FeatureStore, Manifest, StoreWriter
+from scalevid.store import check as check_module
 
 K, D = 16, 768
 
@@ -40,8 +40,9 @@ K, D = 16, 768
 def write_store(root: Path, gb: float, shard_size: int) -> tuple[int, int]:
     """(videos, bytes of features) of a store of about `gb` GB of features."""
     videos = max(1, int(gb * 2**30 / (K * D * 2)))
-    manifest = Manifest(dim=D, clips_per_video=K, backbone="bench", sampling={"mode": "train"},
-                        dataset="bench")  # fmt: skip
+    manifest = Manifest(
+        dim=D, clips_per_video=K, backbone="bench", sampling={"mode": "train"}, dataset="bench"
+    )
     rng = np.random.default_rng(0)
     block = rng.standard_normal((64, K, D)).astype(np.float16)
     boxes = np.tile(np.array([1, 0, 0, 0, 1, 1, 1], np.float32), (K, 1))
@@ -69,17 +70,17 @@ def main() -> None:
             "verified": dict(check_values=True, verify_checksums=True),
         }
         modes["verified-1"] = modes["verified"]
-        threads = store_module._HASH_THREADS
+        threads = check_module._HASH_THREADS
         times: dict[str, list[float]] = {m: [] for m in modes}
         FeatureStore.open(root, check_values=False, verify_checksums=False)  # warm-up
         for _ in range(args.repeats):
             for mode, kwargs in modes.items():  # interleaved: A B C D A B C D ...
-                store_module._VERIFIED.clear()
-                store_module._HASH_THREADS = 1 if mode == "verified-1" else threads
+                check_module._VERIFIED.clear()
+                check_module._HASH_THREADS = 1 if mode == "verified-1" else threads
                 start = time.perf_counter()
                 FeatureStore.open(root, **kwargs)
                 times[mode].append(time.perf_counter() - start)
-        store_module._HASH_THREADS = threads
+        check_module._HASH_THREADS = threads
     gib = size / 2**30
     median = {m: statistics.median(t) for m, t in times.items()}
     result = {

@@ -31,7 +31,7 @@ from scalevid.store import (
     StoreWriter,
     check_store,
 )
-from scalevid.store import _file_crc32 as real_crc32
+from scalevid.store.files import file_crc32 as real_crc32
 from scalevid.store.importer import import_npy_folder
 from scalevid.train import checkpoint as checkpoint_module
 from scalevid.train import engine, load_config, train
@@ -185,7 +185,7 @@ def test_verification_hashes_each_file_once_per_process(store, monkeypatch):
         calls.append(path)
         return real_crc32(path)
 
-    monkeypatch.setattr("scalevid.store._file_crc32", counting)
+    monkeypatch.setattr("scalevid.store.check.file_crc32", counting)
     FeatureStore.open(store)
     first = len(calls)
     assert first >= 3 * 4  # 3 shards x 4 files
@@ -252,7 +252,7 @@ def test_shard_published_but_not_committed_is_refused_then_adopted(tmp_path, mon
         raise KeyboardInterrupt
 
     writer = StoreWriter(root, manifest, shard_prefix="r1", shard_size=4)
-    monkeypatch.setattr("scalevid.store._update_manifest_shards", killed)
+    monkeypatch.setattr("scalevid.store.writer.update_manifest_shards", killed)
     with pytest.raises(KeyboardInterrupt):
         for i in range(4):
             writer.add(video_id=f"late{i}", path="p", features=np.ones((2, DIM)), boxes=_boxes(2))

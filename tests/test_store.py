@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from scalevid import store as store_module
 from scalevid.data.lists import DatasetFormatError
 from scalevid.store import (
     FAILURES_FILE,
@@ -28,6 +27,7 @@ from scalevid.store import (
     check_store,
     format_store_summary,
 )
+from scalevid.store import writer as writer_module
 from scalevid.store.importer import import_npy_folder
 
 K, D = 4, 32
@@ -290,19 +290,19 @@ def test_interrupted_flush_leaves_no_visible_shard(
     writer.add(**make_video(rng, "v0", 2))
     writer.add(**make_video(rng, "v1", 2))  # flushes r0-000000
     writer.add(**make_video(rng, "v2", 2))
-    real_save = store_module._save_npy
+    real_save = writer_module._save_npy
 
     def dies_on_boxes(path: Path, array: np.ndarray) -> dict[str, int]:
         if path.name == "boxes.npy":
             raise KeyboardInterrupt  # the process is killed mid-shard
         return real_save(path, array)
 
-    monkeypatch.setattr(store_module, "_save_npy", dies_on_boxes)
+    monkeypatch.setattr(writer_module, "_save_npy", dies_on_boxes)
     with pytest.raises(KeyboardInterrupt):
         writer.flush()
     assert sorted(p.name for p in (tmp_path / "s" / "shards").iterdir()) == ["r0-000000"]
     assert FeatureStore.open(tmp_path / "s").video_ids == ["v0", "v1"]
-    monkeypatch.setattr(store_module, "_save_npy", real_save)
+    monkeypatch.setattr(writer_module, "_save_npy", real_save)
     writer.close()  # the buffered video is still there and now lands
     assert FeatureStore.open(tmp_path / "s").video_ids == ["v0", "v1", "v2"]
 

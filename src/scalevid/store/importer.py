@@ -8,23 +8,18 @@ import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 
 from scalevid.data.lists import VideoList, parse_csv
 from scalevid.progress import progress_bar
-from scalevid.store import (
-    FAILURES_FILE,
-    MANIFEST_FILE,
-    Manifest,
-    StoreDataError,
-    StoreError,
-    StoreLock,
-    StoreWriter,
-    _complete_ids,
-    _npy_header,
-    reconcile_shards,
-)
+from scalevid.store.errors import StoreDataError, StoreError
+from scalevid.store.files import npy_header
+from scalevid.store.layout import FAILURES_FILE, MANIFEST_FILE
+from scalevid.store.lock import StoreLock
+from scalevid.store.manifest import Manifest
+from scalevid.store.writer import StoreWriter, complete_ids, reconcile_shards
 
 logger = logging.getLogger(__name__)
 
@@ -50,9 +45,11 @@ class ImportReport:
 
     @property
     def failed(self) -> int:
+        """Number of videos skipped because of a problem."""
         return len(self.failures)
 
     def summary(self) -> str:
+        """One line for the log and the CLI: counts, and where the failures are listed."""
         text = (
             f"imported {self.imported} of {self.listed} listed videos into {self.store} "
             f"({self.skipped_existing} already there, {self.failed} failed)"
@@ -112,6 +109,8 @@ def _timestamp_boxes(feature_file: Path, k: int) -> np.ndarray | None:
 
 @dataclass(frozen=True)
 class _Candidate:
+    """A listed video whose features file has a usable (clips, D) header."""
+
     video_id: str
     path: str
     label: int
@@ -137,9 +136,10 @@ def import_npy_folder(
 
     The list is read by `scalevid.data.lists.parse_csv` (``path label`` lines; -1 = unlabelled).
     The video id is the list path without its extension; a video's features are looked up as
-    ``features_dir/<video id>.npy``, then ``features_dir/<file stem>.npy``. K is the largest clip count (or the existing store's K when resuming). A video
-    whose features are missing or broken is recorded in the report and in
-    ``out/failures.jsonl`` and skipped. Videos already in the store are skipped.
+    ``features_dir/<video id>.npy``, then ``features_dir/<file stem>.npy``. K is the largest
+    clip count (or the existing store's K when resuming). A video whose features are missing
+    or broken is recorded in the report and in ``out/failures.jsonl`` and skipped. Videos
+    already in the store are skipped.
 
     Raises:
         DatasetFormatError: a malformed list line (names file and line number).
@@ -151,125 +151,158 @@ def import_npy_folder(
     root_dir = Path(root) if root is not None else None
     videos = parse_csv(list_file, root=root_dir)
     with StoreLock(out):  # before anything is written, failures.jsonl included
-        return _import(videos, features_dir, list_file, out, dataset_name, backbone,
-                       clip_frames, clip_stride, shard_size, progress)  # fmt: skip
+        existing = reconcile_shards(out) if (out / MANIFEST_FILE).exists() else None
+        done = set(complete_ids(out)) if existing else set()
+        report = ImportReport(store=out, listed=len(videos), imported=0, skipped_existing=0)
+        with open(out / FAILURES_FILE, "w") as failures_log:
+            failures = _FailureLog(report, failures_log)
+            # Pass 1 reads every header, to fix K and D before anything is written.
+            candidates = _find_features(videos, features_dir, done, report, failures, progress)
+            if existing is not None:
+                k, d = existing.clips_per_video, existing.dim
+            elif candidates:
+                k, d = _common_shape(candidates)
+            else:
+                raise _nothing_readable(len(videos), list_file, features_dir, out)
+            manifest = Manifest(
+                dim=d,
+                clips_per_video=k,
+                backbone=backbone,
+                sampling={"mode": "imported"},
+                dataset=dataset_name,
+                clip_frames=clip_frames,
+                clip_stride=clip_stride,
+                class_names=list(videos.class_names),
+            )
+            # Pass 2: load, derive boxes, write.
+            _write_videos(out, manifest, candidates, shard_size, report, failures, progress)
+        logger.info(report.summary())
+        return report
 
 
-def _import(
+class _FailureLog:
+    """Records a skipped video in the report, in failures.jsonl (flushed at once, so the file
+    is complete even if the import is killed) and as a warning."""
+
+    def __init__(self, report: ImportReport, log: IO[str]) -> None:
+        self.report = report
+        self.log = log
+
+    def __call__(self, video_id: str, path: str, reason: str) -> None:
+        self.report.failures.append(ImportFailure(video_id, path, reason))
+        self.log.write(json.dumps({"video_id": video_id, "path": path, "reason": reason}) + "\n")
+        self.log.flush()
+        logger.warning("skipping %s: %s", video_id, reason)
+
+
+def _find_features(
     videos: VideoList,
     features_dir: Path,
-    list_file: Path,
-    out: Path,
-    dataset_name: str,
-    backbone: str,
-    clip_frames: int | None,
-    clip_stride: int | None,
-    shard_size: int,
+    done: set[str],
+    report: ImportReport,
+    fail: _FailureLog,
     progress: bool,
-) -> ImportReport:
-    existing = reconcile_shards(out) if (out / MANIFEST_FILE).exists() else None
-    done = set(_complete_ids(out)) if existing else set()
-    report = ImportReport(store=out, listed=len(videos), imported=0, skipped_existing=0)
+) -> list[_Candidate]:
+    """Pass 1: the listed videos not yet in the store whose features file has a usable header.
 
-    with open(out / FAILURES_FILE, "w") as failures_log:
-
-        def fail(video_id: str, path: str, reason: str) -> None:
-            report.failures.append(ImportFailure(video_id, path, reason))
-            failures_log.write(
-                json.dumps({"video_id": video_id, "path": path, "reason": reason}) + "\n"
+    Counts the videos already there in ``report``; every other video left out goes to ``fail``.
+    """
+    candidates: list[_Candidate] = []
+    seen: set[str] = set()
+    for item in progress_bar(videos.items, desc="scan", unit="video", enabled=progress):
+        video_id, label, stored_path = item.video_id, item.label, str(item.path)
+        if video_id in done:
+            report.skipped_existing += 1
+            continue
+        if video_id in seen:
+            fail(video_id, stored_path, "listed twice")
+            continue
+        seen.add(video_id)
+        looked = _feature_candidates(video_id, features_dir)
+        found = next((p for p in looked if p.is_file()), None)
+        if found is None:
+            fail(
+                video_id,
+                stored_path,
+                f"no features file (looked for {[str(p) for p in looked]})",
             )
-            failures_log.flush()
-            logger.warning("skipping %s: %s", video_id, reason)
+            continue
+        try:
+            clips, dim = _features_shape(found)
+        except (OSError, ValueError, SyntaxError) as e:
+            fail(video_id, stored_path, f"unreadable {found}: {e}")
+            continue
+        candidates.append(_Candidate(video_id, stored_path, label, found, clips, dim))
+    return candidates
 
-        # Pass 1: find every file and read its header, to fix K and D before writing.
-        candidates: list[_Candidate] = []
-        seen: set[str] = set()
-        for item in progress_bar(videos.items, desc="scan", unit="video", enabled=progress):
-            video_id, label, stored_path = item.video_id, item.label, str(item.path)
-            if video_id in done:
-                report.skipped_existing += 1
-                continue
-            if video_id in seen:
-                fail(video_id, stored_path, "listed twice")
-                continue
-            seen.add(video_id)
-            looked = _feature_candidates(video_id, features_dir)
-            found = next((p for p in looked if p.is_file()), None)
-            if found is None:
+
+def _features_shape(path: Path) -> tuple[int, int]:
+    """(clips, D) from a features file's .npy header (a 1-D array is one clip); ValueError
+    when it is not a complete numeric (clips, D) array."""
+    shape, dtype, offset, _ = npy_header(path)
+    if dtype.hasobject:
+        raise ValueError(
+            f"holds Python objects (dtype {dtype}), which scalevid never unpickles; "
+            "save the features as a numeric (clips, D) array"
+        )
+    if path.stat().st_size < offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize:
+        raise ValueError("file is truncated")
+    if dtype.kind not in "fiu" or len(shape) not in (1, 2) or 0 in shape:
+        raise ValueError(f"expected a (clips, D) numeric array, got {dtype} {shape}")
+    clips, dim = (1, shape[0]) if len(shape) == 1 else shape
+    return clips, dim
+
+
+def _nothing_readable(listed: int, list_file: Path, features_dir: Path, out: Path) -> StoreError:
+    return StoreError(
+        f"none of the {listed} videos in {list_file} has a readable features file "
+        f"in {features_dir}; see {out / FAILURES_FILE}",
+        path=out / FAILURES_FILE,
+    )
+
+
+def _common_shape(candidates: list[_Candidate]) -> tuple[int, int]:
+    """(K, D) of a new store: the most common D, and the most clips among videos of that D."""
+    d = Counter(c.dim for c in candidates).most_common(1)[0][0]
+    k = max(c.clips for c in candidates if c.dim == d)
+    return k, d
+
+
+def _write_videos(
+    out: Path,
+    manifest: Manifest,
+    candidates: list[_Candidate],
+    shard_size: int,
+    report: ImportReport,
+    fail: _FailureLog,
+    progress: bool,
+) -> None:
+    """Pass 2: load each candidate's features, derive its boxes and add it to the store."""
+    k, d = manifest.clips_per_video, manifest.dim
+    with StoreWriter(
+        out, manifest, shard_prefix="import", shard_size=shard_size, lock=False
+    ) as writer:  # the caller holds the lock
+        for c in progress_bar(candidates, desc="import", unit="video", enabled=progress):
+            if c.dim != d or c.clips > k:
                 fail(
-                    video_id,
-                    stored_path,
-                    f"no features file (looked for {[str(p) for p in looked]})",
+                    c.video_id,
+                    c.path,
+                    f"features have {c.clips} clips x {c.dim} dims; the store has K={k}, D={d}",
                 )
                 continue
             try:
-                shape, dtype, offset, _ = _npy_header(found)
-                if dtype.hasobject:
-                    raise ValueError(
-                        f"holds Python objects (dtype {dtype}), which scalevid never unpickles; "
-                        "save the features as a numeric (clips, D) array"
-                    )
-                if (
-                    found.stat().st_size
-                    < offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-                ):
-                    raise ValueError("file is truncated")
-                if dtype.kind not in "fiu" or len(shape) not in (1, 2) or 0 in shape:
-                    raise ValueError(f"expected a (clips, D) numeric array, got {dtype} {shape}")
-            except (OSError, ValueError, SyntaxError) as e:
-                fail(video_id, stored_path, f"unreadable {found}: {e}")
+                array = np.load(c.feature_file, allow_pickle=False).reshape(c.clips, c.dim)
+                boxes = _timestamp_boxes(c.feature_file, c.clips)
+            except (OSError, ValueError, json.JSONDecodeError) as e:
+                fail(c.video_id, c.path, f"unreadable {c.feature_file} or its timestamps: {e}")
                 continue
-            clips, dim = (1, shape[0]) if len(shape) == 1 else shape
-            candidates.append(_Candidate(video_id, stored_path, label, found, clips, dim))
-
-        if existing is not None:
-            k, d = existing.clips_per_video, existing.dim
-        elif candidates:
-            d = Counter(c.dim for c in candidates).most_common(1)[0][0]
-            k = max(c.clips for c in candidates if c.dim == d)
-        else:
-            raise StoreError(
-                f"none of the {len(videos)} videos in {list_file} has a readable features file "
-                f"in {features_dir}; see {out / FAILURES_FILE}",
-                path=out / FAILURES_FILE,
-            )
-        manifest = Manifest(
-            dim=d,
-            clips_per_video=k,
-            backbone=backbone,
-            sampling={"mode": "imported"},
-            dataset=dataset_name,
-            clip_frames=clip_frames,
-            clip_stride=clip_stride,
-            class_names=list(videos.class_names),
-        )
-        # Pass 2: load, derive boxes, write.
-        with StoreWriter(
-            out, manifest, shard_prefix="import", shard_size=shard_size, lock=False
-        ) as writer:  # the caller holds the lock
-            for c in progress_bar(candidates, desc="import", unit="video", enabled=progress):
-                if c.dim != d or c.clips > k:
-                    fail(
-                        c.video_id,
-                        c.path,
-                        f"features have {c.clips} clips x {c.dim} dims; the store has K={k}, D={d}",
-                    )
-                    continue
-                try:
-                    array = np.load(c.feature_file, allow_pickle=False).reshape(c.clips, c.dim)
-                    boxes = _timestamp_boxes(c.feature_file, c.clips)
-                except (OSError, ValueError, json.JSONDecodeError) as e:
-                    fail(c.video_id, c.path, f"unreadable {c.feature_file} or its timestamps: {e}")
-                    continue
-                if boxes is None:
-                    boxes = _uniform_boxes(c.clips)
-                try:
-                    writer.add(
-                        video_id=c.video_id, path=c.path, features=array, boxes=boxes, label=c.label
-                    )
-                except StoreDataError as e:
-                    fail(c.video_id, c.path, str(e))
-                    continue
-                report.imported += 1
-    logger.info(report.summary())
-    return report
+            if boxes is None:
+                boxes = _uniform_boxes(c.clips)
+            try:
+                writer.add(
+                    video_id=c.video_id, path=c.path, features=array, boxes=boxes, label=c.label
+                )
+            except StoreDataError as e:
+                fail(c.video_id, c.path, str(e))
+                continue
+            report.imported += 1
