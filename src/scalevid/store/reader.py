@@ -25,6 +25,7 @@ from scalevid.store.shards import Shard
 
 logger = logging.getLogger(__name__)
 
+# What `FeatureStore.features` accepts: one video, a slice, indices, a bool mask, or all.
 Index = int | slice | Sequence[int] | np.ndarray | None
 
 

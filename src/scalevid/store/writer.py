@@ -115,6 +115,8 @@ def upgrade_store(path: str | os.PathLike[str]) -> Manifest:
 
 @dataclass
 class _PendingVideo:
+    """A checked video waiting in the writer's buffer for the next shard."""
+
     video_id: str
     path: str
     features: np.ndarray  # (k, D) float16
