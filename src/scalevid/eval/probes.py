@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from scalevid.pretext import shuffle_valid_first
 from scalevid.progress import progress_bar
 from scalevid.train.schedule import warmup_cosine
 
@@ -374,8 +375,7 @@ def _sample_clips(
     Without replacement while a video has >= count valid views, cycling through them otherwise.
     """
     noise = torch.rand(num_valid.shape[0], num_views, generator=generator)  # (B, V)
-    invalid = torch.arange(num_views)[None, :] >= num_valid[:, None]
-    order = noise.masked_fill(invalid, 2.0).argsort(dim=1)  # valid views first, shuffled
+    order = shuffle_valid_first(noise, num_valid)  # (B, V): valid views first, shuffled
     slots = torch.arange(count)[None, :] % num_valid[:, None]  # (B, count)
     return order.gather(1, slots)
 

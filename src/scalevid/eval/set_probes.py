@@ -47,6 +47,7 @@ from torch.func import functional_call, vmap
 
 from scalevid.hardware import resolve_device
 from scalevid.model import ModelConfig, ScaleModel
+from scalevid.pretext import shuffle_valid_first
 from scalevid.progress import progress_bar
 from scalevid.store import FeatureStore
 from scalevid.train.schedule import param_groups, warmup_cosine, warmup_steps
@@ -193,13 +194,10 @@ def sample_views(
     S = min(count, K). A video with fewer than S valid views fills the remaining slots with
     padding (valid False).
     """
-    b = num_valid.shape[0]
-    noise = torch.rand(b, stored, generator=generator)  # (B, K)
-    slots = torch.arange(stored)
-    noise = noise.masked_fill(slots[None, :] >= num_valid[:, None], 2.0)  # padding sorts last
+    noise = torch.rand(num_valid.shape[0], stored, generator=generator)  # (B, K)
     width = min(count, stored)
-    index = noise.argsort(dim=1)[:, :width]  # (B, S)
-    valid = slots[None, :width] < num_valid[:, None]  # (B, S)
+    index = shuffle_valid_first(noise, num_valid)[:, :width]  # (B, S)
+    valid = torch.arange(width)[None, :] < num_valid[:, None]  # (B, S)
     return index, valid
 
 
