@@ -380,6 +380,41 @@ def _sample_clips(
     return order.gather(1, slots)
 
 
+def _head_optimizer(grid: HeadGrid, configs: Sequence[ProbeConfig]) -> torch.optim.Optimizer:
+    """One param group per head, at its config's lr and weight decay."""
+    groups = [
+        {"params": list(head.parameters()), "lr": c.lr, "weight_decay": c.weight_decay}
+        for head, c in zip(grid.heads, configs, strict=True)
+    ]
+    cfg = configs[0]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+    return torch.optim.AdamW(groups, lr=cfg.lr)
+
+
+def _targets(data: ProbeData) -> torch.Tensor:
+    """Training targets: class ids (N,) int64, or float targets (N, T)."""
+    if data.task == "classification":
+        return torch.as_tensor(data.labels)  # (N,)
+    return torch.as_tensor(data.labels, dtype=torch.float32).reshape(len(data), -1)  # (N, T)
+
+
+def _head_losses(outputs: torch.Tensor, y: torch.Tensor, task: Task) -> torch.Tensor:
+    """Each head's mean loss (G,) on outputs (G, B*S, C): cross-entropy or MSE."""
+    loss = F.cross_entropy if task == "classification" else F.mse_loss
+    return torch.stack([loss(o, y) for o in outputs])  # (G,)
+
+
+def _shared_config(configs: Sequence[ProbeConfig]) -> ProbeConfig:
+    """The settings heads trained in one pass share (configs[0]); raises if they differ in
+    anything but lr and weight decay, or are not linear/MLP."""
+    if not configs or any(_grid_key(c) != _grid_key(configs[0]) for c in configs):
+        raise ValueError("heads trained in one pass may differ only in lr and weight_decay")
+    if configs[0].kind not in ("linear", "mlp"):
+        raise ValueError(f"fit_heads trains linear/mlp heads, not {configs[0].kind!r}")
+    return configs[0]
+
+
 def fit_heads(
     configs: Sequence[ProbeConfig],
     train: ProbeData,
@@ -393,33 +428,14 @@ def fit_heads(
     seeded init and sees the same batches, so head g ends exactly as if trained alone.
     Returns (the grid in eval mode, per-step training losses (G, steps)).
     """
-    if not configs or any(_grid_key(c) != _grid_key(configs[0]) for c in configs):
-        raise ValueError("heads trained in one pass may differ only in lr and weight_decay")
-    cfg = configs[0]
-    if cfg.kind not in ("linear", "mlp"):
-        raise ValueError(f"fit_heads trains linear/mlp heads, not {cfg.kind!r}")
+    cfg = _shared_config(configs)
     task = train.task
     n, num_views, in_dim = train.x.shape
     out_dim = _num_outputs(cfg, train.labels)
-    grid = HeadGrid(
-        [_make_head(c, in_dim=in_dim, out_dim=out_dim) for c in configs],
-        in_dim=in_dim,
-        batchnorm=cfg.batchnorm,
-        task=task,
-    ).to(device)
-    groups = [
-        {"params": list(head.parameters()), "lr": c.lr, "weight_decay": c.weight_decay}
-        for head, c in zip(grid.heads, configs, strict=True)
-    ]
-    if cfg.optimizer == "sgd":
-        optimizer: torch.optim.Optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
-    else:
-        optimizer = torch.optim.AdamW(groups, lr=cfg.lr)
-    if task == "classification":
-        targets = torch.as_tensor(train.labels)  # (N,)
-    else:
-        targets = torch.as_tensor(train.labels, dtype=torch.float32).reshape(n, -1)  # (N, T)
-    num_valid = torch.as_tensor(train.num_valid)
+    heads = [_make_head(c, in_dim=in_dim, out_dim=out_dim) for c in configs]
+    grid = HeadGrid(heads, in_dim=in_dim, batchnorm=cfg.batchnorm, task=task).to(device)
+    optimizer = _head_optimizer(grid, configs)
+    targets, num_valid = _targets(train), torch.as_tensor(train.num_valid)
     batch = min(cfg.batch_size, n)
     steps_per_epoch = n // batch
     total = steps_per_epoch * cfg.epochs
@@ -431,7 +447,6 @@ def fit_heads(
     for epoch in range(cfg.epochs):
         perm = torch.randperm(n, generator=generator)
         for b in range(steps_per_epoch):
-            step = epoch * steps_per_epoch + b
             rows = perm[b * batch : (b + 1) * batch]  # (B,)
             cols = _sample_clips(
                 num_valid[rows],
@@ -441,12 +456,8 @@ def fit_heads(
             )  # (B, S)
             x = _gather(train.x, rows, cols, device).reshape(-1, in_dim)  # (B*S, F)
             y = targets[rows].repeat_interleave(cfg.clips_per_sample, dim=0).to(device)
-            out = grid(x)  # (G, B*S, C)
-            if task == "classification":
-                per_head = torch.stack([F.cross_entropy(o, y) for o in out])  # (G,)
-            else:
-                per_head = torch.stack([F.mse_loss(o, y) for o in out])  # (G,)
-            factor = warmup_cosine(step, total=total, warmup=warmup)
+            per_head = _head_losses(grid(x), y, task)  # (G,)
+            factor = warmup_cosine(epoch * steps_per_epoch + b, total=total, warmup=warmup)
             for group, c in zip(optimizer.param_groups, configs, strict=True):
                 group["lr"] = c.lr * factor
             optimizer.zero_grad(set_to_none=True)
