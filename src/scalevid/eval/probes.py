@@ -6,8 +6,9 @@ are valid for video ``i``. ``F`` is ``D`` for raw backbone features or ``D + H``
 targets ``(N,)`` / ``(N, T)`` (regression; linear and MLP probes only).
 
 - kNN (DINO ``eval_knn`` style): one vector per video (mean over valid clips, optionally centred
-  with train statistics, L2-normalised, optionally part by part), cosine top-k, each neighbour votes for its class with
-  weight ``exp(sim / T)``. Chunked, so the full test x train similarity matrix never exists.
+  with train statistics, L2-normalised, optionally part by part), cosine top-k, each neighbour
+  votes for its class with weight ``exp(sim / T)``. Chunked, so the full test x train similarity
+  matrix never exists.
 - Linear / MLP: a head applied per clip, trained on random valid clips of each video; at test the
   softmax (or regression output) is averaged over the video's valid views. A grid of
   (lr, weight decay) heads trains in one pass over the data: one shared input (optionally a
@@ -18,8 +19,11 @@ Model selection (:func:`fit_grid`, :func:`cross_validate`, :func:`select_config`
 :func:`select_and_predict`) reads only train and validation labels. The best validation metric
 wins; ties (common on a small validation set) go to the lower validation loss, then to the
 earlier config. :func:`stratified_folds` gives the k-fold partition used when a held-out
-validation split would be too small to choose on. Test labels are read by nothing here except the final scoring
-calls, :func:`topk_accuracy` and :func:`mean_squared_error`.
+validation split would be too small to choose on. Test labels are read by nothing here except
+the final scoring calls, :func:`topk_accuracy` and :func:`mean_squared_error`.
+
+The linear/MLP heads draw their training clips with :func:`scalevid.pretext.shuffle_valid_first`,
+the one view sampler that pretraining and the set probes use too.
 """
 
 from __future__ import annotations

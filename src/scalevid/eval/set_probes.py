@@ -69,12 +69,13 @@ class FinetuneConfig:
     ``epochs`` passes over the training videos (the last partial batch of a pass is dropped, at
     least one step per pass); a budget in steps means the same training whatever the size of the
     training set, which is what model selection on a part of train needs. The lr warms up
-    linearly over ``warmup_fraction`` of the steps, then follows a cosine to 0 (``train.schedule.warmup_cosine``).
-    The head trains at ``lr``, the predictor at ``lr * predictor_lr_scale``; weight decay skips
-    biases, norms and tokens (``train.schedule.param_groups``). ``dropout`` replaces the predictor's
-    dropout and is also applied to the head's input. ``head``: ``clip_set`` (the paper's
-    per-clip [clip feature, SET] head, see the module docstring) or ``set`` (SET output only).
-    ``num_classes`` None = max label + 1.
+    linearly over ``warmup_fraction`` of the steps, then follows a cosine to 0
+    (``train.schedule.warmup_cosine``). The head trains at ``lr``, the predictor at
+    ``lr * predictor_lr_scale``; weight decay skips biases, norms and tokens
+    (``train.schedule.param_groups``). ``dropout`` replaces the predictor's dropout and is also
+    applied to the head's input. ``head``: ``clip_set`` (the paper's per-clip [clip feature, SET]
+    head, see the module docstring) or ``set`` (SET output only). ``num_classes`` None = max
+    label + 1.
     """
 
     lr: float = 1e-4
@@ -192,7 +193,8 @@ def sample_views(
 
     num_valid (B,) -> index (B, S) into the K = `stored` views and valid (B, S) bool, with
     S = min(count, K). A video with fewer than S valid views fills the remaining slots with
-    padding (valid False).
+    padding (valid False). The order is :func:`scalevid.pretext.shuffle_valid_first` of
+    noise (B, K) drawn from `generator`.
     """
     noise = torch.rand(num_valid.shape[0], stored, generator=generator)  # (B, K)
     width = min(count, stored)
