@@ -7,6 +7,9 @@ to step; instead of `nonzero` (whose result size the host would have to wait for
 a fixed number of positions, a bound that the masked count exceeds with probability below 1e-9,
 and zeroes the unused rows (`masked_capacity`, `masked_positions`). Only the plain baseline
 (`output_sparsity=False`) still calls `nonzero`.
+
+`shuffle_valid_first` (argsort of noise, padding last) is scalevid's one view sampler: the clip
+sets here and the training views of every probe in `scalevid.eval` are prefixes of its order.
 """
 
 from __future__ import annotations
