@@ -132,8 +132,14 @@ def test_cpu_dropout_rate_scale_gradient_and_determinism():
 def test_init_release_and_trunc_normal():
     """ "release": torch's default Linear init (uniform in +-1/sqrt(fan_in)) and zero tokens, as
     the authors' release; "trunc_normal": std 0.02 weights, zero biases, std 0.02 tokens."""
-    cfg = dict(input_dim=64, hidden=64, heads=2, set_head=(256, 16), pred_head=(256, 16),
-               target_head=(256, 16))  # fmt: skip
+    cfg = dict(
+        input_dim=64,
+        hidden=64,
+        heads=2,
+        set_head=(256, 16),
+        pred_head=(256, 16),
+        target_head=(256, 16),
+    )
     torch.manual_seed(0)
     release = ScaleModel(ModelConfig(**cfg, init="release"))
     torch.manual_seed(0)

@@ -4,7 +4,46 @@ import pytest
 import torch
 
 from scalevid.model import ModelConfig, ScaleModel
-from scalevid.pretext import PretextConfig, pretext_step, random_masking, sample_clip_sets
+from scalevid.pretext import (
+    PretextConfig,
+    pretext_step,
+    random_masking,
+    sample_clip_sets,
+    shuffle_valid_first,
+)
+
+
+@pytest.mark.parametrize("stored", [1, 2, 5, 16, 33])
+def test_shuffle_valid_first_is_the_three_former_view_samplers(stored):
+    """The one sampler gives, bit for bit, what the three argsort-of-noise formulas it replaced
+    gave (pretext's `torch.where`, set probes' and probes' `masked_fill`): the seeded draws of
+    pretraining and of every probe are unchanged."""
+    g = torch.Generator().manual_seed(stored)
+    for _ in range(20):
+        b = int(torch.randint(1, 9, (1,), generator=g))
+        noise = torch.rand(b, stored, generator=g)  # (B, K)
+        num_valid = torch.randint(0, stored + 1, (b,), generator=g)  # (B,) 0 = all padding
+        slots = torch.arange(stored)
+        old_pretext = torch.where(slots[None, :] < num_valid[:, None], noise, 2.0).argsort(dim=1)
+        old_set_probes = noise.masked_fill(slots[None, :] >= num_valid[:, None], 2.0).argsort(dim=1)
+        invalid = torch.arange(stored)[None, :] >= num_valid[:, None]
+        old_probes = noise.masked_fill(invalid, 2.0).argsort(dim=1)
+        order = shuffle_valid_first(noise, num_valid)
+        assert order.dtype == torch.int64 and order.shape == (b, stored)
+        assert torch.equal(order, old_pretext)
+        assert torch.equal(order, old_set_probes)
+        assert torch.equal(order, old_probes)
+        for row, n in zip(order, num_valid.tolist(), strict=True):
+            assert sorted(row.tolist()) == list(range(stored))  # a permutation
+            assert sorted(row[:n].tolist()) == list(range(n))  # valid slots first
+
+
+def test_shuffle_valid_first_follows_the_noise():
+    noise = torch.tensor([[0.5, 0.1, 0.9, 0.3], [0.2, 0.8, 0.4, 0.6]])
+    order = shuffle_valid_first(noise, torch.tensor([3, 4]))
+    assert order[0, :3].tolist() == [1, 0, 2]  # slot 3 is padding: last, whatever its noise
+    assert order[0, 3] == 3
+    assert order[1].tolist() == [0, 2, 3, 1]
 
 
 def test_clip_sets_are_disjoint_and_within_valid_clips():

@@ -366,10 +366,15 @@ def test_ties_go_to_the_lower_validation_loss():
     assert select_index([50.0, 75.0, 75.0], [0.1, 0.5, 0.5]) == 1  # full tie: earlier
     assert select_index([80.0, 75.0], [9.0, 0.1]) == 0  # the metric comes first
     results = [
-        GridResult(config=ProbeConfig(lr=lr), scores=np.zeros((1, 2)), metric=60.0,
-                   metric_name="top1", loss=loss)
+        GridResult(
+            config=ProbeConfig(lr=lr),
+            scores=np.zeros((1, 2)),
+            metric=60.0,
+            metric_name="top1",
+            loss=loss,
+        )
         for lr, loss in ((1e-3, 0.7), (1e-2, 0.4))
-    ]  # fmt: skip
+    ]
     assert select_config(results).lr == 1e-2  # the old rule (first maximum) said 1e-3
 
 
@@ -394,8 +399,15 @@ def test_cross_validation_makes_the_choice_depend_less_on_the_split(tmp_path):
     for min_val in (0, 100):  # 0: hold-out; 100: the 20-video split is too small, so k-fold
         chosen = []
         for seed in range(20):
-            split = make_split(labels, labelled=np.arange(96), val_fraction=0.2, low_shot=None,
-                               seed=seed, min_val_videos=min_val, cv_folds=5)  # fmt: skip
+            split = make_split(
+                labels,
+                labelled=np.arange(96),
+                val_fraction=0.2,
+                low_shot=None,
+                seed=seed,
+                min_val_videos=min_val,
+                cv_folds=5,
+            )
             assert split.cross_validated == (min_val == 100)
             folds = [
                 (ProbeData(x[f], labels=labels[f]), ProbeData(x[v], labels=labels[v]))

@@ -12,6 +12,8 @@ mean.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 
@@ -94,17 +96,25 @@ class ChunkedInfoNCE(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, queries, keys, positives, key_mask, scale, rows):
+    def forward(
+        ctx: Any,
+        queries: torch.Tensor,
+        keys: torch.Tensor,
+        positives: torch.Tensor,
+        key_mask: torch.Tensor | None,
+        scale: float,
+        rows: int,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         m, dtype = queries.shape[0], _loss_dtype(queries)
-        losses = queries.new_empty(m, dtype=dtype)
-        lse = queries.new_empty(m, dtype=dtype)
-        hits = torch.empty(m, dtype=torch.bool, device=queries.device)
+        losses = queries.new_empty(m, dtype=dtype)  # (M,)
+        lse = queries.new_empty(m, dtype=dtype)  # (M,)
+        hits = torch.empty(m, dtype=torch.bool, device=queries.device)  # (M,)
         keys_t = keys.to(dtype).t()  # (E, K), converted once for every chunk
         for lo in range(0, m, rows):
             hi = min(m, lo + rows)
             logits = _chunk_logits(queries[lo:hi], keys_t, scale, key_mask)
-            pos = positives[lo:hi, None]
-            pos_logit = logits.gather(1, pos).squeeze(1)
+            pos = positives[lo:hi, None]  # (rows, 1)
+            pos_logit = logits.gather(1, pos).squeeze(1)  # (rows,)
             hits[lo:hi] = logits.argmax(dim=1) == pos.squeeze(1)
             # Shift by the positive's logit before the log-sum-exp, not lse - positive after it:
             # no cancellation when the positive dominates (a small loss keeps its precision).
@@ -120,17 +130,19 @@ class ChunkedInfoNCE(torch.autograd.Function):
         return losses, hits
 
     @staticmethod
-    def backward(ctx, grad_losses, _grad_hits):
+    def backward(
+        ctx: Any, grad_losses: torch.Tensor, _grad_hits: torch.Tensor | None
+    ) -> tuple[torch.Tensor | None, ...]:
         queries, keys, positives, lse = ctx.saved_tensors
         scale, rows = ctx.scale, ctx.rows
-        grad_q = torch.zeros_like(queries) if ctx.needs_input_grad[0] else None
+        grad_q = torch.zeros_like(queries) if ctx.needs_input_grad[0] else None  # (M, E)
         dtype = _loss_dtype(queries)
-        grad_k = torch.zeros_like(keys, dtype=dtype) if ctx.needs_input_grad[1] else None
+        grad_k = torch.zeros_like(keys, dtype=dtype) if ctx.needs_input_grad[1] else None  # (K, E)
         keys_t = keys.to(dtype).t()  # (E, K)
         for lo in range(0, queries.shape[0], rows):
             hi = min(queries.shape[0], lo + rows)
             logits = _chunk_logits(queries[lo:hi], keys_t, scale, ctx.key_mask)
-            grad = torch.exp(logits - lse[lo:hi, None])  # softmax
+            grad = torch.exp(logits - lse[lo:hi, None])  # (rows, K) softmax
             grad.scatter_add_(1, positives[lo:hi, None], grad.new_full((hi - lo, 1), -1.0))
             grad *= grad_losses[lo:hi, None]  # d loss / d logits, (rows, K)
             if grad_q is not None:
@@ -147,7 +159,9 @@ def _loss_dtype(x: torch.Tensor) -> torch.dtype:
     return torch.promote_types(x.dtype, torch.float32)
 
 
-def _chunk_logits(queries, keys_t, scale, key_mask):
+def _chunk_logits(
+    queries: torch.Tensor, keys_t: torch.Tensor, scale: float, key_mask: torch.Tensor | None
+) -> torch.Tensor:
     """(rows, K) logits of a chunk of queries against the transposed keys (E, K)."""
     logits = (queries.to(keys_t.dtype) * scale) @ keys_t  # (rows, K)
     if key_mask is not None:
@@ -175,7 +189,7 @@ def symmetric_info_nce(
     """
     a_keys = a if a_keys is None else a_keys
     b_keys = b if b_keys is None else b_keys
-    positives = torch.arange(a.shape[0], device=a.device) + query_offset
+    positives = torch.arange(a.shape[0], device=a.device) + query_offset  # (B,)
     loss_ab, acc_ab = info_nce(a, b_keys, positives, temperature=temperature, normalizer=normalizer)
     loss_ba, acc_ba = info_nce(b, a_keys, positives, temperature=temperature, normalizer=normalizer)
     return (loss_ab + loss_ba) / 2, (acc_ab + acc_ba) / 2

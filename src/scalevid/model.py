@@ -62,13 +62,16 @@ class ModelConfig:
 
     @property
     def embed_dim(self) -> int:
+        """E, the size every head ends in."""
         return self.set_head[-1]
 
     def to_dict(self) -> dict:
+        """The fields as plain values (what config.json stores)."""
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> ModelConfig:
+        """The config stored by `to_dict`; unknown keys are an error, missing ones default."""
         known = set(cls.__dataclass_fields__)
         unknown = set(d) - known
         if unknown:
@@ -109,9 +112,10 @@ class Dropout(nn.Module):
         if x.device.type != "cpu":
             return F.dropout(x, self.p, training=True)
         n = x.numel()
+        # (ceil(n / 4),) random 64-bit words, four 16-bit lanes each
         words = torch.randint(-(2**63), 2**63 - 1, ((n + 3) // 4,), dtype=torch.int64)
-        lanes = words.view(torch.int16)[:n].view(x.shape)
-        keep = lanes >= -32768 + round(self.p * 65536)
+        lanes = words.view(torch.int16)[:n].view(x.shape)  # x's shape, 16 random bits each
+        keep = lanes >= -32768 + round(self.p * 65536)  # x's shape, bool
         return torch.where(keep, x * (1.0 / (1.0 - self.p)), 0.0)
 
     def extra_repr(self) -> str:
@@ -136,18 +140,21 @@ class Block(nn.Module):
         self.drop = Dropout(dropout)
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
+        """x (B, n, H); attn_mask (B, 1, 1, n) bool, True = attend, or None -> (B, n, H)."""
         b, n, d = x.shape
         q, k, v = self.qkv(self.norm1(x)).view(b, n, 3, self.heads, d // self.heads).unbind(2)
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, heads, n, d/heads)
         a = F.scaled_dot_product_attention(
             q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0
-        )
+        )  # (B, heads, n, d/heads)
         x = x + self.drop(self.proj(a.transpose(1, 2).reshape(b, n, d)))
         return x + self.drop(self.mlp(self.norm2(x)))
 
 
 @dataclass
 class ScaleOutput:
+    """What the predictor returns for a batch of clip sets, after the final LayerNorm."""
+
     clips: torch.Tensor  # (B, N, H) contextualised clip tokens
     set: torch.Tensor  # (B, H) SET token output
     extras: dict = field(default_factory=dict)
@@ -212,7 +219,7 @@ class ScaleModel(nn.Module):
             attn_mask = keep[:, None, None, :]  # (B, 1, 1, 1+N): True = attend
         for block in self.blocks:
             x = block(x, attn_mask)
-        x = self.norm(x)
+        x = self.norm(x)  # (B, 1+N, H)
         return ScaleOutput(clips=x[:, 1:], set=x[:, 0])
 
     @torch.no_grad()
@@ -229,8 +236,8 @@ class ScaleModel(nn.Module):
         Runs in eval mode (no dropout) and restores the previous mode afterwards.
         """
         device = next(self.parameters()).device
-        feats = torch.as_tensor(features, device=device).float()
-        bx = torch.as_tensor(boxes, device=device).float()
+        feats = torch.as_tensor(features, device=device).float()  # (B, N, D) or (N, D)
+        bx = torch.as_tensor(boxes, device=device).float()  # (B, N, 7) or (N, 7)
         single = feats.ndim == 2
         if single:
             feats, bx = feats[None], bx[None]
@@ -277,11 +284,7 @@ def _resolve_checkpoint(path: Path) -> tuple[Path, Path]:
     """Find (weights.safetensors, config.json) from a run dir, checkpoint dir or file."""
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such run folder or checkpoint")
-    candidates = (
-        [path]
-        if path.is_file()
-        else [path / WEIGHTS, path / LAST_CHECKPOINT / WEIGHTS]
-    )
+    candidates = [path] if path.is_file() else [path / WEIGHTS, path / LAST_CHECKPOINT / WEIGHTS]
     for weights in candidates:
         config = weights.parent / CONFIG
         if weights.is_file() and config.is_file():

@@ -7,6 +7,9 @@ to step; instead of `nonzero` (whose result size the host would have to wait for
 a fixed number of positions, a bound that the masked count exceeds with probability below 1e-9,
 and zeroes the unused rows (`masked_capacity`, `masked_positions`). Only the plain baseline
 (`output_sparsity=False`) still calls `nonzero`.
+
+`shuffle_valid_first` (argsort of noise, padding last) is scalevid's one view sampler: the clip
+sets here and the training views of every probe in `scalevid.eval` are prefixes of its order.
 """
 
 from __future__ import annotations
@@ -45,6 +48,21 @@ class PretextConfig:
             raise ValueError(f"num_views must be >= 1, got {self.num_views}")
 
 
+def shuffle_valid_first(noise: torch.Tensor, num_valid: torch.Tensor) -> torch.Tensor:
+    """Each row's slots in random order, the valid ones first: the one view sampler of scalevid.
+
+    noise (B, K) uniform in [0, 1), drawn by the caller (so each caller keeps its own generator
+    and draw order); num_valid (B,) int: the first num_valid[i] slots of row i are valid.
+    Returns order (B, K) int64, a permutation of the K slots per row: the valid slots, shuffled
+    by the argsort of their noise, then the padding slots (their noise is replaced by 2.0, above
+    any uniform draw). Taking a prefix of `order` draws valid slots without replacement, as
+    MAE's `random_masking` does with its argsort of noise.
+    """
+    slots = torch.arange(noise.shape[1], device=noise.device)  # (K,)
+    padding = slots[None, :] >= num_valid[:, None]  # (B, K)
+    return noise.masked_fill(padding, 2.0).argsort(dim=1)  # (B, K)
+
+
 def sample_clip_sets(
     num_clips: torch.Tensor, num_views: int, noise: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -57,15 +75,12 @@ def sample_clip_sets(
     ceil(n/2) and floor(n/2) clips; the remaining slots are padding (valid False).
     """
     b, stored = noise.shape
-    device = noise.device
-    slots = torch.arange(stored, device=device)
-    noise = torch.where(slots[None, :] < num_clips[:, None], noise, 2.0)  # padding sorts last
-    order = noise.argsort(dim=1)  # (B, K): valid clips first, in random order
+    order = shuffle_valid_first(noise, num_clips)  # (B, K): valid clips first, in random order
     width = 2 * num_views
     if stored < width:
-        order = torch.cat([order, order.new_zeros(b, width - stored)], dim=1)
+        order = torch.cat([order, order.new_zeros(b, width - stored)], dim=1)  # (B, 2V)
     order = order[:, :width]  # (B, 2V)
-    rank = torch.arange(width, device=device)
+    rank = torch.arange(width, device=noise.device)  # (2V,)
     valid = (rank[None, :] < num_clips[:, None]) & (rank[None, :] < stored)  # (B, 2V)
     index = order.view(b, num_views, 2).permute(2, 0, 1)  # (2, B, V): rank r -> set r % 2
     return index, valid.view(b, num_views, 2).permute(2, 0, 1)
@@ -127,7 +142,9 @@ class Gather:
     rank: int = 0
     world: int = 1
 
-    def rand(self, shape: tuple[int, ...], *, batch_dim: int, generator: torch.Generator):
+    def rand(
+        self, shape: tuple[int, ...], *, batch_dim: int, generator: torch.Generator
+    ) -> torch.Tensor:
         """Uniform noise for the local batch: the rank's slice of the global batch's noise, so
         that data-parallel runs draw exactly what one process would."""
         full = list(shape)
@@ -136,6 +153,7 @@ class Gather:
         return noise.narrow(batch_dim, self.rank * shape[batch_dim], shape[batch_dim])
 
     def all_gather(self, x: torch.Tensor) -> torch.Tensor:
+        """x (b, ...) of every rank, concatenated in rank order: (world * b, ...)."""
         if self.world == 1:
             return x
         from torch.distributed.nn.functional import all_gather
@@ -143,11 +161,141 @@ class Gather:
         return torch.cat(all_gather(x), dim=0)
 
     def all_reduce(self, x: torch.Tensor) -> torch.Tensor:
+        """The sum of x over ranks."""
         if self.world == 1:
             return x
         from torch.distributed.nn.functional import all_reduce
 
         return all_reduce(x)
+
+
+@dataclass
+class _ClipSets:
+    """The two clip sets drawn from each of B videos, stacked set a then set b (2B sets)."""
+
+    features: torch.Tensor  # (2B, V, D) float32
+    boxes: torch.Tensor  # (2B, V, 7) float32
+    valid: torch.Tensor  # (2B, V) bool, False for padding
+    masked: torch.Tensor | None  # (2B, V) bool, the clips hidden behind MSK; None without MCM
+
+
+def _draw_clip_sets(
+    features: torch.Tensor,
+    boxes: torch.Tensor,
+    num_clips: torch.Tensor,
+    config: PretextConfig,
+    generator: torch.Generator,
+    gather: Gather,
+) -> _ClipSets:
+    """The random part of a step: two disjoint clip sets per video, then (with MCM) the mask.
+
+    features (B, K, D), boxes (B, K, 7), num_clips (B,). Draws the clip noise (B, K), then the
+    mask noise (2, B, V), each the rank's slice of the global batch's draw.
+    """
+    b, k = features.shape[:2]
+    v = config.num_views
+    clip_noise = gather.rand((b, k), batch_dim=0, generator=generator)  # (B, K)
+    index, valid = sample_clip_sets(num_clips, v, clip_noise)
+    index, valid = index.reshape(2 * b, -1), valid.reshape(2 * b, -1)  # (2B, V): set a then b
+    videos = torch.arange(b, device=features.device).repeat(2)[:, None]  # (2B, 1)
+    masked = None
+    if config.mcm_weight > 0:
+        mask_noise = gather.rand((2, b, v), batch_dim=1, generator=generator).reshape(2 * b, v)
+        masked = random_masking(valid, config.mask_ratio, mask_noise)  # (2B, V)
+    return _ClipSets(
+        features=features[videos, index].float(),  # (2B, V, D)
+        boxes=boxes[videos, index].float(),  # (2B, V, 7)
+        valid=valid,
+        masked=masked,
+    )
+
+
+@dataclass
+class _HeadOutputs:
+    """What the pretext losses read from one forward pass (None where a loss is off)."""
+
+    set_emb: torch.Tensor | None  # (2B, E) SET head on the SET outputs
+    pred: torch.Tensor | None  # (C, E) at `positions`, or (2B*V, E) at every clip (dense)
+    target: torch.Tensor | None  # (2B*V, E) target head on every clip's feature
+    positions: tuple[torch.Tensor, torch.Tensor] | None  # from `masked_positions`, if sparse
+
+
+def _forward_heads(
+    model: ScaleModel, sets: _ClipSets, config: PretextConfig, pad: torch.Tensor | None
+) -> _HeadOutputs:
+    """The predictor on the clip sets (`pad`: its padding mask, or None), then the heads the
+    enabled losses need; with output sparsity the prediction head runs at masked clips only."""
+    out = model(sets.features, sets.boxes, valid=pad, masked=sets.masked)
+    set_emb = model.set_head(out.set) if config.set_weight > 0 else None  # (2B, E)
+    pred = target = positions = None
+    if sets.masked is not None:
+        if config.output_sparsity:
+            capacity = masked_capacity(sets.valid.shape[0], config.num_views, config.mask_ratio)
+            positions = masked_positions(sets.masked, capacity)
+            pred = model.pred_head(out.clips.flatten(0, 1)[positions[0]])  # (C, E)
+        else:  # the reference release's plain path: every clip, all logits
+            pred = model.pred_head(out.clips).flatten(0, 1)  # (2B*V, E)
+        target = model.target_head(sets.features.flatten(0, 1))  # (2B*V, E)
+    return _HeadOutputs(set_emb=set_emb, pred=pred, target=target, positions=positions)
+
+
+def _mcm_terms(
+    heads: _HeadOutputs,
+    sets: _ClipSets,
+    config: PretextConfig,
+    gather: Gather,
+    pad: torch.Tensor | None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The MCM loss (this rank's share of the global mean) and its metrics, in fp32."""
+    masked, valid, positions = sets.masked, sets.valid, heads.positions
+    pred = F.normalize(heads.pred.float(), dim=-1)
+    target = F.normalize(heads.target.float(), dim=-1)
+    used = masked.sum() if positions is None else positions[1].sum()
+    # Global number of queries; a batch without a masked clip (likely only for tiny batches)
+    # gives an MCM term of 0 / 1 = 0, where the release's mean over no queries is NaN.
+    count = gather.all_reduce(used.float()).clamp(min=1)
+    target_valid = None
+    if pad is not None:
+        target_valid = gather.all_gather(valid.flatten().to(torch.uint8)).bool()
+    mcm, mcm_acc = masked_clip_loss(
+        pred,
+        gather.all_gather(target),
+        masked,
+        temperature=config.temperature,
+        target_valid=target_valid,
+        key_offset=gather.rank * valid.numel(),
+        normalizer=count,
+        dense=not config.output_sparsity,
+        positions=positions,
+    )
+    metrics = {
+        "mcm_loss": mcm.detach(),
+        "mcm_acc": torch.where(used > 0, mcm_acc, 0.0),  # a mean over no queries would be NaN
+        "mcm_dropped": (masked.sum() - used).float(),
+        # The share of valid clips masked in this (local) batch: `mask_ratio` in expectation.
+        "mask_ratio": masked.sum() / valid.sum().clamp(min=1),
+    }
+    return mcm, metrics
+
+
+def _set_terms(
+    set_emb: torch.Tensor, config: PretextConfig, gather: Gather
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The SET loss of set_emb (2B, E), set a then set b (this rank's share of the global mean),
+    and its metrics, in fp32."""
+    b = set_emb.shape[0] // 2
+    set_emb = F.normalize(set_emb.float(), dim=-1)  # (2B, E)
+    set_a, set_b = set_emb[:b], set_emb[b:]  # (B, E) each
+    loss, accuracy = set_loss(
+        set_a,
+        set_b,
+        temperature=config.temperature,
+        a_keys=gather.all_gather(set_a),
+        b_keys=gather.all_gather(set_b),
+        query_offset=gather.rank * b,
+        normalizer=b * gather.world,
+    )
+    return loss, {"set_loss": loss.detach(), "set_acc": accuracy}
 
 
 def pretext_step(
@@ -176,82 +324,27 @@ def pretext_step(
     that were masked: the effective mask ratio).
     """
     gather = gather or Gather()
-    b = features.shape[0]
-    k, v = features.shape[1], config.num_views
-    clip_noise = gather.rand((b, k), batch_dim=0, generator=generator)
-    index, valid = sample_clip_sets(num_clips, v, clip_noise)
-    index, valid = index.reshape(2 * b, -1), valid.reshape(2 * b, -1)  # (2B, V): set a then b
-    videos = torch.arange(b, device=features.device).repeat(2)[:, None]  # (2B, 1)
-    feats = features[videos, index].float()  # (2B, V, D)
-    bxs = boxes[videos, index].float()  # (2B, V, 7)
-
-    use_mcm = config.mcm_weight > 0
-    masked = None
-    if use_mcm:
-        mask_noise = gather.rand((2, b, v), batch_dim=1, generator=generator).reshape(2 * b, v)
-        masked = random_masking(valid, config.mask_ratio, mask_noise)
+    sets = _draw_clip_sets(features, boxes, num_clips, config, generator, gather)
+    no_padding = all_valid and features.shape[1] >= 2 * config.num_views
+    pad = None if no_padding else sets.valid  # padding mask for the model, or None
     autocast = (
         torch.autocast(features.device.type, dtype=autocast_dtype)
         if autocast_dtype is not None
         else contextlib.nullcontext()
     )
-    pad = None if all_valid and k >= 2 * v else valid  # padding mask for the model, or None
-    positions = None
     with autocast:
-        out = model(feats, bxs, valid=pad, masked=masked)
-        set_emb = model.set_head(out.set) if config.set_weight > 0 else None  # (2B, E)
-        if use_mcm:
-            if config.output_sparsity:
-                capacity = masked_capacity(2 * b, v, config.mask_ratio)
-                positions = masked_positions(masked, capacity)
-                pred = model.pred_head(out.clips.flatten(0, 1)[positions[0]])  # (C, E)
-            else:  # the reference release's plain path: every clip, all logits
-                pred = model.pred_head(out.clips).flatten(0, 1)  # (2B*V, E)
-            target = model.target_head(feats.flatten(0, 1))  # (2B*V, E)
+        heads = _forward_heads(model, sets, config, pad)
 
     # Losses in fp32, outside autocast.
     metrics: dict[str, torch.Tensor] = {}
     total = features.new_zeros((), dtype=torch.float32)
-    if use_mcm:
-        pred = F.normalize(pred.float(), dim=-1)
-        target = F.normalize(target.float(), dim=-1)
-        used = masked.sum() if positions is None else positions[1].sum()
-        # Global number of queries; a batch without a masked clip (likely only for tiny batches)
-        # gives an MCM term of 0 / 1 = 0, where the release's mean over no queries is NaN.
-        count = gather.all_reduce(used.float()).clamp(min=1)
-        target_valid = None
-        if pad is not None:
-            target_valid = gather.all_gather(valid.flatten().to(torch.uint8)).bool()
-        mcm, mcm_acc = masked_clip_loss(
-            pred,
-            gather.all_gather(target),
-            masked,
-            temperature=config.temperature,
-            target_valid=target_valid,
-            key_offset=gather.rank * valid.numel(),
-            normalizer=count,
-            dense=not config.output_sparsity,
-            positions=positions,
-        )
+    if sets.masked is not None:
+        mcm, mcm_metrics = _mcm_terms(heads, sets, config, gather, pad)
         total = total + config.mcm_weight * mcm
-        mcm_acc = torch.where(used > 0, mcm_acc, 0.0)  # a mean over no queries would be NaN
-        metrics["mcm_loss"], metrics["mcm_acc"] = mcm.detach(), mcm_acc
-        metrics["mcm_dropped"] = (masked.sum() - used).float()
-        # The share of valid clips masked in this (local) batch: `mask_ratio` in expectation.
-        metrics["mask_ratio"] = masked.sum() / valid.sum().clamp(min=1)
-    if set_emb is not None:
-        set_emb = F.normalize(set_emb.float(), dim=-1)
-        set_a, set_b = set_emb[:b], set_emb[b:]
-        sl, set_acc = set_loss(
-            set_a,
-            set_b,
-            temperature=config.temperature,
-            a_keys=gather.all_gather(set_a),
-            b_keys=gather.all_gather(set_b),
-            query_offset=gather.rank * b,
-            normalizer=b * gather.world,
-        )
+        metrics.update(mcm_metrics)
+    if heads.set_emb is not None:
+        sl, set_metrics = _set_terms(heads.set_emb, config, gather)
         total = total + config.set_weight * sl
-        metrics["set_loss"], metrics["set_acc"] = sl.detach(), set_acc
+        metrics.update(set_metrics)
     metrics["loss"] = total * gather.world
     return metrics

@@ -6,8 +6,9 @@ are valid for video ``i``. ``F`` is ``D`` for raw backbone features or ``D + H``
 targets ``(N,)`` / ``(N, T)`` (regression; linear and MLP probes only).
 
 - kNN (DINO ``eval_knn`` style): one vector per video (mean over valid clips, optionally centred
-  with train statistics, L2-normalised, optionally part by part), cosine top-k, each neighbour votes for its class with
-  weight ``exp(sim / T)``. Chunked, so the full test x train similarity matrix never exists.
+  with train statistics, L2-normalised, optionally part by part), cosine top-k, each neighbour
+  votes for its class with weight ``exp(sim / T)``. Chunked, so the full test x train similarity
+  matrix never exists.
 - Linear / MLP: a head applied per clip, trained on random valid clips of each video; at test the
   softmax (or regression output) is averaged over the video's valid views. A grid of
   (lr, weight decay) heads trains in one pass over the data: one shared input (optionally a
@@ -18,8 +19,11 @@ Model selection (:func:`fit_grid`, :func:`cross_validate`, :func:`select_config`
 :func:`select_and_predict`) reads only train and validation labels. The best validation metric
 wins; ties (common on a small validation set) go to the lower validation loss, then to the
 earlier config. :func:`stratified_folds` gives the k-fold partition used when a held-out
-validation split would be too small to choose on. Test labels are read by nothing here except the final scoring
-calls, :func:`topk_accuracy` and :func:`mean_squared_error`.
+validation split would be too small to choose on. Test labels are read by nothing here except
+the final scoring calls, :func:`topk_accuracy` and :func:`mean_squared_error`.
+
+The linear/MLP heads draw their training clips with :func:`scalevid.pretext.shuffle_valid_first`,
+the one view sampler that pretraining and the set probes use too.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from scalevid.pretext import shuffle_valid_first
 from scalevid.progress import progress_bar
 from scalevid.train.schedule import warmup_cosine
 
@@ -374,10 +379,44 @@ def _sample_clips(
     Without replacement while a video has >= count valid views, cycling through them otherwise.
     """
     noise = torch.rand(num_valid.shape[0], num_views, generator=generator)  # (B, V)
-    invalid = torch.arange(num_views)[None, :] >= num_valid[:, None]
-    order = noise.masked_fill(invalid, 2.0).argsort(dim=1)  # valid views first, shuffled
+    order = shuffle_valid_first(noise, num_valid)  # (B, V): valid views first, shuffled
     slots = torch.arange(count)[None, :] % num_valid[:, None]  # (B, count)
     return order.gather(1, slots)
+
+
+def _head_optimizer(grid: HeadGrid, configs: Sequence[ProbeConfig]) -> torch.optim.Optimizer:
+    """One param group per head, at its config's lr and weight decay."""
+    groups = [
+        {"params": list(head.parameters()), "lr": c.lr, "weight_decay": c.weight_decay}
+        for head, c in zip(grid.heads, configs, strict=True)
+    ]
+    cfg = configs[0]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+    return torch.optim.AdamW(groups, lr=cfg.lr)
+
+
+def _targets(data: ProbeData) -> torch.Tensor:
+    """Training targets: class ids (N,) int64, or float targets (N, T)."""
+    if data.task == "classification":
+        return torch.as_tensor(data.labels)  # (N,)
+    return torch.as_tensor(data.labels, dtype=torch.float32).reshape(len(data), -1)  # (N, T)
+
+
+def _head_losses(outputs: torch.Tensor, y: torch.Tensor, task: Task) -> torch.Tensor:
+    """Each head's mean loss (G,) on outputs (G, B*S, C): cross-entropy or MSE."""
+    loss = F.cross_entropy if task == "classification" else F.mse_loss
+    return torch.stack([loss(o, y) for o in outputs])  # (G,)
+
+
+def _shared_config(configs: Sequence[ProbeConfig]) -> ProbeConfig:
+    """The settings heads trained in one pass share (configs[0]); raises if they differ in
+    anything but lr and weight decay, or are not linear/MLP."""
+    if not configs or any(_grid_key(c) != _grid_key(configs[0]) for c in configs):
+        raise ValueError("heads trained in one pass may differ only in lr and weight_decay")
+    if configs[0].kind not in ("linear", "mlp"):
+        raise ValueError(f"fit_heads trains linear/mlp heads, not {configs[0].kind!r}")
+    return configs[0]
 
 
 def fit_heads(
@@ -393,33 +432,14 @@ def fit_heads(
     seeded init and sees the same batches, so head g ends exactly as if trained alone.
     Returns (the grid in eval mode, per-step training losses (G, steps)).
     """
-    if not configs or any(_grid_key(c) != _grid_key(configs[0]) for c in configs):
-        raise ValueError("heads trained in one pass may differ only in lr and weight_decay")
-    cfg = configs[0]
-    if cfg.kind not in ("linear", "mlp"):
-        raise ValueError(f"fit_heads trains linear/mlp heads, not {cfg.kind!r}")
+    cfg = _shared_config(configs)
     task = train.task
     n, num_views, in_dim = train.x.shape
     out_dim = _num_outputs(cfg, train.labels)
-    grid = HeadGrid(
-        [_make_head(c, in_dim=in_dim, out_dim=out_dim) for c in configs],
-        in_dim=in_dim,
-        batchnorm=cfg.batchnorm,
-        task=task,
-    ).to(device)
-    groups = [
-        {"params": list(head.parameters()), "lr": c.lr, "weight_decay": c.weight_decay}
-        for head, c in zip(grid.heads, configs, strict=True)
-    ]
-    if cfg.optimizer == "sgd":
-        optimizer: torch.optim.Optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
-    else:
-        optimizer = torch.optim.AdamW(groups, lr=cfg.lr)
-    if task == "classification":
-        targets = torch.as_tensor(train.labels)  # (N,)
-    else:
-        targets = torch.as_tensor(train.labels, dtype=torch.float32).reshape(n, -1)  # (N, T)
-    num_valid = torch.as_tensor(train.num_valid)
+    heads = [_make_head(c, in_dim=in_dim, out_dim=out_dim) for c in configs]
+    grid = HeadGrid(heads, in_dim=in_dim, batchnorm=cfg.batchnorm, task=task).to(device)
+    optimizer = _head_optimizer(grid, configs)
+    targets, num_valid = _targets(train), torch.as_tensor(train.num_valid)
     batch = min(cfg.batch_size, n)
     steps_per_epoch = n // batch
     total = steps_per_epoch * cfg.epochs
@@ -431,7 +451,6 @@ def fit_heads(
     for epoch in range(cfg.epochs):
         perm = torch.randperm(n, generator=generator)
         for b in range(steps_per_epoch):
-            step = epoch * steps_per_epoch + b
             rows = perm[b * batch : (b + 1) * batch]  # (B,)
             cols = _sample_clips(
                 num_valid[rows],
@@ -441,12 +460,8 @@ def fit_heads(
             )  # (B, S)
             x = _gather(train.x, rows, cols, device).reshape(-1, in_dim)  # (B*S, F)
             y = targets[rows].repeat_interleave(cfg.clips_per_sample, dim=0).to(device)
-            out = grid(x)  # (G, B*S, C)
-            if task == "classification":
-                per_head = torch.stack([F.cross_entropy(o, y) for o in out])  # (G,)
-            else:
-                per_head = torch.stack([F.mse_loss(o, y) for o in out])  # (G,)
-            factor = warmup_cosine(step, total=total, warmup=warmup)
+            per_head = _head_losses(grid(x), y, task)  # (G,)
+            factor = warmup_cosine(epoch * steps_per_epoch + b, total=total, warmup=warmup)
             for group, c in zip(optimizer.param_groups, configs, strict=True):
                 group["lr"] = c.lr * factor
             optimizer.zero_grad(set_to_none=True)

@@ -47,6 +47,7 @@ from torch.func import functional_call, vmap
 
 from scalevid.hardware import resolve_device
 from scalevid.model import ModelConfig, ScaleModel
+from scalevid.pretext import shuffle_valid_first
 from scalevid.progress import progress_bar
 from scalevid.store import FeatureStore
 from scalevid.train.schedule import param_groups, warmup_cosine, warmup_steps
@@ -68,12 +69,13 @@ class FinetuneConfig:
     ``epochs`` passes over the training videos (the last partial batch of a pass is dropped, at
     least one step per pass); a budget in steps means the same training whatever the size of the
     training set, which is what model selection on a part of train needs. The lr warms up
-    linearly over ``warmup_fraction`` of the steps, then follows a cosine to 0 (``train.schedule.warmup_cosine``).
-    The head trains at ``lr``, the predictor at ``lr * predictor_lr_scale``; weight decay skips
-    biases, norms and tokens (``train.schedule.param_groups``). ``dropout`` replaces the predictor's
-    dropout and is also applied to the head's input. ``head``: ``clip_set`` (the paper's
-    per-clip [clip feature, SET] head, see the module docstring) or ``set`` (SET output only).
-    ``num_classes`` None = max label + 1.
+    linearly over ``warmup_fraction`` of the steps, then follows a cosine to 0
+    (``train.schedule.warmup_cosine``). The head trains at ``lr``, the predictor at
+    ``lr * predictor_lr_scale``; weight decay skips biases, norms and tokens
+    (``train.schedule.param_groups``). ``dropout`` replaces the predictor's dropout and is also
+    applied to the head's input. ``head``: ``clip_set`` (the paper's per-clip [clip feature, SET]
+    head, see the module docstring) or ``set`` (SET output only). ``num_classes`` None = max
+    label + 1.
     """
 
     lr: float = 1e-4
@@ -191,15 +193,13 @@ def sample_views(
 
     num_valid (B,) -> index (B, S) into the K = `stored` views and valid (B, S) bool, with
     S = min(count, K). A video with fewer than S valid views fills the remaining slots with
-    padding (valid False).
+    padding (valid False). The order is :func:`scalevid.pretext.shuffle_valid_first` of
+    noise (B, K) drawn from `generator`.
     """
-    b = num_valid.shape[0]
-    noise = torch.rand(b, stored, generator=generator)  # (B, K)
-    slots = torch.arange(stored)
-    noise = noise.masked_fill(slots[None, :] >= num_valid[:, None], 2.0)  # padding sorts last
+    noise = torch.rand(num_valid.shape[0], stored, generator=generator)  # (B, K)
     width = min(count, stored)
-    index = noise.argsort(dim=1)[:, :width]  # (B, S)
-    valid = slots[None, :width] < num_valid[:, None]  # (B, S)
+    index = shuffle_valid_first(noise, num_valid)[:, :width]  # (B, S)
+    valid = torch.arange(width)[None, :] < num_valid[:, None]  # (B, S)
     return index, valid
 
 
@@ -417,6 +417,147 @@ class _Batches:
         return x.to(device), bx.to(device), valid.to(device), y.to(device)
 
 
+def _stacked_optimizer(
+    template: SetProbe, configs: Sequence[FinetuneConfig], device: torch.device
+) -> _StackedAdamW:
+    """M = len(configs) copies of the template's weights, stacked, and their optimizer: the
+    predictor at lr * predictor_lr_scale, weight decay only where `param_groups` applies it."""
+    no_decay = {
+        id(p)
+        for group in param_groups(template, 1.0)
+        if group["weight_decay"] == 0.0
+        for p in group["params"]
+    }
+    params, lr_scale, decay = {}, {}, {}
+    for k, p in template.named_parameters():
+        params[k] = p.detach()[None].repeat(len(configs), *([1] * p.ndim)).requires_grad_()
+        is_predictor = k.startswith("predictor.")
+        lr_scale[k] = torch.tensor(
+            [c.predictor_lr_scale if is_predictor else 1.0 for c in configs], device=device
+        )  # (M,)
+        wd = [0.0 if id(p) in no_decay else c.weight_decay for c in configs]
+        decay[k] = torch.tensor(wd, device=device)  # (M,)
+    return _StackedAdamW(params, lr_scale=lr_scale, decay=decay, grad_clip=configs[0].grad_clip)
+
+
+class _StackedProbes:
+    """M set probes training in one batched pass: their stacked weights and optimizer, one
+    batch stream per training set (read once per step for all the probes on it), and which
+    probes are still training. A probe whose budget is spent leaves the stack; its weights
+    and per-step losses are kept for :meth:`result`."""
+
+    def __init__(
+        self,
+        template: SetProbe,
+        configs: Sequence[FinetuneConfig],
+        trains: Sequence[SetData],
+        *,
+        totals: Sequence[int],
+        device: torch.device,
+    ) -> None:
+        self.template, self.totals, self.device = template, list(totals), device
+        self.warmups = [warmup_steps(configs[0].warmup_fraction, t) for t in totals]
+        self.optimizer = _stacked_optimizer(template, configs, device)
+
+        def loss_of(
+            weights: dict[str, torch.Tensor],
+            x: torch.Tensor,
+            bx: torch.Tensor,
+            valid: torch.Tensor,
+            y: torch.Tensor,
+        ) -> torch.Tensor:
+            outputs = functional_call(template, weights, (x, bx, valid))
+            return set_probe_loss(outputs, valid, y, task=template.task)
+
+        self.batched_loss = vmap(loss_of, in_dims=(0, None, None, None, None), randomness="same")
+        self.groups: dict[int, list[int]] = {}  # id(SetData) -> members reading it
+        for m, data in enumerate(trains):
+            self.groups.setdefault(id(data), []).append(m)
+        self.streams = {g: _Batches(trains[ms[0]], configs[0]) for g, ms in self.groups.items()}
+        self.base_lr = torch.tensor([c.lr for c in configs], device=device)  # (M,)
+        self.active = list(range(len(configs)))  # model index of each row of the stacks
+        self.finished: dict[int, dict[str, torch.Tensor]] = {}
+        self.losses: list[list[torch.Tensor]] = [[] for _ in configs]
+
+    def step(self, step: int) -> None:
+        """One optimizer step (0-based `step`) of every probe still training."""
+        self._loss(step).backward()
+        factor = torch.tensor(
+            [
+                warmup_cosine(step, total=self.totals[m], warmup=self.warmups[m])
+                for m in self.active
+            ],
+            device=self.device,
+        )  # (M',)
+        self.optimizer.step(self.base_lr[torch.tensor(self.active, device=self.device)] * factor)
+        self._retire(step)
+
+    def _loss(self, step: int) -> torch.Tensor:
+        """The sum of the active probes' losses on this step's batches; records each."""
+        rows = {m: r for r, m in enumerate(self.active)}
+        loss = torch.zeros((), device=self.device)
+        for g, members in self.groups.items():
+            live = [m for m in members if m in rows]
+            if not live:
+                continue
+            x, bx, valid, y = self.streams[g].next(step, self.device)
+            index = [rows[m] for m in live]
+            weights = self.optimizer.params
+            if index != list(range(len(self.active))):  # a subset of the stack reads this set
+                picked = torch.tensor(index, device=self.device)
+                weights = {k: v[picked] for k, v in weights.items()}
+            per_model = self.batched_loss(weights, x, bx, valid, y)  # (len(live),)
+            loss = loss + per_model.sum()  # models share nothing: each gets its own grads
+            for m, value in zip(live, per_model.detach(), strict=True):
+                self.losses[m].append(value)
+        return loss
+
+    def _retire(self, step: int) -> None:
+        """Keep the weights of the probes whose budget ends at `step` and drop them from the
+        stacks."""
+        done = [r for r, m in enumerate(self.active) if self.totals[m] == step + 1]
+        if not done:
+            return
+        for r in done:
+            self.finished[self.active[r]] = {
+                k: v[r].detach() for k, v in self.optimizer.params.items()
+            }
+        keep = [r for r, m in enumerate(self.active) if self.totals[m] != step + 1]
+        self.active = [self.active[r] for r in keep]
+        if keep:
+            self.optimizer.keep(torch.tensor(keep, device=self.device))
+
+    def result(self, m: int) -> tuple[SetProbe, np.ndarray]:
+        """Probe m (trained to its budget) in eval mode and its per-step losses (steps,)."""
+        probe = copy.deepcopy(self.template)  # the architecture; its weights are replaced next
+        probe.load_state_dict(self.finished[m])
+        probe.eval()
+        return probe, torch.stack(self.losses[m]).cpu().numpy()
+
+
+def _check_training_sets(configs: Sequence[FinetuneConfig], trains: Sequence[SetData]) -> str:
+    """The task of probes that can train together; raises where they cannot."""
+    if not configs or len(configs) != len(trains):
+        raise ValueError("fit_set_probes needs one training set per config")
+    key = _batch_key(configs[0])
+    if any(_batch_key(c) != key for c in configs):
+        raise ValueError(
+            "probes trained together may differ only in lr, predictor_lr_scale, weight_decay "
+            "and budget"
+        )
+    for data in trains:
+        if data.labels is None:
+            raise ValueError("fit_set_probe needs training labels")
+        if len(data) == 0:
+            raise ValueError("no training videos")
+        if data.task == "classification" and (data.labels < 0).any():
+            raise ValueError("class labels must be >= 0 (drop unlabelled videos first)")
+    task = trains[0].task
+    if any(d.task != task for d in trains):
+        raise ValueError("probes trained together need one task")
+    return task
+
+
 def fit_set_probes(
     configs: Sequence[FinetuneConfig],
     trains: Sequence[SetData],
@@ -436,125 +577,42 @@ def fit_set_probes(
     caller's RNG state is left as it was. Returns, per probe, (the probe in eval mode, per-step
     training losses (steps,)).
     """
-    if not configs or len(configs) != len(trains):
-        raise ValueError("fit_set_probes needs one training set per config")
-    key = _batch_key(configs[0])
-    if any(_batch_key(c) != key for c in configs):
-        raise ValueError(
-            "probes trained together may differ only in lr, predictor_lr_scale, weight_decay "
-            "and budget"
-        )
-    for data in trains:
-        if data.labels is None:
-            raise ValueError("fit_set_probe needs training labels")
-        if len(data) == 0:
-            raise ValueError("no training videos")
-        if data.task == "classification" and (data.labels < 0).any():
-            raise ValueError("class labels must be >= 0 (drop unlabelled videos first)")
-    task = trains[0].task
-    if any(d.task != task for d in trains):
-        raise ValueError("probes trained together need one task")
+    task = _check_training_sets(configs, trains)
     cfg = configs[0]
     device = resolve_device(cfg.device)
     out_dim = _num_outputs(cfg, [d.labels for d in trains])
     totals = [c.total_steps(len(d)) for c, d in zip(configs, trains, strict=True)]
-    groups: dict[int, list[int]] = {}  # id(SetData) -> members reading it
-    for m, data in enumerate(trains):
-        groups.setdefault(id(data), []).append(m)
-
     with torch.random.fork_rng(devices=_rng_devices(device)):
         torch.manual_seed(cfg.seed)
+        predictor = build_predictor(init, dropout=cfg.dropout)
         template = SetProbe(
-            build_predictor(init, dropout=cfg.dropout),
-            out_dim=out_dim,
-            dropout=cfg.dropout,
-            task=task,
-            head=cfg.head,
+            predictor, out_dim=out_dim, dropout=cfg.dropout, task=task, head=cfg.head
         ).to(device)
         template.train()
-        no_decay = {
-            id(p) for group in param_groups(template, 1.0) if group["weight_decay"] == 0.0
-            for p in group["params"]
-        }  # fmt: skip
-        params, lr_scale, decay = {}, {}, {}
-        for k, p in template.named_parameters():
-            params[k] = p.detach()[None].repeat(len(configs), *([1] * p.ndim)).requires_grad_()
-            is_predictor = k.startswith("predictor.")
-            lr_scale[k] = torch.tensor(
-                [c.predictor_lr_scale if is_predictor else 1.0 for c in configs], device=device
-            )
-            wd = [0.0 if id(p) in no_decay else c.weight_decay for c in configs]
-            decay[k] = torch.tensor(wd, device=device)
-        optimizer = _StackedAdamW(params, lr_scale=lr_scale, decay=decay, grad_clip=cfg.grad_clip)
-
-        def loss_of(weights: dict[str, torch.Tensor], x, bx, valid, y) -> torch.Tensor:
-            outputs = functional_call(template, weights, (x, bx, valid))
-            return set_probe_loss(outputs, valid, y, task=task)
-
-        batched_loss = vmap(loss_of, in_dims=(0, None, None, None, None), randomness="same")
-        streams = {g: _Batches(trains[members[0]], cfg) for g, members in groups.items()}
-        base_lr = torch.tensor([c.lr for c in configs], device=device)
-        active = list(range(len(configs)))  # model index of each row of the stacks
-        finished: dict[int, dict[str, torch.Tensor]] = {}
-        losses: list[list[torch.Tensor]] = [[] for _ in configs]
-        total = max(totals)
-        bar = progress_bar(total=total, desc=f"set probes x{len(configs)}", enabled=progress)
-        for step in range(total):
-            rows = {m: r for r, m in enumerate(active)}
-            loss = torch.zeros((), device=device)
-            for g, members in groups.items():
-                live = [m for m in members if m in rows]
-                if not live:
-                    continue
-                x, bx, valid, y = streams[g].next(step, device)
-                index = [rows[m] for m in live]
-                weights = optimizer.params
-                if index != list(range(len(active))):  # a subset of the stack reads this set
-                    picked = torch.tensor(index, device=device)
-                    weights = {k: v[picked] for k, v in optimizer.params.items()}
-                per_model = batched_loss(weights, x, bx, valid, y)  # (len(live),)
-                loss = loss + per_model.sum()  # models share nothing: each gets its own grads
-                for m, value in zip(live, per_model.detach(), strict=True):
-                    losses[m].append(value)
-            loss.backward()
-            factor = torch.tensor(
-                [
-                    warmup_cosine(
-                        step,
-                        total=totals[m],
-                        warmup=warmup_steps(cfg.warmup_fraction, totals[m]),
-                    )
-                    for m in active
-                ],
-                device=device,
-            )
-            optimizer.step(base_lr[torch.tensor(active, device=device)] * factor)
-            done = [r for r, m in enumerate(active) if totals[m] == step + 1]
-            if done:
-                for r in done:
-                    finished[active[r]] = {k: v[r].detach() for k, v in optimizer.params.items()}
-                keep = [r for r, m in enumerate(active) if totals[m] != step + 1]
-                active = [active[r] for r in keep]
-                if keep:
-                    optimizer.keep(torch.tensor(keep, device=device))
+        stack = _StackedProbes(template, configs, trains, totals=totals, device=device)
+        bar = progress_bar(total=max(totals), desc=f"set probes x{len(configs)}", enabled=progress)
+        for step in range(max(totals)):
+            stack.step(step)
             bar.update(1)
         bar.close()
 
-    results = []
-    for m, c in enumerate(configs):
-        probe = copy.deepcopy(template)  # the architecture; its weights are replaced next
-        probe.load_state_dict(finished[m])
-        probe.eval()
-        history = torch.stack(losses[m]).cpu().numpy()
-        results.append((probe, history))
+    results = [stack.result(m) for m in range(len(configs))]
+    for c, (_, history), total, data in zip(configs, results, totals, trains, strict=True):
         logger.debug(
             "set probe lr %g, %d steps on %d videos: loss %.4f -> %.4f",
-            c.lr, totals[m], len(trains[m]), history[0], history[-1],
-        )  # fmt: skip
+            c.lr,
+            total,
+            len(data),
+            history[0],
+            history[-1],
+        )
     logger.info(
         "trained %d set probes (%s head, %d steps max) on %d training set(s)",
-        len(configs), cfg.head, total, len(groups),
-    )  # fmt: skip
+        len(configs),
+        cfg.head,
+        max(totals),
+        len(stack.groups),
+    )
     return results
 
 
