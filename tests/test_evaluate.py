@@ -1,4 +1,5 @@
-"""Tests for scalevid.eval.protocol (the honest protocol, reports) and scalevid.eval.embed."""
+"""Tests for scalevid.eval.protocol (the honest protocol), scalevid.eval.report (the report),
+scalevid.eval.representations and scalevid.eval.embed."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ from scalevid.eval import probes as probes_mod
 from scalevid.eval import protocol as ev
 from scalevid.eval.config import PROBES, EvalConfig, load_eval_config
 from scalevid.eval.embed import export_embeddings, search
-from scalevid.eval.protocol import ClipVectors, evaluate, format_table, make_split
+from scalevid.eval.protocol import evaluate, make_split
+from scalevid.eval.report import format_table
+from scalevid.eval.representations import ClipVectors
 from scalevid.eval.set_probes import FinetuneConfig
 from scalevid.model import ScaleModel
 from scalevid.store import FeatureStore, Manifest, StoreWriter

@@ -12,7 +12,7 @@ import torch
 from scalevid.eval import protocol as ev
 from scalevid.eval.config import EvalConfig
 from scalevid.eval.probes import ProbeConfig, ProbeData, fit_predict, topk_accuracy, video_vectors
-from scalevid.eval.protocol import ClipVectors, Representations
+from scalevid.eval.representations import ClipVectors, Representations
 from scalevid.eval.set_probes import SetData
 from scalevid.model import ModelConfig, ScaleModel
 
