@@ -48,16 +48,39 @@ ROOT = Path(__file__).resolve().parents[1]
 OLD_REF = "6512a86"  # the last commit whose set probes trained one grid point per run
 
 SHAPES = {
-    "store1k": {"train": 1000, "test": 200, "clips": 8, "test_views": 8, "dim": 64, "classes": 8,
-                "hidden": 256, "depth": 2, "heads": 8, "lrs": [1e-4, 1e-3], "epochs": [10, 30]},
-    "demo": {"train": 240, "test": 120, "clips": 8, "test_views": 4, "dim": 1024, "classes": 6,
-             "hidden": 256, "depth": 2, "heads": 8, "lrs": [3e-4, 1e-3], "epochs": [20]},
-}  # fmt: skip
+    "store1k": {
+        "train": 1000,
+        "test": 200,
+        "clips": 8,
+        "test_views": 8,
+        "dim": 64,
+        "classes": 8,
+        "hidden": 256,
+        "depth": 2,
+        "heads": 8,
+        "lrs": [1e-4, 1e-3],
+        "epochs": [10, 30],
+    },
+    "demo": {
+        "train": 240,
+        "test": 120,
+        "clips": 8,
+        "test_views": 4,
+        "dim": 1024,
+        "classes": 6,
+        "hidden": 256,
+        "depth": 2,
+        "heads": 8,
+        "lrs": [3e-4, 1e-3],
+        "epochs": [20],
+    },
+}
 
 # Runs inside the subprocess, against whichever scalevid is first on PYTHONPATH.
 RUNNER = """
 import json, sys, time, torch
-from scalevid.eval.protocol import EvalConfig, evaluate
+from scalevid.eval.config import EvalConfig
+from scalevid.eval.protocol import evaluate
 from scalevid.eval.set_probes import FinetuneConfig
 args = json.loads(sys.argv[1])
 torch.set_num_threads(args.pop("threads"))
@@ -73,14 +96,20 @@ print(json.dumps({"seconds": seconds, "top1": [s["test"]["top1"] for s in entry[
 """
 
 
-def write_store(path: Path, *, videos: int, clips: int, dim: int, classes: int, mode: str,
-                seed: int) -> Path:  # fmt: skip
+def write_store(
+    path: Path, *, videos: int, clips: int, dim: int, classes: int, mode: str, seed: int
+) -> Path:
     """A class-structured synthetic store: clip = class centre + video offset + noise."""
     rng = np.random.default_rng(seed)
     centres = np.random.default_rng(123).normal(size=(classes, dim))
-    manifest = Manifest(dim=dim, clips_per_video=clips, backbone="synthetic",
-                        sampling={"mode": mode, "passes": 1}, dataset="bench",
-                        class_names=[f"c{i}" for i in range(classes)])  # fmt: skip
+    manifest = Manifest(
+        dim=dim,
+        clips_per_video=clips,
+        backbone="synthetic",
+        sampling={"mode": mode, "passes": 1},
+        dataset="bench",
+        class_names=[f"c{i}" for i in range(classes)],
+    )
     with StoreWriter(path, manifest, shard_size=256) as writer:
         for i in range(videos):
             label = i % classes
@@ -88,11 +117,25 @@ def write_store(path: Path, *, videos: int, clips: int, dim: int, classes: int, 
                 0.5 * centres[label] + rng.normal(size=dim) + 2.0 * rng.normal(size=(clips, dim))
             )
             t0 = rng.uniform(0, 0.9, size=clips)
-            boxes = np.stack([np.ones(clips), t0, np.zeros(clips), np.zeros(clips), t0 + 0.1,
-                              np.ones(clips), np.ones(clips)], axis=1)  # fmt: skip
-            writer.add(video_id=f"v{i:05d}", path=f"v{i:05d}.mp4",
-                       features=feats.astype(np.float16), boxes=boxes.astype(np.float32),
-                       label=label)  # fmt: skip
+            boxes = np.stack(
+                [
+                    np.ones(clips),
+                    t0,
+                    np.zeros(clips),
+                    np.zeros(clips),
+                    t0 + 0.1,
+                    np.ones(clips),
+                    np.ones(clips),
+                ],
+                axis=1,
+            )
+            writer.add(
+                video_id=f"v{i:05d}",
+                path=f"v{i:05d}.mp4",
+                features=feats.astype(np.float16),
+                boxes=boxes.astype(np.float32),
+                label=label,
+            )
     return path
 
 
@@ -100,18 +143,30 @@ def write_stores(shape_name: str, folder: Path) -> tuple[Path, Path]:
     """The shape's train and test stores in `folder`, written by the scalevid being imported."""
     shape = SHAPES[shape_name]
     common = {"clips": 0, "dim": shape["dim"], "classes": shape["classes"]}
-    train = write_store(folder / "train", **{**common, "clips": shape["clips"]},
-                        videos=shape["train"], mode="train", seed=1)  # fmt: skip
-    test = write_store(folder / "test", **{**common, "clips": shape["test_views"]},
-                       videos=shape["test"], mode="test", seed=2)  # fmt: skip
+    train = write_store(
+        folder / "train",
+        **{**common, "clips": shape["clips"]},
+        videos=shape["train"],
+        mode="train",
+        seed=1,
+    )
+    test = write_store(
+        folder / "test",
+        **{**common, "clips": shape["test_views"]},
+        videos=shape["test"],
+        mode="test",
+        seed=2,
+    )
     return train, test
 
 
 def write_stores_with(src: Path, shape_name: str, folder: Path) -> tuple[Path, Path]:
     """`write_stores` run by the scalevid in `src` (its own store format), in a subprocess."""
     env = {**os.environ, "PYTHONPATH": f"{src}{os.pathsep}{Path(__file__).parent}"}
-    code = (f"import eval_throughput as b; from pathlib import Path; "
-            f"b.write_stores({shape_name!r}, Path({str(folder)!r}))")  # fmt: skip
+    code = (
+        f"import eval_throughput as b; from pathlib import Path; "
+        f"b.write_stores({shape_name!r}, Path({str(folder)!r}))"
+    )
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     if done.returncode:
         raise RuntimeError(f"writing the stores failed ({src}):\n{done.stderr[-3000:]}")
@@ -119,15 +174,19 @@ def write_stores_with(src: Path, shape_name: str, folder: Path) -> tuple[Path, P
 
 
 def old_worktree(ref: str, where: Path) -> Path:
-    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-f", str(where), ref],
-                   check=True, capture_output=True)  # fmt: skip
+    subprocess.run(
+        ["git", "-C", str(ROOT), "worktree", "add", "--detach", "-f", str(where), ref],
+        check=True,
+        capture_output=True,
+    )
     return where / "src"
 
 
 def run_one(src: Path, payload: dict) -> dict:
     env = {**os.environ, "PYTHONPATH": str(src)}
-    done = subprocess.run([sys.executable, "-c", RUNNER, json.dumps(payload)], env=env,
-                          capture_output=True, text=True)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", RUNNER, json.dumps(payload)], env=env, capture_output=True, text=True
+    )
     if done.returncode:
         raise RuntimeError(f"evaluation failed ({src}):\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -154,14 +213,22 @@ def main(argv: list[str] | None = None) -> int:
         if "old" in args.rows:
             sources["old"] = old_worktree(args.old_ref, tmp / "old")
         # Each side reads stores its own code wrote (the store format changed in between).
-        stores = {side: write_stores_with(src, args.shape, tmp / f"stores-{side}")
-                  for side, src in sources.items()}  # fmt: skip
+        stores = {
+            side: write_stores_with(src, args.shape, tmp / f"stores-{side}")
+            for side, src in sources.items()
+        }
         common = {
-            "probes": ["transformer"], "seeds": args.seeds, "finetune_lrs": shape["lrs"],
-            "finetune_epochs": shape["epochs"], "transformer_hidden": shape["hidden"],
-            "transformer_depth": shape["depth"], "transformer_heads": shape["heads"],
-            "device": args.device, "progress": False, "plots": False,
-        }  # fmt: skip
+            "probes": ["transformer"],
+            "seeds": args.seeds,
+            "finetune_lrs": shape["lrs"],
+            "finetune_epochs": shape["epochs"],
+            "transformer_hidden": shape["hidden"],
+            "transformer_depth": shape["depth"],
+            "transformer_heads": shape["heads"],
+            "device": args.device,
+            "progress": False,
+            "plots": False,
+        }
         extra = {
             "old": {},
             "new-same": {"min_val_videos": 0, "finetune_min_steps": 1, "finetune_heads": ["set"]},
@@ -174,10 +241,13 @@ def main(argv: list[str] | None = None) -> int:
                     side = "old" if row == "old" else "new"
                     train, test = stores[side]
                     payload = {
-                        "train_store": str(train), "test_store": str(test),
-                        "out": str(tmp / f"{row}-{repeat}"), "threads": args.threads,
-                        "config": {**common, **extra[row]}, "finetune": {},
-                    }  # fmt: skip
+                        "train_store": str(train),
+                        "test_store": str(test),
+                        "out": str(tmp / f"{row}-{repeat}"),
+                        "threads": args.threads,
+                        "config": {**common, **extra[row]},
+                        "finetune": {},
+                    }
                     result = run_one(sources[side], payload)
                     timings[row].append(result)
                     print(
@@ -187,8 +257,10 @@ def main(argv: list[str] | None = None) -> int:
                     )
         finally:
             if "old" in sources:
-                subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force",
-                                str(tmp / "old")], capture_output=True)  # fmt: skip
+                subprocess.run(
+                    ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tmp / "old")],
+                    capture_output=True,
+                )
     medians = {row: statistics.median(r["seconds"] for r in runs) for row, runs in timings.items()}
     print(f"\n{args.shape} on {args.device} ({args.threads} threads), medians of {args.repeats}:")
     for row, seconds in medians.items():
@@ -196,11 +268,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {row:12s} {seconds:7.1f} s{ratio}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({
-            "shape": args.shape, "shape_settings": shape, "device": args.device,
-            "threads": args.threads, "repeats": args.repeats, "old_ref": args.old_ref,
-            "platform": platform.platform(), "median_seconds": medians, "runs": timings,
-        }, indent=2))  # fmt: skip
+        args.json.write_text(
+            json.dumps(
+                {
+                    "shape": args.shape,
+                    "shape_settings": shape,
+                    "device": args.device,
+                    "threads": args.threads,
+                    "repeats": args.repeats,
+                    "old_ref": args.old_ref,
+                    "platform": platform.platform(),
+                    "median_seconds": medians,
+                    "runs": timings,
+                },
+                indent=2,
+            )
+        )
     return 0
 
 

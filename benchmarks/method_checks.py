@@ -45,8 +45,11 @@ SIZES = {
 }
 # The default predictor (hidden 256, 2 blocks, 8 heads), with narrower contrastive heads than
 # the default 4096 / 2048 so that a run takes seconds on a shared CPU.
-HEADS = {"model.set_head": [512, 128], "model.pred_head": [512, 128],
-         "model.target_head": [512, 512, 128]}  # fmt: skip
+HEADS = {
+    "model.set_head": [512, 128],
+    "model.pred_head": [512, 128],
+    "model.target_head": [512, 512, 128],
+}
 
 
 def write_order_store(path: Path, *, videos: int, clips: int, mode: str, seed: int) -> Path:
@@ -60,8 +63,14 @@ def write_order_store(path: Path, *, videos: int, clips: int, mode: str, seed: i
         if mode == "train"
         else {"mode": "test", "temporal_views": clips, "spatial_views": 1}
     )
-    manifest = Manifest(dim=DIM, clips_per_video=clips, backbone="synthetic", sampling=sampling,
-                        dataset="order-standin", class_names=[f"{a}-{b}" for a, b in PAIRS])  # fmt: skip
+    manifest = Manifest(
+        dim=DIM,
+        clips_per_video=clips,
+        backbone="synthetic",
+        sampling=sampling,
+        dataset="order-standin",
+        class_names=[f"{a}-{b}" for a, b in PAIRS],
+    )
     length = 0.2  # clip duration as a fraction of the video
     with StoreWriter(path, manifest, shard_size=256) as writer:
         for i in range(videos):
@@ -80,41 +89,78 @@ def write_order_store(path: Path, *, videos: int, clips: int, mode: str, seed: i
                 feats[covers] += directions[kind]
             y0 = x0 = rng.uniform(0, 0.2, size=clips)
             boxes = np.stack([np.ones(clips), t0, y0, x0, t1, y0 + 0.8, x0 + 0.8], axis=1)
-            writer.add(video_id=f"{mode}{i:05d}", path=f"{mode}/{i:05d}.mp4",
-                       features=feats.astype(np.float16), boxes=boxes.astype(np.float32),
-                       label=label)  # fmt: skip
+            writer.add(
+                video_id=f"{mode}{i:05d}",
+                path=f"{mode}/{i:05d}.mp4",
+                features=feats.astype(np.float16),
+                boxes=boxes.astype(np.float32),
+                label=label,
+            )
     return path
 
 
 def one_run(out: Path, size: str, *, init: str, seed: int, epochs: int) -> dict:
     s = SIZES[size]
     stores = out / "stores" / size
-    train_store = write_order_store(stores / "train", videos=s["train"], clips=s["clips"],
-                                    mode="train", seed=1)  # fmt: skip
-    test_store = write_order_store(stores / "test", videos=s["test"], clips=s["clips"],
-                                   mode="test", seed=2)  # fmt: skip
+    train_store = write_order_store(
+        stores / "train", videos=s["train"], clips=s["clips"], mode="train", seed=1
+    )
+    test_store = write_order_store(
+        stores / "test", videos=s["test"], clips=s["clips"], mode="test", seed=2
+    )
     run = out / f"{size}-{init}-seed{seed}-e{epochs}"
-    config = load_config(None, store=str(train_store), out=str(run), epochs=epochs,
-                         batch_size=s["batch"], seed=seed, device="cpu", progress=False,
-                         log_every=1, **HEADS,
-                         **{"model.init": init, "pretext.num_views": s["views"]})  # fmt: skip
+    config = load_config(
+        None,
+        store=str(train_store),
+        out=str(run),
+        epochs=epochs,
+        batch_size=s["batch"],
+        seed=seed,
+        device="cpu",
+        progress=False,
+        log_every=1,
+        **HEADS,
+        **{"model.init": init, "pretext.num_views": s["views"]},
+    )
     tick = time.perf_counter()
     train(config)
     seconds = time.perf_counter() - tick
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     last_epoch = [r for r in rows if r["epoch"] == rows[-1]["epoch"]]
-    pretext = {k: float(np.mean([r[k] for r in last_epoch]))
-               for k in ("mcm_loss", "set_loss", "mcm_acc", "set_acc", "mask_ratio")}  # fmt: skip
-    eval_config = EvalConfig(probes=("knn", "scale_knn", "linear", "scale_linear"), seeds=(0,),
-                             head_lrs=(1e-3, 1e-2), head_weight_decays=(0.0,), head_epochs=20,
-                             clips_per_sample=2, linear_batchnorm=(False,), device="cpu",
-                             progress=False, plots=False)  # fmt: skip
-    results = evaluate(train_store=train_store, test_store=test_store, run=run,
-                       config=eval_config, out=run / "eval")  # fmt: skip
+    pretext = {
+        k: float(np.mean([r[k] for r in last_epoch]))
+        for k in ("mcm_loss", "set_loss", "mcm_acc", "set_acc", "mask_ratio")
+    }
+    eval_config = EvalConfig(
+        probes=("knn", "scale_knn", "linear", "scale_linear"),
+        seeds=(0,),
+        head_lrs=(1e-3, 1e-2),
+        head_weight_decays=(0.0,),
+        head_epochs=20,
+        clips_per_sample=2,
+        linear_batchnorm=(False,),
+        device="cpu",
+        progress=False,
+        plots=False,
+    )
+    results = evaluate(
+        train_store=train_store,
+        test_store=test_store,
+        run=run,
+        config=eval_config,
+        out=run / "eval",
+    )
     top1 = {n: round(p["mean"]["top1"], 1) for n, p in results["probes"].items()}
-    return {"size": size, "init": init, "seed": seed, "epochs": epochs,
-            "steps": rows[-1]["step"], "train_s": round(seconds, 1),
-            **{k: round(v, 4) for k, v in pretext.items()}, **top1}  # fmt: skip
+    return {
+        "size": size,
+        "init": init,
+        "seed": seed,
+        "epochs": epochs,
+        "steps": rows[-1]["step"],
+        "train_s": round(seconds, 1),
+        **{k: round(v, 4) for k, v in pretext.items()},
+        **top1,
+    }
 
 
 def main() -> None:

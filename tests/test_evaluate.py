@@ -1,4 +1,5 @@
-"""Tests for scalevid.eval.protocol (the honest protocol, reports) and scalevid.eval.embed."""
+"""Tests for scalevid.eval.protocol (the honest protocol), scalevid.eval.report (the report),
+scalevid.eval.representations and scalevid.eval.embed."""
 
 from __future__ import annotations
 
@@ -9,11 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from scalevid.config import result_settings
 from scalevid.eval import probes as probes_mod
 from scalevid.eval import protocol as ev
-from scalevid.eval.config import PROBES, EvalConfig, load_eval_config
+from scalevid.eval.config import PROBES, EvalConfig, baseline_settings, load_eval_config
 from scalevid.eval.embed import export_embeddings, search
-from scalevid.eval.protocol import ClipVectors, evaluate, format_table, make_split
+from scalevid.eval.protocol import evaluate, make_split
+from scalevid.eval.report import format_table, markdown_table
+from scalevid.eval.representations import ClipVectors
 from scalevid.eval.set_probes import FinetuneConfig
 from scalevid.model import ScaleModel
 from scalevid.store import FeatureStore, Manifest, StoreWriter
@@ -368,6 +372,54 @@ def test_config_overrides_and_validation():
         EvalConfig(val_fraction=0.0)
 
 
+def test_baseline_cache_keys_hold_the_settings_each_row_reads():
+    """The fields in each baseline row's cache key, from EvalConfig's field metadata: the same
+    lists as the hand-kept ones they replaced, so existing caches stay valid."""
+    common = ["cv_folds", "device", "low_shot", "min_val_videos", "task", "val_fraction"]
+    heads = ["clips_per_sample", "head_batch_size", "head_epochs", "head_lrs"]
+    heads += ["head_weight_decays", "mlp_dropout", "mlp_hidden"]
+    expected = {
+        "knn": [*common, "knn_k", "knn_temperature"],
+        "linear": [*common, *heads, "linear_batchnorm"],
+        "mlp": [*common, *heads],
+        "transformer": [*common, "finetune", "finetune_epochs", "finetune_heads"]
+        + ["finetune_lrs", "finetune_min_steps", "transformer_depth", "transformer_heads"]
+        + ["transformer_hidden"],
+    }
+    config = tiny_config()
+    for row, names in expected.items():
+        settings = baseline_settings(config, row)
+        assert sorted(settings) == sorted(names), row
+        assert all(settings[k] == config.to_dict()[k] for k in names)
+    with pytest.raises(ValueError, match="not a baseline row"):
+        baseline_settings(config, "scale_knn")
+    # runtime fields are left out of the settings that affect results
+    assert {"device", "progress", "embed_batch_size"}.isdisjoint(result_settings(config))
+    assert "plots" in result_settings(config)
+
+
+def test_one_markdown_table_builder():
+    table = markdown_table(["Name", "a", "b"], [["x", "1", "2"], ["y", "3", "4"]])
+    assert table == "| Name | a | b |\n|---|---:|---:|\n| x | 1 | 2 |\n| y | 3 | 4 |\n"
+    lines = markdown_table(["A", "B"], [["1", "2"]], align="rl").splitlines()
+    assert lines[1] == "|---:|---|"
+    with pytest.raises(ValueError, match="columns"):
+        markdown_table(["A", "B"], [["1"]])
+
+
+def test_embedding_and_report_modules_do_not_import_the_protocol():
+    import ast
+
+    import scalevid.eval.embed
+    import scalevid.eval.report
+    import scalevid.eval.representations
+
+    for module in (scalevid.eval.embed, scalevid.eval.report, scalevid.eval.representations):
+        tree = ast.parse(Path(module.__file__).read_text())
+        imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        assert "scalevid.eval.protocol" not in imported, module.__name__
+
+
 # --------------------------------------------------------------------------- embed / search
 
 
@@ -405,8 +457,18 @@ def test_baseline_rows_are_reused_across_runs_and_recomputed_when_settings_chang
 ):
     cache = tmp_path / "baselines"
     config = tiny_config(seeds=(0,), head_epochs=2, finetune_epochs=(1,))
-    first = evaluate(train_store=stores["train"], test_store=stores["test"], run=run,
-                     config=config, out=tmp_path / "a", baseline_cache=cache)  # fmt: skip
+
+    def cached_evaluate(out: str, test: str = "test", **changes) -> dict:
+        return evaluate(
+            train_store=stores["train"],
+            test_store=stores[test],
+            run=run,
+            config=dataclasses.replace(config, **changes),
+            out=tmp_path / out,
+            baseline_cache=cache,
+        )
+
+    first = cached_evaluate("a")
     assert first["reused_baselines"] == []
     assert len(list(cache.glob("*.npz"))) == 4  # knn, linear, mlp, transformer
 
@@ -415,9 +477,7 @@ def test_baseline_rows_are_reused_across_runs_and_recomputed_when_settings_chang
     monkeypatch.setattr(ev, "_run_head_probe", lambda n, *a: ran.append(n) or real_head(n, *a))
     monkeypatch.setattr(ev, "_run_set_probe", lambda n, *a: ran.append(n) or real_set(n, *a))
     # a SCALE-only setting changes: every baseline is reused, every SCALE row runs
-    second = evaluate(train_store=stores["train"], test_store=stores["test"], run=run,
-                      config=dataclasses.replace(config, scale_knn_normalize="whole"),
-                      out=tmp_path / "b", baseline_cache=cache)  # fmt: skip
+    second = cached_evaluate("b", scale_knn_normalize="whole")
     assert sorted(ran) == ["scale_ft", "scale_knn", "scale_linear"]
     assert len(second["reused_baselines"]) == 4
     for name in ("knn", "linear", "mlp", "transformer"):
@@ -432,24 +492,18 @@ def test_baseline_rows_are_reused_across_runs_and_recomputed_when_settings_chang
             np.testing.assert_array_equal(a[key], b[key])
 
     ran.clear()  # a setting the head baselines read: they run again, the transformer is reused
-    evaluate(train_store=stores["train"], test_store=stores["test"], run=run,
-             config=dataclasses.replace(config, head_epochs=3, probes=("linear", "transformer")),
-             out=tmp_path / "c", baseline_cache=cache)  # fmt: skip
+    cached_evaluate("c", head_epochs=3, probes=("linear", "transformer"))
     assert ran == ["linear"]
 
     ran.clear()  # another test store (other content): nothing is reused
-    evaluate(train_store=stores["train"], test_store=stores["test_permuted"], run=run,
-             config=dataclasses.replace(config, probes=("knn",)),
-             out=tmp_path / "d", baseline_cache=cache)  # fmt: skip
+    cached_evaluate("d", "test_permuted", probes=("knn",))
     assert ran == ["knn"]
 
     ran.clear()  # a damaged cache file is recomputed and rewritten, not trusted
     damaged = sorted(cache.glob("knn-seed0-*.npz"))  # the test and the test_permuted rows
     for path in damaged:
         path.write_bytes(b"not a zip")
-    evaluate(train_store=stores["train"], test_store=stores["test"], run=run,
-             config=dataclasses.replace(config, probes=("knn",)),
-             out=tmp_path / "e", baseline_cache=cache)  # fmt: skip
+    cached_evaluate("e", probes=("knn",))
     assert ran == ["knn"] and sum(ev._load_probe_run(p) is not None for p in damaged) == 1
 
 
@@ -468,9 +522,14 @@ def test_store_fingerprint_follows_content(stores, tmp_path):
 
 def test_small_validation_switches_to_cross_validation_and_is_reported(stores, tmp_path):
     config = tiny_config(
-        probes=("linear", "transformer"), seeds=(3,), head_epochs=1, finetune_epochs=(1, 2),
-        finetune_min_steps=6, min_val_videos=100, cv_folds=4,
-    )  # fmt: skip
+        probes=("linear", "transformer"),
+        seeds=(3,),
+        head_epochs=1,
+        finetune_epochs=(1, 2),
+        finetune_min_steps=6,
+        min_val_videos=100,
+        cv_folds=4,
+    )
     results = evaluate(
         train_store=stores["train"], test_store=stores["test"], config=config, out=tmp_path
     )

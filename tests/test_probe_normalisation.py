@@ -12,7 +12,7 @@ import torch
 from scalevid.eval import protocol as ev
 from scalevid.eval.config import EvalConfig
 from scalevid.eval.probes import ProbeConfig, ProbeData, fit_predict, topk_accuracy, video_vectors
-from scalevid.eval.protocol import ClipVectors, Representations
+from scalevid.eval.representations import ClipVectors, Representations
 from scalevid.eval.set_probes import SetData
 from scalevid.model import ModelConfig, ScaleModel
 
@@ -25,15 +25,23 @@ def _context(config: EvalConfig, *, dim: int = 6, hidden: int = 4) -> ev._Contex
     reps = Representations(
         raw=ClipVectors(feats),
         scale=ClipVectors(feats, extra=sets),
-        sets=SetData(features=feats, boxes=np.zeros((n, views, 7), np.float32),
-                     num_valid=np.full(n, views)),
+        sets=SetData(
+            features=feats, boxes=np.zeros((n, views, 7), np.float32), num_valid=np.full(n, views)
+        ),
         num_valid=np.full(n, views),
-    )  # fmt: skip
-    model = ScaleModel(ModelConfig(input_dim=dim, hidden=hidden, heads=1, set_head=(8, 4),
-                                   pred_head=(8, 4), target_head=(8, 4)))  # fmt: skip
-    return ev._Context(config=config, task="classification", num_classes=2,
-                       train_labels=np.arange(n) % 2, train=reps, test=reps, model=model,
-                       device=torch.device("cpu"))  # fmt: skip
+    )
+    heads = {"set_head": (8, 4), "pred_head": (8, 4), "target_head": (8, 4)}
+    model = ScaleModel(ModelConfig(input_dim=dim, hidden=hidden, heads=1, **heads))
+    return ev._Context(
+        config=config,
+        task="classification",
+        num_classes=2,
+        train_labels=np.arange(n) % 2,
+        train=reps,
+        test=reps,
+        model=model,
+        device=torch.device("cpu"),
+    )
 
 
 def _without_batchnorm(configs: list[ProbeConfig]) -> list[ProbeConfig]:
@@ -48,9 +56,8 @@ def test_linear_and_scale_linear_choose_batchnorm_from_the_same_grid():
     linear = ev._head_configs("linear", ctx, seed=0)
     scale = ev._head_configs("scale_linear", ctx, seed=0)
     assert linear == scale  # nothing but the input differs between the two rows
-    assert sorted((c.batchnorm, c.lr) for c in linear) == [
-        (False, 1e-3), (False, 1e-2), (True, 1e-3), (True, 1e-2)
-    ]  # fmt: skip
+    grid = [(False, 1e-3), (False, 1e-2), (True, 1e-3), (True, 1e-2)]
+    assert sorted((c.batchnorm, c.lr) for c in linear) == grid
     assert not any(c.batchnorm for c in ev._head_configs("mlp", ctx, seed=0))
 
     for fixed in (True, False):  # one fixed choice applies to both rows alike

@@ -222,7 +222,8 @@ def _add_store(sub: argparse._SubParsersAction) -> None:
 
 def _eval(args: argparse.Namespace) -> int:
     from scalevid.eval.config import load_eval_config
-    from scalevid.eval.protocol import evaluate, format_table
+    from scalevid.eval.protocol import evaluate
+    from scalevid.eval.report import format_table
 
     config = load_eval_config(
         args.config,

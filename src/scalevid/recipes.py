@@ -65,8 +65,9 @@ from typing import Any, Literal
 
 import yaml
 
-from scalevid.eval.config import LABELS, PROBES, load_eval_config
+from scalevid.eval.config import load_eval_config
 from scalevid.eval.protocol import evaluate
+from scalevid.eval.report import combine, combined_markdown
 from scalevid.extract import ExtractConfig, extract
 from scalevid.folders import RESULTS, RESULTS_TABLE, WEIGHTS
 from scalevid.train import load_config, train
@@ -559,99 +560,6 @@ def run_recipe(
     (folder / RESULTS).write_text(json.dumps(combined, indent=2))
     (folder / RESULTS_TABLE).write_text(combined_markdown(combined))
     return combined
-
-
-# --------------------------------------------------------------------------- the table
-
-
-_METRIC_NAMES = {"top1": "Top-1 (%)", "top5": "Top-5 (%)", "mse": "MSE"}
-_METRIC_SHORT = {"top1": "top-1 %", "top5": "top-5 %", "mse": "MSE"}
-
-
-def combine(
-    recipe: Recipe,
-    results: dict[str, dict[str, Any]],
-    *,
-    extraction: dict[str, dict[str, Any]] | None = None,
-) -> dict[str, Any]:
-    """One entry per point (column) with the primary metric of every probe (row)."""
-    columns = []
-    for point in recipe.points:
-        res = results[point.slug]
-        metric = res["primary_metric"]
-        cells = {}
-        for name, entry in res["probes"].items():
-            delta = entry.get("delta")
-            cells[name] = {
-                "mean": entry["mean"][metric],
-                "std": entry["std"][metric],
-                "delta": None if delta is None else delta[metric],
-            }
-        columns.append(
-            {
-                "label": point.label,
-                "folder": point.slug,
-                "dataset": res.get("dataset"),
-                "values": point.values,
-                "metric": metric,
-                "task": res["task"],
-                "seeds": len(res["seeds"]),
-                "low_shot": res.get("low_shot"),
-                "num_train_videos": res.get("num_train_videos"),
-                "num_test_videos": res.get("num_test_videos"),
-                "backbone": res.get("backbone"),
-                "probes": cells,
-            }
-        )
-    return {
-        "recipe": recipe.name,
-        "title": recipe.title,
-        "paper": recipe.paper,
-        "columns": columns,
-        "extraction": extraction or {},
-    }
-
-
-def _cell(cell: dict[str, Any] | None, seeds: int) -> str:
-    if cell is None:
-        return "–"
-    text = f"{cell['mean']:.2f}" + (f" ± {cell['std']:.2f}" if seeds > 1 else "")
-    if cell["delta"] is not None:
-        text += f" ({cell['delta']:+.2f})"
-    return text
-
-
-def combined_markdown(combined: dict[str, Any]) -> str:
-    """The paper-shaped table: probes as rows, points as columns, mean ± std over seeds and, on
-    SCALE rows, the difference to the matching baseline row in parentheses."""
-    columns = combined["columns"]
-    metrics = {c["metric"] for c in columns}
-    one_metric = len(metrics) == 1
-    header = ["Probe"] + [
-        c["label"] if one_metric else f"{c['label']} ({_METRIC_SHORT.get(c['metric'])})"
-        for c in columns
-    ]
-    rows = []
-    for name in PROBES:
-        if not any(name in c["probes"] for c in columns):
-            continue
-        rows.append([LABELS[name]] + [_cell(c["probes"].get(name), c["seeds"]) for c in columns])
-    seeds = sorted({c["seeds"] for c in columns})
-    what = _METRIC_NAMES.get(next(iter(metrics))) if one_metric else "The metric in each header"
-    lines = [f"# {combined['title']}", ""]
-    if combined["paper"]:
-        lines += [f"Reproduces: {combined['paper']}.", ""]
-    lines += [
-        f"{what} on the test split{' (MSE: lower is better)' if 'mse' in metrics else ''}, "
-        f"mean ± std over {'/'.join(map(str, seeds))} seed(s); "
-        "SCALE rows give the difference to their baseline row in parentheses; – = not run "
-        "(kNN rows need class labels). Per-column details: `<column>/eval/results.md`.",
-        "",
-        "| " + " | ".join(header) + " |",
-        "|" + "|".join(["---"] + ["---:"] * len(columns)) + "|",
-    ]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
 
 
 # --------------------------------------------------------------------------- command line

@@ -1,5 +1,10 @@
 """EvalConfig: every setting of the evaluation protocol, saved into results.json; and the probe
-rows' names (baseline -> SCALE counterpart)."""
+rows' names (baseline -> SCALE counterpart).
+
+Which cached baseline rows a setting affects is field metadata (`cache_keys(...)`): a baseline
+row's cache key holds the fields that list the row and every field without that metadata, so a
+new setting never leaves a stale cache behind.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 from scalevid.config import load_config as load_stage_config
+from scalevid.config import runtime
 from scalevid.eval.set_probes import SET_HEADS, FinetuneConfig, SetHead
 
 ProbeName = Literal["knn", "scale_knn", "linear", "scale_linear", "mlp", "transformer", "scale_ft"]
@@ -29,6 +35,15 @@ BASELINE_OF: dict[str, str] = {
 NEEDS_RUN = frozenset({"scale_knn", "scale_linear", "scale_ft"})
 CLASSIFICATION_ONLY = frozenset({"knn", "scale_knn"})
 Task = Literal["classification", "regression"]
+# The rows that do not depend on the SCALE weights, whose runs a baseline cache keeps.
+BASELINES: tuple[ProbeName, ...] = ("knn", "linear", "mlp", "transformer")
+_KEYS = "baseline_keys"
+
+
+def cache_keys(*rows: ProbeName) -> dict[str, Any]:
+    """Field metadata: the cached runs of these baseline rows depend on the field (none: only
+    SCALE rows or the report read it). A field without it is in every baseline row's key."""
+    return {_KEYS: rows}
 
 
 @dataclass
@@ -46,49 +61,64 @@ class EvalConfig:
     for like comparison), else uses transformer_hidden / _depth / _heads.
     """
 
-    probes: tuple[ProbeName, ...] = PROBES
-    seeds: tuple[int, ...] = (0, 1, 2)
+    probes: tuple[ProbeName, ...] = field(default=PROBES, metadata=cache_keys())
+    seeds: tuple[int, ...] = field(default=(0, 1, 2), metadata=cache_keys())
     val_fraction: float = 0.2
     min_val_videos: int = 100  # a smaller validation split switches to k-fold cross-validation
     cv_folds: int = 5
     low_shot: float | None = None  # fraction of train labels per class, None = all
     task: Literal["auto", "classification", "regression"] = "auto"
-    clip_vector: Literal["feature", "token"] = "feature"
+    clip_vector: Literal["feature", "token"] = field(default="feature", metadata=cache_keys())
     # kNN
-    knn_k: int = 20
-    knn_temperature: float = 0.07
-    scale_knn_center: bool = False  # subtract the train mean before normalising
+    knn_k: int = field(default=20, metadata=cache_keys("knn"))
+    knn_temperature: float = field(default=0.07, metadata=cache_keys("knn"))
+    # subtract the train mean before normalising
+    scale_knn_center: bool = field(default=False, metadata=cache_keys())
     # "parts": the clip-feature part and the SET part of the SCALE_kNN vector are L2-normalised
     # separately before the whole, so neither dominates by its norm; "whole": the vector at once.
-    scale_knn_normalize: Literal["parts", "whole"] = "parts"
+    scale_knn_normalize: Literal["parts", "whole"] = field(default="parts", metadata=cache_keys())
     # linear / MLP heads
-    head_lrs: tuple[float, ...] = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
-    head_weight_decays: tuple[float, ...] = (0.0, 1e-4, 1e-2)
-    head_epochs: int = 30
-    head_batch_size: int = 256
-    clips_per_sample: int = 4
+    head_lrs: tuple[float, ...] = field(
+        default=(1e-4, 3e-4, 1e-3, 3e-3, 1e-2), metadata=cache_keys("linear", "mlp")
+    )
+    head_weight_decays: tuple[float, ...] = field(
+        default=(0.0, 1e-4, 1e-2), metadata=cache_keys("linear", "mlp")
+    )
+    head_epochs: int = field(default=30, metadata=cache_keys("linear", "mlp"))
+    head_batch_size: int = field(default=256, metadata=cache_keys("linear", "mlp"))
+    clips_per_sample: int = field(default=4, metadata=cache_keys("linear", "mlp"))
     # The non-affine BatchNorm before the linear head, for linear and scale_linear alike: each
     # value is a grid dimension chosen on validation, so a SCALE row and its baseline get the
     # same choice (the paper found it helps VideoMAE features). The MLP probe has none.
-    linear_batchnorm: tuple[bool, ...] = (False, True)
-    mlp_hidden: tuple[int, ...] = (512,)
-    mlp_dropout: float = 0.0
+    linear_batchnorm: tuple[bool, ...] = field(default=(False, True), metadata=cache_keys("linear"))
+    # The linear head's config carries the MLP settings too (unused there), so they key it.
+    mlp_hidden: tuple[int, ...] = field(default=(512,), metadata=cache_keys("linear", "mlp"))
+    mlp_dropout: float = field(default=0.0, metadata=cache_keys("linear", "mlp"))
     # transformer / scale_ft
-    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
-    finetune_lrs: tuple[float, ...] = (1e-4, 1e-3)
-    finetune_epochs: tuple[int, ...] = (10, 30)
-    finetune_min_steps: int = 100  # floor of every set-probe budget, in optimizer steps
-    finetune_heads: tuple[SetHead, ...] = ("clip_set",)  # add "set" to choose it on validation
-    scale_ft_lr_scale: float = 1.0  # predictor lr / head lr for scale_ft
-    transformer_hidden: int = 256
-    transformer_depth: int = 2
-    transformer_heads: int = 8
+    finetune: FinetuneConfig = field(
+        default_factory=FinetuneConfig, metadata=cache_keys("transformer")
+    )
+    finetune_lrs: tuple[float, ...] = field(
+        default=(1e-4, 1e-3), metadata=cache_keys("transformer")
+    )
+    finetune_epochs: tuple[int, ...] = field(default=(10, 30), metadata=cache_keys("transformer"))
+    # floor of every set-probe budget, in optimizer steps
+    finetune_min_steps: int = field(default=100, metadata=cache_keys("transformer"))
+    # add "set" to choose it on validation
+    finetune_heads: tuple[SetHead, ...] = field(
+        default=("clip_set",), metadata=cache_keys("transformer")
+    )
+    scale_ft_lr_scale: float = field(default=1.0, metadata=cache_keys())  # predictor lr / head lr
+    transformer_hidden: int = field(default=256, metadata=cache_keys("transformer"))
+    transformer_depth: int = field(default=2, metadata=cache_keys("transformer"))
+    transformer_heads: int = field(default=8, metadata=cache_keys("transformer"))
     # running
-    embed_batch_size: int = 256
-    device: str = "auto"
-    progress: bool = True
-    plots: bool = True
-    embedding_map: Literal["pca", "tsne"] = "pca"
+    embed_batch_size: int = runtime(256, metadata=cache_keys())
+    # A runtime setting, yet in every baseline key: a cached row is not reused across devices.
+    device: str = runtime("auto")
+    progress: bool = runtime(True, metadata=cache_keys())
+    plots: bool = field(default=True, metadata=cache_keys())
+    embedding_map: Literal["pca", "tsne"] = field(default="pca", metadata=cache_keys())
 
     def __post_init__(self) -> None:
         self.probes = tuple(self.probes)
@@ -132,6 +162,15 @@ class EvalConfig:
         if unknown:
             raise ValueError(f"unknown evaluation config keys: {sorted(unknown)}")
         return cls(**d)
+
+
+def baseline_settings(config: EvalConfig, row: ProbeName) -> dict[str, Any]:
+    """The settings (`to_dict()` entries) that baseline `row`'s cached runs are keyed on: the
+    fields whose `cache_keys(...)` lists the row, and the fields without that metadata."""
+    if row not in BASELINES:
+        raise ValueError(f"{row!r} is not a baseline row; baselines: {list(BASELINES)}")
+    keyed = {f.name for f in fields(EvalConfig) if row in f.metadata.get(_KEYS, BASELINES)}
+    return {k: v for k, v in config.to_dict().items() if k in keyed}
 
 
 def load_eval_config(path: str | Path | None = None, **overrides: Any) -> EvalConfig:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from scalevid.eval.protocol import _load_model, _open, video_embeddings
+from scalevid.eval.representations import load_model, open_store, video_embeddings
 from scalevid.hardware import resolve_device
 from scalevid.model import ScaleModel
 from scalevid.store import FeatureStore
@@ -35,8 +35,8 @@ def export_embeddings(
     """Write `out`/embeddings.npy (N, D + H) float32 (mean-pooled [clip feature, SET]) and
     `out`/video_ids.txt (one id per line, same order); returns both paths. A store path is
     opened with its checksums verified unless `verify_checksums` is False."""
-    store = _open(store, verify_checksums=verify_checksums)
-    model = _load_model(run, resolve_device(device))
+    store = open_store(store, verify_checksums=verify_checksums)
+    model = load_model(run, resolve_device(device))
     assert model is not None
     vectors = video_embeddings(
         store, model, batch_size=batch_size, device=device, progress=progress
@@ -76,13 +76,13 @@ def search(
     Embeddings come from an :func:`export_embeddings` folder when given, else from `run`. A
     store path is opened with its checksums verified unless `verify_checksums` is False.
     """
-    store = _open(store, verify_checksums=verify_checksums)
+    store = open_store(store, verify_checksums=verify_checksums)
     if embeddings is not None:
         vectors, ids = load_embeddings(embeddings)
         if ids != store.video_ids:
             raise ValueError(f"{embeddings}: its video ids are not those of {store.path}")
     elif run is not None:
-        model = _load_model(run, resolve_device(device))
+        model = load_model(run, resolve_device(device))
         assert model is not None
         vectors = video_embeddings(store, model, batch_size=batch_size, device=device)
     else:

@@ -1,5 +1,6 @@
-"""Evaluation protocols: the paper's probe rows on a train/test pair of feature stores, written
-as results.json, a markdown table, and plots.
+"""The evaluation protocol: the paper's probe rows on a train/test pair of feature stores, chosen
+on validation and scored once on test; `scalevid.eval.report` writes the results as
+results.json, markdown tables and plots.
 
 Rows (baseline -> SCALE counterpart):
 
@@ -8,7 +9,8 @@ Rows (baseline -> SCALE counterpart):
     mlp                            MLP head per clip on raw features
     transformer  -> scale_ft       SCALE architecture trained on clip sets (random init / pretrained)
 
-Representations (N videos, V views, D feature dim, H SCALE hidden dim):
+Representations (N videos, V views, D feature dim, H SCALE hidden dim; built by
+`scalevid.eval.representations`):
     baseline per-clip vectors: the raw clip features (N, V, D);
     SCALE per-clip vectors: [clip feature, SET output] (N, V, D + H), the SET output computed by
     the pretrained predictor over all valid clips of the video (train store: its K clips; test
@@ -49,7 +51,7 @@ import zipfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -59,9 +61,10 @@ from scalevid.eval.config import (
     CLASSIFICATION_ONLY,
     LABELS,
     NEEDS_RUN,
-    PROBES,
     EvalConfig,
+    ProbeName,
     Task,
+    baseline_settings,
 )
 from scalevid.eval.probes import (
     ProbeConfig,
@@ -77,7 +80,14 @@ from scalevid.eval.probes import (
     topk_accuracy,
     train_val_split,
     validation_loss,
-    video_vectors,
+)
+from scalevid.eval.report import format_table as format_table
+from scalevid.eval.report import results_markdown, write_report
+from scalevid.eval.representations import (
+    Representations,
+    load_model,
+    open_store,
+    representations,
 )
 from scalevid.eval.set_probes import (
     FinetuneConfig,
@@ -86,158 +96,15 @@ from scalevid.eval.set_probes import (
     predict_set_probes,
     steps_per_epoch,
 )
-from scalevid.folders import PREDICTIONS, RESULTS, RESULTS_TABLE
 from scalevid.hardware import resolve_device
 from scalevid.model import ModelConfig, ScaleModel
-from scalevid.progress import progress_bar
 from scalevid.store import FeatureStore
 
 logger = logging.getLogger(__name__)
 
-# --------------------------------------------------------------------------- representations
-
-
-class ClipVectors:
-    """A lazy (N, V, F) array of per-clip vectors: clip part (N, V, Fc) with an optional
-    per-video part (N, Fe) appended to every view, F = Fc + Fe. Rows are read on demand.
-
-    Supports what the probes index with: `x[rows]` (a lazy view of those videos),
-    `x[rows[:, None], cols]` (B, S, F) with cols (B, S), and `np.asarray(x)`.
-    """
-
-    def __init__(
-        self,
-        clips: FeatureStore | np.ndarray,
-        *,
-        extra: np.ndarray | None = None,
-        rows: np.ndarray | None = None,
-    ) -> None:
-        self.clips = clips
-        self.extra = extra
-        n = len(clips)
-        self.rows = np.arange(n) if rows is None else np.asarray(rows, dtype=np.int64)
-        if extra is not None and extra.shape[0] != n:
-            raise ValueError(f"extra has {extra.shape[0]} rows, clips {n}")
-        if isinstance(clips, FeatureStore):
-            views, width = clips.clips_per_video, clips.dim
-        else:
-            views, width = clips.shape[1], clips.shape[2]
-        self.shape = (len(self.rows), views, width + (0 if extra is None else extra.shape[1]))
-        self.ndim = 3
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    def __getitem__(self, key: Any) -> Any:
-        if isinstance(key, tuple):
-            rows, cols = key
-            block = self._read(np.asarray(rows).reshape(-1))  # (B, V, F)
-            return block[np.arange(block.shape[0])[:, None], np.asarray(cols)]  # (B, S, F)
-        idx = np.arange(len(self))[key]
-        return ClipVectors(self.clips, extra=self.extra, rows=self.rows[idx])
-
-    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
-        out = self._read(np.arange(len(self)))
-        return out if dtype is None else out.astype(dtype)
-
-    def _read(self, idx: np.ndarray) -> np.ndarray:
-        rows = self.rows[idx]
-        if isinstance(self.clips, FeatureStore):
-            clips = self.clips.features(rows)  # (B, V, Fc) float16
-        else:
-            clips = np.asarray(self.clips[rows])
-        if self.extra is None:
-            return clips
-        per_video = np.broadcast_to(
-            self.extra[rows][:, None, :], (len(rows), clips.shape[1], self.extra.shape[1])
-        )
-        return np.concatenate([clips.astype(np.float32), per_video.astype(np.float32)], axis=2)
-
-
-def scale_outputs(
-    store: FeatureStore,
-    model: ScaleModel,
-    *,
-    tokens: bool = False,
-    batch_size: int = 256,
-    progress: bool = False,
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """The predictor over each video's valid clips, in batches of videos.
-
-    Returns SET outputs (N, H) float32 and, with `tokens`, the contextualised clip tokens
-    (N, K, H) float16 (padded rows zero), else None.
-    """
-    n, k = len(store), store.clips_per_video
-    h = model.config.hidden
-    sets = np.zeros((n, h), dtype=np.float32)
-    toks = np.zeros((n, k, h), dtype=np.float16) if tokens else None
-    valid = store.clip_mask()  # (N, K)
-    bar = progress_bar(total=n, desc="SCALE embed", unit="video", enabled=progress)
-    for start in range(0, n, batch_size):
-        stop = min(start + batch_size, n)
-        feats = np.asarray(store.features(slice(start, stop)), dtype=np.float32)  # (B, K, D)
-        out = model.embed(feats, store.boxes[start:stop], mask=valid[start:stop])
-        sets[start:stop] = out.set.float().cpu().numpy()  # (B, H)
-        if toks is not None:
-            clip_tokens = out.clips.float().cpu().numpy() * valid[start:stop, :, None]
-            toks[start:stop] = clip_tokens.astype(np.float16)  # (B, K, H)
-        bar.update(stop - start)
-    bar.close()
-    return sets, toks
-
-
-@dataclass
-class Representations:
-    """What the probes of one store read: raw clip features, and the SCALE vectors with a run."""
-
-    raw: ClipVectors  # (N, K, D)
-    scale: ClipVectors | None  # (N, K, D + H) or (N, K, 2H)
-    sets: SetData  # clip sets for the transformer probes
-    num_valid: np.ndarray  # (N,)
-
-
-def representations(
-    store: FeatureStore,
-    model: ScaleModel | None,
-    *,
-    clip_vector: Literal["feature", "token"] = "feature",
-    batch_size: int = 256,
-    progress: bool = False,
-) -> Representations:
-    """Baseline and SCALE per-clip vectors of a store; memory O(N * H) beside the store's
-    memmaps (plus O(N * K * H) float16 for contextualised tokens)."""
-    scale = None
-    if model is not None:
-        sets, toks = scale_outputs(
-            store,
-            model,
-            tokens=clip_vector == "token",
-            batch_size=batch_size,
-            progress=progress,
-        )
-        scale = ClipVectors(store if toks is None else toks, extra=sets)
-    return Representations(
-        raw=ClipVectors(store),
-        scale=scale,
-        sets=SetData.from_store(store),
-        num_valid=store.num_clips,
-    )
-
-
-def video_embeddings(
-    store: FeatureStore,
-    model: ScaleModel,
-    *,
-    batch_size: int = 256,
-    device: str = "auto",
-    progress: bool = False,
-) -> np.ndarray:
-    """Per-video SCALE embeddings (N, D + H): mean over valid clips of [clip feature, SET]."""
-    model = model.to(resolve_device(device))
-    sets, _ = scale_outputs(store, model, batch_size=batch_size, progress=progress)
-    x = ClipVectors(store, extra=sets)
-    return video_vectors(x, store.num_clips, normalize=False, chunk_size=batch_size)
-
+# demo/pipeline.py reads the report's two tables from here (format_table above, and results.md's
+# as `markdown_table`) until it imports them from scalevid.eval.report.
+markdown_table = results_markdown
 
 # --------------------------------------------------------------------------- protocol
 
@@ -309,8 +176,12 @@ def make_split(
         logger.info(
             "seed %d: a %d-video validation split is below %d: %d-fold cross-validation on "
             "%d train videos",
-            seed, len(val), min_val_videos, len(folds), len(pool),
-        )  # fmt: skip
+            seed,
+            len(val),
+            min_val_videos,
+            len(folds),
+            len(pool),
+        )
         return Split(train=pool, folds=tuple((pool[f], pool[v]) for f, v in folds))
     if len(val) == 0 or len(fit) == 0:
         raise ValueError(
@@ -462,18 +333,16 @@ def _set_probe_grid(name: str, ctx: _Context, split: Split, seed: int) -> list[F
     ]
 
 
+def _set_data(ctx: _Context, rows: np.ndarray) -> SetData:
+    """The labelled clip sets of these train rows."""
+    return dataclasses.replace(ctx.train.sets, rows=rows, labels=ctx.train_labels[rows])
+
+
 def _run_set_probe(name: str, ctx: _Context, split: Split, seed: int) -> ProbeRun:
     """Transformer / SCALE_ft: every grid point trained on every fold's fit rows and scored on
     its val rows (one batched pass per head kind), the choice on the pooled val scores; the
     chosen config is then retrained on the train split. A one-point grid skips selection."""
-    cfg = ctx.config
     init = _set_probe_init(name, ctx)
-    sets = ctx.train.sets
-    labels = ctx.train_labels
-
-    def data(rows: np.ndarray) -> SetData:
-        return dataclasses.replace(sets, rows=rows, labels=labels[rows])
-
     configs = _set_probe_grid(name, ctx, split, seed)
     if len(configs) == 1:  # nothing to choose: no selection runs are trained
         (chosen,) = configs
@@ -481,7 +350,8 @@ def _run_set_probe(name: str, ctx: _Context, split: Split, seed: int) -> ProbeRu
         logger.info("%s seed %d: one grid point, no selection", LABELS[name], seed)
     else:
         chosen, grid = _select_set_probe(name, ctx, split, seed, configs, init)
-    ((probe, _),) = fit_set_probes([chosen], [data(split.train)], init=init, progress=cfg.progress)
+    train = [_set_data(ctx, split.train)]
+    ((probe, _),) = fit_set_probes([chosen], train, init=init, progress=ctx.config.progress)
     scores = predict_set_probes([probe], ctx.test.sets, batch_size=chosen.eval_batch_size)[0]
     return ProbeRun(
         chosen=asdict(chosen), grid=grid, num_train=len(split.train), test_scores=scores
@@ -498,24 +368,46 @@ def _select_set_probe(
 ) -> tuple[FinetuneConfig, list[dict[str, Any]]]:
     """Every grid point trained on every fold's fit rows, scored on the pooled val rows; the
     chosen config and the grid's validation scores."""
-    cfg = ctx.config
-    sets = ctx.train.sets
-    labels = ctx.train_labels
+    pooled = _pooled_val_scores(ctx, split, configs, init)
+    y_val = np.concatenate([ctx.train_labels[val] for _, val in split.folds])
+    metrics = [_selection_metric(p, y_val, ctx.task) for p in pooled]
+    losses = [validation_loss(p, y_val) for p in pooled]
+    best = select_index(metrics, losses)
+    chosen = configs[best]
+    grid = [
+        {"config": asdict(c), "val": m, "val_loss": v}
+        for c, m, v in zip(configs, metrics, losses, strict=True)
+    ]
+    logger.info(
+        "%s seed %d: chose the %s head, lr %g, %d steps (val %.4f over %d videos)",
+        LABELS[name],
+        seed,
+        chosen.head,
+        chosen.lr,
+        chosen.steps,
+        metrics[best],
+        len(y_val),
+    )
+    return chosen, grid
 
-    def data(rows: np.ndarray) -> SetData:
-        return dataclasses.replace(sets, rows=rows, labels=labels[rows])
 
-    fits = [data(fit) for fit, _ in split.folds]
-    vals = [dataclasses.replace(sets, rows=val, labels=None) for _, val in split.folds]
-    y_val = np.concatenate([labels[val] for _, val in split.folds])
+def _pooled_val_scores(
+    ctx: _Context, split: Split, configs: list[FinetuneConfig], init: ModelConfig | ScaleModel
+) -> list[np.ndarray]:
+    """Per grid point, its scores on every fold's val rows, concatenated in fold order. One
+    batched pass per head kind trains all its grid points on all folds."""
+    fits = [_set_data(ctx, fit) for fit, _ in split.folds]
+    vals = [dataclasses.replace(ctx.train.sets, rows=val, labels=None) for _, val in split.folds]
     pooled: list[np.ndarray] = [np.empty(0)] * len(configs)
     for head in dict.fromkeys(c.head for c in configs):
         members = [i for i, c in enumerate(configs) if c.head == head]
         jobs = [(i, f) for i in members for f in range(len(fits))]
         trained = fit_set_probes(
-            [configs[i] for i, _ in jobs], [fits[f] for _, f in jobs], init=init,
-            progress=cfg.progress,
-        )  # fmt: skip
+            [configs[i] for i, _ in jobs],
+            [fits[f] for _, f in jobs],
+            init=init,
+            progress=ctx.config.progress,
+        )
         per_fold: dict[int, list[np.ndarray]] = {i: [] for i in members}
         for f, val in enumerate(vals):
             probes = [
@@ -529,26 +421,161 @@ def _select_set_probe(
                 per_fold[i].append(scores)
         for i in members:
             pooled[i] = np.concatenate(per_fold[i])
-    metrics = [_selection_metric(p, y_val, ctx.task) for p in pooled]
-    losses = [validation_loss(p, y_val) for p in pooled]
-    best = select_index(metrics, losses)
-    chosen = configs[best]
-    grid = [
-        {"config": asdict(c), "val": m, "val_loss": v}
-        for c, m, v in zip(configs, metrics, losses, strict=True)
-    ]
+    return pooled
+
+
+# --------------------------------------------------------------------------- the evaluation
+
+
+def evaluate(
+    *,
+    train_store: FeatureStore | str | Path,
+    test_store: FeatureStore | str | Path,
+    run: ScaleModel | str | Path | None = None,
+    config: EvalConfig | None = None,
+    out: str | Path,
+    baseline_cache: str | Path | None = None,
+    verify_checksums: bool = True,
+) -> dict[str, Any]:
+    """Run every probe of `config` with the protocol of the module docstring; write
+    results.json, results.md, predictions.npz, splits/seed<S>.npz and plots into `out`.
+
+    Without a run the SCALE rows (scale_knn, scale_linear, scale_ft) are skipped; kNN rows are
+    skipped for regression targets. Returns the results.json content.
+
+    baseline_cache: a folder where the baseline rows (knn, linear, mlp, transformer), which do
+    not depend on the SCALE weights, are saved per seed and reused by later evaluations with the
+    same stores (by content fingerprint), the same settings and, for the transformer, the same
+    architecture: an ablation over pretraining settings trains its baselines once.
+
+    verify_checksums: verify the crc32 of every store file on open (False only for very large
+    stores; see docs/reliability.md).
+    """
+    config = config or EvalConfig()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    train_store = open_store(train_store, verify_checksums=verify_checksums)
+    test_store = open_store(test_store, verify_checksums=verify_checksums)
+    _check_stores(train_store, test_store)
+    device = resolve_device(config.device)
+    model = load_model(run, device)
+    _check_model(model, train_store)
+    task, train_labels, test_labels = _task_and_labels(train_store, test_store, config.task)
+    probes, skipped = _runnable_probes(config, task, has_run=model is not None)
+    scored = _scored_videos(train_store, test_store, task, train_labels, test_labels)
     logger.info(
-        "%s seed %d: chose the %s head, lr %g, %d steps (val %.4f over %d videos)",
-        LABELS[name], seed, chosen.head, chosen.lr, chosen.steps, metrics[best], len(y_val),
-    )  # fmt: skip
-    return chosen, grid
+        "%s evaluation: %d labelled train videos, %d test videos, probes %s, seeds %s",
+        task,
+        len(scored.train_rows),
+        len(scored.test_rows),
+        probes,
+        list(config.seeds),
+    )
+    ctx = _context(config, task, scored, train_labels, train_store, test_store, model, device)
+    cache = None
+    if baseline_cache is not None:
+        cache = _BaselineCache(Path(baseline_cache), train_store, test_store)
+    runs, seed_info, reused = _run_seeds(probes, ctx, scored, out=out, cache=cache)
+    meta = _meta(train_store, test_store, run, scored, skipped=skipped, reused=reused)
+    results = _summarise(
+        runs, y_test=scored.y_test, task=task, config=config, seed_info=seed_info, meta=meta
+    )
+    write_report(
+        results,
+        {name: [r.test_scores for r in per_seed] for name, per_seed in runs.items()},
+        test_store=test_store,
+        test_rows=scored.test_rows,
+        test=ctx.test,
+        plots=config.plots,
+        embedding_map=config.embedding_map,
+        out=out,
+    )
+    return results
 
 
-def _open(store: FeatureStore | str | Path, *, verify_checksums: bool = True) -> FeatureStore:
-    """A store path is opened with its checksums verified (unless opted out)."""
-    if isinstance(store, FeatureStore):
-        return store
-    return FeatureStore.open(store, verify_checksums=verify_checksums)
+def _check_stores(train: FeatureStore, test: FeatureStore) -> None:
+    if train.dim != test.dim:
+        raise ValueError(f"train store has D={train.dim} features, test store D={test.dim}")
+    if test.manifest.sampling.get("mode") != "test":
+        logger.warning(
+            "%s was sampled in %r mode; the paper scores T x S test views per video",
+            test.path,
+            test.manifest.sampling.get("mode"),
+        )
+
+
+def _check_model(model: ScaleModel | None, train: FeatureStore) -> None:
+    if model is not None and model.config.input_dim != train.dim:
+        raise ValueError(
+            f"the run's predictor reads D={model.config.input_dim} features, the stores hold "
+            f"D={train.dim}: evaluate with stores of the backbone it was trained on"
+        )
+
+
+def _task_and_labels(
+    train: FeatureStore, test: FeatureStore, task: str
+) -> tuple[Task, np.ndarray, np.ndarray]:
+    """(task, train labels (N,), test labels (Nte,)); unlabelled = -1 or NaN."""
+    if task == "auto":
+        has_labels = (train.labels >= 0).any()
+        task = "regression" if not has_labels and train.targets is not None else "classification"
+    if task == "classification":
+        return "classification", train.labels, test.labels
+    if train.targets is None or test.targets is None:
+        raise ValueError("regression needs targets in both the train and the test store")
+    return "regression", train.targets, test.targets
+
+
+def _runnable_probes(
+    config: EvalConfig, task: Task, *, has_run: bool
+) -> tuple[list[ProbeName], list[str]]:
+    """(the probes of `config` that can run, the others sorted): SCALE rows need a run, kNN
+    rows class labels."""
+    probes = [p for p in config.probes if has_run or p not in NEEDS_RUN]
+    probes = [p for p in probes if task == "classification" or p not in CLASSIFICATION_ONLY]
+    skipped = sorted(set(config.probes) - set(probes))
+    if skipped:
+        logger.warning("skipping %s (%s)", skipped, task if has_run else "no run")
+    if not probes:
+        raise ValueError("no probe can run: the SCALE probes need a run")
+    return probes, skipped
+
+
+@dataclass(frozen=True)
+class _Scored:
+    """The videos an evaluation trains and scores on, and the classes."""
+
+    train_rows: np.ndarray  # the labelled train videos
+    test_rows: np.ndarray  # the labelled test videos: all that are scored
+    y_test: np.ndarray  # (len(test_rows),) their labels, in the train store's class indices
+    num_classes: int | None  # None for regression
+    class_names: list[str]
+
+
+def _scored_videos(
+    train: FeatureStore,
+    test: FeatureStore,
+    task: Task,
+    train_labels: np.ndarray,
+    test_labels: np.ndarray,
+) -> _Scored:
+    train_rows = _labelled(train_labels)
+    test_rows = _labelled(test_labels)
+    if len(test_rows) == 0:
+        raise ValueError(f"{test.path}: no labelled test videos to score")
+    num_classes = None
+    class_names = list(train.manifest.class_names)
+    if task == "classification":
+        num_classes = len(class_names) or int(train_labels[train_rows].max()) + 1
+        test_labels = _check_test_classes(train, test, test_labels, num_classes)
+        test_rows = _labelled(test_labels)
+    return _Scored(train_rows, test_rows, test_labels[test_rows], num_classes, class_names)
+
+
+def _labelled(labels: np.ndarray) -> np.ndarray:
+    if np.issubdtype(labels.dtype, np.floating):
+        return np.flatnonzero(~np.isnan(labels))
+    return np.flatnonzero(labels >= 0)
 
 
 def _check_test_classes(
@@ -581,243 +608,183 @@ def _check_test_classes(
     return test_labels
 
 
-def _load_model(run: ScaleModel | str | Path | None, device: torch.device) -> ScaleModel | None:
-    if run is None:
-        return None
-    model = run if isinstance(run, ScaleModel) else ScaleModel.from_pretrained(run)
-    return model.to(device).eval()
-
-
-def _task_and_labels(
-    train: FeatureStore, test: FeatureStore, task: str
-) -> tuple[Task, np.ndarray, np.ndarray]:
-    """(task, train labels (N,), test labels (Nte,)); unlabelled = -1 or NaN."""
-    if task == "auto":
-        has_labels = (train.labels >= 0).any()
-        task = "regression" if not has_labels and train.targets is not None else "classification"
-    if task == "classification":
-        return "classification", train.labels, test.labels
-    if train.targets is None or test.targets is None:
-        raise ValueError("regression needs targets in both the train and the test store")
-    return "regression", train.targets, test.targets
-
-
-def _labelled(labels: np.ndarray) -> np.ndarray:
-    if np.issubdtype(labels.dtype, np.floating):
-        return np.flatnonzero(~np.isnan(labels))
-    return np.flatnonzero(labels >= 0)
-
-
-def _restrict(reps: Representations, rows: np.ndarray) -> Representations:
-    return Representations(
-        raw=reps.raw[rows],
-        scale=None if reps.scale is None else reps.scale[rows],
-        sets=reps.sets.subset(rows),
-        num_valid=reps.num_valid[rows],
-    )
-
-
-def _mean_std(values: Sequence[float]) -> tuple[float, float]:
-    arr = np.asarray(values, dtype=np.float64)
-    std = float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
-    return float(arr.mean()), std
-
-
-def evaluate(
-    *,
-    train_store: FeatureStore | str | Path,
-    test_store: FeatureStore | str | Path,
-    run: ScaleModel | str | Path | None = None,
-    config: EvalConfig | None = None,
-    out: str | Path,
-    baseline_cache: str | Path | None = None,
-    verify_checksums: bool = True,
-) -> dict[str, Any]:
-    """Run every probe of `config` with the protocol of the module docstring; write
-    results.json, results.md, predictions.npz, splits/seed<S>.npz and plots into `out`.
-
-    Without a run the SCALE rows (scale_knn, scale_linear, scale_ft) are skipped; kNN rows are
-    skipped for regression targets. Returns the results.json content.
-
-    baseline_cache: a folder where the baseline rows (knn, linear, mlp, transformer), which do
-    not depend on the SCALE weights, are saved per seed and reused by later evaluations with the
-    same stores (by content fingerprint), the same settings and, for the transformer, the same
-    architecture: an ablation over pretraining settings trains its baselines once.
-
-    verify_checksums: verify the crc32 of every store file on open (False only for very large
-    stores; see docs/reliability.md).
-    """
-    config = config or EvalConfig()
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    train_store = _open(train_store, verify_checksums=verify_checksums)
-    test_store = _open(test_store, verify_checksums=verify_checksums)
-    if train_store.dim != test_store.dim:
-        raise ValueError(
-            f"train store has D={train_store.dim} features, test store D={test_store.dim}"
-        )
-    if test_store.manifest.sampling.get("mode") != "test":
-        logger.warning(
-            "%s was sampled in %r mode; the paper scores T x S test views per video",
-            test_store.path,
-            test_store.manifest.sampling.get("mode"),
-        )
-    device = resolve_device(config.device)
-    model = _load_model(run, device)
-    if model is not None and model.config.input_dim != train_store.dim:
-        raise ValueError(
-            f"the run's predictor reads D={model.config.input_dim} features, the stores hold "
-            f"D={train_store.dim}: evaluate with stores of the backbone it was trained on"
-        )
-    task, train_labels, test_labels = _task_and_labels(train_store, test_store, config.task)
-    probes = [p for p in config.probes if model is not None or p not in NEEDS_RUN]
-    probes = [p for p in probes if task == "classification" or p not in CLASSIFICATION_ONLY]
-    skipped = sorted(set(config.probes) - set(probes))
-    if skipped:
-        logger.warning("skipping %s (%s)", skipped, "no run" if model is None else task)
-    if not probes:
-        raise ValueError("no probe can run: the SCALE probes need a run")
-
-    train_rows = _labelled(train_labels)
-    test_rows = _labelled(test_labels)
-    if len(test_rows) == 0:
-        raise ValueError(f"{test_store.path}: no labelled test videos to score")
-    num_classes = None
-    class_names = list(train_store.manifest.class_names)
-    if task == "classification":
-        num_classes = len(class_names) or int(train_labels[train_rows].max()) + 1
-        test_labels = _check_test_classes(train_store, test_store, test_labels, num_classes)
-        test_rows = _labelled(test_labels)
-    logger.info(
-        "%s evaluation: %d labelled train videos, %d test videos, probes %s, seeds %s",
-        task,
-        len(train_rows),
-        len(test_rows),
-        probes,
-        list(config.seeds),
-    )
+def _context(
+    config: EvalConfig,
+    task: Task,
+    scored: _Scored,
+    train_labels: np.ndarray,
+    train_store: FeatureStore,
+    test_store: FeatureStore,
+    model: ScaleModel | None,
+    device: torch.device,
+) -> _Context:
+    """The shared context, with the representations of both stores (SCALE's computed here)."""
     kwargs = {
         "clip_vector": config.clip_vector,
         "batch_size": config.embed_batch_size,
         "progress": config.progress,
     }
-    ctx = _Context(
+    return _Context(
         config=config,
         task=task,
-        num_classes=num_classes,
+        num_classes=scored.num_classes,
         train_labels=train_labels,
         train=representations(train_store, model, **kwargs),
-        test=_restrict(representations(test_store, model, **kwargs), test_rows),
+        test=representations(test_store, model, **kwargs).subset(scored.test_rows),
         model=model,
         device=device,
     )
-    y_test = test_labels[test_rows]
 
+
+def _run_seeds(
+    probes: list[ProbeName],
+    ctx: _Context,
+    scored: _Scored,
+    *,
+    out: Path,
+    cache: _BaselineCache | None,
+) -> tuple[dict[str, list[ProbeRun]], list[dict[str, Any]], list[str]]:
+    """Every probe on every seed's split: (per probe its runs in seed order, per seed its
+    results.json entry, the "<probe> seed <S>" runs taken from the baseline cache)."""
     runs: dict[str, list[ProbeRun]] = {p: [] for p in probes}
     reused: list[str] = []
     seed_info = []
     (out / "splits").mkdir(exist_ok=True)
-    for seed in config.seeds:
-        split = make_split(
-            train_labels,
-            labelled=train_rows,
-            val_fraction=config.val_fraction,
-            low_shot=config.low_shot,
-            seed=seed,
-            min_val_videos=config.min_val_videos,
-            cv_folds=config.cv_folds,
-        )
-        np.savez(out / "splits" / f"seed{seed}.npz", **split.arrays())
-        info: dict[str, Any] = {
-            "seed": seed,
-            "num_train": len(split.train),
-            "selection": f"{len(split.folds)}-fold CV" if split.cross_validated else "hold-out",
-            "num_fit": int(np.mean([len(fit) for fit, _ in split.folds])),
-            "num_val": split.num_val,
-        }
-        if task == "classification":
-            counts = np.bincount(train_labels[split.train], minlength=num_classes)
-            info["train_class_counts"] = counts.tolist()
-        seed_info.append(info)
+    for seed in ctx.config.seeds:
+        split = _seed_split(seed, ctx, scored, out=out)
+        seed_info.append(_seed_info(seed, split, ctx))
         for name in probes:
-            runner = _run_set_probe if name in ("transformer", "scale_ft") else _run_head_probe
-            cached = None
-            if baseline_cache is not None and name not in NEEDS_RUN:
-                cached = Path(baseline_cache) / _baseline_file(
-                    name, seed, ctx, train_store=train_store, test_store=test_store
-                )
-            result = _load_probe_run(cached) if cached is not None else None
-            if result is None:
-                result = runner(name, ctx, split, seed)
-                if cached is not None:
-                    _save_probe_run(result, cached)
-            else:
+            result = _probe_run(name, seed, ctx, split, cache=cache, y_test=scored.y_test)
+            runs[name].append(result.run)
+            if result.reused:
                 reused.append(f"{name} seed {seed}")
-                logger.info("%s seed %d: reused from %s", LABELS[name], seed, cached)
-            runs[name].append(result)
-            logger.info(
-                "%s seed %d: %s", LABELS[name], seed, _metrics(result.test_scores, y_test, task)
-            )
+    return runs, seed_info, reused
 
-    results = _summarise(
-        runs,
-        y_test=y_test,
-        task=task,
-        config=config,
-        seed_info=seed_info,
-        meta={
-            "train_store": str(train_store.path),
-            "test_store": str(test_store.path),
-            "run": None if run is None or isinstance(run, ScaleModel) else str(run),
-            "dataset": train_store.manifest.dataset,
-            "backbone": train_store.manifest.backbone,
-            "num_classes": num_classes,
-            "class_names": class_names,
-            "num_train_videos": len(train_rows),
-            "num_test_videos": len(test_rows),
-            "skipped_probes": skipped,
-            "reused_baselines": reused,
-        },
+
+def _seed_split(seed: int, ctx: _Context, scored: _Scored, *, out: Path) -> Split:
+    """The seed's split of the labelled train videos, saved as splits/seed<S>.npz."""
+    cfg = ctx.config
+    split = make_split(
+        ctx.train_labels,
+        labelled=scored.train_rows,
+        val_fraction=cfg.val_fraction,
+        low_shot=cfg.low_shot,
+        seed=seed,
+        min_val_videos=cfg.min_val_videos,
+        cv_folds=cfg.cv_folds,
     )
-    _write_outputs(results, runs, ctx=ctx, test_store=test_store, test_rows=test_rows, out=out)
-    return results
+    np.savez(out / "splits" / f"seed{seed}.npz", **split.arrays())
+    return split
+
+
+def _seed_info(seed: int, split: Split, ctx: _Context) -> dict[str, Any]:
+    """results.json's entry for one seed: the split's sizes and how selection scored."""
+    info: dict[str, Any] = {
+        "seed": seed,
+        "num_train": len(split.train),
+        "selection": f"{len(split.folds)}-fold CV" if split.cross_validated else "hold-out",
+        "num_fit": int(np.mean([len(fit) for fit, _ in split.folds])),
+        "num_val": split.num_val,
+    }
+    if ctx.task == "classification":
+        counts = np.bincount(ctx.train_labels[split.train], minlength=ctx.num_classes)
+        info["train_class_counts"] = counts.tolist()
+    return info
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """One probe on one seed, and whether it came from the baseline cache."""
+
+    run: ProbeRun
+    reused: bool
+
+
+def _probe_run(
+    name: str,
+    seed: int,
+    ctx: _Context,
+    split: Split,
+    *,
+    cache: _BaselineCache | None,
+    y_test: np.ndarray,
+) -> _Outcome:
+    """One probe on one seed: from the baseline cache when it holds the run, else trained
+    (and then cached, for a baseline row)."""
+    path = None
+    if cache is not None and name not in NEEDS_RUN:
+        path = cache.path(name, seed, ctx)
+    result = _load_probe_run(path) if path is not None else None
+    reused = result is not None
+    if result is None:
+        runner = _run_set_probe if name in ("transformer", "scale_ft") else _run_head_probe
+        result = runner(name, ctx, split, seed)
+        if path is not None:
+            _save_probe_run(result, path)
+    else:
+        logger.info("%s seed %d: reused from %s", LABELS[name], seed, path)
+    scores = _metrics(result.test_scores, y_test, ctx.task)
+    logger.info("%s seed %d: %s", LABELS[name], seed, scores)
+    return _Outcome(result, reused)
+
+
+def _meta(
+    train_store: FeatureStore,
+    test_store: FeatureStore,
+    run: ScaleModel | str | Path | None,
+    scored: _Scored,
+    *,
+    skipped: list[str],
+    reused: list[str],
+) -> dict[str, Any]:
+    """results.json's description of the inputs (its first entries, in this order)."""
+    return {
+        "train_store": str(train_store.path),
+        "test_store": str(test_store.path),
+        "run": None if run is None or isinstance(run, ScaleModel) else str(run),
+        "dataset": train_store.manifest.dataset,
+        "backbone": train_store.manifest.backbone,
+        "num_classes": scored.num_classes,
+        "class_names": scored.class_names,
+        "num_train_videos": len(scored.train_rows),
+        "num_test_videos": len(scored.test_rows),
+        "skipped_probes": skipped,
+        "reused_baselines": reused,
+    }
 
 
 # --------------------------------------------------------------------------- baseline reuse
 
-# EvalConfig fields that no baseline row reads: changing them keeps the cached baselines.
-_SCALE_ONLY_FIELDS = frozenset(
-    {"probes", "seeds", "clip_vector", "scale_knn_center", "scale_knn_normalize", "scale_ft_lr_scale",
-     "embed_batch_size", "progress", "plots", "embedding_map"}
-)  # fmt: skip
-# Field-name prefixes of the other probe families, which a baseline row does not read either.
-# (Any field not excluded here is part of every row's key: a new setting never goes stale.)
-_OTHER_FAMILIES: dict[str, tuple[str, ...]] = {
-    "knn": ("head_", "linear_", "mlp_", "clips_per_sample", "finetune", "transformer_"),
-    "linear": ("knn_", "finetune", "transformer_"),
-    "mlp": ("knn_", "linear_", "finetune", "transformer_"),
-    "transformer": ("knn_", "head_", "linear_", "mlp_", "clips_per_sample"),
-}
+
+@dataclass(frozen=True)
+class _BaselineCache:
+    """A folder of baseline rows' runs for one pair of stores (see `evaluate`)."""
+
+    folder: Path
+    train_store: FeatureStore
+    test_store: FeatureStore
+
+    def path(self, name: str, seed: int, ctx: _Context) -> Path:
+        file = _baseline_file(
+            name, seed, ctx, train_store=self.train_store, test_store=self.test_store
+        )
+        return self.folder / file
 
 
 def _baseline_file(
     name: str, seed: int, ctx: _Context, *, train_store: FeatureStore, test_store: FeatureStore
 ) -> str:
     """File name of one baseline row's cached run: the probe, the seed and a digest of all it
-    depends on (store contents, the settings it reads, the architecture, device type, version)."""
+    depends on (store contents, the settings it reads, the architecture, device type, version).
+    Which settings it reads is EvalConfig's field metadata (`baseline_settings`)."""
     from scalevid import __version__
 
-    settings = {
-        k: v
-        for k, v in ctx.config.to_dict().items()
-        if k not in _SCALE_ONLY_FIELDS and not k.startswith(_OTHER_FAMILIES[name])
-    }
     key = {
         "probe": name,
         "seed": seed,
         "train_store": train_store.fingerprint,
         "test_store": test_store.fingerprint,
-        "settings": settings,
+        "settings": baseline_settings(ctx.config, name),
         "task": ctx.task,
         "device": ctx.device.type,
         "version": __version__,
@@ -848,9 +815,11 @@ def _load_probe_run(path: Path) -> ProbeRun | None:
             meta = json.loads(str(data["meta"]))
             scores = np.array(data["test_scores"])
         return ProbeRun(
-            chosen=meta["chosen"], grid=meta["grid"], num_train=meta["num_train"],
+            chosen=meta["chosen"],
+            grid=meta["grid"],
+            num_train=meta["num_train"],
             test_scores=scores,
-        )  # fmt: skip
+        )
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
         logger.warning("%s: unreadable cached baseline (%s); recomputing it", path, err)
         return None
@@ -870,44 +839,14 @@ def _summarise(
 ) -> dict[str, Any]:
     """results.json content: per probe its per-seed chosen config and scores, mean, std, and
     the mean over seeds of the per-seed difference to its baseline row."""
-    probes: dict[str, Any] = {}
-    for name, per_seed in runs.items():
-        seeds = []
-        for info, r in zip(seed_info, per_seed, strict=True):
-            seeds.append(
-                {
-                    "seed": info["seed"],
-                    "chosen": r.chosen,
-                    "val": max((g["val"] for g in r.grid if g["val"] is not None), default=None),
-                    "grid": r.grid,
-                    "num_train": r.num_train,
-                    "test": _metrics(r.test_scores, y_test, task),
-                }
-            )
-        metric_names = list(seeds[0]["test"])
-        stats = {m: _mean_std([s["test"][m] for s in seeds]) for m in metric_names}
-        probes[name] = {
-            "label": LABELS[name],
-            "baseline": BASELINE_OF.get(name),
-            "seeds": seeds,
-            "mean": {m: v[0] for m, v in stats.items()},
-            "std": {m: v[1] for m, v in stats.items()},
-            "delta": None,
-        }
+    probes = {
+        name: _probe_summary(name, per_seed, seed_info, y_test=y_test, task=task)
+        for name, per_seed in runs.items()
+    }
     for name, entry in probes.items():
         base = BASELINE_OF.get(name)
         if base in probes:
-            entry["delta"] = {
-                m: float(
-                    np.mean(
-                        [
-                            s["test"][m] - b["test"][m]
-                            for s, b in zip(entry["seeds"], probes[base]["seeds"], strict=True)
-                        ]
-                    )
-                )
-                for m in entry["mean"]
-            }
+            entry["delta"] = _delta(entry, probes[base])
     primary = "mse" if task == "regression" else "top1"
     pick = min if task == "regression" else max
     best = pick(probes, key=lambda p: probes[p]["mean"][primary])
@@ -924,193 +863,48 @@ def _summarise(
     }
 
 
-_METRIC_TITLES = {"top1": "Top-1 (%)", "top5": "Top-5 (%)", "mse": "MSE"}
-
-
-def _table(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    """(header, rows) of the paper-style table: one row per probe in the paper's order, the
-    metrics as mean ± std, and Δ columns against the matching baseline row."""
-    metrics = results["metrics"]
-    header = ["Probe"] + [_METRIC_TITLES.get(m, m) for m in metrics]
-    header += [f"Δ {_METRIC_TITLES.get(m, m).split(' (')[0]}" for m in metrics]
-    rows = []
-    for name in PROBES:
-        entry = results["probes"].get(name)
-        if entry is None:
-            continue
-        row = [entry["label"]]
-        for m in metrics:
-            mean, std = entry["mean"][m], entry["std"][m]
-            row.append(f"{mean:.2f} ± {std:.2f}" if len(entry["seeds"]) > 1 else f"{mean:.2f}")
-        delta = entry["delta"]
-        row += [f"{delta[m]:+.2f}" if delta else "" for m in metrics]
-        rows.append(row)
-    return header, rows
-
-
-def markdown_table(results: dict[str, Any]) -> str:
-    """results.md: a short description line and the paper-style markdown table."""
-    header, rows = _table(results)
-    shot = "" if results["low_shot"] is None else f", low-shot {results['low_shot']:g}"
-    lines = [
-        f"# {results['dataset']} ({results['backbone']})",
-        "",
-        f"{results['task']}: {results['num_train_videos']} train / "
-        f"{results['num_test_videos']} test videos, {len(results['seeds'])} seed(s){shot}; "
-        "hyperparameters chosen on a validation split of train (k-fold cross-validation when "
-        "it would be small), then retrained on all of train.",
-        "",
-        "| " + " | ".join(header) + " |",
-        "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|",
-    ]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    lines += ["", *_selection_table(results)]
-    return "\n".join(lines) + "\n"
-
-
-def _chosen_summary(chosen: dict[str, Any]) -> str:
-    """A short description of a chosen config: what the grid searched for that probe kind."""
-    if "head" in chosen:  # a set probe (FinetuneConfig)
-        budget = f"{chosen['steps']} steps" if chosen.get("steps") else f"{chosen['epochs']} ep"
-        return f"{chosen['head']} head, lr {chosen['lr']:g}, {budget}"
-    if chosen.get("kind") == "knn":
-        return f"k {chosen['k']}"
-    return f"lr {chosen['lr']:g}, wd {chosen['weight_decay']:g}"
-
-
-def _seed_choice(seed: dict[str, Any]) -> str:
-    """The chosen config of one probe on one seed; a one-point grid had nothing to select."""
-    summary = _chosen_summary(seed["chosen"])
-    return summary if seed["val"] is not None else f"{summary} (fixed, no selection)"
-
-
-def _selection_table(results: dict[str, Any]) -> list[str]:
-    """Markdown lines: per seed, how the grid was scored, on how many videos, and each
-    probe's chosen config (a choice that flips with the seed shows here)."""
-    names = [p for p in PROBES if p in results["probes"]]
-    lines = [
-        "## Model selection",
-        "",
-        "| Seed | Selection | Val videos | " + " | ".join(LABELS[p] for p in names) + " |",
-        "|---:|---|---:|" + "---|" * len(names),
-    ]
-    for i, info in enumerate(results["seeds"]):
-        chosen = [_seed_choice(results["probes"][p]["seeds"][i]) for p in names]
-        selection = info.get("selection", "hold-out")
-        cells = [str(info["seed"]), selection, str(info["num_val"]), *chosen]
-        lines.append("| " + " | ".join(cells) + " |")
-    return lines
-
-
-def format_table(results: dict[str, Any]) -> str:
-    """The results table as aligned plain text, for a terminal."""
-    header, rows = _table(results)
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-
-    def line(cells: list[str]) -> str:
-        first = cells[0].ljust(widths[0])
-        rest = [c.rjust(w) for c, w in zip(cells[1:], widths[1:], strict=True)]
-        return "  ".join([first, *rest]).rstrip()
-
-    rule = "-" * len(line(header))
-    return "\n".join([line(header), rule, *[line(r) for r in rows]]) + "\n"
-
-
-def confusion_matrix(predicted: np.ndarray, labels: np.ndarray, *, num_classes: int) -> np.ndarray:
-    """Counts (C, C): row = true class, column = predicted class."""
-    matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
-    np.add.at(matrix, (labels.astype(np.int64), predicted.astype(np.int64)), 1)
-    return matrix
-
-
-def project_2d(
-    vectors: np.ndarray, *, method: Literal["pca", "tsne"] = "pca", seed: int = 0
-) -> np.ndarray:
-    """(N, F) -> (N, 2): PCA of the centred vectors (numpy SVD), or t-SNE with scikit-learn
-    (falls back to PCA when scikit-learn is missing or N is tiny)."""
-    x = np.asarray(vectors, dtype=np.float64)
-    x = x - x.mean(axis=0)
-    if method == "tsne" and len(x) > 5:
-        try:
-            from sklearn.manifold import TSNE
-        except ImportError:
-            logger.warning("t-SNE needs scikit-learn; drawing a PCA map instead")
-        else:
-            perplexity = min(30.0, (len(x) - 1) / 3)
-            return TSNE(2, perplexity=perplexity, random_state=seed).fit_transform(x)
-    _, _, vt = np.linalg.svd(x, full_matrices=False)
-    points = x @ vt[:2].T  # (N, <=2)
-    if points.shape[1] < 2:
-        points = np.pad(points, ((0, 0), (0, 2 - points.shape[1])))
-    return points
-
-
-def _write_outputs(
-    results: dict[str, Any],
-    runs: dict[str, list[ProbeRun]],
+def _probe_summary(
+    name: str,
+    per_seed: list[ProbeRun],
+    seed_info: list[dict[str, Any]],
     *,
-    ctx: _Context,
-    test_store: FeatureStore,
-    test_rows: np.ndarray,
-    out: Path,
-) -> None:
-    from scalevid.eval import figures as plots
-
-    task = results["task"]
-    labels = test_store.labels if task == "classification" else test_store.targets
-    y_test = labels[test_rows]
-    files = {"results": RESULTS, "table": RESULTS_TABLE, "predictions": PREDICTIONS}
-    predictions = {}
-    for name, per_seed in runs.items():
-        if task == "classification":
-            predictions[name] = np.stack([r.test_scores.argmax(axis=1) for r in per_seed])
-        else:
-            predictions[name] = np.stack([r.test_scores.reshape(len(test_rows)) for r in per_seed])
-    np.savez(
-        out / "predictions.npz",
-        video_ids=np.asarray([test_store.video_ids[i] for i in test_rows]),
-        labels=y_test,
-        **predictions,
-    )
-    if ctx.config.plots:
-        names = [p for p in PROBES if p in results["probes"]]
-        primary = results["primary_metric"]
-        plots.plot_probe_comparison(
-            [LABELS[p] for p in names],
-            [results["probes"][p]["mean"][primary] for p in names],
-            [results["probes"][p]["std"][primary] for p in names],
-            metric=_METRIC_TITLES[primary],
-            scale_rows=[p.startswith("scale_") for p in names],
-            out=out / "probes.png",
+    y_test: np.ndarray,
+    task: Task,
+) -> dict[str, Any]:
+    """One probe's entry: per seed the chosen config, the grid and the test metrics; the
+    metrics' mean and sample std over seeds (the delta is filled in by `_summarise`)."""
+    seeds = []
+    for info, r in zip(seed_info, per_seed, strict=True):
+        seeds.append(
+            {
+                "seed": info["seed"],
+                "chosen": r.chosen,
+                "val": max((g["val"] for g in r.grid if g["val"] is not None), default=None),
+                "grid": r.grid,
+                "num_train": r.num_train,
+                "test": _metrics(r.test_scores, y_test, task),
+            }
         )
-        files["probes_plot"] = "probes.png"
-        if task == "classification":
-            best = results["best_probe"]
-            matrix = confusion_matrix(
-                predictions[best][0], y_test, num_classes=results["num_classes"]
-            )
-            plots.plot_confusion_matrix(
-                matrix,
-                class_names=results["class_names"],
-                title=f"{LABELS[best]}, seed {results['seeds'][0]['seed']}",
-                out=out / "confusion.png",
-            )
-            files["confusion_plot"] = "confusion.png"
-        reps = ctx.test.scale if ctx.test.scale is not None else ctx.test.raw
-        vectors = video_vectors(reps, ctx.test.num_valid, normalize=False)
-        if len(vectors) >= 2:
-            keep = np.random.default_rng(0).permutation(len(vectors))[:5000]
-            kind = "SCALE [clip, SET]" if ctx.test.scale is not None else "mean clip feature"
-            method = ctx.config.embedding_map
-            plots.plot_embedding_map(
-                project_2d(vectors[keep], method=method),
-                y_test[keep],
-                class_names=results["class_names"] if task == "classification" else (),
-                title=f"test videos, {kind} ({method})",
-                out=out / "embedding_map.png",
-            )
-            files["embedding_plot"] = "embedding_map.png"
-    results["files"] = files
-    (out / RESULTS_TABLE).write_text(markdown_table(results))
-    (out / RESULTS).write_text(json.dumps(results, indent=2))
-    logger.info("wrote %s", out / RESULTS)
+    stats = {m: _mean_std([s["test"][m] for s in seeds]) for m in seeds[0]["test"]}
+    return {
+        "label": LABELS[name],
+        "baseline": BASELINE_OF.get(name),
+        "seeds": seeds,
+        "mean": {m: v[0] for m, v in stats.items()},
+        "std": {m: v[1] for m, v in stats.items()},
+        "delta": None,
+    }
+
+
+def _delta(entry: dict[str, Any], baseline: dict[str, Any]) -> dict[str, float]:
+    """Per metric, the mean over seeds of the per-seed difference to the baseline row."""
+    pairs = list(zip(entry["seeds"], baseline["seeds"], strict=True))
+    return {
+        m: float(np.mean([s["test"][m] - b["test"][m] for s, b in pairs])) for m in entry["mean"]
+    }
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    arr = np.asarray(values, dtype=np.float64)
+    std = float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
+    return float(arr.mean()), std
