@@ -22,8 +22,19 @@ def write_npy_folder(root, videos=40, clips=6, dim=16):
 
 
 def import_npy(feats, listing, store) -> int:
-    return main(["-q", "import", "--features", str(feats), "--list", str(listing),
-                 "--out", str(store), "--no-progress"])  # fmt: skip
+    return main(
+        [
+            "-q",
+            "import",
+            "--features",
+            str(feats),
+            "--list",
+            str(listing),
+            "--out",
+            str(store),
+            "--no-progress",
+        ]
+    )
 
 
 def test_import_check_train_load(tmp_path, capsys):
@@ -107,18 +118,65 @@ def test_eval_embed_search_from_the_command_line(tmp_path, capsys):
         == 0
     )
     report = tmp_path / "report"
-    code = main(["-q", "eval", "--train", str(store), "--test", str(store), "--run", str(run),
-                 "--out", str(report), "--probes", "knn", "scale_knn", "--seeds", "0",
-                 "--baseline-cache", str(tmp_path / "baselines"), "--no-progress"])  # fmt: skip
+    code = main(
+        [
+            "-q",
+            "eval",
+            "--train",
+            str(store),
+            "--test",
+            str(store),
+            "--run",
+            str(run),
+            "--out",
+            str(report),
+            "--probes",
+            "knn",
+            "scale_knn",
+            "--seeds",
+            "0",
+            "--baseline-cache",
+            str(tmp_path / "baselines"),
+            "--no-progress",
+        ]
+    )
     assert code == 0
     out = capsys.readouterr().out
     assert "SCALE_kNN" in out and (report / "results.json").is_file()
     assert [p.name.split("-")[0] for p in (tmp_path / "baselines").iterdir()] == ["knn"]
     emb = tmp_path / "emb"
-    assert main(["-q", "embed", "--store", str(store), "--run", str(run), "--out", str(emb),
-                 "--no-progress"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "-q",
+                "embed",
+                "--store",
+                str(store),
+                "--run",
+                str(run),
+                "--out",
+                str(emb),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
-    assert main(["search", "--store", str(store), "--embeddings", str(emb), "--query",
-                 "videos/vid007", "-k", "3"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "search",
+                "--store",
+                str(store),
+                "--embeddings",
+                str(emb),
+                "--query",
+                "videos/vid007",
+                "-k",
+                "3",
+            ]
+        )
+        == 0
+    )
     first = capsys.readouterr().out.splitlines()[0].split()
     assert first[1] == "+1.0000" and first[2] == "videos/vid007"

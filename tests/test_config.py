@@ -4,7 +4,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from scalevid.config import load_config, result_settings, runtime
+from scalevid import cli
+from scalevid.config import build_config, config_dict, load_config, merge, result_settings, runtime
 
 
 @dataclass
@@ -50,3 +51,94 @@ def test_unknown_keys_name_their_source(tmp_path):
         load_config(Outer, path)
     with pytest.raises(ValueError, match="flags.*'nope'"):
         load_config(Outer, None, nope=1)
+
+
+# ------------------------------------------------------------------------------ merge
+
+
+def test_merge_reaches_any_depth_and_copies():
+    base = {"a": {"b": {"c": 1, "d": 2}}, "e": [1]}
+    merged = merge(base, {"a.b.c": 5, "a": {"b": {"d": 6}}})
+    assert merged == {"a": {"b": {"c": 5, "d": 6}}, "e": [1]}
+    assert base["a"]["b"] == {"c": 1, "d": 2}  # the base is left alone
+    merged["e"].append(2)
+    assert base["e"] == [1]
+    # free-form (no source): new keys and sections are added; nested keys are not split
+    assert merge({}, {"sweep": {"pretext.mask_ratio": [0.1]}, "x.y": 1}) == {
+        "sweep": {"pretext.mask_ratio": [0.1]},
+        "x": {"y": 1},
+    }
+    with pytest.raises(ValueError, match="flags.*'lr' is a value"):
+        merge({"lr": 0.1}, {"lr.x": 1}, source="flags")
+    with pytest.raises(ValueError, match="flags: unknown config key 'z' in 'a.b'"):
+        merge(base, {"a.b.z": 1}, source="flags")
+
+
+@dataclass
+class Needs:
+    path: str = runtime()
+    depth: int = 2
+
+
+def test_build_config_from_a_class_or_an_instance_with_named_sources():
+    cfg = build_config(Needs, ("file", {"depth": 3}), ("flags", {"path": "x"}))
+    assert (cfg.path, cfg.depth) == ("x", 3)
+    assert build_config(cfg, ("more", {"depth": 4})) == Needs(path="x", depth=4)
+    with pytest.raises(ValueError, match=r"Needs needs a value for \['path'\]"):
+        build_config(Needs)
+    with pytest.raises(ValueError, match="more: unknown config key 'deep'"):
+        build_config(cfg, ("more", {"deep": 4}))
+    assert result_settings(cfg) == {"depth": 3}
+
+
+# ------------------------------------------------------------------------------ the CLI's tables
+
+
+@pytest.mark.parametrize(
+    ("table", "config"),
+    [
+        ("TRAIN_FLAGS", "scalevid.train.config:TrainConfig"),
+        ("EXTRACT_FLAGS", "scalevid.extract:ExtractConfig"),
+        ("EVAL_FLAGS", "scalevid.eval.config:EvalConfig"),
+        ("MAKE_DATASET_FLAGS", "scalevid.demo.synthetic:DatasetConfig"),
+        ("DEMO_FLAGS", "scalevid.demo.pipeline:DemoConfig"),
+        ("DEMO_SIZE_FLAGS", "scalevid.demo.pipeline:DemoConfig"),
+    ],
+)
+def test_every_flag_names_a_config_key(table, config):
+    import importlib
+
+    module, name = config.split(":")
+    defaults = config_dict(getattr(importlib.import_module(module), name))
+    for flag in getattr(cli, table):
+        merge(defaults, {flag.key: 1}, source=flag.flag)  # an unknown key raises
+
+
+def test_extract_reads_a_config_file_under_its_flags(tmp_path, monkeypatch):
+    import scalevid.extract
+
+    seen = {}
+
+    class Report:
+        failed = 0
+
+        def summary(self):
+            return "ok"
+
+    monkeypatch.setattr(scalevid.extract, "extract", lambda c: seen.update(c=c) or Report())
+    path = tmp_path / "extract.yaml"
+    path.write_text("backbone: module\nnum_clips: 4\nseed: 3\nprogress: false\n")
+    argv = ["extract", "--config", str(path), "--list", "l.csv", "--out", "s", "--seed", "5"]
+    assert cli.main(argv) == 0
+    config = seen["c"]
+    assert (config.backbone, config.num_clips, config.seed, config.progress) == (
+        "module",
+        4,
+        5,
+        False,
+    )
+    assert (config.list, config.out, config.workers) == ("l.csv", "s", 2)
+    assert cli.main(["extract", "--list", "l", "--out", "s", "--no-progress"]) == 0
+    assert seen["c"].progress is False and seen["c"].backbone == "i3d"
+    path.write_text("frobnicate: 1\n")
+    assert cli.main(argv) == 2  # unknown key: an error naming the file

@@ -40,9 +40,11 @@ def test_quick_demo_end_to_end(tmp_path, i3d_weights, capsys):
     demo = json.loads((out / "report" / "demo.json").read_text())
     assert f"**{demo['verdict']}**" in report and demo["verdict"] in printed
     assert {(c["setting"], c["scale"]) for c in demo["comparisons"]} == {
-        ("all labels", "scale_knn"), ("all labels", "scale_linear"), ("all labels", "scale_ft"),
+        ("all labels", "scale_knn"),
+        ("all labels", "scale_linear"),
+        ("all labels", "scale_ft"),
         ("50% labels", "scale_linear"),
-    }  # fmt: skip
+    }
     low_shot = json.loads((out / "report" / "low-shot" / "results.json").read_text())
     assert low_shot["low_shot"] == 0.5 and low_shot["seeds"][0]["num_train"] == 24
     for name in ("probes.png", "confusion.png", "embedding_map.png"):
@@ -62,16 +64,36 @@ def test_demo_size_options_reach_the_config(monkeypatch, tmp_path):
     import scalevid.demo.pipeline
 
     seen = {}
-    monkeypatch.setattr(scalevid.demo.pipeline, "run_demo", lambda out, config, **kw: seen.update(c=config))
-    argv = ["demo", "--out", str(tmp_path), "--train-videos", "1440", "--test-videos", "360",
-            "--epochs", "40", "--batch-size", "128", "--seeds", "0", "1",
-            "--probes", "linear", "scale_linear"]  # fmt: skip
+    monkeypatch.setattr(
+        scalevid.demo.pipeline, "run_demo", lambda out, config, **kw: seen.update(c=config)
+    )
+    argv = [
+        "demo",
+        "--out",
+        str(tmp_path),
+        "--train-videos",
+        "1440",
+        "--test-videos",
+        "360",
+        "--epochs",
+        "40",
+        "--batch-size",
+        "128",
+        "--seeds",
+        "0",
+        "1",
+        "--probes",
+        "linear",
+        "scale_linear",
+    ]
     assert main(argv) == 0
     config = seen["c"]
     assert (config.dataset.train, config.dataset.test) == (1440, 360)
     assert (config.epochs, config.batch_size) == (40, 128)
     assert config.seeds == (0, 1) and config.probes == ("linear", "scale_linear")
-    assert config.dataset.val == scalevid.demo.pipeline.DemoConfig().dataset.val  # the rest unchanged
+    assert (
+        config.dataset.val == scalevid.demo.pipeline.DemoConfig().dataset.val
+    )  # the rest unchanged
     assert main(["demo", "--quick", "--out", str(tmp_path), "--epochs", "3"]) == 0
     assert seen["c"].epochs == 3 and seen["c"].dataset.train == 48  # --quick's sizes otherwise
     with pytest.raises(SystemExit):
@@ -83,7 +105,9 @@ def test_data_seed_draws_fresh_videos_of_the_same_design(monkeypatch, tmp_path):
 
     seen = {}
     monkeypatch.setattr(
-        scalevid.demo.pipeline, "run_demo", lambda out, config, **kw: seen.update(c=config, out=out, **kw)
+        scalevid.demo.pipeline,
+        "run_demo",
+        lambda out, config, **kw: seen.update(c=config, out=out, **kw),
     )
     assert main(["demo", "--data-seed", "7", "--ceiling-only"]) == 0
     default = scalevid.demo.pipeline.DemoConfig()
@@ -112,8 +136,13 @@ def _results(rows: dict[str, list[float]], n: int = 120) -> dict:
 
 
 def test_compare_pairs_rows_with_seed_spread_and_standard_error():
-    results = _results({"transformer": [40.0, 50.0, 45.0], "scale_ft": [60.0, 62.0, 58.0],
-                        "linear": [20.0, 20.0, 20.0]})  # fmt: skip
+    results = _results(
+        {
+            "transformer": [40.0, 50.0, 45.0],
+            "scale_ft": [60.0, 62.0, 58.0],
+            "linear": [20.0, 20.0, 20.0],
+        }
+    )
     (c,) = compare(results, setting="all labels")  # scale_linear missing: no pair
     assert (c.scale, c.baseline, c.seeds, c.num_test) == ("scale_ft", "transformer", 3, 120)
     assert c.scale_mean == pytest.approx(60.0) and c.baseline_mean == pytest.approx(45.0)
@@ -127,9 +156,18 @@ def test_compare_pairs_rows_with_seed_spread_and_standard_error():
 
 
 def test_verdict_sentence_says_helped_only_beyond_the_noise():
-    clear = compare(_results({"transformer": [40.0, 41.0, 42.0], "scale_ft": [60.0, 61.0, 62.0],
-                              "linear": [30.0, 31.0, 32.0], "scale_linear": [31.0, 31.0, 33.0]},
-                             n=400), setting="all labels")  # fmt: skip
+    clear = compare(
+        _results(
+            {
+                "transformer": [40.0, 41.0, 42.0],
+                "scale_ft": [60.0, 61.0, 62.0],
+                "linear": [30.0, 31.0, 32.0],
+                "scale_linear": [31.0, 31.0, 33.0],
+            },
+            n=400,
+        ),
+        setting="all labels",
+    )
     sentence = verdict_sentence(clear)
     assert sentence.startswith("SCALE helped here:")
     assert "SCALE_ft vs Transformer (all labels) +20.0" in sentence
@@ -137,18 +175,23 @@ def test_verdict_sentence_says_helped_only_beyond_the_noise():
     assert sentence.count(".") - sentence.count(". ") >= 0 and sentence.endswith(".")
 
     # +5 points on 120 test videos (combined SE ~6.3) is within the noise: "did not help".
-    small = compare(_results({"transformer": [40.0, 40.0], "scale_ft": [45.0, 45.0]}),
-                    setting="all labels")  # fmt: skip
+    small = compare(
+        _results({"transformer": [40.0, 40.0], "scale_ft": [45.0, 45.0]}), setting="all labels"
+    )
     assert small[0].verdict == "no clear difference"
     assert verdict_sentence(small).startswith("SCALE did not help here")
 
     # A large mean gain that flips sign between seeds is not counted either.
-    flaky = compare(_results({"transformer": [40.0, 40.0, 40.0], "scale_ft": [90.0, 30.0, 75.0]},
-                             n=2000), setting="all labels")  # fmt: skip
+    flaky = compare(
+        _results({"transformer": [40.0, 40.0, 40.0], "scale_ft": [90.0, 30.0, 75.0]}, n=2000),
+        setting="all labels",
+    )
     assert flaky[0].delta > 2 * flaky[0].combined_se and flaky[0].verdict == "no clear difference"
 
-    worse = compare(_results({"linear": [60.0, 61.0], "scale_linear": [30.0, 31.0]}, n=400),
-                    setting="10% labels")  # fmt: skip
+    worse = compare(
+        _results({"linear": [60.0, 61.0], "scale_linear": [30.0, 31.0]}, n=400),
+        setting="10% labels",
+    )
     assert verdict_sentence(worse).startswith("SCALE hurt here:")
     mixed = clear[:1] + worse
     assert verdict_sentence([clear[1], worse[0]]).startswith("SCALE's effect here is mixed")

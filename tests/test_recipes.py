@@ -1,10 +1,11 @@
-"""Every paper recipe (recipes/*.yaml) end to end through `python -m scalevid.recipes`, on a
+"""Every paper recipe (recipes/*.yaml) end to end through `scalevid recipe`, on a
 tiny generated stand-in of its dataset laid out exactly like the official download (same list
 files, folders and video extensions), with the tiny `module` backbone and `--tiny` sizes."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import av
@@ -12,9 +13,10 @@ import numpy as np
 import pytest
 
 from scalevid import recipes
+from scalevid.cli import main as cli_main
 from scalevid.demo.synthetic import quick_config, render_video, video_label
 from scalevid.eval.config import LABELS, PROBES
-from scalevid.recipes import RecipeError, load_recipe, main
+from scalevid.recipes import RecipeError, load_recipe
 from scalevid.store import FeatureStore
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
@@ -26,13 +28,19 @@ TINY = [
     "extract.weights=tests.tiny_backbone:build_pair",  # 4 frames x 16 px, dim 8
     "--set",
     "extract.workers=0",
-    "-q",
 ]
 # Two classes (the synthetic "order" task with two motions), 40 frames of 48 x 32.
 VIDEOS = quick_config(
-    "order", motions=("sweep", "bounce"), frames=40, height=32, width=48, event_frames=(4, 6),
-    min_gap=8, edge_frames=2, distractors=(0, 1),
-)  # fmt: skip
+    "order",
+    motions=("sweep", "bounce"),
+    frames=40,
+    height=32,
+    width=48,
+    event_frames=(4, 6),
+    min_gap=8,
+    edge_frames=2,
+    distractors=(0, 1),
+)
 TRAIN_PER_CLASS, TEST_PER_CLASS = 4, 2
 KINETICS_TRAIN_PER_CLASS = 15  # 10% low-shot keeps 2 per class: one to fit, one to validate
 UCF_CLASSES = ["SweepThenBounce", "BounceThenSweep"]
@@ -54,6 +62,11 @@ LVU_CLASSIFICATION = [
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def main(argv: list[str]) -> int:
+    """`scalevid -q recipe ARGV`."""
+    return cli_main(["-q", "recipe", *argv])
 
 
 # --------------------------------------------------------------------------- tiny datasets
@@ -137,9 +150,13 @@ def make_ssv2(root: Path, pool: list[list[np.ndarray]]) -> None:
             encode(root / f"ssv2/20bn-something-something-v2/{video_id}.webm", frames)
             filled = template.replace("[something]", "a ball").replace("[it]", "it")
             entries[split_of(k)].append(
-                {"id": video_id, "label": filled, "template": template,
-                 "placeholders": ["a ball", "it"]}
-            )  # fmt: skip
+                {
+                    "id": video_id,
+                    "label": filled,
+                    "template": template,
+                    "placeholders": ["a ball", "it"],
+                }
+            )
     write(root / "ssv2/labels/train.json", json.dumps(entries["train"]))
     write(root / "ssv2/labels/validation.json", json.dumps(entries["test"]))
 
@@ -176,8 +193,9 @@ def make_lvu(root: Path, pool: list[list[np.ndarray]]) -> None:
         for task in LVU_CLASSIFICATION:
             lines = "".join(f"{label} x {vid} tt{k:07d}\n" for vid, label, k in items)
             write(tasks / task / f"{split}.csv", f"{task} x youtube_id imdb_id\n{lines}")
-        likes = "".join(f"{100 + 50 * label + k} {10 + k} {vid} tt{k:07d}\n"
-                        for vid, label, k in items)  # fmt: skip
+        likes = "".join(
+            f"{100 + 50 * label + k} {10 + k} {vid} tt{k:07d}\n" for vid, label, k in items
+        )
         write(tasks / "like_ratio" / f"{split}.csv", f"like dislike youtube_id imdb_id\n{likes}")
         views = "".join(
             f"{1000 * (1 + label) + 37 * k} {vid} tt{k:07d}\n" for vid, label, k in items
@@ -204,8 +222,17 @@ def out(tmp_path_factory: pytest.TempPathFactory) -> Path:
 # --------------------------------------------------------------------------- end to end
 
 # recipe -> (extra arguments, expected columns, dataset store names, metric per column)
-LVU_TASKS = ["relationship", "way_speaking", "scene", "like_ratio", "view_count", "director",
-             "genre", "writer", "year"]  # fmt: skip
+LVU_TASKS = [
+    "relationship",
+    "way_speaking",
+    "scene",
+    "like_ratio",
+    "view_count",
+    "director",
+    "genre",
+    "writer",
+    "year",
+]
 EXPECTED: dict[str, tuple[list[str], list[str], list[str], list[str]]] = {
     "ucf101": ([], ["ucf101"], ["ucf101"], ["top1"]),
     "hmdb51": ([], ["hmdb51"], ["hmdb51"], ["top1"]),
@@ -240,7 +267,7 @@ EXPECTED: dict[str, tuple[list[str], list[str], list[str], list[str]]] = {
         ],
         ["ucf101"],
         ["top1"] * 9,
-    ),  # fmt: skip
+    ),
     "ablation_views_batch": (
         [],
         [f"num_views={v}, batch_size={b}" for v in (4, 6, 8) for b in (256, 512, 1024)],
@@ -276,7 +303,7 @@ PAPER_GRIDS: dict[str, list[dict[str, object]]] = {
             (256, 3),
             (512, 3),
         ]
-    ],  # fmt: skip
+    ],
     # Table 11 (number of views x batch size), in the table's row order: batch-major
     "ablation_views_batch": [
         {"num_views": v, "batch_size": b} for b in (256, 512, 1024) for v in (4, 6, 8)
@@ -422,8 +449,19 @@ CHECKS = {
 def test_rerun_skips_finished_points(data_root: Path, out: Path, monkeypatch) -> None:
     """After the end-to-end runs: nothing is extracted, trained or evaluated again."""
     if not (out / "ucf101/results.json").is_file():
-        assert main([str(RECIPES / "ucf101.yaml"), "--data-root", str(data_root),
-                     "--out", str(out), *TINY]) == 0  # fmt: skip
+        assert (
+            main(
+                [
+                    str(RECIPES / "ucf101.yaml"),
+                    "--data-root",
+                    str(data_root),
+                    "--out",
+                    str(out),
+                    *TINY,
+                ]
+            )
+            == 0
+        )
     before = (out / "ucf101/results.md").read_text()
 
     def fail(*args, **kwargs):
@@ -523,3 +561,77 @@ def test_missing_dataset_names_the_expected_layout(tmp_path: Path) -> None:
     ]
     with pytest.raises(RecipeError, match="recipes/README.md"):
         recipes.run_recipe(load_recipe(argv[0], tiny=True), data_root=tmp_path, out=tmp_path / "o")
+
+
+# What recipes recorded and compared before the runtime fields were field metadata (issue 12):
+# the settings must stay the same, or every existing store and point would be refused.
+OLD_RUNTIME_KEYS = {
+    "extract": {
+        "list",
+        "root",
+        "out",
+        "batch_size",
+        "workers",
+        "device",
+        "shard_size",
+        "flush_seconds",
+        "progress",
+    },
+    "train": {"store", "out", "device", "progress", "log_every", "tensorboard"},
+    "eval": {"device", "progress", "embed_batch_size"},
+}
+EXTRACT_SETTINGS = {
+    "format",
+    "split",
+    "fold",
+    "sampling",
+    "preset",
+    "backbone",
+    "weights",
+    "num_clips",
+    "passes",
+    "frames",
+    "stride",
+    "crop_size",
+    "temporal_views",
+    "spatial_views",
+    "flip",
+    "colour_jitter",
+    "precision",
+    "seed",
+    "limit",
+}
+TRAIN_SETTINGS = {
+    "model",
+    "pretext",
+    "epochs",
+    "batch_size",
+    "lr",
+    "weight_decay",
+    "warmup_fraction",
+    "min_lr",
+    "seed",
+    "precision",
+    "compile",
+    "resident",
+    "checkpoint_every",
+    "verify_store",
+}
+
+
+def test_recorded_settings_are_the_same_as_before_runtime_markers() -> None:
+    recipe = load_recipe(RECIPES / "ablation_losses.yaml", tiny=True)
+    dataset, point = recipe.datasets[0], recipe.points[1]
+    configs = {
+        "extract": recipes.extract_config(
+            recipe, dataset, split="test", data_root=Path("/d"), store=Path("/s"), device="cpu"
+        ),
+        "train": recipes._train_config(recipe, point, store=Path("s"), run=Path("r"), device="cpu"),
+        "eval": recipes._eval_config(recipe, point, device="cpu"),
+    }
+    for stage, config in configs.items():
+        old = {k: v for k, v in asdict(config).items() if k not in OLD_RUNTIME_KEYS[stage]}
+        assert recipes._settings(config) == json.loads(json.dumps(old)), stage
+    assert set(recipes._settings(configs["extract"])) == EXTRACT_SETTINGS
+    assert set(recipes._settings(configs["train"])) == TRAIN_SETTINGS
+    assert recipes._settings(configs["train"])["pretext"]["mcm_weight"] == 1.0  # the sweep's

@@ -1,6 +1,11 @@
 """The `scalevid` command line: one subcommand per pipeline stage.
 
 `main(argv)` is callable from tests and returns the exit code. Logging is configured here, once.
+
+Flags that set a stage's config are rows of one table per subcommand (`Flag`: the flag, the
+dotted config key it sets, its argparse options). The table adds the arguments and turns the
+parsed values into overrides for `scalevid.config.load_config`: dataclass defaults < `--config`
+YAML file < flags. A flag the user did not give is None and changes nothing.
 """
 
 from __future__ import annotations
@@ -9,6 +14,10 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from scalevid.eval.config import PROBES
 
 logger = logging.getLogger("scalevid")
 
@@ -20,32 +29,213 @@ NO_VERIFY_HELP = (
 )
 
 
+class Flag(NamedTuple):
+    """One command-line flag that sets one config key (dotted for nested configs)."""
+
+    flag: str  # "--num-views"
+    key: str  # "pretext.num_views"
+    options: dict[str, Any] = {}  # argparse keyword arguments (type, choices, help, ...)
+
+
+def _switch(value: bool, help: str | None = None) -> dict[str, Any]:
+    """A flag without a value that sets its key to `value` (`--compile`, `--no-progress`)."""
+    return {"action": "store_const", "const": value, "help": help}
+
+
+def _add_flags(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup, flags: Sequence[Flag]
+) -> None:
+    for flag, key, options in flags:
+        if options.get("action") is None and "choices" not in options:
+            # argparse would name the value after the dotted key (PRETEXT.NUM_VIEWS)
+            options = {"metavar": flag.lstrip("-").replace("-", "_").upper(), **options}
+        parser.add_argument(flag, dest=key, default=None, **options)
+
+
+def _overrides(args: argparse.Namespace, flags: Sequence[Flag]) -> dict[str, Any]:
+    """The given flags' values by dotted config key."""
+    values = {key: getattr(args, key) for _, key, _ in flags}
+    return {key: value for key, value in values.items() if value is not None}
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text}")
+    return value
+
+
+# --------------------------------------------------------------------------- flag tables
+
+TRAIN_FLAGS = (
+    Flag("--store", "store", {"required": True, "help": "feature store folder (training split)"}),
+    Flag("--out", "out", {"required": True, "help": "run folder to write"}),
+    Flag("--epochs", "epochs", {"type": int}),
+    Flag(
+        "--batch-size",
+        "batch_size",
+        {"type": int, "help": "videos per step (global across processes)"},
+    ),
+    Flag("--lr", "lr", {"type": float}),
+    Flag("--seed", "seed", {"type": int}),
+    Flag("--device", "device", {"help": "auto, cpu, cuda, cuda:1 ..."}),
+    Flag("--precision", "precision", {"choices": ["auto", "fp32", "bf16"]}),
+    Flag(
+        "--num-views",
+        "pretext.num_views",
+        {"type": int, "help": "clips per set (two disjoint sets per video)"},
+    ),
+    Flag("--mask-ratio", "pretext.mask_ratio", {"type": float}),
+    Flag(
+        "--mcm-weight",
+        "pretext.mcm_weight",
+        {"type": float, "help": "0 switches masked clip modelling off"},
+    ),
+    Flag(
+        "--set-weight", "pretext.set_weight", {"type": float, "help": "0 switches the SET loss off"}
+    ),
+    Flag("--log-every", "log_every", {"type": int, "help": "steps between log lines"}),
+    Flag(
+        "--checkpoint-every",
+        "checkpoint_every",
+        {"type": int, "help": "steps between checkpoints (0: epoch)"},
+    ),
+    Flag("--tensorboard", "tensorboard", _switch(True, "also log to RUN/tensorboard")),
+    Flag("--compile", "compile", _switch(True, "torch.compile the model")),
+    Flag("--no-progress", "progress", _switch(False, "no progress bar")),
+    Flag("--no-verify", "verify_store", _switch(False, NO_VERIFY_HELP)),
+)
+
+EXTRACT_FLAGS = (
+    Flag("--list", "list", {"required": True, "help": "video list or folder (see --format)"}),
+    Flag("--out", "out", {"required": True, "help": "store folder to write"}),
+    Flag("--root", "root", {"help": "folder that relative list paths are under"}),
+    Flag(
+        "--format",
+        "format",
+        {"choices": ["auto", "csv", "folder", "ucf101", "hmdb51", "ssv2", "kinetics", "lvu"]},
+    ),
+    Flag("--split", "split", {"choices": ["train", "val", "test"]}),
+    Flag("--fold", "fold", {"type": int, "help": "UCF101/HMDB51 split number"}),
+    Flag(
+        "--sampling",
+        "sampling",
+        {"choices": ["auto", "train", "test"], "help": "override the split's"},
+    ),
+    Flag(
+        "--preset",
+        "preset",
+        {"choices": ["default", "ssv2"], "help": "ssv2: stride 2, no flip, 2x3"},
+    ),
+    Flag(
+        "--backbone",
+        "backbone",
+        {"help": "i3d, videomae-base, videomae-large, videomae-base-k400, torchscript, module"},
+    ),
+    Flag(
+        "--weights", "weights", {"help": "local weights file/folder, hub id, or pkg.mod:function"}
+    ),
+    Flag("--num-clips", "num_clips", {"type": int, "help": "train clips per video per pass (16)"}),
+    Flag("--passes", "passes", {"type": int, "help": "augmented passes per train video (1)"}),
+    Flag("--frames", "frames", {"type": int, "help": "frames per clip (the backbone's)"}),
+    Flag("--stride", "stride", {"type": int, "help": "frame stride within a clip (4; ssv2 2)"}),
+    Flag(
+        "--crop-size", "crop_size", {"type": int, "help": "crop side (the backbone's input size)"}
+    ),
+    Flag(
+        "--temporal-views",
+        "temporal_views",
+        {"type": int, "help": "test views in time (5; ssv2 2)"},
+    ),
+    Flag(
+        "--spatial-views",
+        "spatial_views",
+        {"type": int, "help": "test crops along the long side (3)"},
+    ),
+    Flag("--colour-jitter", "colour_jitter", _switch(True)),
+    Flag("--batch-size", "batch_size", {"type": int, "help": "clips per backbone call (32)"}),
+    Flag("--workers", "workers", {"type": int, "help": "decoding processes (2)"}),
+    Flag("--device", "device"),
+    Flag("--precision", "precision", {"choices": ["auto", "fp32", "fp16", "bf16"]}),
+    Flag("--seed", "seed", {"type": int}),
+    Flag("--shard-size", "shard_size", {"type": int, "help": "videos per shard (256)"}),
+    Flag("--limit", "limit", {"type": int, "help": "only the first N videos"}),
+    Flag("--no-progress", "progress", _switch(False)),
+)
+
+EVAL_FLAGS = (
+    Flag("--probes", "probes", {"nargs": "+", "choices": PROBES}),
+    Flag("--seeds", "seeds", {"nargs": "+", "type": int}),
+    Flag("--low-shot", "low_shot", {"type": float, "help": "fraction of train labels per class"}),
+    Flag("--val-fraction", "val_fraction", {"type": float}),
+    Flag("--device", "device"),
+    Flag("--no-progress", "progress", _switch(False)),
+)
+
+MAKE_DATASET_FLAGS = (
+    Flag("--task", "task", {"choices": ["order", "count"]}),
+    *(
+        Flag(f"--{name}", name, {"type": int, "help": f"videos in the {name} split"})
+        for name in ("train", "val", "test")
+    ),
+    Flag("--frames", "frames", {"type": int, "help": "frames per video"}),
+    Flag("--fps", "fps", {"type": int}),
+    Flag("--height", "height", {"type": int}),
+    Flag("--width", "width", {"type": int}),
+    Flag("--seed", "seed", {"type": int}),
+    Flag("--codec", "codec", {"choices": ["auto", "libx264", "mpeg4"]}),
+)
+
+DEMO_FLAGS = (
+    Flag(
+        "--data-seed",
+        "dataset.seed",
+        {
+            "type": _non_negative_int,
+            "metavar": "N",
+            "help": "draw a fresh dataset of the same design (default 0)",
+        },
+    ),
+)
+DEMO_SIZE_FLAGS = (  # shown as one group in --help
+    Flag("--train-videos", "dataset.train", {"type": _positive_int, "metavar": "N"}),
+    Flag("--test-videos", "dataset.test", {"type": _positive_int, "metavar": "N"}),
+    Flag(
+        "--epochs", "epochs", {"type": _positive_int, "metavar": "N", "help": "SCALE pretraining"}
+    ),
+    Flag(
+        "--batch-size",
+        "batch_size",
+        {"type": _positive_int, "metavar": "N", "help": "videos per step"},
+    ),
+    Flag("--seeds", "seeds", {"type": int, "nargs": "+", "metavar": "S", "help": "probe seeds"}),
+    Flag(
+        "--probes",
+        "probes",
+        {
+            "nargs": "+",
+            "choices": PROBES,
+            "metavar": "PROBE",
+            "help": f"probe rows, from {' '.join(PROBES)}",
+        },
+    ),
+)
+
+
+# --------------------------------------------------------------------------- subcommands
+
+
 def _train(args: argparse.Namespace) -> int:
     from scalevid.train import load_config, train
 
-    config = load_config(
-        args.config,
-        store=args.store,
-        out=args.out,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        seed=args.seed,
-        device=args.device,
-        precision=args.precision,
-        log_every=args.log_every,
-        checkpoint_every=args.checkpoint_every,
-        tensorboard=True if args.tensorboard else None,
-        compile=True if args.compile else None,
-        progress=False if args.no_progress else None,
-        verify_store=False if args.no_verify else None,
-        **{
-            "pretext.num_views": args.num_views,
-            "pretext.mask_ratio": args.mask_ratio,
-            "pretext.mcm_weight": args.mcm_weight,
-            "pretext.set_weight": args.set_weight,
-        },
-    )
+    config = load_config(args.config, **_overrides(args, TRAIN_FLAGS))
     run = train(config, resume=args.resume)
     print(f"run folder: {run}")
     return 0
@@ -58,26 +248,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         description="Pretrain the SCALE predictor on a feature store. Defaults come from "
         "TrainConfig; --config (YAML) overrides them and flags override the file.",
     )
-    p.add_argument("--store", required=True, help="feature store folder (training split)")
-    p.add_argument("--out", required=True, help="run folder to write")
     p.add_argument("--config", help="YAML file with TrainConfig keys (nested: model, pretext)")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int, help="videos per step (global across processes)")
-    p.add_argument("--lr", type=float)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--device", help="auto, cpu, cuda, cuda:1 ...")
-    p.add_argument("--precision", choices=["auto", "fp32", "bf16"])
-    p.add_argument("--num-views", type=int, help="clips per set (two disjoint sets per video)")
-    p.add_argument("--mask-ratio", type=float)
-    p.add_argument("--mcm-weight", type=float, help="0 switches masked clip modelling off")
-    p.add_argument("--set-weight", type=float, help="0 switches the SET loss off")
-    p.add_argument("--log-every", type=int, help="steps between log lines")
-    p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (0: epoch)")
-    p.add_argument("--tensorboard", action="store_true", help="also log to RUN/tensorboard")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_flags(p, TRAIN_FLAGS)
     p.add_argument("--resume", action="store_true", help="continue RUN from its last checkpoint")
-    p.add_argument("--no-verify", action="store_true", help=NO_VERIFY_HELP)
     p.set_defaults(handler=_train)
 
 
@@ -120,11 +293,10 @@ def _add_import(sub: argparse._SubParsersAction) -> None:
 
 
 def _extract(args: argparse.Namespace) -> int:
+    from scalevid.config import load_config
     from scalevid.extract import ExtractConfig, extract
 
-    options = {k: v for k, v in vars(args).items() if k in ExtractConfig.__dataclass_fields__}
-    options = {k: v for k, v in options.items() if v is not None}
-    report = extract(ExtractConfig(**options, progress=not args.no_progress))
+    report = extract(load_config(ExtractConfig, args.config, **_overrides(args, EXTRACT_FLAGS)))
     print(report.summary())
     return 1 if report.failed else 0
 
@@ -137,38 +309,11 @@ def _add_extract(sub: argparse._SubParsersAction) -> None:
         "--num-clips random clips per video (random start, scale and crop, flip); val/test: "
         "T x S views. Re-running skips finished videos; unreadable videos are recorded in "
         "STORE/failures.jsonl and the exit code is 1 if any failed. Under torchrun each rank "
-        "takes its share of the list.",
+        "takes its share of the list. Defaults come from ExtractConfig; --config (YAML) "
+        "overrides them and flags override the file.",
     )
-    p.add_argument("--list", required=True, help="video list or folder (see --format)")
-    p.add_argument("--out", required=True, help="store folder to write")
-    p.add_argument("--root", help="folder that relative list paths are under")
-    p.add_argument(
-        "--format",
-        choices=["auto", "csv", "folder", "ucf101", "hmdb51", "ssv2", "kinetics", "lvu"],
-    )
-    p.add_argument("--split", choices=["train", "val", "test"])
-    p.add_argument("--fold", type=int, help="UCF101/HMDB51 split number")
-    p.add_argument("--sampling", choices=["auto", "train", "test"], help="override the split's")
-    p.add_argument("--preset", choices=["default", "ssv2"], help="ssv2: stride 2, no flip, 2x3")
-    p.add_argument("--backbone", help="i3d, videomae-base, videomae-large, videomae-base-k400, "
-                   "torchscript, module")  # fmt: skip
-    p.add_argument("--weights", help="local weights file/folder, hub id, or pkg.mod:function")
-    p.add_argument("--num-clips", type=int, help="train clips per video per pass (16)")
-    p.add_argument("--passes", type=int, help="augmented passes per train video (1)")
-    p.add_argument("--frames", type=int, help="frames per clip (the backbone's)")
-    p.add_argument("--stride", type=int, help="frame stride within a clip (4; ssv2 2)")
-    p.add_argument("--crop-size", type=int, help="crop side (the backbone's input size)")
-    p.add_argument("--temporal-views", type=int, help="test views in time (5; ssv2 2)")
-    p.add_argument("--spatial-views", type=int, help="test crops along the long side (3)")
-    p.add_argument("--colour-jitter", action="store_true", default=None)
-    p.add_argument("--batch-size", type=int, help="clips per backbone call (32)")
-    p.add_argument("--workers", type=int, help="decoding processes (2)")
-    p.add_argument("--device")
-    p.add_argument("--precision", choices=["auto", "fp32", "fp16", "bf16"])
-    p.add_argument("--seed", type=int)
-    p.add_argument("--shard-size", type=int, help="videos per shard (256)")
-    p.add_argument("--limit", type=int, help="only the first N videos")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--config", help="YAML file with ExtractConfig keys")
+    _add_flags(p, EXTRACT_FLAGS)
     p.set_defaults(handler=_extract)
 
 
@@ -225,27 +370,22 @@ def _eval(args: argparse.Namespace) -> int:
     from scalevid.eval.protocol import evaluate
     from scalevid.eval.report import format_table
 
-    config = load_eval_config(
-        args.config,
-        probes=args.probes,
-        seeds=args.seeds,
-        low_shot=args.low_shot,
-        val_fraction=args.val_fraction,
-        device=args.device,
-        progress=False if args.no_progress else None,
-    )
+    config = load_eval_config(args.config, **_overrides(args, EVAL_FLAGS))
     results = evaluate(
-        train_store=args.train, test_store=args.test, run=args.run, config=config, out=args.out,
-        baseline_cache=args.baseline_cache, verify_checksums=not args.no_verify,
-    )  # fmt: skip
+        train_store=args.train,
+        test_store=args.test,
+        run=args.run,
+        config=config,
+        out=args.out,
+        baseline_cache=args.baseline_cache,
+        verify_checksums=not args.no_verify,
+    )
     print(format_table(results))
     print(f"results: {args.out}/results.json, {args.out}/results.md")
     return 0
 
 
 def _add_eval(sub: argparse._SubParsersAction) -> None:
-    from scalevid.eval.config import PROBES
-
     p = sub.add_parser(
         "eval",
         help="probes on raw features and on SCALE: kNN, linear, MLP, transformer, fine-tuning",
@@ -259,18 +399,13 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--run", help="SCALE run folder; without it only the baseline rows run")
     p.add_argument("--out", required=True, help="report folder")
     p.add_argument("--config", help="YAML file with EvalConfig keys")
-    p.add_argument("--probes", nargs="+", choices=PROBES)
-    p.add_argument("--seeds", nargs="+", type=int)
-    p.add_argument("--low-shot", type=float, help="fraction of train labels per class")
-    p.add_argument("--val-fraction", type=float)
-    p.add_argument("--device")
+    _add_flags(p, EVAL_FLAGS)
     p.add_argument(
         "--baseline-cache",
         metavar="DIR",
         help="save the baseline rows here and reuse them when the stores and settings match "
         "(evaluating several SCALE runs on the same stores trains the baselines once)",
     )
-    p.add_argument("--no-progress", action="store_true")
     p.add_argument("--no-verify", action="store_true", help=NO_VERIFY_HELP)
     p.set_defaults(handler=_eval)
 
@@ -279,9 +414,13 @@ def _embed(args: argparse.Namespace) -> int:
     from scalevid.eval.embed import export_embeddings
 
     vectors, ids = export_embeddings(
-        store=args.store, run=args.run, out=args.out, device=args.device or "auto",
-        progress=not args.no_progress, verify_checksums=not args.no_verify,
-    )  # fmt: skip
+        store=args.store,
+        run=args.run,
+        out=args.out,
+        device=args.device or "auto",
+        progress=not args.no_progress,
+        verify_checksums=not args.no_verify,
+    )
     print(f"wrote {vectors} and {ids}")
     return 0
 
@@ -292,9 +431,14 @@ def _search(args: argparse.Namespace) -> int:
     if not (args.run or args.embeddings):
         raise ValueError("search needs --run or --embeddings (a `scalevid embed` folder)")
     hits = search(
-        store=args.store, query=args.query, k=args.k, run=args.run, embeddings=args.embeddings,
-        device=args.device or "auto", verify_checksums=not args.no_verify,
-    )  # fmt: skip
+        store=args.store,
+        query=args.query,
+        k=args.k,
+        run=args.run,
+        embeddings=args.embeddings,
+        device=args.device or "auto",
+        verify_checksums=not args.no_verify,
+    )
     for rank, (video_id, path, similarity) in enumerate(hits):
         print(f"{rank:3d}  {similarity:+.4f}  {video_id}  {path}")
     return 0
@@ -323,13 +467,12 @@ def _add_embed_search(sub: argparse._SubParsersAction) -> None:
 
 
 def _make_dataset(args: argparse.Namespace) -> int:
+    from scalevid.config import build_config
     from scalevid.demo.synthetic import DatasetConfig, make_dataset, quick_config
 
-    fields = ("train", "val", "test", "frames", "fps", "height", "width", "seed", "codec")
-    options = {k: getattr(args, k) for k in fields if getattr(args, k) is not None}
-    if args.task:
-        options["task"] = args.task
-    config = quick_config(**options) if args.quick else DatasetConfig(**options)
+    overrides = _overrides(args, MAKE_DATASET_FLAGS)
+    base = quick_config(overrides.pop("task", "order")) if args.quick else DatasetConfig
+    config = build_config(base, ("flags", overrides))
     info = make_dataset(args.out, config, progress=not args.no_progress, workers=args.workers)
     print(
         f"{info.root}: {sum(info.counts.values())} videos ({info.written} written, "
@@ -349,65 +492,32 @@ def _add_make_dataset(sub: argparse._SubParsersAction) -> None:
         "`path label` format. Re-running completes or reuses the folder.",
     )
     p.add_argument("--out", required=True)
-    p.add_argument("--task", choices=["order", "count"])
     p.add_argument("--quick", action="store_true", help="short videos for 8-frame clips")
-    for name in ("train", "val", "test"):
-        p.add_argument(f"--{name}", type=int, help=f"videos in the {name} split")
-    p.add_argument("--frames", type=int, help="frames per video")
-    p.add_argument("--fps", type=int)
-    p.add_argument("--height", type=int)
-    p.add_argument("--width", type=int)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--codec", choices=["auto", "libx264", "mpeg4"])
+    _add_flags(p, MAKE_DATASET_FLAGS)
     p.add_argument("--workers", type=int, default=1, help="rendering processes")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(handler=_make_dataset)
 
 
 def _demo(args: argparse.Namespace) -> int:
-    import dataclasses
-
+    from scalevid.config import build_config
     from scalevid.demo.pipeline import DemoConfig, run_demo
 
-    config = DemoConfig.quick() if args.quick else DemoConfig()
-    sizes = {"train": args.train_videos, "test": args.test_videos}
-    changes: dict = {
-        "dataset": dataclasses.replace(
-            config.dataset, **{k: v for k, v in sizes.items() if v is not None}
-        ),
-        "epochs": args.epochs,
-        "batch_size": args.batch_size,
-        "seeds": tuple(args.seeds) if args.seeds else None,
-        "probes": tuple(args.probes) if args.probes else None,
-    }
-    config = dataclasses.replace(config, **{k: v for k, v in changes.items() if v is not None})
-    if args.data_seed is not None:
-        config = config.with_data_seed(args.data_seed)
-    out = args.out or (
-        "scalevid-demo" if not args.data_seed else f"scalevid-demo-seed{args.data_seed}"
+    base = DemoConfig.quick() if args.quick else DemoConfig()
+    config = build_config(base, ("flags", _overrides(args, DEMO_FLAGS + DEMO_SIZE_FLAGS)))
+    seed = config.data_seed
+    out = args.out or ("scalevid-demo" if not seed else f"scalevid-demo-seed{seed}")
+    run_demo(
+        out,
+        config=config,
+        weights=args.weights,
+        progress=not args.no_progress,
+        ceiling_only=args.ceiling_only,
     )
-    run_demo(out, config=config, weights=args.weights, progress=not args.no_progress,
-             ceiling_only=args.ceiling_only)  # fmt: skip
     return 0
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text}")
-    return value
-
-
 def _add_demo(sub: argparse._SubParsersAction) -> None:
-    from scalevid.eval.config import PROBES
-
     p = sub.add_parser(
         "demo",
         help="the whole pipeline on a generated dataset: videos -> I3D -> SCALE -> probes",
@@ -415,37 +525,66 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
         "Kinetics-400 I3D clip features, pretrain SCALE, run the probes, and write a report "
         "(table, plots, timings) into OUT/report/report.md.",
     )
-    p.add_argument("--out", help="output folder (default: scalevid-demo, or "
-                   "scalevid-demo-seedN with --data-seed N)")  # fmt: skip
+    p.add_argument(
+        "--out",
+        help="output folder (default: scalevid-demo, or scalevid-demo-seedN with --data-seed N)",
+    )
     p.add_argument("--quick", action="store_true", help="a ~1 minute version (what CI runs)")
-    p.add_argument("--data-seed", type=_non_negative_int, metavar="N",
-                   help="draw a fresh dataset of the same design (default 0)")  # fmt: skip
-    p.add_argument("--ceiling-only", action="store_true",
-                   help="stop after measuring the ceiling on the train features (no SCALE)")  # fmt: skip
+    _add_flags(p, DEMO_FLAGS)
+    p.add_argument(
+        "--ceiling-only",
+        action="store_true",
+        help="stop after measuring the ceiling on the train features (no SCALE)",
+    )
     p.add_argument("--weights", help="local I3D weights (.ckpt or .safetensors)")
-    sizes = p.add_argument_group("sizes (defaults: the 5-minute demo, or --quick's)")
-    sizes.add_argument("--train-videos", type=_positive_int, metavar="N")
-    sizes.add_argument("--test-videos", type=_positive_int, metavar="N")
-    sizes.add_argument("--epochs", type=_positive_int, metavar="N", help="SCALE pretraining")
-    sizes.add_argument("--batch-size", type=_positive_int, metavar="N", help="videos per step")
-    sizes.add_argument("--seeds", type=int, nargs="+", metavar="S", help="probe seeds")
-    sizes.add_argument("--probes", nargs="+", choices=PROBES, metavar="PROBE",
-                       help=f"probe rows, from {' '.join(PROBES)}")  # fmt: skip
+    _add_flags(
+        p.add_argument_group("sizes (defaults: the 5-minute demo, or --quick's)"), DEMO_SIZE_FLAGS
+    )
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(handler=_demo)
 
 
-def _add_recipe(sub: argparse._SubParsersAction) -> None:
-    from scalevid.recipes import add_arguments, run_from_args
+def _recipe(args: argparse.Namespace) -> int:
+    from scalevid.folders import RESULTS_TABLE
+    from scalevid.recipes import load_recipe, plan, run_recipe
 
+    recipe = load_recipe(
+        args.recipe,
+        tiny=args.tiny,
+        overrides=args.overrides,
+        only=args.datasets.split(",") if args.datasets else None,
+    )
+    if args.dry_run:
+        print(plan(recipe, Path(args.data_root), Path(args.out)))
+        return 0
+    run_recipe(recipe, data_root=args.data_root, out=args.out, device=args.device)
+    print((Path(args.out) / recipe.name / RESULTS_TABLE).read_text())
+    return 0
+
+
+def _add_recipe(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "recipe",
         help="run a paper recipe (recipes/*.yaml): extract, pretrain, probes, combined table",
         description="Run a paper recipe: extraction once, then SCALE pretraining and the probes "
         "for every sweep point, and a combined table in the paper's shape (recipes/README.md).",
     )
-    add_arguments(p)
-    p.set_defaults(handler=run_from_args)
+    p.add_argument("recipe", help="a recipe YAML file (recipes/*.yaml)")
+    p.add_argument("--data-root", required=True, help="folder holding the datasets")
+    p.add_argument("--out", required=True, help="output folder (stores are shared inside it)")
+    p.add_argument("--tiny", action="store_true", help="smoke-test sizes (see recipes.TINY)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="S.KEY=VAL",
+        help="override a recipe entry, e.g. train.epochs=10 (repeatable)",
+    )
+    p.add_argument("--datasets", help="comma-separated dataset keys to run (e.g. LVU tasks)")
+    p.add_argument("--device", help="device for every stage (default: auto)")
+    p.add_argument("--dry-run", action="store_true", help="print the plan and exit")
+    p.set_defaults(handler=_recipe)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from scalevid import __version__
 from scalevid.backbones import Backbone, create_backbone
+from scalevid.config import runtime
 from scalevid.data.lists import VideoItem, load_video_list
 from scalevid.data.video import ColourJitter, SamplingConfig, VideoError, sample_and_read
 from scalevid.distributed import process_group
@@ -41,11 +42,16 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class ExtractConfig:
-    """Everything `scalevid extract` needs; saved as `extract-config.json` in the store."""
+    """Everything `scalevid extract` needs; saved as `extract-config.json` in the store.
 
-    list: str
-    out: str
-    root: str | None = None
+    Fields declared with `runtime(...)` do not change the features written (see
+    `scalevid.config.result_settings`).
+    """
+
+    # Paths are recorded, not compared: a store stays valid when the videos move.
+    list: str = runtime()
+    out: str = runtime()
+    root: str | None = runtime(None)
     format: str = "auto"
     split: Literal["train", "val", "test"] = "train"
     fold: int = 1
@@ -62,16 +68,16 @@ class ExtractConfig:
     spatial_views: int = 3
     flip: bool | None = None  # default: the preset's (True; False for SSv2)
     colour_jitter: bool = False
-    batch_size: int = 32  # clips per backbone call
-    workers: int = 2
-    device: str = "auto"
+    batch_size: int = runtime(32)  # clips per backbone call
+    workers: int = runtime(2)
+    device: str = runtime("auto")
     # auto: fp16 on CUDA, bf16 on CPUs with bf16 units (i3d), else fp32; fp32: exact features
     precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
     seed: int = 0
-    shard_size: int = 256
-    flush_seconds: float = 120.0
+    shard_size: int = runtime(256)
+    flush_seconds: float = runtime(120.0)
     limit: int | None = None  # only the first N videos of the list (smoke tests)
-    progress: bool = True
+    progress: bool = runtime(True)
 
     @property
     def mode(self) -> Literal["train", "test"]:

@@ -1,7 +1,6 @@
 """Paper recipes: one YAML file per table of the SCALE paper, run end to end by one command.
 
     scalevid recipe recipes/ucf101.yaml --data-root /data --out results/
-    (or: python -m scalevid.recipes recipes/ucf101.yaml ...)
 
 A recipe runs, for each of its *points* (a dataset, or one setting of an ablation sweep):
 extraction (once per dataset, shared by every point), SCALE pretraining, the probes, and then
@@ -47,30 +46,31 @@ Everything resumes: a point whose eval/results.json exists is skipped, a finishe
 retrained (an interrupted one resumes from its checkpoint), and a dataset whose points are all
 done is not extracted again (an interrupted extraction resumes video by video). A store or point
 made with other settings (an edited recipe, another backbone, --tiny) is an error, never reused.
+"Settings" are a stage config's fields that affect results (`scalevid.config.result_settings`).
+
+This module is library code; the `scalevid recipe` command line lives in `scalevid.cli`.
 """
 
 from __future__ import annotations
 
-import argparse
-import copy
 import itertools
 import json
 import logging
 import re
-import sys
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
-from scalevid.eval.config import load_eval_config
+from scalevid.config import Layer, build_config, merge, result_settings
+from scalevid.eval.config import EvalConfig
 from scalevid.eval.protocol import evaluate
 from scalevid.eval.report import combine, combined_markdown
 from scalevid.extract import ExtractConfig, extract
 from scalevid.folders import RESULTS, RESULTS_TABLE, WEIGHTS
-from scalevid.train import load_config, train
+from scalevid.train import TrainConfig, train
 
 logger = logging.getLogger(__name__)
 
@@ -113,22 +113,15 @@ TINY: dict[str, dict[str, Any]] = {
 }
 
 RECIPE_KEYS = frozenset(
-    {"extends", "title", "paper", "data", "datasets", "extract", "train", "eval", "sweep",
-     "sweep_mode", "sweep_labels", "tiny"}
-)  # fmt: skip
+    {
+        *("extends", "title", "paper", "data", "datasets", "extract", "train", "eval"),
+        *("sweep", "sweep_mode", "sweep_labels", "tiny"),
+    }
+)
 NOT_INHERITED = ("title", "paper")
 DATA_KEYS = frozenset({"name", "format", "list", "root", "fold", "train_split", "test_split"})
 # Set by the recipe's data section, not by `extract:`.
 EXTRACT_OWN_KEYS = frozenset({"list", "out", "root", "format", "split", "fold"})
-# Fields that do not change what a stage produces: a store, run or evaluation may be resumed
-# (or reused) under other values. Extraction paths are recorded, not compared, so the data may
-# move.
-RUNTIME_KEYS = {
-    "extract": frozenset({"list", "root", "out", "batch_size", "workers", "device", "shard_size",
-                          "flush_seconds", "progress"}),
-    "train": frozenset({"store", "out", "device", "progress", "log_every", "tensorboard"}),
-    "eval": frozenset({"device", "progress", "embed_batch_size"}),
-}  # fmt: skip
 STAGES = ("extract", "train", "eval")
 
 
@@ -137,29 +130,6 @@ class RecipeError(ValueError):
 
 
 # --------------------------------------------------------------------------- reading
-
-
-def _deep_merge(base: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
-    """A copy of `base` with `new` merged in: mappings merge key by key, anything else replaces."""
-    merged = copy.deepcopy(base)
-    for key, value in new.items():
-        if isinstance(merged.get(key), dict) and isinstance(value, dict):
-            merged[key] = _deep_merge(merged[key], value)
-        else:
-            merged[key] = copy.deepcopy(value)
-    return merged
-
-
-def _nested(dotted: dict[str, Any]) -> dict[str, Any]:
-    """{"model.hidden": 128} -> {"model": {"hidden": 128}}."""
-    out: dict[str, Any] = {}
-    for key, value in dotted.items():
-        *parents, last = key.split(".")
-        node = out
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[last] = value
-    return out
 
 
 def read_recipe_file(path: str | Path) -> dict[str, Any]:
@@ -180,7 +150,7 @@ def read_recipe_file(path: str | Path) -> dict[str, Any]:
     base = read_recipe_file(path.parent / parent)
     for key in NOT_INHERITED:
         base.pop(key, None)
-    return _deep_merge(base, data)
+    return merge(base, data)
 
 
 @dataclass(frozen=True)
@@ -209,11 +179,12 @@ class Point:
     def overrides(self, stage: Literal["train", "eval"]) -> dict[str, Any]:
         """This point's sweep values for `stage`, as a nested mapping."""
         if stage == "eval":
-            picked = {k.removeprefix("eval."): v for k, v in self.values.items()
-                      if k.startswith("eval.")}  # fmt: skip
+            picked = {
+                k.removeprefix("eval."): v for k, v in self.values.items() if k.startswith("eval.")
+            }
         else:
             picked = {k: v for k, v in self.values.items() if not k.startswith("eval.")}
-        return _nested(picked)
+        return merge({}, picked)
 
 
 @dataclass
@@ -279,6 +250,45 @@ def _sweep(data: dict[str, Any], path: Path) -> list[tuple[str, dict[str, Any]]]
     return list(zip(map(str, labels), settings, strict=True))
 
 
+def _read_with_overrides(path: Path, *, tiny: bool, overrides: Sequence[str]) -> dict[str, Any]:
+    """The recipe file's mapping, then TINY and its `tiny:` section, then `--set` entries."""
+    data = read_recipe_file(path)
+    if tiny:
+        data = merge(data, merge(TINY, data.get("tiny") or {}))
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or "." not in key:
+            raise RecipeError(f"--set expects SECTION.KEY=VALUE, got {item!r}")
+        data = merge(data, {key: yaml.safe_load(text)})
+    return data
+
+
+def _stage_sections(data: dict[str, Any], path: Path) -> dict[str, dict[str, Any]]:
+    """The `extract`, `train` and `eval` mappings (empty when absent)."""
+    stages = {}
+    for stage in STAGES:
+        stages[stage] = data.get(stage) or {}
+        if not isinstance(stages[stage], dict):
+            raise RecipeError(f"{path}: `{stage}` must be a mapping")
+    clash = sorted(set(stages["extract"]) & EXTRACT_OWN_KEYS)
+    if clash:
+        raise RecipeError(f"{path}: set {clash} in `data`, not in `extract`")
+    return stages
+
+
+def _points(name: str, datasets: list[Dataset], data: dict[str, Any], path: Path) -> list[Point]:
+    """One point per dataset and sweep setting, each with its own folder name."""
+    points = []
+    for dataset in datasets:
+        for label, values in _sweep(data, path):
+            title = " ".join(part for part in (dataset.key, label) if part) or name
+            points.append(Point(label=title, slug=_slug(title), dataset=dataset, values=values))
+    slugs = [p.slug for p in points]
+    if len(set(slugs)) != len(slugs):
+        raise RecipeError(f"{path}: two points share a folder name: {slugs}")
+    return points
+
+
 def load_recipe(
     path: str | Path,
     *,
@@ -286,7 +296,8 @@ def load_recipe(
     overrides: Sequence[str] = (),
     only: Sequence[str] | None = None,
 ) -> Recipe:
-    """Read and resolve a recipe file.
+    """Read and resolve a recipe file; every stage config is built once, so that a bad key
+    fails now rather than after hours of extraction.
 
     Args:
         path: the YAML recipe.
@@ -296,42 +307,15 @@ def load_recipe(
         only: keep the datasets with these keys (the entries of `datasets:`), e.g. LVU tasks.
     """
     path = Path(path)
-    data = read_recipe_file(path)
-    if tiny:
-        data = _deep_merge(data, _deep_merge(TINY, data.get("tiny") or {}))
-    for item in overrides:
-        key, sep, text = item.partition("=")
-        if not sep or "." not in key:
-            raise RecipeError(f"--set expects SECTION.KEY=VALUE, got {item!r}")
-        data = _deep_merge(data, _nested({key: yaml.safe_load(text)}))
+    data = _read_with_overrides(path, tiny=tiny, overrides=overrides)
     name = path.stem
-    stages = {}
-    for stage in STAGES:
-        stages[stage] = data.get(stage) or {}
-        if not isinstance(stages[stage], dict):
-            raise RecipeError(f"{path}: `{stage}` must be a mapping")
-    clash = sorted(set(stages["extract"]) & EXTRACT_OWN_KEYS)
-    if clash:
-        raise RecipeError(f"{path}: set {clash} in `data`, not in `extract`")
-    known = {f.name for f in fields(ExtractConfig)}
-    unknown = sorted(set(stages["extract"]) - known)
-    if unknown:
-        raise RecipeError(f"{path}: unknown extract keys {unknown}; known: {sorted(known)}")
-
+    stages = _stage_sections(data, path)
     datasets = _datasets(name, data, path)
     if only:
         missing = sorted(set(only) - {d.key for d in datasets})
         if missing:
             raise RecipeError(f"{path}: no datasets {missing}; it has {[d.key for d in datasets]}")
         datasets = [d for d in datasets if d.key in only]
-    points = []
-    for dataset in datasets:
-        for label, values in _sweep(data, path):
-            title = " ".join(part for part in (dataset.key, label) if part) or name
-            points.append(Point(label=title, slug=_slug(title), dataset=dataset, values=values))
-    slugs = [p.slug for p in points]
-    if len(set(slugs)) != len(slugs):
-        raise RecipeError(f"{path}: two points share a folder name: {slugs}")
     recipe = Recipe(
         name=name,
         path=path,
@@ -341,9 +325,11 @@ def load_recipe(
         train=stages["train"],
         eval=stages["eval"],
         datasets=datasets,
-        points=points,
+        points=_points(name, datasets, data, path),
     )
-    for point in points:  # fail on a bad key now, not after hours of extraction
+    for dataset in datasets:
+        extract_config(recipe, dataset, split="train", data_root=Path("."), store=Path("."))
+    for point in recipe.points:
         _train_config(recipe, point, store=Path("."), run=Path("."), device=None)
         _eval_config(recipe, point, device=None)
     return recipe
@@ -352,22 +338,43 @@ def load_recipe(
 # --------------------------------------------------------------------------- configs
 
 
-def _train_config(recipe: Recipe, point: Point, *, store: Path, run: Path, device: str | None):
-    values = _deep_merge(recipe.train, point.overrides("train"))
-    try:
-        return load_config(
-            None, **{**values, "store": str(store), "out": str(run), "device": device}
-        )
-    except (TypeError, ValueError) as err:
-        raise RecipeError(f"{recipe.path}: train ({point.label}): {err}") from err
+def _device(device: str | None) -> dict[str, str]:
+    """The `--device` layer: empty when not given, so the stage's own setting stands."""
+    return {} if device is None else {"device": device}
 
 
-def _eval_config(recipe: Recipe, point: Point, *, device: str | None):
-    values = _deep_merge(recipe.eval, point.overrides("eval"))
+def _build(recipe: Recipe, what: str, cls: type, *layers: Layer) -> Any:
+    """`build_config` with errors that name the recipe file and the stage."""
     try:
-        return load_eval_config(None, **{**values, "device": device})
+        return build_config(cls, *layers)
     except (TypeError, ValueError) as err:
-        raise RecipeError(f"{recipe.path}: eval ({point.label}): {err}") from err
+        raise RecipeError(f"{recipe.path}: {what}: {err}") from err
+
+
+def _train_config(
+    recipe: Recipe, point: Point, *, store: Path, run: Path, device: str | None
+) -> TrainConfig:
+    """TrainConfig defaults < the recipe's `train:` < the point's sweep values < paths, device."""
+    return _build(
+        recipe,
+        f"train ({point.label})",
+        TrainConfig,
+        ("`train`", recipe.train),
+        ("`sweep`", point.overrides("train")),
+        ("the recipe runner", {"store": str(store), "out": str(run), **_device(device)}),
+    )
+
+
+def _eval_config(recipe: Recipe, point: Point, *, device: str | None) -> EvalConfig:
+    """EvalConfig defaults < the recipe's `eval:` < the point's `eval.` sweep values < device."""
+    return _build(
+        recipe,
+        f"eval ({point.label})",
+        EvalConfig,
+        ("`eval`", recipe.eval),
+        ("`sweep`", point.overrides("eval")),
+        ("--device", _device(device)),
+    )
 
 
 def extract_config(
@@ -381,28 +388,25 @@ def extract_config(
 ) -> ExtractConfig:
     """The ExtractConfig of one split of a dataset; `split` names the store, the dataset maps
     it to the list's split (e.g. Kinetics scores on `val`)."""
-    options = dict(recipe.extract)
-    if device is not None:
-        options["device"] = device
-    return ExtractConfig(
-        list=str(data_root / dataset.list),
-        root=str(data_root / dataset.root) if dataset.root else None,
-        format=dataset.format,
-        split=dataset.train_split if split == "train" else dataset.test_split,
-        fold=dataset.fold,
-        out=str(store),
-        **options,
-    )
+    data = {
+        "list": str(data_root / dataset.list),
+        "root": str(data_root / dataset.root) if dataset.root else None,
+        "format": dataset.format,
+        "split": dataset.train_split if split == "train" else dataset.test_split,
+        "fold": dataset.fold,
+        "out": str(store),
+    }
+    where = f"extract ({dataset.key or recipe.name})"
+    layers: tuple[Layer, ...] = (("`extract`", recipe.extract), ("`data`", data))
+    return _build(recipe, where, ExtractConfig, *layers, ("--device", _device(device)))
 
 
 # --------------------------------------------------------------------------- running
 
 
-def _settings(stage: str, config: Any) -> dict[str, Any]:
+def _settings(config: Any) -> dict[str, Any]:
     """What of a stage's config decides its output, JSON-normalised for comparison."""
-    values = asdict(config) if not isinstance(config, dict) else config
-    kept = {k: v for k, v in values.items() if k not in RUNTIME_KEYS[stage]}
-    return json.loads(json.dumps(kept))
+    return json.loads(json.dumps(result_settings(config)))
 
 
 def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
@@ -417,7 +421,7 @@ def ensure_store(config: ExtractConfig) -> dict[str, Any]:
     """
     store = Path(config.out)
     record_file = store / "recipe-extract.json"
-    settings = _settings("extract", config)
+    settings = _settings(config)
     paths = {"list": config.list, "root": config.root}
     if record_file.is_file():
         record = json.loads(record_file.read_text())
@@ -455,12 +459,13 @@ def ensure_store(config: ExtractConfig) -> dict[str, Any]:
 def check_point(recipe: Recipe, point: Point, *, folder: Path, stores: Path) -> None:
     """Record the point's settings in `point.json`, or check them against an earlier record, so
     that a finished or half-finished point is never reused for an edited recipe."""
-    train_config = _train_config(recipe, point, store=stores / "train", run=folder / "run",
-                                 device=None)  # fmt: skip
+    train_config = _train_config(
+        recipe, point, store=stores / "train", run=folder / "run", device=None
+    )
     settings = {
         "values": json.loads(json.dumps(point.values)),
-        "train": _settings("train", train_config.to_dict()),
-        "eval": _settings("eval", _eval_config(recipe, point, device=None).to_dict()),
+        "train": _settings(train_config),
+        "eval": _settings(_eval_config(recipe, point, device=None)),
     }
     record_file = folder / "point.json"
     if record_file.is_file():
@@ -496,8 +501,9 @@ def run_point(
     train_store, test_store = stores / "train", stores / "test"
     if not (run / WEIGHTS).is_file():
         config = _train_config(recipe, point, store=train_store, run=run, device=device)
-        logger.info("%s / %s: pretraining SCALE (%d epochs)", recipe.name, point.label,
-                    config.epochs)  # fmt: skip
+        logger.info(
+            "%s / %s: pretraining SCALE (%d epochs)", recipe.name, point.label, config.epochs
+        )
         train(config, resume=True)
     logger.info("%s / %s: probes", recipe.name, point.label)
     return evaluate(
@@ -534,8 +540,14 @@ def run_recipe(
                     "recipes/README.md under --data-root"
                 )
             for split in ("train", "test"):
-                config = extract_config(recipe, dataset, split=split, data_root=data_root,
-                                        store=stores / split, device=device)  # fmt: skip
+                config = extract_config(
+                    recipe,
+                    dataset,
+                    split=split,
+                    data_root=data_root,
+                    store=stores / split,
+                    device=device,
+                )
                 extraction[f"{dataset.store_name}/{split}"] = ensure_store(config)
         else:
             for split in ("train", "test"):
@@ -562,15 +574,16 @@ def run_recipe(
     return combined
 
 
-# --------------------------------------------------------------------------- command line
+# --------------------------------------------------------------------------- the plan
 
 
-def _plan(recipe: Recipe, data_root: Path, out: Path) -> str:
+def plan(recipe: Recipe, data_root: Path, out: Path) -> str:
+    """What `run_recipe` would do, one line per extraction and per point (`--dry-run`)."""
     lines = [f"{recipe.name}: {recipe.title}"]
     for dataset in recipe.datasets:
         for split in ("train", "test"):
-            config = extract_config(recipe, dataset, split=split, data_root=data_root,
-                                    store=out / "stores" / dataset.store_name / split)  # fmt: skip
+            store = out / "stores" / dataset.store_name / split
+            config = extract_config(recipe, dataset, split=split, data_root=data_root, store=store)
             lines.append(
                 f"  extract {config.format} {config.list} ({config.split}) -> {config.out}"
             )
@@ -578,45 +591,3 @@ def _plan(recipe: Recipe, data_root: Path, out: Path) -> str:
         values = f" {point.values}" if point.values else ""
         lines.append(f"  point {point.label!r}{values} -> {out / recipe.name / point.slug}")
     return "\n".join(lines)
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The `scalevid recipe` options."""
-    p.add_argument("recipe", help="a recipe YAML file (recipes/*.yaml)")
-    p.add_argument("--data-root", required=True, help="folder holding the datasets")
-    p.add_argument("--out", required=True, help="output folder (stores are shared inside it)")
-    p.add_argument("--tiny", action="store_true", help="smoke-test sizes (see TINY)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="S.KEY=VAL",
-                   help="override a recipe entry, e.g. train.epochs=10 (repeatable)")  # fmt: skip
-    p.add_argument("--datasets", help="comma-separated dataset keys to run (e.g. LVU tasks)")
-    p.add_argument("--device", help="device for every stage (default: auto)")
-    p.add_argument("--dry-run", action="store_true", help="print the plan and exit")
-
-
-def run_from_args(args: argparse.Namespace) -> int:
-    """`scalevid recipe ...` (errors and logging are the CLI's)."""
-    recipe = load_recipe(
-        args.recipe,
-        tiny=args.tiny,
-        overrides=args.overrides,
-        only=args.datasets.split(",") if args.datasets else None,
-    )
-    if args.dry_run:
-        print(_plan(recipe, Path(args.data_root), Path(args.out)))
-        return 0
-    combined = run_recipe(recipe, data_root=args.data_root, out=args.out, device=args.device)
-    print(combined_markdown(combined))
-    return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m scalevid.recipes ARGS` is `scalevid recipe ARGS`."""
-    from scalevid.cli import main as cli_main
-
-    args = list(sys.argv[1:] if argv is None else argv)
-    flags = [a for a in args if a in ("-q", "--quiet", "-v", "--verbose")]
-    return cli_main([*flags, "recipe", *[a for a in args if a not in flags]])
-
-
-if __name__ == "__main__":
-    sys.exit(main())

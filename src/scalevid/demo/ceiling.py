@@ -179,11 +179,18 @@ def _choose_c(x: np.ndarray, y: np.ndarray, num_classes: int, config: CeilingCon
     best: tuple[float, float] | None = None
     for c in config.cs:
         scores = [
-            logistic_accuracy(x[fold != f], y[fold != f], x[fold == f], y[fold == f],
-                              num_classes=num_classes, c=c, max_iter=config.max_iter)
+            logistic_accuracy(
+                x[fold != f],
+                y[fold != f],
+                x[fold == f],
+                y[fold == f],
+                num_classes=num_classes,
+                c=c,
+                max_iter=config.max_iter,
+            )
             for f in range(config.folds)
             if (fold == f).any() and (fold != f).any()
-        ]  # fmt: skip
+        ]
         score = float(np.mean(scores))
         if best is None or score > best[0]:
             best = (score, c)
@@ -243,7 +250,7 @@ def ceiling_from_arrays(
                     num_classes=num_classes,
                     c=c,
                     max_iter=config.max_iter,
-                )  # fmt: skip
+                )
             )
     result = Ceiling(
         baseline=float(np.mean(baseline)),

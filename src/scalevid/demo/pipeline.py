@@ -32,11 +32,11 @@ import numpy as np
 import torch
 
 from scalevid import __version__
+from scalevid.config import build_config
 from scalevid.demo.ceiling import Ceiling, CeilingConfig, measure_ceiling
-from scalevid.demo.synthetic import DatasetConfig, make_dataset, quick_config
-from scalevid.eval.config import LABELS, EvalConfig
+from scalevid.demo.synthetic import DatasetConfig, DatasetInfo, make_dataset, quick_config
+from scalevid.eval.config import LABELS, PROBES, EvalConfig
 from scalevid.eval.protocol import evaluate, format_table, markdown_table
-from scalevid.eval.set_probes import FinetuneConfig
 from scalevid.extract import ExtractConfig, extract
 from scalevid.train import TrainConfig, train
 
@@ -76,13 +76,15 @@ PAIRS: tuple[tuple[str, str], ...] = (
 class DemoConfig:
     """The demo's sizes; `quick()` is the ~1-minute version CI runs.
 
+    Field names are those of the stage configs they set (`extract_settings`, `train_settings`,
+    `eval_settings`), except `train_clips` (ExtractConfig's `num_clips`).
     `low_shot` (a fraction of the train labels per class, None = skip) reruns the probes in
     `low_shot_probes` with that share of the labels: the paper's low-shot setting.
     """
 
     dataset: DatasetConfig = field(default_factory=lambda: DEMO_DATASET)
     frames: int = 8  # I3D input: 8 frames of 64 x 64 at stride 4 keeps a CPU demo in minutes
-    size: int = 64
+    crop_size: int = 64
     # K random clips per training video. The paper stores 16 (8 + 8 views); 8 (4 + 4) halves
     # extraction and pretraining, which is what fits the demo's 5-minute budget on 2 cores.
     train_clips: int = 8
@@ -91,9 +93,7 @@ class DemoConfig:
     epochs: int = 30
     batch_size: int = 64
     seeds: tuple[int, ...] = (0, 1, 2)
-    probes: tuple[str, ...] = (
-        "knn", "scale_knn", "linear", "scale_linear", "transformer", "scale_ft",
-    )  # fmt: skip
+    probes: tuple[str, ...] = tuple(p for p in PROBES if p != "mlp")
     head_epochs: int = 30
     finetune_epochs: tuple[int, ...] = (20,)
     # One set-probe lr (the one cross-validation chose for the Transformer on the first full
@@ -107,6 +107,21 @@ class DemoConfig:
     ceiling: CeilingConfig = field(default_factory=CeilingConfig)
     workers: int = 2
 
+    def __post_init__(self) -> None:
+        # flags and YAML give lists; the report and the tests compare tuples
+        for name in ("seeds", "probes", "finetune_epochs", "finetune_lrs", "low_shot_probes"):
+            setattr(self, name, tuple(getattr(self, name)))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DemoConfig:
+        """The inverse of `dataclasses.asdict` (what `scalevid.config.build_config` calls)."""
+        data = dict(data)
+        if isinstance(data.get("dataset"), dict):
+            data["dataset"] = DatasetConfig.from_dict(data["dataset"])
+        if isinstance(data.get("ceiling"), dict):
+            data["ceiling"] = CeilingConfig(**data["ceiling"])
+        return cls(**data)
+
     @property
     def data_seed(self) -> int:
         return self.dataset.seed
@@ -114,6 +129,35 @@ class DemoConfig:
     def with_data_seed(self, seed: int) -> DemoConfig:
         """The same design on a fresh draw of videos."""
         return dataclasses.replace(self, dataset=dataclasses.replace(self.dataset, seed=seed))
+
+    def extract_settings(self) -> dict[str, Any]:
+        """The ExtractConfig keys this config sets (both splits)."""
+        return {
+            "backbone": "i3d",
+            "frames": self.frames,
+            "crop_size": self.crop_size,
+            "num_clips": self.train_clips,
+            "temporal_views": self.temporal_views,
+            "spatial_views": self.spatial_views,
+            "workers": self.workers,
+        }
+
+    def train_settings(self) -> dict[str, Any]:
+        """The TrainConfig keys this config sets."""
+        return {"epochs": self.epochs, "batch_size": self.batch_size, "log_every": 10}
+
+    def eval_settings(self) -> dict[str, Any]:
+        """The EvalConfig keys this config sets (all labels)."""
+        return {
+            "probes": self.probes,
+            "seeds": self.seeds,
+            "head_epochs": self.head_epochs,
+            "finetune.num_views": min(8, self.train_clips),
+            "finetune_epochs": self.finetune_epochs,
+            "finetune_lrs": self.finetune_lrs,
+            "finetune_min_steps": self.finetune_min_steps,
+            "min_val_videos": self.min_val_videos,
+        }
 
     @classmethod
     def quick(cls) -> DemoConfig:
@@ -135,24 +179,24 @@ class DemoConfig:
         )
 
 
-def _extract(out: Path, data: Any, split: str, config: DemoConfig, weights: str | None,
-             progress: bool) -> Path:  # fmt: skip
+def _extract(
+    out: Path,
+    data: DatasetInfo,
+    split: Literal["train", "test"],
+    config: DemoConfig,
+    weights: str | None,
+    progress: bool,
+) -> Path:
+    paths = {
+        "list": str(data.list_file(split)),
+        "root": str(data.root),
+        "out": str(out / "stores" / split),
+        "split": split,
+        "weights": weights,
+        "progress": progress,
+    }
     report = extract(
-        ExtractConfig(
-            list=str(data.list_file(split)),
-            root=str(data.root),
-            out=str(out / "stores" / split),
-            split=split,  # type: ignore[arg-type]
-            backbone="i3d",
-            weights=weights,
-            frames=config.frames,
-            crop_size=config.size,
-            num_clips=config.train_clips,
-            temporal_views=config.temporal_views,
-            spatial_views=config.spatial_views,
-            workers=config.workers,
-            progress=progress,
-        )
+        build_config(ExtractConfig, ("demo", config.extract_settings()), ("demo run", paths))
     )
     if report.failed:
         raise RuntimeError(
@@ -161,8 +205,65 @@ def _extract(out: Path, data: Any, split: str, config: DemoConfig, weights: str 
     return report.store
 
 
-def run_demo(out: str | Path, *, config: DemoConfig | None = None, weights: str | None = None,
-             progress: bool = True, ceiling_only: bool = False) -> Path:  # fmt: skip
+def _write_ceiling(
+    out: Path, ceiling: Ceiling, config: DemoConfig, timings: dict[str, float]
+) -> Path:
+    (out / "report").mkdir(parents=True, exist_ok=True)
+    path = out / "report" / "ceiling.json"
+    record = {**ceiling.to_dict(), "timings": timings, "dataset": config.dataset.to_dict()}
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    return path
+
+
+def _pretrain(out: Path, store: Path, config: DemoConfig, progress: bool) -> Path:
+    """SCALE on the train store, always afresh (extraction is what the demo caches)."""
+    run = out / "run"
+    if run.exists():
+        shutil.rmtree(run)
+    paths = {"store": str(store), "out": str(run), "progress": progress}
+    train(build_config(TrainConfig, ("demo", config.train_settings()), ("demo run", paths)))
+    return run
+
+
+def _probes(
+    out: Path,
+    stores: dict[str, Path],
+    run: Path,
+    config: DemoConfig,
+    progress: bool,
+    timings: dict[str, float],
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The probes with all labels, then (when configured) with `low_shot` of them."""
+    eval_config = build_config(
+        EvalConfig, ("demo", config.eval_settings()), ("demo run", {"progress": progress})
+    )
+    stores_and_run = {"train_store": stores["train"], "test_store": stores["test"], "run": run}
+    with _Stage("probes", timings):
+        results = evaluate(**stores_and_run, config=eval_config, out=out / "report")
+    if config.low_shot is None or not config.low_shot_probes:
+        return results, None
+    low_shot_settings = {
+        "probes": config.low_shot_probes,
+        "low_shot": config.low_shot,
+        "plots": False,
+    }
+    with _Stage(f"probes, {config.low_shot:.0%} labels", timings):
+        low_shot = evaluate(
+            **stores_and_run,
+            config=build_config(eval_config, ("demo low-shot", low_shot_settings)),
+            out=out / "report" / "low-shot",
+        )
+    return results, low_shot
+
+
+def run_demo(
+    out: str | Path,
+    *,
+    config: DemoConfig | None = None,
+    weights: str | None = None,
+    progress: bool = True,
+    ceiling_only: bool = False,
+) -> Path:
     """Run every stage into `out`; returns the report's path.
 
     With `ceiling_only` it stops after measuring the ceiling on the train store (no test
@@ -172,89 +273,43 @@ def run_demo(out: str | Path, *, config: DemoConfig | None = None, weights: str 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
-
-    def stage(name: str) -> _Stage:
-        return _Stage(name, timings)
-
-    with stage("generate videos"):
+    with _Stage("generate videos", timings):
         data = make_dataset(out / "data", config.dataset, progress=progress, workers=config.workers)
     stores = {}
-    with stage("extract train features"):
+    with _Stage("extract train features", timings):
         stores["train"] = _extract(out, data, "train", config, weights, progress)
-    with stage("ceiling"):
+    with _Stage("ceiling", timings):
         ceiling = measure_ceiling(stores["train"], config.ceiling)
-    (out / "report").mkdir(parents=True, exist_ok=True)
-    ceiling_path = out / "report" / "ceiling.json"
-    ceiling_path.write_text(
-        json.dumps(
-            {**ceiling.to_dict(), "timings": timings, "dataset": config.dataset.to_dict()}, indent=2
-        )  # fmt: skip
-        + "\n"
-    )
+    ceiling_path = _write_ceiling(out, ceiling, config, timings)
     print(f"ceiling: {ceiling.summary()}")
     if ceiling_only:
         return ceiling_path
-    with stage("extract test features"):
+    with _Stage("extract test features", timings):
         stores["test"] = _extract(out, data, "test", config, weights, progress)
-
-    run = out / "run"
-    if run.exists():
-        shutil.rmtree(run)  # the demo always trains afresh; extraction above is what is cached
-    with stage("pretrain SCALE"):
-        train_config = TrainConfig(
-            store=str(stores["train"]),
-            out=str(run),
-            epochs=config.epochs,
-            batch_size=config.batch_size,
-            log_every=10,
-            progress=progress,
-        )
-        train(train_config)
-
-    eval_config = EvalConfig(
-        probes=config.probes,  # type: ignore[arg-type]
-        seeds=config.seeds,
-        head_epochs=config.head_epochs,
-        finetune=FinetuneConfig(num_views=min(8, config.train_clips)),
-        finetune_epochs=config.finetune_epochs,
-        finetune_lrs=config.finetune_lrs,
-        finetune_min_steps=config.finetune_min_steps,
-        min_val_videos=config.min_val_videos,
-        progress=progress,
-    )
-    with stage("probes"):
-        results = evaluate(
-            train_store=stores["train"], test_store=stores["test"], run=run, config=eval_config,
-            out=out / "report",
-        )  # fmt: skip
-    low_shot = None
-    if config.low_shot is not None and config.low_shot_probes:
-        with stage(f"probes, {config.low_shot:.0%} labels"):
-            low_shot = evaluate(
-                train_store=stores["train"],
-                test_store=stores["test"],
-                run=run,
-                config=dataclasses.replace(
-                    eval_config,
-                    probes=config.low_shot_probes,
-                    low_shot=config.low_shot,
-                    plots=False,
-                ),  # fmt: skip
-                out=out / "report" / "low-shot",
-            )
+    with _Stage("pretrain SCALE", timings):
+        run = _pretrain(out, stores["train"], config, progress)
+    results, low_shot = _probes(out, stores, run, config, progress, timings)
     comparisons = compare(results, setting="all labels")
     if low_shot is not None:
         comparisons += compare(low_shot, setting=f"{config.low_shot:.0%} labels")
     sentence = verdict_sentence(comparisons)
-    report_path = write_report(out, config=config, data=data, results=results, timings=timings,
-                               run=run, ceiling=ceiling, comparisons=comparisons,
-                               sentence=sentence, low_shot=low_shot)  # fmt: skip
+    report = DemoReport(
+        config=config,
+        data=data,
+        results=results,
+        timings=timings,
+        run=run,
+        ceiling=ceiling,
+        comparisons=comparisons,
+        sentence=sentence,
+        low_shot=low_shot,
+    )
+    report_path = write_report(out, report)
     print(format_table(results))
     print(comparison_text(comparisons))
     print(f"ceiling: {ceiling.summary()}")
     print(sentence)
-    total = sum(timings.values())
-    print(f"demo finished in {total:.0f} s; report: {report_path}")
+    print(f"demo finished in {sum(timings.values()):.0f} s; report: {report_path}")
     return report_path
 
 
@@ -413,8 +468,8 @@ def verdict_sentence(comparisons: list[Comparison]) -> str:
 
 def comparison_table(comparisons: list[Comparison]) -> list[list[str]]:
     """Header and rows of the SCALE-vs-baseline table (top-1 %, mean ± seed std)."""
-    rows = [["Labels", "Baseline", "Top-1", "SCALE row", "Top-1", "Δ ± seed std",
-             "test SE of Δ", "verdict"]]  # fmt: skip
+    header = ["Labels", "Baseline", "Top-1", "SCALE row", "Top-1", "Δ ± seed std"]
+    rows = [[*header, "test SE of Δ", "verdict"]]
     for c in comparisons:
         rows.append(
             [
@@ -442,8 +497,8 @@ def comparison_text(comparisons: list[Comparison]) -> str:
     """The same table aligned for a terminal."""
     table = comparison_table(comparisons)
     widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-                     for r in table) + "\n"  # fmt: skip
+    lines = ("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in table)
+    return "\n".join(line.rstrip() for line in lines) + "\n"
 
 
 class _Stage:
@@ -475,46 +530,69 @@ def machine_description() -> str:
     return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}{gpu}"
 
 
-def write_report(out: Path, *, config: DemoConfig, data: Any, results: dict[str, Any],
-                 timings: dict[str, float], run: Path, ceiling: Ceiling,
-                 comparisons: list[Comparison], sentence: str,
-                 low_shot: dict[str, Any] | None = None) -> Path:  # fmt: skip
-    """report.md: what was run, the ceiling, SCALE beside its baselines, the verdict sentence,
-    the full table, the plots and the timings; demo.json: the same numbers for scripts."""
-    report_dir = out / "report"
-    total = sum(timings.values())
-    d = config.dataset
-    gate = "meets" if ceiling.passes() else "does NOT meet"
-    lines = [
+@dataclass
+class DemoReport:
+    """Everything `write_report` puts into report.md and demo.json."""
+
+    config: DemoConfig
+    data: DatasetInfo
+    results: dict[str, Any]
+    timings: dict[str, float]
+    run: Path
+    ceiling: Ceiling
+    comparisons: list[Comparison]
+    sentence: str
+    low_shot: dict[str, Any] | None = None
+
+
+def _report_intro(r: DemoReport) -> list[str]:
+    """The title, the machine, the verdict and the dataset."""
+    d, data = r.config.dataset, r.data
+    return [
         "# scalevid demo",
         "",
-        f"scalevid {__version__} on {machine_description()}; total {total:.0f} s.",
+        f"scalevid {__version__} on {machine_description()}; total {sum(r.timings.values()):.0f} s.",
         "",
-        f"**{sentence}**",
+        f"**{r.sentence}**",
         "",
         "## Dataset",
         "",
         f"Generated ({data.root}, data seed {d.seed}): {data.counts.get('train', 0)} train and "
         f"{data.counts.get('test', 0)} test videos of {d.frames} frames at {d.width} x "
         f"{d.height}; the actor performs {', '.join(d.motions)} once each, and the label is "
-        f"their order ({len(data.classes)} classes, chance {ceiling.chance:.1f}%): "
+        f"their order ({len(data.classes)} classes, chance {r.ceiling.chance:.1f}%): "
         f"{', '.join(data.classes)}.",
         "",
+    ]
+
+
+def _report_pipeline(r: DemoReport) -> list[str]:
+    """What ran: backbone, clips, SCALE and the probes."""
+    c = r.config
+    low_shot = (
+        f"; again with {c.low_shot:.0%} of the train labels per class "
+        f"({', '.join(LABELS[p] for p in c.low_shot_probes)})."
+        if r.low_shot
+        else "."
+    )
+    return [
         "## Pipeline",
         "",
-        f"- Backbone: Kinetics-400 I3D (frozen), clips of {config.frames} frames at stride 4, "
-        f"{config.size} x {config.size} crops; 1024-d features.",
-        f"- Train: {config.train_clips} random clips per video; test: "
-        f"{config.temporal_views} x {config.spatial_views} views.",
-        f"- SCALE: {config.epochs} epochs, batch {config.batch_size} videos (run: `{run}`).",
-        f"- Probes: hyperparameters chosen on a validation split of train; seeds {list(config.seeds)}"
-        + (
-            f"; again with {config.low_shot:.0%} of the train labels per class "
-            f"({', '.join(LABELS[p] for p in config.low_shot_probes)})."
-            if low_shot
-            else "."
-        ),
+        f"- Backbone: Kinetics-400 I3D (frozen), clips of {c.frames} frames at stride 4, "
+        f"{c.crop_size} x {c.crop_size} crops; 1024-d features.",
+        f"- Train: {c.train_clips} random clips per video; test: "
+        f"{c.temporal_views} x {c.spatial_views} views.",
+        f"- SCALE: {c.epochs} epochs, batch {c.batch_size} videos (run: `{r.run}`).",
+        f"- Probes: hyperparameters chosen on a validation split of train; seeds {list(c.seeds)}"
+        + low_shot,
         "",
+    ]
+
+
+def _report_ceiling(ceiling: Ceiling) -> list[str]:
+    """The ceiling's table and whether the design rule holds."""
+    gate = "meets" if ceiling.passes() else "does NOT meet"
+    return [
         "## The ceiling (measured before SCALE ran)",
         "",
         "Logistic regressions on the stored train features, scored on a validation split of "
@@ -530,16 +608,23 @@ def write_report(out: Path, *, config: DemoConfig, data: Any, results: dict[str,
         f"{len(ceiling.oracle_per_seed)} split(s). This dataset {gate} the demo's design rule "
         f"(oracle >= 80%, baseline <= chance + 15 points).",
         "",
+    ]
+
+
+def _report_rows(r: DemoReport) -> list[str]:
+    """SCALE beside its baselines, every row, the plots and the timings."""
+    total = sum(r.timings.values())
+    return [
         "## SCALE beside its baselines (test top-1 %)",
         "",
         "Mean ± std over probe seeds; Δ is the mean per-seed difference; the test SE of Δ is "
-        f"the binomial standard error of both rows on {results['num_test_videos']} test videos "
+        f"the binomial standard error of both rows on {r.results['num_test_videos']} test videos "
         "combined; a difference counts when it exceeds twice that and the seed spread of Δ.",
         "",
-        comparison_markdown(comparisons),
+        comparison_markdown(r.comparisons),
         "## Every row (test top-1 %, all labels)",
         "",
-        markdown_table(results),
+        markdown_table(r.results),
         "",
         "![probe comparison](probes.png)",
         "",
@@ -553,32 +638,39 @@ def write_report(out: Path, *, config: DemoConfig, data: Any, results: dict[str,
         "",
         "| stage | seconds |",
         "|---|---|",
-        *[f"| {name} | {seconds:.1f} |" for name, seconds in timings.items()],
+        *[f"| {name} | {seconds:.1f} |" for name, seconds in r.timings.items()],
         f"| total | {total:.1f} |",
         "",
     ]
+
+
+def _demo_json(r: DemoReport) -> dict[str, Any]:
+    """demo.json: the report's numbers for scripts."""
+    comparisons = [
+        {**asdict(c), "combined_se": c.combined_se, "noise": c.noise, "verdict": c.verdict}
+        for c in r.comparisons
+    ]
+    return {
+        "config": asdict(r.config),
+        "timings": r.timings,
+        "machine": machine_description(),
+        "ceiling": r.ceiling.to_dict(),
+        "comparisons": comparisons,
+        "verdict": r.sentence,
+    }
+
+
+def write_report(out: Path, report: DemoReport) -> Path:
+    """report.md: what was run, the ceiling, SCALE beside its baselines, the verdict sentence,
+    the full table, the plots and the timings; demo.json: the same numbers for scripts."""
+    report_dir = out / "report"
+    lines = [
+        *_report_intro(report),
+        *_report_pipeline(report),
+        *_report_ceiling(report.ceiling),
+        *_report_rows(report),
+    ]
     path = report_dir / "report.md"
     path.write_text("\n".join(lines))
-    (report_dir / "demo.json").write_text(
-        json.dumps(
-            {
-                "config": asdict(config),
-                "timings": timings,
-                "machine": machine_description(),
-                "ceiling": ceiling.to_dict(),
-                "comparisons": [
-                    {
-                        **asdict(c),
-                        "combined_se": c.combined_se,
-                        "noise": c.noise,
-                        "verdict": c.verdict,
-                    }
-                    for c in comparisons
-                ],  # fmt: skip
-                "verdict": sentence,
-            },
-            indent=2,
-            default=str,
-        )
-    )
+    (report_dir / "demo.json").write_text(json.dumps(_demo_json(report), indent=2, default=str))
     return path

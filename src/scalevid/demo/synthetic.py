@@ -948,42 +948,25 @@ def _run_jobs(
         bar.close()
 
 
-def make_dataset(
-    out: Path, config: DatasetConfig, *, progress: bool = True, workers: int = 1
-) -> DatasetInfo:
-    """Generate (or complete) the synthetic dataset ``config`` in folder ``out``.
-
-    See the module docstring for the layout. Videos already present are kept; a folder made
-    with another config raises :class:`SyntheticDatasetError`, as does a non-empty folder that
-    is not a synthetic dataset.
-
-    Args:
-        out: the dataset folder (created if missing).
-        config: what to generate.
-        progress: show a progress bar.
-        workers: processes rendering in parallel (1 = in this process). They are started with
-            ``spawn``, so a script that passes ``workers > 1`` needs the usual
-            ``if __name__ == "__main__":`` guard. The files do not depend on ``workers``.
-
-    Returns:
-        What was produced, with the number of videos written and skipped by this call.
-    """
-    tick = time.perf_counter()
-    out = Path(out)
-    codec = resolve_codec(config.codec)
-    header = _header(config, codec)
+def _open_folder(out: Path, header: dict[str, Any]) -> None:
+    """Start a new dataset folder (an incomplete info file), or check that `out` holds this
+    dataset already."""
     info_path = out / INFO_FILE
     stored = _read_info(info_path)
-    if stored is None:
-        if out.exists() and any(out.iterdir()):
-            raise SyntheticDatasetError(
-                f"{out} is not empty and has no {INFO_FILE}; choose an empty or new folder"
-            )
-        out.mkdir(parents=True, exist_ok=True)
-        _write_if_changed(info_path, json.dumps({**header, "complete": False}, indent=2) + "\n")
-    else:
+    if stored is not None:
         _check_same(stored, header, info_path)
+        return
+    if out.exists() and any(out.iterdir()):
+        raise SyntheticDatasetError(
+            f"{out} is not empty and has no {INFO_FILE}; choose an empty or new folder"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    _write_if_changed(info_path, json.dumps({**header, "complete": False}, indent=2) + "\n")
 
+
+def _pending_jobs(out: Path, config: DatasetConfig) -> tuple[list[tuple[Split, int]], int]:
+    """The (split, index) of every video not yet written, and the number of videos in all;
+    removes the temporary files of renders that were interrupted."""
     jobs: list[tuple[Split, int]] = []
     total = 0
     for split in SPLITS:
@@ -997,10 +980,14 @@ def make_dataset(
         size = config.split_size(split)
         total += size
         jobs += [(split, i) for i in range(size) if not (out / video_path(split, i)).is_file()]
-    if jobs:
-        logger.info("rendering %d of %d synthetic videos into %s", len(jobs), total, out)
-    _run_jobs(jobs, out, config, codec, progress=progress, workers=workers)
+    return jobs, total
 
+
+def _write_lists(
+    out: Path, config: DatasetConfig, header: dict[str, Any]
+) -> tuple[list[str], dict[str, int], dict[str, list[int]]]:
+    """The `path label` lists, the class names and the completed info file; returns the class
+    names, the videos per split and the videos per class per split."""
     classes = describe_classes(config)
     descriptions = class_descriptions(config)
     sequences = class_sequences(config)
@@ -1026,7 +1013,40 @@ def make_dataset(
         "label_counts": label_counts,
         "lists": {split: f"{split}.csv" for split in SPLITS},
     }
-    _write_if_changed(info_path, json.dumps(info, indent=2) + "\n")
+    _write_if_changed(out / INFO_FILE, json.dumps(info, indent=2) + "\n")
+    return classes, counts, label_counts
+
+
+def make_dataset(
+    out: Path, config: DatasetConfig, *, progress: bool = True, workers: int = 1
+) -> DatasetInfo:
+    """Generate (or complete) the synthetic dataset ``config`` in folder ``out``.
+
+    See the module docstring for the layout. Videos already present are kept; a folder made
+    with another config raises :class:`SyntheticDatasetError`, as does a non-empty folder that
+    is not a synthetic dataset.
+
+    Args:
+        out: the dataset folder (created if missing).
+        config: what to generate.
+        progress: show a progress bar.
+        workers: processes rendering in parallel (1 = in this process). They are started with
+            ``spawn``, so a script that passes ``workers > 1`` needs the usual
+            ``if __name__ == "__main__":`` guard. The files do not depend on ``workers``.
+
+    Returns:
+        What was produced, with the number of videos written and skipped by this call.
+    """
+    tick = time.perf_counter()
+    out = Path(out)
+    codec = resolve_codec(config.codec)
+    header = _header(config, codec)
+    _open_folder(out, header)
+    jobs, total = _pending_jobs(out, config)
+    if jobs:
+        logger.info("rendering %d of %d synthetic videos into %s", len(jobs), total, out)
+    _run_jobs(jobs, out, config, codec, progress=progress, workers=workers)
+    classes, counts, label_counts = _write_lists(out, config, header)
     seconds = time.perf_counter() - tick
     if jobs:
         logger.info("wrote %d videos in %.1f s", len(jobs), seconds)

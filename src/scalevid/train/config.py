@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from scalevid.config import load_config as load_stage_config
+from scalevid.config import runtime
 from scalevid.hardware import Precision
 from scalevid.model import ModelConfig
 from scalevid.pretext import PretextConfig
@@ -15,10 +16,14 @@ from scalevid.pretext import PretextConfig
 
 @dataclass
 class TrainConfig:
-    """Everything a training run depends on; saved in the run folder and every checkpoint."""
+    """Everything a training run depends on; saved in the run folder and every checkpoint.
 
-    store: str = ""
-    out: str = ""
+    Fields declared with `runtime(...)` do not change the trained model (see
+    `scalevid.config.result_settings`).
+    """
+
+    store: str = runtime("")
+    out: str = runtime("")
     model: ModelConfig = field(default_factory=ModelConfig)
     pretext: PretextConfig = field(default_factory=PretextConfig)
     epochs: int = 100
@@ -28,14 +33,14 @@ class TrainConfig:
     warmup_fraction: float = 0.05
     min_lr: float = 0.0
     seed: int = 0
-    device: str = "auto"
+    device: str = runtime("auto")
     precision: Precision = "auto"
     compile: bool = False
     resident: Literal["auto", "always", "never"] = "auto"  # features in device memory
-    log_every: int = 20  # steps
+    log_every: int = runtime(20)  # steps
     checkpoint_every: int = 0  # steps; 0 = at the end of every epoch
-    tensorboard: bool = False
-    progress: bool = True
+    tensorboard: bool = runtime(False)
+    progress: bool = runtime(True)
     verify_store: bool = True  # crc32 of every store file on open (False: very large stores)
 
     def __post_init__(self) -> None:
