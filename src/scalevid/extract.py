@@ -29,8 +29,10 @@ from torch.utils.data import DataLoader, Dataset
 
 from scalevid import __version__
 from scalevid.backbones import Backbone, create_backbone
+from scalevid.data.clips import ColourJitter, SamplingConfig
+from scalevid.data.decode import VideoError
 from scalevid.data.lists import VideoItem, load_video_list
-from scalevid.data.video import ColourJitter, SamplingConfig, VideoError, sample_and_read
+from scalevid.data.read import sample_and_read
 from scalevid.distributed import process_group
 from scalevid.hardware import resolve_device
 from scalevid.progress import progress_bar
