@@ -203,7 +203,7 @@ def device_name(device: torch.device) -> str:
     return platform.processor() or "cpu"
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[8, 19, 57, 512, 2048])
@@ -224,7 +224,11 @@ def main(argv: list[str] | None = None) -> int:
         help="print the torch profiler's op table for one step instead",
     )
     p.add_argument("--one", nargs=2, metavar=("BATCH", "IMPL"), help=argparse.SUPPRESS)
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     device = torch.device(args.device)
     if args.profile:
         print(run_one(device, int(args.profile[0]), args.profile[1], 0.0, profile=True))
