@@ -26,7 +26,8 @@ from pathlib import Path
 import av
 import numpy as np
 
-from scalevid.data.video import SEEK_GAP_FRAMES, iter_frames, probe, sample_train_clips
+from scalevid.data.clips import sample_train_clips
+from scalevid.data.decode import SEEK_GAP_FRAMES, iter_frames, probe
 
 FPS = 30
 Clock = Callable[[], float]

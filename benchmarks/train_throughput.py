@@ -203,20 +203,32 @@ def device_name(device: torch.device) -> str:
     return platform.processor() or "cpu"
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[8, 19, 57, 512, 2048])
     p.add_argument("--implementations", nargs="+", default=["plain", "fast"])
     p.add_argument("--compile", action="store_true", help="also time fast+compile")
     p.add_argument("--min-seconds", type=float, default=5.0, help="timing per configuration")
-    p.add_argument("--repeats", type=int, default=1,
-                   help="runs of every configuration, interleaved; rows report the median")  # fmt: skip
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="runs of every configuration, interleaved; rows report the median",
+    )
     p.add_argument("--json", type=Path, help="write the rows here")
-    p.add_argument("--profile", nargs=2, metavar=("BATCH", "IMPL"),
-                   help="print the torch profiler's op table for one step instead")  # fmt: skip
+    p.add_argument(
+        "--profile",
+        nargs=2,
+        metavar=("BATCH", "IMPL"),
+        help="print the torch profiler's op table for one step instead",
+    )
     p.add_argument("--one", nargs=2, metavar=("BATCH", "IMPL"), help=argparse.SUPPRESS)
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     device = torch.device(args.device)
     if args.profile:
         print(run_one(device, int(args.profile[0]), args.profile[1], 0.0, profile=True))

@@ -129,8 +129,8 @@ def test_chunked_info_nce_on_cuda_equals_whole_logits(monkeypatch):
 
 
 def _cached_i3d_weights() -> Path | None:
-    """The converted I3D weights, where a session placed them (the device check carries them in
-    $SCALEVID_CACHE); nothing is downloaded here."""
+    """The converted I3D weights in the scalevid cache ($SCALEVID_CACHE, else ~/.cache/scalevid),
+    or None; nothing is downloaded here."""
     from scalevid.backbones import weights_cache_dir
 
     path = weights_cache_dir() / "i3d" / "i3d-kinetics-400.safetensors"

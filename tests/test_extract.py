@@ -11,9 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from scalevid import extract as extract_module
 from scalevid.cli import main
+from scalevid.data.lists import VideoItem
 from scalevid.extract import ExtractConfig, extract
 from scalevid.store import FeatureStore
 
@@ -135,8 +137,12 @@ def test_test_split_gets_views(tmp_path, good_videos):
     report = extract(config(tmp_path, good_videos, split="test", temporal_views=2))
     store = FeatureStore.open(report.store)
     assert store.clips_per_video == 6
-    assert store.manifest.sampling == {"mode": "test", "crop_size": 16, "temporal_views": 2,
-                                       "spatial_views": 3}  # fmt: skip
+    assert store.manifest.sampling == {
+        "mode": "test",
+        "crop_size": 16,
+        "temporal_views": 2,
+        "spatial_views": 3,
+    }
 
 
 def test_workers_give_the_same_store(tmp_path, good_videos):
@@ -150,11 +156,11 @@ def test_torchrun_two_ranks_split_the_list(tmp_path, good_videos):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-           "--master_addr", "127.0.0.1", "--master_port", str(port), "-m", "scalevid.cli", "-q",
-           "extract", "--list", str(listing), "--out", str(tmp_path / "two"), "--workers", "0",
-           "--num-clips", "4", "--backbone", "module", "--weights", BACKBONE["weights"],
-           "--no-progress"]  # fmt: skip
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
+    torchrun += ["--master_addr", "127.0.0.1", "--master_port", str(port)]
+    options = ["--list", str(listing), "--out", str(tmp_path / "two"), "--workers", "0"]
+    options += ["--num-clips", "4", "--backbone", "module", "--weights", BACKBONE["weights"]]
+    cmd = [*torchrun, "-m", "scalevid.cli", "-q", "extract", *options, "--no-progress"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path.cwd())}
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -164,3 +170,32 @@ def test_torchrun_two_ranks_split_the_list(tmp_path, good_videos):
     assert {p.name[:4] for p in (tmp_path / "two" / "shards").iterdir()} == {"r000", "r001"}
     order = [two.video_ids.index(v) for v in one.video_ids]
     np.testing.assert_array_equal(two.features(np.array(order)), one.features())
+
+
+def test_batch_queue_fills_batches_across_videos_and_returns_whole_videos_in_order():
+    class Echo:  # the feature of a clip is its first pixel's red value
+        dim = 1
+        batches: list[int] = []
+
+        def forward_clips(self, clips: torch.Tensor) -> torch.Tensor:
+            self.batches.append(len(clips))
+            return clips[:, 0, 0, 0, :1].float()  # (B, 1)
+
+    done = []
+    queue = extract_module._BatchQueue(
+        Echo(), torch.device("cpu"), batch_size=4, finished=done.append
+    )
+    for v, k in enumerate([3, 2, 6]):
+        item = VideoItem(path=Path(f"v{v}.mp4"), label=v, video_id=f"v{v}")
+        values = torch.arange(k, dtype=torch.uint8) + 10 * v
+        clips = values.view(k, 1, 1, 1, 1).expand(k, 1, 1, 1, 3)  # (K, T, S, S, 3)
+        queue.add(item, clips, np.zeros((k, 7), np.float32))
+        assert [job.item.video_id for job in done] == [f"v{i}" for i in range(len(done))]
+    assert len(done) == 2 and queue.queued == 3  # two batches ran; 3 clips of v2 wait
+    queue.drain()
+    assert Echo.batches == [4, 4, 3]
+    assert [job.features[:, 0].tolist() for job in done] == [
+        [0, 1, 2],
+        [10, 11],
+        [20, 21, 22, 23, 24, 25],
+    ]

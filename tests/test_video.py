@@ -6,12 +6,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import scalevid.data.video as video_module
-from scalevid.data.video import (
+import scalevid.data.decode as decode_module
+from scalevid.data.clips import (
     ClipSpec,
     ColourJitter,
-    NoVideoStreamError,
     SamplingConfig,
+    boxes_of,
+    clip_indices,
+    sample_test_clips,
+    sample_train_clips,
+    scale_range_for,
+)
+from scalevid.data.decode import (
+    NoVideoStreamError,
     VideoDecodeError,
     VideoEmptyError,
     VideoError,
@@ -19,17 +26,10 @@ from scalevid.data.video import (
     VideoMissingError,
     VideoOpenError,
     VideoTooShortError,
-    apply_colour_jitter,
-    boxes_of,
-    clip_indices,
     iter_frames,
     probe,
-    read_clips,
-    sample_and_read,
-    sample_test_clips,
-    sample_train_clips,
-    scale_range_for,
 )
+from scalevid.data.read import apply_colour_jitter, read_clips, sample_and_read
 
 from .conftest import FPS, HEIGHT, STEP, VFR_PTS_MS, WIDTH, frame_number
 
@@ -79,14 +79,14 @@ def test_seek_path_equals_whole_decode(video_long: Path) -> None:
 
 def test_seeking_skips_the_gaps(video_long: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     decoded = []
-    original = video_module._decoded
+    original = decode_module._decoded
 
     def counting(*args):
         for frame in original(*args):
             decoded.append(frame.pts)
             yield frame
 
-    monkeypatch.setattr(video_module, "_decoded", counting)
+    monkeypatch.setattr(decode_module, "_decoded", counting)
     list(iter_frames(video_long, [2, 190], seek_gap=None))
     whole = len(decoded)
     decoded.clear()

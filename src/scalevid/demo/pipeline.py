@@ -36,7 +36,8 @@ from scalevid.config import build_config
 from scalevid.demo.ceiling import Ceiling, CeilingConfig, measure_ceiling
 from scalevid.demo.synthetic import DatasetConfig, DatasetInfo, make_dataset, quick_config
 from scalevid.eval.config import LABELS, PROBES, EvalConfig
-from scalevid.eval.protocol import evaluate, format_table, markdown_table
+from scalevid.eval.protocol import evaluate
+from scalevid.eval.report import format_table, markdown_table, results_markdown
 from scalevid.extract import ExtractConfig, extract
 from scalevid.train import TrainConfig, train
 
@@ -488,9 +489,7 @@ def comparison_table(comparisons: list[Comparison]) -> list[list[str]]:
 
 def comparison_markdown(comparisons: list[Comparison]) -> str:
     header, *rows = comparison_table(comparisons)
-    lines = ["| " + " | ".join(header) + " |", "|---|---|---:|---|---:|---:|---:|---|"]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines) + "\n"
+    return markdown_table(header, rows, align="llrlrrrl")
 
 
 def comparison_text(comparisons: list[Comparison]) -> str:
@@ -624,7 +623,7 @@ def _report_rows(r: DemoReport) -> list[str]:
         comparison_markdown(r.comparisons),
         "## Every row (test top-1 %, all labels)",
         "",
-        markdown_table(r.results),
+        results_markdown(r.results),
         "",
         "![probe comparison](probes.png)",
         "",

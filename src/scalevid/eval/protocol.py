@@ -81,8 +81,7 @@ from scalevid.eval.probes import (
     train_val_split,
     validation_loss,
 )
-from scalevid.eval.report import format_table as format_table
-from scalevid.eval.report import results_markdown, write_report
+from scalevid.eval.report import write_report
 from scalevid.eval.representations import (
     Representations,
     load_model,
@@ -102,9 +101,6 @@ from scalevid.store import FeatureStore
 
 logger = logging.getLogger(__name__)
 
-# demo/pipeline.py reads the report's two tables from here (format_table above, and results.md's
-# as `markdown_table`) until it imports them from scalevid.eval.report.
-markdown_table = results_markdown
 
 # --------------------------------------------------------------------------- protocol
 

@@ -33,7 +33,6 @@ from scalevid.store import fsync_path
 logger = logging.getLogger(__name__)
 
 
-
 class CheckpointError(ValueError):
     """A checkpoint or run folder file that is incomplete, damaged or unsafe; names the file."""
 

@@ -12,7 +12,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -27,10 +27,20 @@ from scalevid.train.schedule import warmup_cosine, warmup_steps
 
 logger = logging.getLogger(__name__)
 
-# Logged as means over the steps since the last log line; mcm_dropped (masked clips left out of
-# a step's loss because they overflowed its fixed query capacity) is summed over ranks;
-# mask_ratio (the share of valid clips masked: the effective mask ratio) is averaged over ranks.
-METRICS = ("loss", "mcm_loss", "set_loss", "mcm_acc", "set_acc", "mcm_dropped", "mask_ratio")
+# The logged metrics (each a mean over the steps since the last log line) and how a
+# data-parallel run combines the ranks' values: "sum" adds them (a rank's losses are its share of
+# the global batch's mean; mcm_dropped counts masked clips left out of a step's loss because they
+# overflowed its fixed query capacity), "mean" averages them (accuracies, and mask_ratio, the
+# share of valid clips masked: the effective mask ratio, are means over a rank's own videos).
+METRICS: dict[str, Literal["sum", "mean"]] = {
+    "loss": "sum",
+    "mcm_loss": "sum",
+    "set_loss": "sum",
+    "mcm_acc": "mean",
+    "set_acc": "mean",
+    "mcm_dropped": "sum",
+    "mask_ratio": "mean",
+}
 
 
 class NonFiniteLossError(RuntimeError):
@@ -43,6 +53,16 @@ def _stream_seed(seed: int, stream: int, counter: int) -> int:
 
 @dataclass
 class Trainer:
+    """Runs the pretraining steps of one process on its share of each global batch.
+
+    Built by `scalevid.train.run` (which owns set-up: store, model, optimizer, resume, run
+    folder); `fit(start_step)` then takes steps `start_step..total_steps`: learning rate from the
+    warm-up-cosine schedule, one `pretext_step`, gradients averaged over ranks, a log row every
+    `log_every` steps (`METRICS` plus lr and videos/s, in `metrics.jsonl`), a checkpoint at the end
+    of each epoch (or every `checkpoint_every` steps) and at the last step, and
+    `NonFiniteLossError` on a NaN/Inf loss.
+    """
+
     config: TrainConfig
     full_config: dict[str, Any]
     model: ScaleModel
@@ -212,10 +232,10 @@ class Trainer:
         if self.gather.world > 1:
             import torch.distributed as dist
 
-            dist.all_reduce(means)
-            # losses are per-rank shares of the global mean (sum); accuracies are local means
-            means[3:5] /= self.gather.world
-            means[6] /= self.gather.world
+            dist.all_reduce(means)  # sums over ranks
+            for i, reduction in enumerate(METRICS.values()):
+                if reduction == "mean":
+                    means[i] /= self.gather.world
         values = dict(zip(METRICS, means.tolist(), strict=True))
         if values["mcm_dropped"] > 0:
             logger.warning(

@@ -51,66 +51,14 @@ def train(config: TrainConfig, *, resume: bool = False) -> Path:
 
 
 def _train(config: TrainConfig, resume: bool, gather: Gather, device: torch.device) -> Path:
-
     store = FeatureStore.open(config.store, verify_checksums=config.verify_store)
-    if store.clips_per_video < 2:
-        raise ValueError(
-            f"{config.store}: {store.clips_per_video} clip(s) per video; SCALE needs at least 2 "
-            "(extract with more clips per video)"
-        )
-    _check_something_to_mask(store, config)
-    if config.model.input_dim != store.dim:
-        logger.info("model.input_dim set to the store's feature dim %d", store.dim)
-        config.model.input_dim = store.dim
-    world_batch = config.batch_size
-    if world_batch > len(store):
-        logger.warning(
-            "batch size %d > %d videos in the store: using %d", world_batch, len(store), len(store)
-        )
-        world_batch = len(store)
-    world_batch -= world_batch % gather.world
-    if world_batch < 2 * gather.world:
-        raise ValueError(
-            f"{config.store}: {len(store)} videos cannot fill a batch of at least 2 videos per "
-            f"process on {gather.world} process(es)"
-        )
-    config.batch_size = world_batch
-
+    _fit_config_to_store(config, store, gather)
     run = Path(config.out)
-    last = run / LAST_CHECKPOINT
-    if gather.rank == 0:
-        run.mkdir(parents=True, exist_ok=True)
-        if not resume and (run / METRICS_LOG).exists():
-            raise FileExistsError(
-                f"{run} already holds a run; pass --resume to continue it or choose another --out"
-            )
-        recover_checkpoint(last)  # finish or clean up a save that a kill interrupted
-        for leftover in run.glob(".tmp-*"):  # a final-weights write that a kill interrupted
-            if leftover.is_file():
-                leftover.unlink()
-    if gather.world > 1:
-        import torch.distributed as dist
-
-        dist.barrier()  # every rank sees the recovered checkpoint
+    _prepare_run_folder(run, resume, gather)
     torch.manual_seed(config.seed)
     model = ScaleModel(config.model).to(device)
     optimizer = adamw(model, lr=config.lr, weight_decay=config.weight_decay)
-    start_step = 0
-    if resume and last.exists():
-        saved_config = read_json(last / CONFIG)
-        try:
-            saved_cfg = TrainConfig.from_dict({**saved_config["train"]})
-        except (KeyError, TypeError, ValueError) as e:
-            raise CheckpointError(
-                f"{last / 'config.json'}: not the config of a scalevid training run ({e}); "
-                "start without --resume or use another --out"
-            ) from None
-        _check_resumable(saved_cfg, config)
-        saved = load_checkpoint(last, model=model, optimizer=optimizer)
-        start_step = int(saved["step"])
-        logger.info("resuming %s at step %d", run, start_step)
-    elif resume:
-        logger.info("no checkpoint in %s: starting from scratch", last)
+    start_step = _resume_step(config, run, model, optimizer) if resume else 0
     if gather.rank == 0:
         # Rows after the checkpoint are redone; a fresh start (resume before the first
         # checkpoint) keeps none, so the log never holds a step twice.
@@ -141,6 +89,77 @@ def _train(config: TrainConfig, resume: bool, gather: Gather, device: torch.devi
         save_weights(run, model, full_config)
         logger.info("finished: %s", run)
     return run
+
+
+def _fit_config_to_store(config: TrainConfig, store: FeatureStore, gather: Gather) -> None:
+    """Check the store can be trained on and fit the config to it: the model's input dim is the
+    store's feature dim; the global batch is at most the store's videos, split evenly over the
+    processes."""
+    if store.clips_per_video < 2:
+        raise ValueError(
+            f"{config.store}: {store.clips_per_video} clip(s) per video; SCALE needs at least 2 "
+            "(extract with more clips per video)"
+        )
+    _check_something_to_mask(store, config)
+    if config.model.input_dim != store.dim:
+        logger.info("model.input_dim set to the store's feature dim %d", store.dim)
+        config.model.input_dim = store.dim
+    world_batch = config.batch_size
+    if world_batch > len(store):
+        logger.warning(
+            "batch size %d > %d videos in the store: using %d", world_batch, len(store), len(store)
+        )
+        world_batch = len(store)
+    world_batch -= world_batch % gather.world
+    if world_batch < 2 * gather.world:
+        raise ValueError(
+            f"{config.store}: {len(store)} videos cannot fill a batch of at least 2 videos per "
+            f"process on {gather.world} process(es)"
+        )
+    config.batch_size = world_batch
+
+
+def _prepare_run_folder(run: Path, resume: bool, gather: Gather) -> None:
+    """Rank 0 creates the run folder (refusing to start over a finished run unless resuming)
+    and finishes or cleans up writes that a kill interrupted; then every rank sees it."""
+    if gather.rank == 0:
+        run.mkdir(parents=True, exist_ok=True)
+        if not resume and (run / METRICS_LOG).exists():
+            raise FileExistsError(
+                f"{run} already holds a run; pass --resume to continue it or choose another --out"
+            )
+        recover_checkpoint(run / LAST_CHECKPOINT)  # a checkpoint save that a kill interrupted
+        for leftover in run.glob(".tmp-*"):  # a final-weights write that a kill interrupted
+            if leftover.is_file():
+                leftover.unlink()
+    if gather.world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()  # every rank sees the recovered checkpoint
+
+
+def _resume_step(
+    config: TrainConfig, run: Path, model: ScaleModel, optimizer: torch.optim.Optimizer
+) -> int:
+    """Load the run's last checkpoint into the model and optimizer and return its step (0, a
+    fresh start, when there is none); refuse one whose settings differ from `config`."""
+    last = run / LAST_CHECKPOINT
+    if not last.exists():
+        logger.info("no checkpoint in %s: starting from scratch", last)
+        return 0
+    saved_config = read_json(last / CONFIG)
+    try:
+        saved_cfg = TrainConfig.from_dict({**saved_config["train"]})
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(
+            f"{last / 'config.json'}: not the config of a scalevid training run ({e}); "
+            "start without --resume or use another --out"
+        ) from None
+    _check_resumable(saved_cfg, config)
+    saved = load_checkpoint(last, model=model, optimizer=optimizer)
+    start_step = int(saved["step"])
+    logger.info("resuming %s at step %d", run, start_step)
+    return start_step
 
 
 def _check_something_to_mask(store: FeatureStore, config: TrainConfig) -> None:
