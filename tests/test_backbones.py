@@ -9,7 +9,6 @@ import pytest
 import torch
 from torch import nn
 
-import scalevid.backbones as backbones
 from scalevid.backbones import (
     Backbone,
     BackboneError,
@@ -18,8 +17,10 @@ from scalevid.backbones import (
     UnknownBackboneError,
     WeightsUnavailableError,
     available_backbones,
+    base,
     create_backbone,
     register_backbone,
+    registry,
 )
 
 TESTS_DIR = Path(__file__).parent
@@ -100,13 +101,13 @@ def test_normalize_channels_last_3d_keeps_values() -> None:
 
 def test_auto_precision_per_device_and_family(monkeypatch: pytest.MonkeyPatch) -> None:
     for has_bf16 in (True, False):
-        monkeypatch.setattr(backbones, "cpu_has_bf16_matmul", lambda v=has_bf16: v)
+        monkeypatch.setattr(base, "cpu_has_bf16_matmul", lambda v=has_bf16: v)
         # bf16 only for families that allow it, and only on CPUs with bf16 units
         expected = torch.bfloat16 if has_bf16 else torch.float32
-        assert backbones.compute_dtype("cpu", "auto", bf16_on_cpu=True) == expected
-        assert backbones.compute_dtype("cpu", "auto") == torch.float32
-        assert backbones.compute_dtype("cpu", "fp32", bf16_on_cpu=True) == torch.float32
-        assert backbones.compute_dtype("cuda", "auto", bf16_on_cpu=True) == torch.float16
+        assert base.compute_dtype("cpu", "auto", bf16_on_cpu=True) == expected
+        assert base.compute_dtype("cpu", "auto") == torch.float32
+        assert base.compute_dtype("cpu", "fp32", bf16_on_cpu=True) == torch.float32
+        assert base.compute_dtype("cuda", "auto", bf16_on_cpu=True) == torch.float16
 
 
 def test_check_clips_rejects_wrong_shape_and_dtype() -> None:
@@ -146,7 +147,7 @@ def test_unknown_backbone_is_a_typed_error() -> None:
 
 
 def test_register_backbone_and_duplicate_names(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(backbones, "_REGISTRY", dict(backbones._REGISTRY))
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
 
     class Constant(Backbone):
         def embed(self, x: torch.Tensor) -> torch.Tensor:

@@ -207,7 +207,7 @@ def test_auto_precision_is_bf16_only_on_cpus_with_bf16_units(
 ) -> None:
     spec = InputSpec(frames=8, size=32, value_range=(-1.0, 1.0))
     for has_bf16, expected in ((True, torch.bfloat16), (False, torch.float32)):
-        monkeypatch.setattr("scalevid.backbones.cpu_has_bf16_matmul", lambda v=has_bf16: v)
+        monkeypatch.setattr("scalevid.backbones.base.cpu_has_bf16_matmul", lambda v=has_bf16: v)
         backbone = I3D(InceptionI3d(), input_spec=spec, weights_id=None)
         assert backbone.to("cpu").dtype == expected  # precision "auto"
         backbone.precision = "fp32"  # the explicit way to exact features

@@ -20,14 +20,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from scalevid.backbones import (
+from scalevid.backbones.base import (
     Backbone,
     BackboneError,
     InputSpec,
     Layout,
     WeightsUnavailableError,
-    register_backbone,
 )
+from scalevid.backbones.registry import register_backbone
 
 logger = logging.getLogger(__name__)
 

@@ -38,13 +38,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from scalevid.backbones import (
-    Backbone,
-    InputSpec,
-    WeightsUnavailableError,
-    register_backbone,
-    weights_cache_dir,
-)
+from scalevid.backbones.base import Backbone, InputSpec, WeightsUnavailableError, weights_cache_dir
+from scalevid.backbones.registry import register_backbone
 
 logger = logging.getLogger(__name__)
 

@@ -19,13 +19,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from scalevid.backbones import (
-    Backbone,
-    BackboneError,
-    InputSpec,
-    WeightsUnavailableError,
-    register_backbone,
-)
+from scalevid.backbones.base import Backbone, BackboneError, InputSpec, WeightsUnavailableError
+from scalevid.backbones.registry import register_backbone
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,131 @@
+"""The package reads in pipeline order: every import points down the layers, and none forms a
+cycle. Lazy imports inside functions count too."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import scalevid
+
+PACKAGE = Path(scalevid.__file__).parent
+
+# Pipeline order, lowest first. A module may import from its own layer or a lower one.
+LAYERS: tuple[tuple[str, ...], ...] = (
+    ("scalevid.config", "scalevid.hardware", "scalevid.distributed", "scalevid.progress",
+     "scalevid.folders"),
+    ("scalevid.data",),
+    ("scalevid.backbones",),
+    ("scalevid.store",),
+    ("scalevid.extract",),
+    ("scalevid.model",),
+    ("scalevid.losses",),
+    ("scalevid.pretext",),
+    ("scalevid.train",),
+    ("scalevid.eval",),
+    ("scalevid.demo",),
+    ("scalevid.recipes",),
+    ("scalevid.cli",),
+)  # fmt: skip
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _modules() -> dict[str, Path]:
+    return {_module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def _imports(path: Path, modules: dict[str, Path]) -> set[str]:
+    """The scalevid modules `path` imports (a `from pkg import sub` names the submodule)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.startswith("scalevid"))
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            if not node.module.startswith("scalevid"):
+                continue
+            subs = {f"{node.module}.{a.name}" for a in node.names} & set(modules)
+            found.update(subs or {node.module})
+    return found
+
+
+def _layer(module: str) -> int:
+    for i, names in enumerate(LAYERS):
+        if any(module == n or module.startswith(n + ".") for n in names):
+            return i
+    raise AssertionError(f"{module} is in no layer: add it to LAYERS in pipeline order")
+
+
+def _graph() -> dict[str, set[str]]:
+    modules = _modules()
+    return {name: _imports(path, modules) - {name} for name, path in modules.items()}
+
+
+def test_every_module_has_a_layer():
+    for name in _modules():
+        if name != "scalevid":
+            _layer(name)
+
+
+def test_imports_point_down_the_pipeline():
+    upward = []
+    for source, targets in _graph().items():
+        if source == "scalevid":
+            continue  # the package's front door re-exports the public API
+        for target in targets:
+            if target == "scalevid":
+                continue  # `from scalevid import __version__`
+            if _layer(target) > _layer(source):
+                upward.append(f"{source} -> {target}")
+    assert not upward, "imports reaching up the pipeline:\n" + "\n".join(sorted(upward))
+
+
+def test_submodules_never_import_their_own_package():
+    # `from scalevid.store import X` inside scalevid/store/ runs the package's __init__, which
+    # imports its submodules: a cycle in waiting. Siblings are imported by their full path.
+    offenders = [
+        f"{source} -> {target}"
+        for source, targets in _graph().items()
+        for target in targets
+        if target != "scalevid" and source.startswith(target + ".")
+    ]
+    assert not offenders, "\n".join(sorted(offenders))
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return path[path.index(nxt) :] + [nxt]
+            if nxt not in state and (found := visit(nxt)):
+                return found
+        path.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (found := visit(node)):
+            return found
+    return None
+
+
+def test_no_import_cycles():
+    graph = {k: {t for t in v if t != "scalevid"} for k, v in _graph().items()}
+    cycle = _cycle(graph)
+    assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
+
+
+def test_the_checks_catch_what_they_are_for():
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert _cycle({"a": {"b"}, "b": set()}) is None
+    assert _layer("scalevid.cli") > _layer("scalevid.eval.protocol") > _layer("scalevid.store")
