@@ -25,6 +25,7 @@ case "$cmd" in
     test)
         setup
         ruff check src tests benchmarks
+        ruff format --check src tests benchmarks
         exec python -m pytest -q "$@"
         ;;
     setup)

@@ -35,8 +35,14 @@ def clip_motions(store: FeatureStore, config: DatasetConfig) -> tuple[np.ndarray
         clips = store.features(i).astype(np.float32)
         for k in range(int(store.num_clips[i])):
             t0, t1 = store.boxes[i, k, 1], store.boxes[i, k, 4]
-            seen = sorted({e.kind for e in visible_events(events, int(t0 * config.frames),
-                                                           int(t1 * config.frames))})  # fmt: skip
+            seen = sorted(
+                {
+                    e.kind
+                    for e in visible_events(
+                        events, int(t0 * config.frames), int(t1 * config.frames)
+                    )
+                }
+            )
             if len(seen) <= 1:
                 features.append(clips[k])
                 motions.append(seen[0] if seen else "none")
@@ -78,8 +84,13 @@ def main(argv: list[str] | None = None) -> int:
     _, counts = np.unique(y, return_counts=True)
     scaled = StandardScaler().fit_transform(x)
     clip_acc = cross_val_score(LogisticRegression(max_iter=3000, C=args.c), scaled, y, cv=5).mean()
-    mean_acc = fit_score(train.features().astype(np.float32).mean(1), train.labels,
-                         test.features().astype(np.float32).mean(1), test.labels, args.c)  # fmt: skip
+    mean_acc = fit_score(
+        train.features().astype(np.float32).mean(1),
+        train.labels,
+        test.features().astype(np.float32).mean(1),
+        test.labels,
+        args.c,
+    )
     oracle_acc = fit_score(halves(train), train.labels, halves(test), test.labels, args.c)
     result = {
         "train_videos": len(train),

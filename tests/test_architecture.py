@@ -12,8 +12,13 @@ PACKAGE = Path(scalevid.__file__).parent
 
 # Pipeline order, lowest first. A module may import from its own layer or a lower one.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("scalevid.config", "scalevid.hardware", "scalevid.distributed", "scalevid.progress",
-     "scalevid.folders"),
+    (
+        "scalevid.config",
+        "scalevid.hardware",
+        "scalevid.distributed",
+        "scalevid.progress",
+        "scalevid.folders",
+    ),
     ("scalevid.data",),
     ("scalevid.backbones",),
     ("scalevid.store",),
@@ -26,7 +31,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("scalevid.demo",),
     ("scalevid.recipes",),
     ("scalevid.cli",),
-)  # fmt: skip
+)
 
 
 def _module_name(path: Path) -> str:

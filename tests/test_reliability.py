@@ -81,8 +81,14 @@ def make_store(
     probe scores well only if train and test agree on what each name's label is."""
     rng = np.random.default_rng(seed)
     names = class_names if class_names is not None else [f"c{i}" for i in range(CLASSES)]
-    manifest = Manifest(dim=DIM, clips_per_video=clips, backbone="toy",
-                        sampling={"mode": "train"}, dataset="toy", class_names=names)  # fmt: skip
+    manifest = Manifest(
+        dim=DIM,
+        clips_per_video=clips,
+        backbone="toy",
+        sampling={"mode": "train"},
+        dataset="toy",
+        class_names=names,
+    )
     with StoreWriter(path, manifest, shard_size=shard_size) as w:
         for i in range(videos):
             label = i % len(names)
@@ -90,8 +96,13 @@ def make_store(
             if by_class_name:
                 centre = np.random.default_rng(zlib.crc32(names[label].encode()))
                 features = 0.3 * features + 3 * centre.standard_normal(DIM)
-            w.add(video_id=f"v{i:03d}", path=f"v{i:03d}.mp4", label=label,
-                  features=features, boxes=_boxes(clips))  # fmt: skip
+            w.add(
+                video_id=f"v{i:03d}",
+                path=f"v{i:03d}.mp4",
+                label=label,
+                features=features,
+                boxes=_boxes(clips),
+            )
     return path
 
 
@@ -150,12 +161,30 @@ def test_damaged_shard_is_never_trained_evaluated_embedded_or_searched(
     flip_a_bit(damaged)
     commands = {
         "train": ["train", "--store", str(store), "--out", str(tmp_path / "r"), "--epochs", "1"],
-        "eval": ["eval", "--train", str(store), "--test", str(store), "--out",
-                 str(tmp_path / "e"), "--probes", "knn", "--seeds", "0"],
-        "embed": ["embed", "--store", str(store), "--run", str(run_folder), "--out",
-                  str(tmp_path / "m")],
+        "eval": [
+            "eval",
+            "--train",
+            str(store),
+            "--test",
+            str(store),
+            "--out",
+            str(tmp_path / "e"),
+            "--probes",
+            "knn",
+            "--seeds",
+            "0",
+        ],
+        "embed": [
+            "embed",
+            "--store",
+            str(store),
+            "--run",
+            str(run_folder),
+            "--out",
+            str(tmp_path / "m"),
+        ],
         "search": ["search", "--store", str(store), "--run", str(run_folder), "--query", "v000"],
-    }  # fmt: skip
+    }
     for name, argv in commands.items():
         assert main(["--quiet", *argv]) == 2, name
         line = one_line_error(capsys)
@@ -169,9 +198,25 @@ def test_opting_out_of_verification_is_explicit_and_logged(store, tmp_path, caps
     """Fault 1, opt-out: --no-verify (verify_store / verify_checksums=False) skips the hashing
     for very large stores, and says so in a warning: never silently."""
     flip_a_bit(store / "shards" / "r0-000002" / "features.npy")
-    assert main(["-q", "train", "--store", str(store), "--out", str(tmp_path / "r"),
-                 "--epochs", "1", "--batch-size", "16", "--no-progress",
-                 "--no-verify"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "-q",
+                "train",
+                "--store",
+                str(store),
+                "--out",
+                str(tmp_path / "r"),
+                "--epochs",
+                "1",
+                "--batch-size",
+                "16",
+                "--no-progress",
+                "--no-verify",
+            ]
+        )
+        == 0
+    )
     assert "checksums NOT verified" in capsys.readouterr().err
 
 
@@ -204,8 +249,10 @@ def test_manifest_records_the_shards_and_their_videos(store):
     """Fault 2, the record: manifest.json lists every committed shard with its video count."""
     manifest = json.loads((store / MANIFEST_FILE).read_text())
     assert {k: v["videos"] for k, v in manifest["shards"].items()} == {
-        "r0-000000": 16, "r0-000001": 16, "r0-000002": 16,
-    }  # fmt: skip
+        "r0-000000": 16,
+        "r0-000001": 16,
+        "r0-000002": 16,
+    }
     assert FeatureStore.open(store).manifest.num_videos == VIDEOS
 
 
@@ -313,16 +360,29 @@ def test_second_writer_is_refused_at_once_and_harms_nothing(store, tmp_path, cap
     goes with it."""
     from scalevid.store import StoreLock, StoreLockedError
 
-    holder = subprocess.Popen([sys.executable, "-c", HOLDER % DIM, str(store)],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)  # fmt: skip
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER % DIM, str(store)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "ready"
         npy = tmp_path / "npy"
         npy.mkdir()
         np.save(npy / "x.npy", np.ones((CLIPS, DIM), np.float32))
         (tmp_path / "list.txt").write_text("x.mp4 0\n")
-        argv = ["-q", "import", "--features", str(npy), "--list", str(tmp_path / "list.txt"),
-                "--out", str(store), "--no-progress"]  # fmt: skip
+        argv = [
+            "-q",
+            "import",
+            "--features",
+            str(npy),
+            "--list",
+            str(tmp_path / "list.txt"),
+            "--out",
+            str(store),
+            "--no-progress",
+        ]
         assert main(argv) == 2
         line = one_line_error(capsys)
         assert "being written by another process" in line and str(store) in line
@@ -346,10 +406,16 @@ def test_a_killed_writer_leaves_no_stale_lock(store):
     from scalevid.store import StoreLock, StoreLockedError
 
     holder = subprocess.Popen(
-        [sys.executable, "-c", f"from scalevid.store import StoreLock; "
-         f"lock = StoreLock({str(store)!r}).acquire(); print('ready', flush=True); input()"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            f"from scalevid.store import StoreLock; "
+            f"lock = StoreLock({str(store)!r}).acquire(); print('ready', flush=True); input()",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert holder.stdout.readline().strip() == "ready"
     with pytest.raises(StoreLockedError, match=str(holder.pid)):
         StoreLock(store).acquire()
@@ -375,9 +441,23 @@ def test_duplicate_list_line_is_recorded_skipped_and_extract_goes_on(two_videos,
     a, b = two_videos
     listing = tmp_path / "list.csv"
     listing.write_text(f"{a} 0\n{a} 0\n{b} 1\n")
-    argv = ["-q", "extract", "--list", str(listing), "--out", str(tmp_path / "s"),
-            "--workers", "0", "--num-clips", "2", "--backbone", "module",
-            "--weights", "tests.tiny_backbone:build_pair", "--no-progress"]  # fmt: skip
+    argv = [
+        "-q",
+        "extract",
+        "--list",
+        str(listing),
+        "--out",
+        str(tmp_path / "s"),
+        "--workers",
+        "0",
+        "--num-clips",
+        "2",
+        "--backbone",
+        "module",
+        "--weights",
+        "tests.tiny_backbone:build_pair",
+        "--no-progress",
+    ]
     assert main(argv) == 1
     failures = [
         json.loads(x) for x in (tmp_path / "s" / "failures.jsonl").read_text().split("\n") if x
@@ -404,8 +484,10 @@ def test_path_with_spaces_and_no_label_is_an_error_naming_the_line(tmp_path):
     listing.write_text('a.mp4 0\n"my clip ü.mp4",1\nmy other clip.mp4 1\n')
     videos = parse_csv(listing)
     assert [(i.video_id, i.label) for i in videos] == [
-        ("a", 0), ("my clip ü", 1), ("my other clip", 1),
-    ]  # fmt: skip
+        ("a", 0),
+        ("my clip ü", 1),
+        ("my other clip", 1),
+    ]
     assert videos.class_names == ["0", "1"]
 
 
@@ -423,8 +505,26 @@ def test_settings_with_nothing_to_mask_are_refused_up_front(store, tmp_path, cap
     assert main(["-q", "train", "--store", str(two), "--out", out]) == 2
     line = one_line_error(capsys)
     assert "nothing can be masked" in line and "--mcm-weight 0" in line
-    assert main(["-q", "train", "--store", str(two), "--out", out, "--epochs", "1",
-                 "--batch-size", "8", "--mcm-weight", "0", "--no-progress"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "-q",
+                "train",
+                "--store",
+                str(two),
+                "--out",
+                out,
+                "--epochs",
+                "1",
+                "--batch-size",
+                "8",
+                "--mcm-weight",
+                "0",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
 
 
 def test_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(
@@ -451,7 +551,9 @@ def test_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(
     saved = json.loads((tmp_path / "r" / "checkpoints" / "last" / "config.json").read_text())
     model = ScaleModel(cfg.model)
     state = load_checkpoint(
-        tmp_path / "r" / "checkpoints" / "last", model=model, optimizer=adamw(model, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        tmp_path / "r" / "checkpoints" / "last",
+        model=model,
+        optimizer=adamw(model, lr=cfg.lr, weight_decay=cfg.weight_decay),
     )
     assert state["step"] == 4 and saved["train"]["epochs"] == 3
     assert all(torch.isfinite(p).all() for p in model.parameters())
@@ -540,8 +642,10 @@ def test_leftover_temporary_checkpoint_is_removed_on_the_next_start(store, tmp_p
 
 def test_epochs_zero_is_a_clear_error(store, tmp_path, capsys):
     """Fault 8: `--epochs 0` is refused as such (it used to fail on a missing metrics.jsonl)."""
-    assert main(["-q", "train", "--store", str(store), "--out", str(tmp_path / "r"),
-                 "--epochs", "0"]) == 2  # fmt: skip
+    assert (
+        main(["-q", "train", "--store", str(store), "--out", str(tmp_path / "r"), "--epochs", "0"])
+        == 2
+    )
     assert "epochs must be a positive integer" in one_line_error(capsys)
 
 
@@ -550,8 +654,21 @@ def test_test_store_with_classes_train_lacks_is_a_clear_error(tmp_path, capsys):
     runs (it used to train the probes, then end in an IndexError with no results)."""
     train_store = make_store(tmp_path / "train", class_names=["a", "b", "c"])
     test_store = make_store(tmp_path / "test", videos=16, class_names=["a", "b", "c", "d"])
-    argv = ["-q", "eval", "--train", str(train_store), "--test", str(test_store),
-            "--out", str(tmp_path / "e"), "--probes", "knn", "--seeds", "0", "--no-progress"]  # fmt: skip
+    argv = [
+        "-q",
+        "eval",
+        "--train",
+        str(train_store),
+        "--test",
+        str(test_store),
+        "--out",
+        str(tmp_path / "e"),
+        "--probes",
+        "knn",
+        "--seeds",
+        "0",
+        "--no-progress",
+    ]
     assert main(argv) == 2
     line = one_line_error(capsys)
     assert str(test_store) in line and "lacks" in line and "'d'" in line
@@ -564,10 +681,15 @@ def test_test_store_classes_in_another_order_are_mapped_by_name(tmp_path):
 
     names = ["a", "b", "c"]
     train_store = make_store(tmp_path / "train", class_names=names, by_class_name=True)
-    test_store = make_store(tmp_path / "test", videos=15, class_names=names[::-1],
-                            by_class_name=True, seed=1)  # fmt: skip
-    results = evaluate(train_store=train_store, test_store=test_store, out=tmp_path / "e",
-                       config=EvalConfig(probes=("knn",), seeds=(0,), progress=False))  # fmt: skip
+    test_store = make_store(
+        tmp_path / "test", videos=15, class_names=names[::-1], by_class_name=True, seed=1
+    )
+    results = evaluate(
+        train_store=train_store,
+        test_store=test_store,
+        out=tmp_path / "e",
+        config=EvalConfig(probes=("knn",), seeds=(0,), progress=False),
+    )
     assert results["probes"]["knn"]["mean"]["top1"] > 90  # (%): labels matched by name
 
 
@@ -594,8 +716,22 @@ def test_pickled_trainer_state_is_refused_without_a_traceback(run_folder, store,
     torch.save({"optimizer": {}, "trainer": Payload(), "torch_rng": torch.get_rng_state()}, state)
     settings = tmp_path / "tiny.yaml"
     settings.write_text(json.dumps({"model": TINY_MODEL, "epochs": 1, "batch_size": 16}))
-    assert main(["-q", "train", "--store", str(store), "--out", str(run), "--resume",
-                 "--config", str(settings)]) == 2  # fmt: skip
+    assert (
+        main(
+            [
+                "-q",
+                "train",
+                "--store",
+                str(store),
+                "--out",
+                str(run),
+                "--resume",
+                "--config",
+                str(settings),
+            ]
+        )
+        == 2
+    )
     line = one_line_error(capsys)
     assert str(state) in line and "never unpickles" in line
 
@@ -609,7 +745,8 @@ def test_object_array_npy_given_to_import_is_reported_as_such(tmp_path):
     with open(npy / "evil.npy", "wb") as f:
         np.save(f, np.array([{"code": "any"}, "x"], dtype=object), allow_pickle=True)
     (tmp_path / "list.txt").write_text("good.mp4 0\nevil.mp4 1\n")
-    report = import_npy_folder(features_dir=npy, list_file=tmp_path / "list.txt",
-                               out=tmp_path / "s", progress=False)  # fmt: skip
+    report = import_npy_folder(
+        features_dir=npy, list_file=tmp_path / "list.txt", out=tmp_path / "s", progress=False
+    )
     [failure] = report.failures
     assert "Python objects" in failure.reason and "truncated" not in failure.reason
