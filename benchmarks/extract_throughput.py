@@ -42,8 +42,9 @@ from torch.utils.data import DataLoader
 
 from scalevid.backbones import InputSpec, create_backbone
 from scalevid.backbones.i3d import I3D, InceptionI3d, Unit3D, fetch_i3d_weights, load_i3d_state_dict
-from scalevid.data.lists import load_video_list
-from scalevid.demo.synthetic import DatasetConfig, make_dataset
+from scalevid.data.list_formats import load_video_list
+from scalevid.demo.dataset import make_dataset
+from scalevid.demo.synthetic import DatasetConfig
 from scalevid.extract import ClipDataset, ExtractConfig, extract, sampling_config
 
 

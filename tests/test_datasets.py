@@ -7,15 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from scalevid.data.lists import (
-    DatasetError,
-    DatasetFormatError,
-    VideoItem,
-    detect_format,
-    kinetics_file_name,
-    load_video_list,
-    ssv2_class_name,
-)
+from scalevid.data.benchmark_lists import kinetics_file_name, ssv2_class_name
+from scalevid.data.list_formats import detect_format, load_video_list
+from scalevid.data.lists import DatasetError, DatasetFormatError, VideoItem
 
 
 def write(path: Path, text: str) -> Path:

@@ -1,4 +1,4 @@
-"""Tests for the synthetic dataset generator (``scalevid.demo.synthetic``)."""
+"""Tests for the synthetic dataset generator (`scalevid.demo` synthetic, render, dataset)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 
 from scalevid.data.lists import parse_csv
+from scalevid.demo import dataset as D
+from scalevid.demo import render as R
 from scalevid.demo import synthetic as S
 
 # Small and short, so that rendering and encoding a video takes a few milliseconds.
@@ -173,18 +175,18 @@ def test_labels_are_balanced_and_independent_of_split_size() -> None:
 
 
 def test_rendering_is_deterministic_by_seed() -> None:
-    first = S.render_video(TINY, "train", 1)
+    first = R.render_video(TINY, "train", 1)
     assert first.shape == (48, 48, 64, 3) and first.dtype == np.uint8
-    np.testing.assert_array_equal(first, S.render_video(TINY, "train", 1))
-    assert not np.array_equal(first, S.render_video(dataclasses.replace(TINY, seed=1), "train", 1))
-    assert not np.array_equal(first, S.render_video(TINY, "train", 2))
-    assert not np.array_equal(first, S.render_video(TINY, "val", 1))
+    np.testing.assert_array_equal(first, R.render_video(TINY, "train", 1))
+    assert not np.array_equal(first, R.render_video(dataclasses.replace(TINY, seed=1), "train", 1))
+    assert not np.array_equal(first, R.render_video(TINY, "train", 2))
+    assert not np.array_equal(first, R.render_video(TINY, "val", 1))
 
 
 def test_the_actor_moves_exactly_during_its_events() -> None:
     still = dataclasses.replace(TINY, distractors=(0, 0), camera_jitter=0.0, noise_std=0.0)
     for i in range(6):
-        frames = S.render_video(still, "train", i).astype(np.int16)
+        frames = R.render_video(still, "train", i).astype(np.int16)
         changed = np.abs(np.diff(frames, axis=0)).reshape(len(frames) - 1, -1).max(axis=1) > 0
         inside = np.zeros(len(frames), dtype=bool)
         for e in S.video_schedule(still, "train", i).events:
@@ -200,11 +202,11 @@ def test_the_actor_moves_exactly_during_its_events() -> None:
 
 
 @pytest.fixture(scope="module")
-def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> S.DatasetInfo:
-    return S.make_dataset(tmp_path_factory.mktemp("synthetic") / "tiny", TINY, progress=False)
+def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> D.DatasetInfo:
+    return D.make_dataset(tmp_path_factory.mktemp("synthetic") / "tiny", TINY, progress=False)
 
 
-def test_lists_parse_as_path_label_with_balanced_labels(tiny_dataset: S.DatasetInfo) -> None:
+def test_lists_parse_as_path_label_with_balanced_labels(tiny_dataset: D.DatasetInfo) -> None:
     root = tiny_dataset.root
     assert tiny_dataset.written == 9 and tiny_dataset.skipped == 0
     classes = (root / "classes.txt").read_text().splitlines()
@@ -230,21 +232,21 @@ def test_lists_parse_as_path_label_with_balanced_labels(tiny_dataset: S.DatasetI
     assert tiny_dataset.label_counts["train"] == [1] * 6
 
 
-def test_videos_decode_to_the_rendered_frames(tiny_dataset: S.DatasetInfo) -> None:
+def test_videos_decode_to_the_rendered_frames(tiny_dataset: D.DatasetInfo) -> None:
     decoded = decode(tiny_dataset.root / "videos/train/train_00002.mp4")
-    rendered = S.render_video(TINY, "train", 2)
+    rendered = R.render_video(TINY, "train", 2)
     assert decoded.shape == rendered.shape
     error = np.abs(decoded.astype(np.float32) - rendered).mean()
     assert error < 6.0  # lossy yuv420p coding, not a different video
 
 
 def test_same_seed_gives_identical_videos_and_other_seeds_differ(
-    tiny_dataset: S.DatasetInfo, tmp_path: Path
+    tiny_dataset: D.DatasetInfo, tmp_path: Path
 ) -> None:
     # Fewer videos in the second copy: video i must not depend on the split sizes.
     fewer = dataclasses.replace(TINY, train=3, val=1)
-    again = S.make_dataset(tmp_path / "again", fewer, progress=False)
-    other = S.make_dataset(tmp_path / "other", dataclasses.replace(fewer, seed=7), progress=False)
+    again = D.make_dataset(tmp_path / "again", fewer, progress=False)
+    other = D.make_dataset(tmp_path / "other", dataclasses.replace(fewer, seed=7), progress=False)
     for name in ("videos/train/train_00002.mp4", "videos/val/val_00000.mp4"):
         a = decode(tiny_dataset.root / name)
         np.testing.assert_array_equal(a, decode(again.root / name))
@@ -252,36 +254,36 @@ def test_same_seed_gives_identical_videos_and_other_seeds_differ(
         assert not np.array_equal(a, decode(other.root / name))
 
 
-def test_second_run_writes_nothing(tiny_dataset: S.DatasetInfo) -> None:
+def test_second_run_writes_nothing(tiny_dataset: D.DatasetInfo) -> None:
     before = file_times(tiny_dataset.root)
-    again = S.make_dataset(tiny_dataset.root, TINY, progress=False)
+    again = D.make_dataset(tiny_dataset.root, TINY, progress=False)
     assert again.written == 0 and again.skipped == 9
     assert file_times(tiny_dataset.root) == before
     assert again.seconds < 1.0
 
 
 def test_other_config_or_foreign_folder_is_refused(
-    tiny_dataset: S.DatasetInfo, tmp_path: Path
+    tiny_dataset: D.DatasetInfo, tmp_path: Path
 ) -> None:
     with pytest.raises(S.SyntheticDatasetError, match=r"config\.seed: 0 here, 3 asked"):
-        S.make_dataset(tiny_dataset.root, dataclasses.replace(TINY, seed=3), progress=False)
+        D.make_dataset(tiny_dataset.root, dataclasses.replace(TINY, seed=3), progress=False)
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(S.SyntheticDatasetError, match="not empty"):
-        S.make_dataset(tmp_path, TINY, progress=False)
+        D.make_dataset(tmp_path, TINY, progress=False)
 
 
 def test_interrupted_run_is_completed_and_its_temp_file_ignored(tmp_path: Path) -> None:
     config = dataclasses.replace(TINY, train=3, val=0)
     root = tmp_path / "data"
-    S.make_dataset(root, config, progress=False)
+    D.make_dataset(root, config, progress=False)
     # What a killed run leaves: one video missing, a half-written temporary file.
     video = root / "videos/train/train_00001.mp4"
     reference = video.read_bytes()
     video.unlink()
-    leftover = video.with_name(f".train_00001.12345{S.TMP_SUFFIX}")
+    leftover = video.with_name(f".train_00001.12345{R.TMP_SUFFIX}")
     leftover.write_bytes(reference[: len(reference) // 2])
 
-    info = S.make_dataset(root, config, progress=False)
+    info = D.make_dataset(root, config, progress=False)
     assert info.written == 1 and info.skipped == 2
     assert not leftover.exists()
     assert video.read_bytes() == reference
@@ -296,16 +298,16 @@ def test_a_failed_encode_leaves_no_file(tmp_path: Path, monkeypatch: pytest.Monk
         path.write_bytes(b"half a video")
         raise RuntimeError("killed")
 
-    monkeypatch.setattr(S, "_encode", broken)
+    monkeypatch.setattr(R, "_encode", broken)
     with pytest.raises(RuntimeError, match="killed"):
-        S.make_dataset(tmp_path / "d", dataclasses.replace(TINY, val=0), progress=False)
+        D.make_dataset(tmp_path / "d", dataclasses.replace(TINY, val=0), progress=False)
     assert not list((tmp_path / "d/videos/train").iterdir())
     assert json.loads((tmp_path / "d/dataset.json").read_text())["complete"] is False
 
 
-def test_workers_give_the_same_files(tiny_dataset: S.DatasetInfo, tmp_path: Path) -> None:
+def test_workers_give_the_same_files(tiny_dataset: D.DatasetInfo, tmp_path: Path) -> None:
     config = dataclasses.replace(TINY, train=4, val=0)
-    info = S.make_dataset(tmp_path / "parallel", config, progress=False, workers=2)
+    info = D.make_dataset(tmp_path / "parallel", config, progress=False, workers=2)
     assert info.written == 4
     for i in range(4):
         name = f"videos/train/train_{i:05d}.mp4"
@@ -315,10 +317,10 @@ def test_workers_give_the_same_files(tiny_dataset: S.DatasetInfo, tmp_path: Path
 @pytest.mark.skipif("mpeg4" not in av.codecs_available, reason="no mpeg4 encoder")
 def test_mpeg4_fallback_codec(tmp_path: Path) -> None:
     config = dataclasses.replace(TINY, train=1, val=0, codec="mpeg4")
-    info = S.make_dataset(tmp_path / "m", config, progress=False)
+    info = D.make_dataset(tmp_path / "m", config, progress=False)
     assert info.codec == "mpeg4"
     decoded = decode(tmp_path / "m/videos/train/train_00000.mp4")
-    assert np.abs(decoded.astype(np.float32) - S.render_video(config, "train", 0)).mean() < 8.0
+    assert np.abs(decoded.astype(np.float32) - R.render_video(config, "train", 0)).mean() < 8.0
 
 
 @pytest.mark.parametrize("task", ["order", "count"])

@@ -468,7 +468,8 @@ def _add_embed_search(sub: argparse._SubParsersAction) -> None:
 
 def _make_dataset(args: argparse.Namespace) -> int:
     from scalevid.config import build_config
-    from scalevid.demo.synthetic import DatasetConfig, make_dataset, quick_config
+    from scalevid.demo.dataset import make_dataset
+    from scalevid.demo.synthetic import DatasetConfig, quick_config
 
     overrides = _overrides(args, MAKE_DATASET_FLAGS)
     base = quick_config(overrides.pop("task", "order")) if args.quick else DatasetConfig

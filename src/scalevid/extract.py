@@ -33,7 +33,8 @@ from scalevid.backbones import Backbone, create_backbone
 from scalevid.config import runtime
 from scalevid.data.clips import ColourJitter, SamplingConfig
 from scalevid.data.decode import VideoError
-from scalevid.data.lists import VideoItem, VideoList, load_video_list
+from scalevid.data.list_formats import load_video_list
+from scalevid.data.lists import VideoItem, VideoList
 from scalevid.data.read import sample_and_read
 from scalevid.distributed import process_group
 from scalevid.hardware import resolve_device

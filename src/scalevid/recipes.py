@@ -13,7 +13,7 @@ Recipe file (YAML; every section is optional except `data`):
     paper: the UCF101 results   # what it reproduces (not inherited)
     data:                       # the dataset; paths relative to --data-root
       name: ucf101              # store folder name: recipes naming the same dataset share stores
-      format: ucf101            # a `scalevid.data.lists` format
+      format: ucf101            # a `scalevid.data.list_formats` format
       list: ucf101/ucfTrainTestlist
       root: ucf101/UCF-101      # the videos
       fold: 1                   # UCF101 / HMDB51 split

@@ -34,7 +34,8 @@ import torch
 from scalevid import __version__
 from scalevid.config import build_config
 from scalevid.demo.ceiling import Ceiling, CeilingConfig, measure_ceiling
-from scalevid.demo.synthetic import DatasetConfig, DatasetInfo, make_dataset, quick_config
+from scalevid.demo.dataset import DatasetInfo, make_dataset
+from scalevid.demo.synthetic import DatasetConfig, quick_config
 from scalevid.eval.config import LABELS, PROBES, EvalConfig
 from scalevid.eval.protocol import evaluate
 from scalevid.eval.report import format_table, markdown_table, results_markdown

@@ -1,4 +1,4 @@
-"""Labelled synthetic videos whose label needs the whole video.
+"""The design of the synthetic videos: a label that needs the whole video, and its events.
 
 The data for the end-to-end demo and for benchmarks: small mp4 videos in which one *actor*
 object performs a few motion events, and the label is a fact about the whole sequence of
@@ -40,81 +40,37 @@ frame window overlaps, and :func:`consistent_labels` the classes such a view is 
 Every clip still has motion: distractor objects drift across the frame all the time, and events
 last 40-56 frames (``order``) or 20-32 frames (``count``).
 
-Nuisances
----------
-Random background (flat, linear gradient, smooth value noise, soft stripes), actor shape
-(disc, square, diamond, ring), colour (kept apart from the background's brightness), size and
-home position; motion amplitude, speed (1 or 2 cycles per ``order`` event) and direction; event
-durations and start times (the free frames are split at random between the gaps); 1-3
-distractors drifting at constant velocity and reflecting off the frame edges, some in front of
-the actor; a smooth camera shake (global integer shift of up to ``camera_jitter`` pixels);
-luminance noise of ``noise_std`` grey levels.
-
 Determinism
 -----------
 Video ``i`` of a split depends only on ``(config, split, i)``: its label comes from a
 permutation of the class indices seeded by ``(seed, split, i // num_classes)`` (so every block of
 ``num_classes`` consecutive videos has each class once: balanced splits), and its content from
-``(seed, split, i)``. The encoder runs single-threaded and without x264's macroblock-tree rate
-control (which made run-to-run different streams), so the same config gives byte-identical files,
-whatever ``workers`` is.
+``(seed, split, i)``. The encoder is deterministic too (see `scalevid.demo.render`), so the same
+config gives byte-identical files, whatever ``workers`` is.
 
-Folder layout and caching
--------------------------
-``make_dataset(out, config)`` writes::
+The pixels are drawn by `scalevid.demo.render` (see there for the nuisances) and the dataset
+folder is written by `scalevid.demo.dataset`.
 
-    out/videos/<split>/<split>_<i:05d>.mp4
-    out/train.csv, out/val.csv, out/test.csv    "videos/train/train_00000.mp4 3" per line
-    out/classes.txt                             class names, line k = label k
-    out/dataset.json                            config, codec, classes, counts
-
-Each video is encoded to a hidden temporary file and renamed into place when complete, so an
-interrupted run never leaves a half video under a final name; leftover temporary files are
-deleted by the next run. Re-running with the same config renders only the missing videos and,
-when nothing is missing, writes nothing. A folder made with a *different* config (or a different
-generator version or resolved codec) is refused with :class:`SyntheticDatasetError`: use a new
-folder. One writer per folder at a time.
-
-:func:`quick_config` is a shorter preset for 8 x 4 clips. Speed: about 0.3 s per default video
-(256 frames of 160 x 128) on one CPU core, 0.18 s of it rendering; about 42 kB per video.
+:func:`quick_config` is a shorter preset for 8 x 4 clips.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
-import logging
-import math
-import multiprocessing
-import os
-import time
-from collections.abc import Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
-from pathlib import Path
 from typing import Any, Literal, get_args
 
-import av
 import numpy as np
-
-from scalevid.progress import progress_bar
-
-logger = logging.getLogger(__name__)
 
 Task = Literal["order", "count", "permutation"]
 Motion = Literal["sweep", "bounce", "orbit", "pulse"]
 Background = Literal["flat", "gradient", "noise", "stripes"]
-Shape = Literal["disc", "square", "diamond", "ring"]
 Codec = Literal["auto", "libx264", "mpeg4"]
 Split = Literal["train", "val", "test"]
 
 SPLITS: tuple[Split, ...] = ("train", "val", "test")
-GENERATOR_VERSION = 2  # 2: vectorised renderer (sprite edges no longer cut at a box)
-INFO_FILE = "dataset.json"
-CLASSES_FILE = "classes.txt"
-VIDEOS_DIR = "videos"
-TMP_SUFFIX = ".tmp.mp4"
-
 DEFAULT_EVENT_FRAMES: dict[Task, tuple[int, int]] = {
     "order": (40, 56),
     "count": (20, 32),
@@ -141,7 +97,6 @@ _EVENT_TEXT: dict[Motion, str] = {
     "orbit": "loops around a circle",
     "pulse": "grows and shrinks",
 }
-_SHAPES: tuple[Shape, ...] = get_args(Shape)
 _NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 
 # Seed-sequence tags: label permutations and video content draw from disjoint streams.
@@ -430,13 +385,13 @@ def video_label(config: DatasetConfig, split: Split, index: int) -> int:
     return int(rng.permutation(n)[position])
 
 
-def _video_streams(config: DatasetConfig, split: Split, index: int) -> list[np.random.Generator]:
+def video_streams(config: DatasetConfig, split: Split, index: int) -> list[np.random.Generator]:
     """Independent generators for (schedule, scene, pixel noise) of one video."""
     seq = np.random.SeedSequence([config.seed, _TAG_VIDEO, _split_number(split), index])
     return [np.random.default_rng(child) for child in seq.spawn(3)]
 
 
-def _sample_events(
+def sample_events(
     config: DatasetConfig, kinds: Sequence[Motion], rng: np.random.Generator
 ) -> tuple[Event, ...]:
     low, high = config.event_range
@@ -469,8 +424,8 @@ def _sample_events(
 def video_schedule(config: DatasetConfig, split: Split, index: int) -> Schedule:
     """The label and event schedule of video ``index`` of ``split`` (no rendering)."""
     label = video_label(config, split, index)
-    rng = _video_streams(config, split, index)[0]
-    events = _sample_events(config, class_sequences(config)[label], rng)
+    rng = video_streams(config, split, index)[0]
+    events = sample_events(config, class_sequences(config)[label], rng)
     return Schedule(split=split, index=index, label=label, events=events)
 
 
@@ -507,557 +462,3 @@ def consistent_labels(
         for label, sequence in enumerate(class_sequences(config))
         if any(sequence[k : k + n] == observed for k in range(len(sequence) - n + 1))
     ]
-
-
-# --------------------------------------------------------------------------------------------
-# Rendering
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Sprite:
-    shape: Shape
-    colour: np.ndarray  # (3,) float32, 0..255
-    radius: float  # pixels
-
-
-@dataclass(frozen=True)
-class _Scene:
-    background: np.ndarray  # (H + 2m, W + 2m, 3) float32
-    margin: int  # m: the canvas border that camera shifts move into
-    actor: _Sprite
-    actor_path: np.ndarray  # (T, 3) float32: y, x, radius scale
-    distractors: tuple[_Sprite, ...]
-    distractor_paths: np.ndarray  # (K, T, 2) float32: y, x
-    in_front: np.ndarray  # (K,) bool: drawn over the actor
-    camera: np.ndarray  # (T, 2) int64: y, x shift of the view
-
-
-def _luminance(rgb: np.ndarray) -> float:
-    return float(rgb @ np.array([0.299, 0.587, 0.114]))
-
-
-def _smooth_noise(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
-    """(h, w) bilinearly interpolated random grid in [0, 1]: soft blobs."""
-    gh, gw = (int(v) for v in rng.integers(3, 8, size=2))
-    grid = rng.random((gh, gw))
-    ys, xs = np.linspace(0, gh - 1, h), np.linspace(0, gw - 1, w)
-    y0 = np.minimum(ys.astype(np.int64), gh - 2)
-    x0 = np.minimum(xs.astype(np.int64), gw - 2)
-    fy, fx = (ys - y0)[:, None], (xs - x0)[None, :]
-    top = grid[y0][:, x0] * (1 - fx) + grid[y0][:, x0 + 1] * fx
-    bottom = grid[y0 + 1][:, x0] * (1 - fx) + grid[y0 + 1][:, x0 + 1] * fx
-    return top * (1 - fy) + bottom * fy
-
-
-def _background(config: DatasetConfig, rng: np.random.Generator, margin: int) -> np.ndarray:
-    h, w = config.height + 2 * margin, config.width + 2 * margin
-    kind = config.backgrounds[int(rng.integers(len(config.backgrounds)))]
-    base = rng.uniform(20, 235, size=3)
-    other = np.clip(base + rng.uniform(-70, 70, size=3), 0, 255)
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
-    angle = rng.uniform(0, 2 * np.pi)
-    along = yy * np.sin(angle) + xx * np.cos(angle)
-    if kind == "flat":
-        mix = np.zeros((h, w))
-    elif kind == "gradient":
-        mix = (along - along.min()) / max(float(np.ptp(along)), 1.0)
-    elif kind == "noise":
-        mix = _smooth_noise(rng, h, w)
-    else:  # stripes: textured, so that camera shake is visible
-        period = rng.uniform(8, 24)
-        mix = 0.5 + 0.5 * np.tanh(3 * np.sin(2 * np.pi * along / period))
-    image = base + mix[..., None] * (other - base)
-    return image.astype(np.float32)
-
-
-def _contrasting_colour(rng: np.random.Generator, background_luma: float) -> np.ndarray:
-    colour = rng.uniform(0, 255, size=3)
-    for _ in range(50):
-        if abs(_luminance(colour) - background_luma) > 70:
-            break
-        colour = rng.uniform(0, 255, size=3)
-    else:  # a grey that stands out is always available
-        colour = np.full(3, 235.0 if background_luma < 128 else 20.0)
-    return colour.astype(np.float32)
-
-
-def _actor_path(
-    config: DatasetConfig, events: Sequence[Event], home: tuple[float, float]
-) -> np.ndarray:
-    """(T, 3): actor centre y, x in pixels and radius scale for every frame."""
-    path = np.empty((config.frames, 3), dtype=np.float64)
-    path[:] = (home[0], home[1], 1.0)
-    short = min(config.height, config.width)
-    for e in events:
-        u = (np.arange(e.start, e.stop) - e.start) / (e.stop - e.start)  # phase in [0, 1)
-        turn = 2 * np.pi * e.cycles * u
-        rows = path[e.start : e.stop]
-        if e.kind == "sweep":
-            rows[:, 1] += e.direction * e.amplitude * config.width * np.sin(turn)
-        elif e.kind == "bounce":
-            rows[:, 0] -= e.amplitude * config.height * np.abs(np.sin(turn / 2))
-        elif e.kind == "orbit":
-            radius = e.amplitude * short
-            rows[:, 1] += e.direction * radius * np.sin(turn)
-            rows[:, 0] -= radius * (1 - np.cos(turn))
-        else:  # pulse
-            rows[:, 2] += e.amplitude * np.sin(turn / 2) ** 2
-    return path.astype(np.float32)
-
-
-def _reflect(p: np.ndarray, low: float, high: float) -> np.ndarray:
-    """Positions of a point moving freely, folded into [low, high] as if bouncing off walls."""
-    span = max(high - low, 1e-6)
-    x = np.mod((p - low) / span, 2.0)
-    return low + span * (1.0 - np.abs(x - 1.0))
-
-
-def _camera(config: DatasetConfig, rng: np.random.Generator, margin: int) -> np.ndarray:
-    """(T, 2) integer view shifts: a slow sway plus a faster shake."""
-    t = np.arange(config.frames)[:, None]
-    strength = rng.uniform(0, config.camera_jitter)
-    slow = rng.uniform(0.004, 0.02, size=2)
-    fast = rng.uniform(0.05, 0.12, size=2)
-    phase = rng.uniform(0, 2 * np.pi, size=(2, 2))
-    wave = 0.6 * np.sin(2 * np.pi * slow * t + phase[0]) + 0.4 * np.sin(
-        2 * np.pi * fast * t + phase[1]
-    )
-    return np.clip(np.rint(strength * wave), -margin, margin).astype(np.int64)
-
-
-def _scene(config: DatasetConfig, events: Sequence[Event], rng: np.random.Generator) -> _Scene:
-    h, w, frames = config.height, config.width, config.frames
-    short = min(h, w)
-    margin = math.ceil(config.camera_jitter) + 1
-    background = _background(config, rng, margin)
-    luma = _luminance(background.reshape(-1, 3).mean(axis=0))
-    actor = _Sprite(
-        shape=_SHAPES[int(rng.integers(len(_SHAPES)))],
-        colour=_contrasting_colour(rng, luma),
-        radius=float(rng.uniform(*config.actor_size) * short),
-    )
-    home = (float(rng.uniform(0.58, 0.70) * h), float(rng.uniform(0.40, 0.60) * w))
-
-    count = int(rng.integers(config.distractors[0], config.distractors[1] + 1))
-    sprites, paths = [], []
-    t = np.arange(frames)
-    for _ in range(count):
-        radius = float(rng.uniform(0.03, 0.055) * short)
-        sprites.append(
-            _Sprite(
-                shape=_SHAPES[int(rng.integers(len(_SHAPES)))],
-                colour=rng.uniform(0, 255, size=3).astype(np.float32),
-                radius=radius,
-            )
-        )
-        start = rng.uniform([radius, radius], [h - radius, w - radius])
-        heading = rng.uniform(0, 2 * np.pi)
-        speed = rng.uniform(0.4, 1.5)  # pixels per frame
-        y = _reflect(start[0] + speed * np.sin(heading) * t, radius, h - radius)
-        x = _reflect(start[1] + speed * np.cos(heading) * t, radius, w - radius)
-        paths.append(np.stack([y, x], axis=-1))
-    in_front = rng.random(count) < 0.3
-    return _Scene(
-        background=background,
-        margin=margin,
-        actor=actor,
-        actor_path=_actor_path(config, events, home),
-        distractors=tuple(sprites),
-        distractor_paths=np.asarray(paths, dtype=np.float32).reshape(count, frames, 2),
-        in_front=in_front,
-        camera=_camera(config, rng, margin),
-    )
-
-
-def _coverage(shape: Shape, dy: np.ndarray, dx: np.ndarray, r: np.ndarray) -> np.ndarray:
-    """Anti-aliased coverage in [0, 1] of a sprite of radius ``r`` at offsets (dy, dx).
-
-    Coverage is ``clip(0.5 - signed_distance, 0, 1)``: a one-pixel anti-aliased edge. The
-    arrays broadcast, e.g. dy (F, H, 1), dx (F, 1, W), r (F, 1, 1) -> (F, H, W).
-    """
-    if shape == "disc":
-        distance = np.hypot(dy, dx) - r
-    elif shape == "square":
-        distance = np.maximum(np.abs(dy), np.abs(dx)) - 0.85 * r
-    elif shape == "diamond":
-        distance = (np.abs(dy) + np.abs(dx) - 1.15 * r) / np.float32(np.sqrt(2.0))
-    else:  # ring
-        distance = np.abs(np.hypot(dy, dx) - 0.7 * r) - 0.3 * r
-    return np.clip(0.5 - distance, 0.0, 1.0)
-
-
-def _draw(
-    images: np.ndarray, sprite: _Sprite, cy: np.ndarray, cx: np.ndarray, scale: np.ndarray
-) -> None:
-    """Blend ``sprite`` into ``images`` (F, H, W, 3) float32 in place, centred at (cy[f], cx[f])
-    pixels with radius ``sprite.radius * scale[f]`` in frame f (cy, cx, scale: (F,)).
-
-    Vectorised over frames; only the rows and columns that some frame's sprite can touch are
-    computed.
-    """
-    f, h, w = images.shape[:3]
-    r = (sprite.radius * scale).astype(np.float32)
-    reach = r * 1.2 + 2  # every shape's extent along an axis (diamond: 1.15 r) plus the edge
-    y0 = int(max(np.floor((cy - reach).min()), 0))
-    y1 = int(min(np.ceil((cy + reach).max()) + 1, h))
-    x0 = int(max(np.floor((cx - reach).min()), 0))
-    x1 = int(min(np.ceil((cx + reach).max()) + 1, w))
-    if y0 >= y1 or x0 >= x1:
-        return
-    dy = np.arange(y0, y1, dtype=np.float32)[None, :, None] + 0.5 - cy[:, None, None]
-    dx = np.arange(x0, x1, dtype=np.float32)[None, None, :] + 0.5 - cx[:, None, None]
-    alpha = _coverage(sprite.shape, dy, dx, r[:, None, None])[..., None]  # (F, h', w', 1)
-    region = images[:, y0:y1, x0:x1]
-    region += alpha * (sprite.colour - region)
-
-
-# Frames rendered per vectorised step: bounds memory at (chunk, H, W, 3) float32.
-_CHUNK_FRAMES = 32
-
-
-def iter_video_frames(config: DatasetConfig, split: Split, index: int) -> Iterator[np.ndarray]:
-    """The frames of video ``index`` of ``split``, each (height, width, 3) uint8 RGB.
-
-    Rendered in vectorised chunks of frames: the camera view is a gather from the background
-    canvas, each sprite one broadcast over the chunk.
-    """
-    schedule_rng, scene_rng, noise_rng = _video_streams(config, split, index)
-    label = video_label(config, split, index)
-    events = _sample_events(config, class_sequences(config)[label], schedule_rng)
-    scene = _scene(config, events, scene_rng)
-    h, w, m = config.height, config.width, scene.margin
-    # (2m + 1, 2m + 1, 3, H, W): every camera position's view of the canvas, without copying.
-    views = np.lib.stride_tricks.sliding_window_view(scene.background, (h, w), axis=(0, 1))
-    ones = np.ones(_CHUNK_FRAMES, dtype=np.float32)
-    for t0 in range(0, config.frames, _CHUNK_FRAMES):
-        t = np.arange(t0, min(t0 + _CHUNK_FRAMES, config.frames))
-        oy, ox = scene.camera[t, 0], scene.camera[t, 1]  # (F,)
-        # (F, H, W, 3): each frame's view of the canvas, shifted by the camera.
-        images = np.ascontiguousarray(views[m + oy, m + ox].transpose(0, 2, 3, 1))
-        # Objects live in the world; the view moves by (oy, ox), so they appear shifted back.
-        for front in (False, True):
-            if front:
-                y, x, s = scene.actor_path[t].T
-                _draw(images, scene.actor, y - oy, x - ox, s)
-            for k, sprite in enumerate(scene.distractors):
-                if bool(scene.in_front[k]) == front:
-                    y, x = scene.distractor_paths[k, t].T
-                    _draw(images, sprite, y - oy, x - ox, ones[: len(t)])
-        if config.noise_std > 0:
-            noise = noise_rng.standard_normal((len(t), h, w, 1), dtype=np.float32)
-            images += config.noise_std * noise
-        images += 0.5  # round, not truncate, in the cast below
-        yield from np.clip(images, 0, 255, out=images).astype(np.uint8)
-
-
-def render_video(config: DatasetConfig, split: Split, index: int) -> np.ndarray:
-    """All frames of video ``index`` of ``split``: (frames, height, width, 3) uint8 RGB."""
-    return np.stack(list(iter_video_frames(config, split, index)))
-
-
-# --------------------------------------------------------------------------------------------
-# Encoding
-# --------------------------------------------------------------------------------------------
-
-
-def resolve_codec(codec: Codec) -> str:
-    """The encoder ``codec`` names: ``"auto"`` is libx264 when PyAV has it, else mpeg4."""
-    if codec == "auto":
-        return "libx264" if "libx264" in av.codecs_available else "mpeg4"
-    if codec not in av.codecs_available:
-        raise SyntheticDatasetError(f"PyAV's FFmpeg has no {codec} encoder")
-    return codec
-
-
-def _encode(frames: Iterator[np.ndarray], path: Path, config: DatasetConfig, codec: str) -> None:
-    with av.open(str(path), "w", format="mp4") as container:
-        stream = container.add_stream(codec, rate=config.fps)
-        stream.width, stream.height, stream.pix_fmt = config.width, config.height, "yuv420p"
-        # One thread: x264's output depends on its thread count, and workers parallelise anyway.
-        stream.codec_context.thread_count = 1
-        keyframe_every = str(2 * config.fps)
-        if codec == "libx264":
-            # Without mbtree: x264's macroblock-tree rate control made run-to-run different
-            # streams from identical frames (about 1 video in 4 at 120x160, PyAV 18).
-            stream.options = {
-                "crf": str(config.crf),
-                "preset": "veryfast",
-                "g": keyframe_every,
-                "x264-params": "mbtree=0",
-            }
-        else:
-            stream.bit_rate = 30 * config.width * config.height
-            stream.options = {"g": keyframe_every}
-        for t, rgb in enumerate(frames):
-            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-            frame.pts = t
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-
-
-def write_video(
-    path: Path, config: DatasetConfig, split: Split, index: int, *, codec: str | None = None
-) -> Path:
-    """Render and encode one video to ``path`` atomically (temporary file, then rename)."""
-    codec = codec or resolve_codec(config.codec)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}{TMP_SUFFIX}")
-    try:
-        _encode(iter_video_frames(config, split, index), tmp, config, codec)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
-# --------------------------------------------------------------------------------------------
-# Dataset folders
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    """What :func:`make_dataset` produced.
-
-    Attributes:
-        root: the dataset folder.
-        config: the config it was made with.
-        classes: class names, index = label.
-        counts: videos per split.
-        label_counts: per split, videos per label.
-        codec: the encoder used.
-        written: videos rendered by this call.
-        skipped: videos that were already complete.
-        seconds: wall time of this call.
-    """
-
-    root: Path
-    config: DatasetConfig
-    classes: list[str]
-    counts: dict[str, int]
-    label_counts: dict[str, list[int]]
-    codec: str
-    written: int
-    skipped: int
-    seconds: float
-
-    def list_file(self, split: Split) -> Path:
-        """The ``path label`` list of ``split``."""
-        return self.root / f"{split}.csv"
-
-
-def video_path(split: Split, index: int) -> str:
-    """Path of a video relative to the dataset folder (``/`` separated)."""
-    return f"{VIDEOS_DIR}/{split}/{video_id(split, index)}.mp4"
-
-
-def _header(config: DatasetConfig, codec: str) -> dict[str, Any]:
-    return {
-        "generator": __name__,
-        "version": GENERATOR_VERSION,
-        "codec": codec,
-        "config": config.to_dict(),
-    }
-
-
-def _canonical(data: Any) -> str:
-    return json.dumps(data, sort_keys=True)
-
-
-def _check_same(stored: dict[str, Any], header: dict[str, Any], where: Path) -> None:
-    differences = [
-        f"{key}: {stored.get(key)!r} here, {header[key]!r} asked"
-        for key in ("generator", "version", "codec")
-        if stored.get(key) != header[key]
-    ]
-    old = stored.get("config") or {}
-    new = header["config"]
-    differences += [
-        f"config.{key}: {old.get(key)!r} here, {new.get(key)!r} asked"
-        for key in sorted(set(old) | set(new))
-        if _canonical(old.get(key)) != _canonical(new.get(key))
-    ]
-    if differences:
-        raise SyntheticDatasetError(
-            f"{where} describes a different synthetic dataset ("
-            + "; ".join(differences)
-            + "); choose another folder or delete this one"
-        )
-
-
-def _write_if_changed(path: Path, text: str) -> bool:
-    """Write ``text`` atomically unless ``path`` already holds it; True when written."""
-    if path.is_file() and path.read_text() == text:
-        return False
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    return True
-
-
-def _read_info(path: Path) -> dict[str, Any] | None:
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise SyntheticDatasetError(f"{path}: not valid JSON ({e})") from e
-    if not isinstance(data, dict):
-        raise SyntheticDatasetError(f"{path}: expected a JSON object")
-    return data
-
-
-def _render_job(config: DatasetConfig, split: Split, index: int, root: str, codec: str) -> int:
-    write_video(Path(root) / video_path(split, index), config, split, index, codec=codec)
-    return index
-
-
-def _run_jobs(
-    jobs: list[tuple[Split, int]],
-    out: Path,
-    config: DatasetConfig,
-    codec: str,
-    *,
-    progress: bool,
-    workers: int,
-) -> None:
-    bar = progress_bar(total=len(jobs), enabled=progress, desc="synthetic videos", unit="video")
-    try:
-        if workers <= 1 or len(jobs) <= 1:
-            for split, index in jobs:
-                _render_job(config, split, index, str(out), codec)
-                bar.update(1)
-            return
-        # spawn: a fork of a process that already runs torch threads can deadlock.
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-            futures = [
-                pool.submit(_render_job, config, split, index, str(out), codec)
-                for split, index in jobs
-            ]
-            try:
-                for future in as_completed(futures):
-                    future.result()
-                    bar.update(1)
-            except BaseException:
-                pool.shutdown(wait=True, cancel_futures=True)
-                raise
-    finally:
-        bar.close()
-
-
-def _open_folder(out: Path, header: dict[str, Any]) -> None:
-    """Start a new dataset folder (an incomplete info file), or check that `out` holds this
-    dataset already."""
-    info_path = out / INFO_FILE
-    stored = _read_info(info_path)
-    if stored is not None:
-        _check_same(stored, header, info_path)
-        return
-    if out.exists() and any(out.iterdir()):
-        raise SyntheticDatasetError(
-            f"{out} is not empty and has no {INFO_FILE}; choose an empty or new folder"
-        )
-    out.mkdir(parents=True, exist_ok=True)
-    _write_if_changed(info_path, json.dumps({**header, "complete": False}, indent=2) + "\n")
-
-
-def _pending_jobs(out: Path, config: DatasetConfig) -> tuple[list[tuple[Split, int]], int]:
-    """The (split, index) of every video not yet written, and the number of videos in all;
-    removes the temporary files of renders that were interrupted."""
-    jobs: list[tuple[Split, int]] = []
-    total = 0
-    for split in SPLITS:
-        folder = out / VIDEOS_DIR / split
-        folder.mkdir(parents=True, exist_ok=True)
-        stale = sorted(folder.glob(f".*{TMP_SUFFIX}"))
-        for tmp in stale:
-            tmp.unlink(missing_ok=True)
-        if stale:
-            logger.info("removed %d unfinished video(s) in %s", len(stale), folder)
-        size = config.split_size(split)
-        total += size
-        jobs += [(split, i) for i in range(size) if not (out / video_path(split, i)).is_file()]
-    return jobs, total
-
-
-def _write_lists(
-    out: Path, config: DatasetConfig, header: dict[str, Any]
-) -> tuple[list[str], dict[str, int], dict[str, list[int]]]:
-    """The `path label` lists, the class names and the completed info file; returns the class
-    names, the videos per split and the videos per class per split."""
-    classes = describe_classes(config)
-    descriptions = class_descriptions(config)
-    sequences = class_sequences(config)
-    counts: dict[str, int] = {}
-    label_counts: dict[str, list[int]] = {}
-    for split in SPLITS:
-        labels = [video_label(config, split, i) for i in range(config.split_size(split))]
-        lines = "".join(f"{video_path(split, i)} {y}\n" for i, y in enumerate(labels))
-        _write_if_changed(out / f"{split}.csv", lines)
-        counts[split] = len(labels)
-        label_counts[split] = np.bincount(labels, minlength=len(classes)).tolist()
-    _write_if_changed(out / CLASSES_FILE, "".join(f"{name}\n" for name in classes))
-    info = {
-        **header,
-        "complete": True,
-        "classes": [
-            {"label": k, "name": name, "description": text, "events": list(sequence)}
-            for k, (name, text, sequence) in enumerate(
-                zip(classes, descriptions, sequences, strict=True)
-            )
-        ],
-        "counts": counts,
-        "label_counts": label_counts,
-        "lists": {split: f"{split}.csv" for split in SPLITS},
-    }
-    _write_if_changed(out / INFO_FILE, json.dumps(info, indent=2) + "\n")
-    return classes, counts, label_counts
-
-
-def make_dataset(
-    out: Path, config: DatasetConfig, *, progress: bool = True, workers: int = 1
-) -> DatasetInfo:
-    """Generate (or complete) the synthetic dataset ``config`` in folder ``out``.
-
-    See the module docstring for the layout. Videos already present are kept; a folder made
-    with another config raises :class:`SyntheticDatasetError`, as does a non-empty folder that
-    is not a synthetic dataset.
-
-    Args:
-        out: the dataset folder (created if missing).
-        config: what to generate.
-        progress: show a progress bar.
-        workers: processes rendering in parallel (1 = in this process). They are started with
-            ``spawn``, so a script that passes ``workers > 1`` needs the usual
-            ``if __name__ == "__main__":`` guard. The files do not depend on ``workers``.
-
-    Returns:
-        What was produced, with the number of videos written and skipped by this call.
-    """
-    tick = time.perf_counter()
-    out = Path(out)
-    codec = resolve_codec(config.codec)
-    header = _header(config, codec)
-    _open_folder(out, header)
-    jobs, total = _pending_jobs(out, config)
-    if jobs:
-        logger.info("rendering %d of %d synthetic videos into %s", len(jobs), total, out)
-    _run_jobs(jobs, out, config, codec, progress=progress, workers=workers)
-    classes, counts, label_counts = _write_lists(out, config, header)
-    seconds = time.perf_counter() - tick
-    if jobs:
-        logger.info("wrote %d videos in %.1f s", len(jobs), seconds)
-    return DatasetInfo(
-        root=out,
-        config=config,
-        classes=classes,
-        counts=counts,
-        label_counts=label_counts,
-        codec=codec,
-        written=len(jobs),
-        skipped=total - len(jobs),
-        seconds=seconds,
-    )
