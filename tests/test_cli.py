@@ -1,6 +1,7 @@
 """The command line end to end on small local files: import -> check -> train -> load."""
 
 import numpy as np
+import pytest
 
 from scalevid import ScaleModel
 from scalevid.cli import main
@@ -37,6 +38,7 @@ def import_npy(feats, listing, store) -> int:
     )
 
 
+@pytest.mark.slow
 def test_import_check_train_load(tmp_path, capsys):
     feats, listing = write_npy_folder(tmp_path)
     store = tmp_path / "store"

@@ -22,6 +22,7 @@ def i3d_weights():
         pytest.skip(f"I3D weights unavailable: {err}")
 
 
+@pytest.mark.slow
 def test_quick_demo_end_to_end(tmp_path, i3d_weights, capsys):
     out = tmp_path / "demo"
     assert main(["-q", "demo", "--quick", "--out", str(out), "--no-progress"]) == 0

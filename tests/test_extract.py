@@ -151,6 +151,7 @@ def test_workers_give_the_same_store(tmp_path, good_videos):
     np.testing.assert_array_equal(a.features(), b.features())
 
 
+@pytest.mark.slow
 def test_torchrun_two_ranks_split_the_list(tmp_path, good_videos):
     listing = write_list(tmp_path / "list.csv", good_videos)
     with socket.socket() as s:

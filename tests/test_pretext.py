@@ -264,6 +264,7 @@ def test_data_parallel_gradients_equal_one_process(tmp_path):
     torch.testing.assert_close(got["losses"], torch.stack([m["mcm_loss"], m["set_loss"]]))
 
 
+@pytest.mark.slow
 def test_torch_compile_gives_the_same_losses():
     f, bx, nc = tiny_batch()
     cfg = PretextConfig(num_views=4)

@@ -340,6 +340,7 @@ def test_every_recipe_file_has_a_test() -> None:
     assert sorted(p.stem for p in RECIPES.glob("*.yaml")) == sorted(EXPECTED)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(EXPECTED))
 def test_recipe_end_to_end(name: str, data_root: Path, out: Path) -> None:
     extra, columns, stores, metrics = EXPECTED[name]

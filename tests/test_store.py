@@ -265,6 +265,7 @@ with StoreWriter(root, manifest, shard_prefix=f"r{rank}", shard_size=3, lock=Fal
 """
 
 
+@pytest.mark.slow
 def test_concurrent_writer_processes(tmp_path: Path) -> None:
     root = tmp_path / "s"
     with StoreLock(root):

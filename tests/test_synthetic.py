@@ -305,6 +305,7 @@ def test_a_failed_encode_leaves_no_file(tmp_path: Path, monkeypatch: pytest.Monk
     assert json.loads((tmp_path / "d/dataset.json").read_text())["complete"] is False
 
 
+@pytest.mark.slow
 def test_workers_give_the_same_files(tiny_dataset: D.DatasetInfo, tmp_path: Path) -> None:
     config = dataclasses.replace(TINY, train=4, val=0)
     info = D.make_dataset(tmp_path / "parallel", config, progress=False, workers=2)

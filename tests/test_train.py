@@ -50,6 +50,7 @@ def rows(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_short_run_learns(store, tmp_path):
     cfg = small_config(store, tmp_path / "run", epochs=20, batch_size=64, lr=1e-3)
     run = train(cfg)
@@ -174,6 +175,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_process_torchrun_equals_one_process(store, tmp_path):
     cfg = tmp_path / "small.yaml"
     cfg.write_text(yaml.safe_dump({**SMALL, "model": {**SMALL["model"], "dropout": 0.0}}))
