@@ -3,7 +3,7 @@
 The set probes dominate `scalevid eval`. Old = the code of `--old-ref` (default: the last commit
 before the batched set probes), checked out into a temporary git worktree: every grid point
 (lr x epochs) trained as its own run, then the chosen one retrained on the train split. New = this
-checkout: all grid points of a training set in one batched pass (`finetune.fit_set_probes`:
+checkout: all grid points of a training set in one batched pass (`eval.set_probes.fit_set_probes`:
 `torch.func.vmap` over stacked weights, each batch read once for all of them, a finished budget
 leaving the stack), then the chosen one retrained.
 
