@@ -1,5 +1,6 @@
-"""The package reads in pipeline order: every import points down the layers, and none forms a
-cycle. Lazy imports inside functions count too."""
+"""House rules that hold by test: the package reads in pipeline order (every import points down
+the layers, none forms a cycle; lazy imports inside functions count too), functions stay short
+and public classes say what they are."""
 
 from __future__ import annotations
 
@@ -134,3 +135,39 @@ def test_the_checks_catch_what_they_are_for():
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert _cycle({"a": {"b"}, "b": set()}) is None
     assert _layer("scalevid.cli") > _layer("scalevid.eval.protocol") > _layer("scalevid.store")
+
+
+def _functions_and_classes():
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                yield path.relative_to(PACKAGE), node
+
+
+def _body_lines(node: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
+    """Lines of a function without its docstring."""
+    lines = node.end_lineno - node.lineno + 1
+    first = node.body[0]
+    if isinstance(first, ast.Expr) and isinstance(getattr(first.value, "value", None), str):
+        lines -= first.end_lineno - first.lineno + 1
+    return lines
+
+
+def test_functions_are_short():
+    long = [
+        f"{path}:{node.lineno} {node.name} ({_body_lines(node)} lines)"
+        for path, node in _functions_and_classes()
+        if not isinstance(node, ast.ClassDef) and _body_lines(node) > 60
+    ]
+    assert not long, "split these by meaning:\n" + "\n".join(long)
+
+
+def test_public_classes_say_what_they_are():
+    bare = [
+        f"{path}:{node.lineno} {node.name}"
+        for path, node in _functions_and_classes()
+        if isinstance(node, ast.ClassDef)
+        and not node.name.startswith("_")
+        and not ast.get_docstring(node)
+    ]
+    assert not bare, "public classes without a docstring:\n" + "\n".join(bare)
