@@ -691,6 +691,12 @@ def test_test_store_classes_in_another_order_are_mapped_by_name(tmp_path):
         config=EvalConfig(probes=("knn",), seeds=(0,), progress=False),
     )
     assert results["probes"]["knn"]["mean"]["top1"] > 90  # (%): labels matched by name
+    # predictions.npz (and the confusion matrix) give labels in the classes the predictions use
+    saved = np.load(tmp_path / "e" / "predictions.npz")
+    as_train = {2: 0, 1: 1, 0: 2}  # test index -> the train store's index of the same name
+    expected = [as_train[int(y)] for y in FeatureStore.open(test_store).labels]
+    np.testing.assert_array_equal(saved["labels"], expected)
+    assert (saved["knn"][0] == saved["labels"]).mean() > 0.9
 
 
 @pytest.mark.parametrize("damage", ["config.json", "model.safetensors"])

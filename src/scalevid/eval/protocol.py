@@ -481,6 +481,7 @@ def evaluate(
         {name: [r.test_scores for r in per_seed] for name, per_seed in runs.items()},
         test_store=test_store,
         test_rows=scored.test_rows,
+        y_test=scored.y_test,
         test=ctx.test,
         plots=config.plots,
         embedding_map=config.embedding_map,

@@ -172,6 +172,7 @@ def write_report(
     *,
     test_store: FeatureStore,
     test_rows: np.ndarray,
+    y_test: np.ndarray,
     test: Representations,
     plots: bool,
     embedding_map: Literal["pca", "tsne"],
@@ -181,11 +182,10 @@ def write_report(
     record the files written in `results["files"]`.
 
     test_scores: per probe, per seed, the test scores (Nte, C) of the videos `test_rows` of
-    `test_store`; `test`: their representations (for the embedding map).
+    `test_store`; `y_test`: their labels (Nte,) as the scores index classes (the train store's
+    class indices) or their regression targets; `test`: their representations (for the map).
     """
     task = results["task"]
-    stored = test_store.labels if task == "classification" else test_store.targets
-    y_test = stored[test_rows]
     files = {"results": RESULTS, "table": RESULTS_TABLE, "predictions": PREDICTIONS}
     predictions = _predictions(test_scores, task=task, num_test=len(test_rows))
     np.savez(
