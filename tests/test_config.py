@@ -142,3 +142,28 @@ def test_extract_reads_a_config_file_under_its_flags(tmp_path, monkeypatch):
     assert seen["c"].progress is False and seen["c"].backbone == "i3d"
     path.write_text("frobnicate: 1\n")
     assert cli.main(argv) == 2  # unknown key: an error naming the file
+
+
+def test_required_paths_may_come_from_the_config_file(tmp_path, monkeypatch, capsys):
+    import scalevid.extract
+
+    seen = {}
+
+    class Report:
+        failed = 0
+
+        def summary(self):
+            return "ok"
+
+    monkeypatch.setattr(scalevid.extract, "extract", lambda c: seen.update(c=c) or Report())
+    path = tmp_path / "extract.yaml"
+    path.write_text("list: videos.csv\nout: store\n")
+    assert cli.main(["extract", "--config", str(path)]) == 0
+    assert (seen["c"].list, seen["c"].out) == ("videos.csv", "store")
+    # neither flag nor file: one line naming both ways to give it
+    path.write_text("list: videos.csv\n")
+    assert cli.main(["extract", "--config", str(path)]) == 2
+    error = capsys.readouterr().err
+    assert "--out required" in error and "`out:` in a --config file" in error
+    assert cli.main(["train", "--out", str(tmp_path / "run")]) == 2
+    assert "--store required" in capsys.readouterr().err

@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from scalevid.config import read_config_file
 from scalevid.eval.config import PROBES
 
 logger = logging.getLogger("scalevid")
@@ -49,13 +50,27 @@ def _add_flags(
         if options.get("action") is None and "choices" not in options:
             # argparse would name the value after the dotted key (PRETEXT.NUM_VIEWS)
             options = {"metavar": flag.lstrip("-").replace("-", "_").upper(), **options}
+        if options.get("required"):
+            # required, but a --config file may give it: checked in `_overrides`
+            options = {**options, "required": False, "help": f"{options['help']} (required)"}
         parser.add_argument(flag, dest=key, default=None, **options)
 
 
 def _overrides(args: argparse.Namespace, flags: Sequence[Flag]) -> dict[str, Any]:
-    """The given flags' values by dotted config key."""
+    """The given flags' values by dotted config key; a required flag may instead be a key of
+    the `--config` file (`args.config`), else it is a clear error."""
     values = {key: getattr(args, key) for _, key, _ in flags}
-    return {key: value for key, value in values.items() if value is not None}
+    given = {key: value for key, value in values.items() if value is not None}
+    needed = [(flag, key) for flag, key, options in flags if options.get("required")]
+    if any(key not in given for _, key in needed):
+        from_file = read_config_file(args.config) if getattr(args, "config", None) else {}
+        missing = [(f, k) for f, k in needed if k not in given and from_file.get(k) in (None, "")]
+        if missing:
+            raise ValueError(
+                f"{' and '.join(f for f, _ in missing)} required (on the command line, or as "
+                f"{' and '.join(f'`{k}:`' for _, k in missing)} in a --config file)"
+            )
+    return given
 
 
 def _positive_int(text: str) -> int:
