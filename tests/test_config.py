@@ -114,10 +114,12 @@ def test_every_flag_names_a_config_key(table, config):
         merge(defaults, {flag.key: 1}, source=flag.flag)  # an unknown key raises
 
 
-def test_extract_reads_a_config_file_under_its_flags(tmp_path, monkeypatch):
+@pytest.fixture
+def captured_extract(monkeypatch) -> dict:
+    """`scalevid extract` with the extraction replaced by recording its config in ["c"]."""
     import scalevid.extract
 
-    seen = {}
+    seen: dict = {}
 
     class Report:
         failed = 0
@@ -126,6 +128,11 @@ def test_extract_reads_a_config_file_under_its_flags(tmp_path, monkeypatch):
             return "ok"
 
     monkeypatch.setattr(scalevid.extract, "extract", lambda c: seen.update(c=c) or Report())
+    return seen
+
+
+def test_extract_reads_a_config_file_under_its_flags(tmp_path, captured_extract):
+    seen = captured_extract
     path = tmp_path / "extract.yaml"
     path.write_text("backbone: module\nnum_clips: 4\nseed: 3\nprogress: false\n")
     argv = ["extract", "--config", str(path), "--list", "l.csv", "--out", "s", "--seed", "5"]
@@ -144,18 +151,8 @@ def test_extract_reads_a_config_file_under_its_flags(tmp_path, monkeypatch):
     assert cli.main(argv) == 2  # unknown key: an error naming the file
 
 
-def test_required_paths_may_come_from_the_config_file(tmp_path, monkeypatch, capsys):
-    import scalevid.extract
-
-    seen = {}
-
-    class Report:
-        failed = 0
-
-        def summary(self):
-            return "ok"
-
-    monkeypatch.setattr(scalevid.extract, "extract", lambda c: seen.update(c=c) or Report())
+def test_required_paths_may_come_from_the_config_file(tmp_path, captured_extract, capsys):
+    seen = captured_extract
     path = tmp_path / "extract.yaml"
     path.write_text("list: videos.csv\nout: store\n")
     assert cli.main(["extract", "--config", str(path)]) == 0
