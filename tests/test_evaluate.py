@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 from scalevid.config import result_settings
-from scalevid.eval import probes as probes_mod
 from scalevid.eval import protocol as ev
+from scalevid.eval import selection as selection_mod
+from scalevid.eval.cache import load_probe_run
 from scalevid.eval.config import PROBES, EvalConfig, baseline_settings, load_eval_config
 from scalevid.eval.embed import export_embeddings, search
 from scalevid.eval.protocol import evaluate, make_split
@@ -238,7 +239,7 @@ def test_final_fit_retrains_on_the_whole_train_split(stores, tmp_path, monkeypat
         return real_set(configs, trains, **kwargs)
 
     real_set = ev.fit_set_probes
-    monkeypatch.setattr(probes_mod, "fit_grid", recorder(probes_mod.fit_grid, "grid"))
+    monkeypatch.setattr(selection_mod, "fit_grid", recorder(selection_mod.fit_grid, "grid"))
     monkeypatch.setattr(ev, "fit_predict", recorder(ev.fit_predict, "final"))
     monkeypatch.setattr(ev, "fit_set_probes", set_recorder)
     config = tiny_config(seeds=(3,), head_epochs=1, finetune_epochs=(1,))
@@ -504,7 +505,7 @@ def test_baseline_rows_are_reused_across_runs_and_recomputed_when_settings_chang
     for path in damaged:
         path.write_bytes(b"not a zip")
     cached_evaluate("e", probes=("knn",))
-    assert ran == ["knn"] and sum(ev._load_probe_run(p) is not None for p in damaged) == 1
+    assert ran == ["knn"] and sum(load_probe_run(p) is not None for p in damaged) == 1
 
 
 def test_store_fingerprint_follows_content(stores, tmp_path):

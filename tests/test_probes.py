@@ -1,4 +1,5 @@
-"""Tests for scalevid.eval.probes: kNN voting, view averaging, grid training, protocol helpers."""
+"""Tests for the probes (scalevid.eval.probes, knn, heads, selection, splits): kNN voting, view
+averaging, grid training, protocol helpers."""
 
 from __future__ import annotations
 
@@ -10,29 +11,25 @@ import pytest
 import torch
 from torch import nn
 
-from scalevid.eval.probes import (
+from scalevid.eval.heads import HeadGrid, fit_heads, predict_heads
+from scalevid.eval.knn import knn_classify
+from scalevid.eval.probes import ProbeConfig, ProbeData, make_grid, mean_over_valid, video_vectors
+from scalevid.eval.selection import (
     GridResult,
-    HeadGrid,
-    ProbeConfig,
-    ProbeData,
     cross_validate,
     fit_grid,
-    fit_heads,
     fit_predict,
-    knn_classify,
-    low_shot_subset,
-    make_grid,
-    mean_over_valid,
-    mean_squared_error,
-    predict_heads,
     select_and_predict,
     select_config,
     select_index,
+    validation_loss,
+)
+from scalevid.eval.splits import (
+    low_shot_subset,
+    mean_squared_error,
     stratified_folds,
     topk_accuracy,
     train_val_split,
-    validation_loss,
-    video_vectors,
 )
 
 sklearn = pytest.importorskip("sklearn")

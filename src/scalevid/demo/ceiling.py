@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from scalevid.eval.probes import train_val_split
+from scalevid.eval.splits import train_val_split
 from scalevid.store import FeatureStore
 
 logger = logging.getLogger(__name__)

@@ -43,11 +43,7 @@ or MSE for regression targets.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import logging
-import os
-import zipfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -56,6 +52,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from scalevid.eval.cache import BaselineCache, ProbeRun, load_probe_run, save_probe_run
 from scalevid.eval.config import (
     BASELINE_OF,
     CLASSIFICATION_ONLY,
@@ -64,23 +61,8 @@ from scalevid.eval.config import (
     EvalConfig,
     ProbeName,
     Task,
-    baseline_settings,
 )
-from scalevid.eval.probes import (
-    ProbeConfig,
-    ProbeData,
-    cross_validate,
-    fit_predict,
-    low_shot_subset,
-    make_grid,
-    mean_squared_error,
-    select_config,
-    select_index,
-    stratified_folds,
-    topk_accuracy,
-    train_val_split,
-    validation_loss,
-)
+from scalevid.eval.probes import ProbeConfig, ProbeData, make_grid
 from scalevid.eval.report import write_report
 from scalevid.eval.representations import (
     Representations,
@@ -88,12 +70,26 @@ from scalevid.eval.representations import (
     open_store,
     representations,
 )
+from scalevid.eval.selection import (
+    cross_validate,
+    fit_predict,
+    select_config,
+    select_index,
+    validation_loss,
+)
 from scalevid.eval.set_probes import (
     FinetuneConfig,
     SetData,
     fit_set_probes,
     predict_set_probes,
     steps_per_epoch,
+)
+from scalevid.eval.splits import (
+    low_shot_subset,
+    mean_squared_error,
+    stratified_folds,
+    topk_accuracy,
+    train_val_split,
 )
 from scalevid.hardware import resolve_device
 from scalevid.model import ModelConfig, ScaleModel
@@ -199,16 +195,6 @@ def _selection_metric(scores: np.ndarray, labels: np.ndarray, task: Task) -> flo
     if task == "regression":
         return -mean_squared_error(scores, labels)
     return topk_accuracy(scores, labels, ks=(1,))[1]
-
-
-@dataclass
-class ProbeRun:
-    """One probe on one seed: the grid on val, the chosen config, and test scores (Nte, C)."""
-
-    chosen: dict[str, Any]
-    grid: list[dict[str, Any]]
-    num_train: int
-    test_scores: np.ndarray
 
 
 @dataclass
@@ -470,7 +456,7 @@ def evaluate(
     ctx = _context(config, task, scored, train_labels, train_store, test_store, model, device)
     cache = None
     if baseline_cache is not None:
-        cache = _BaselineCache(Path(baseline_cache), train_store, test_store)
+        cache = BaselineCache(Path(baseline_cache), train_store, test_store)
     runs, seed_info, reused = _run_seeds(probes, ctx, scored, out=out, cache=cache)
     meta = _meta(train_store, test_store, run, scored, skipped=skipped, reused=reused)
     results = _summarise(
@@ -639,7 +625,7 @@ def _run_seeds(
     scored: _Scored,
     *,
     out: Path,
-    cache: _BaselineCache | None,
+    cache: BaselineCache | None,
 ) -> tuple[dict[str, list[ProbeRun]], list[dict[str, Any]], list[str]]:
     """Every probe on every seed's split: (per probe its runs in seed order, per seed its
     results.json entry, the "<probe> seed <S>" runs taken from the baseline cache)."""
@@ -703,21 +689,31 @@ def _probe_run(
     ctx: _Context,
     split: Split,
     *,
-    cache: _BaselineCache | None,
+    cache: BaselineCache | None,
     y_test: np.ndarray,
 ) -> _Outcome:
     """One probe on one seed: from the baseline cache when it holds the run, else trained
     (and then cached, for a baseline row)."""
     path = None
     if cache is not None and name not in NEEDS_RUN:
-        path = cache.path(name, seed, ctx)
-    result = _load_probe_run(path) if path is not None else None
+        architecture = None
+        if name == "transformer":
+            architecture = asdict(_set_probe_init(name, ctx))
+        path = cache.path(
+            name,
+            seed,
+            config=ctx.config,
+            task=ctx.task,
+            device=ctx.device,
+            architecture=architecture,
+        )
+    result = load_probe_run(path) if path is not None else None
     reused = result is not None
     if result is None:
         runner = _run_set_probe if name in ("transformer", "scale_ft") else _run_head_probe
         result = runner(name, ctx, split, seed)
         if path is not None:
-            _save_probe_run(result, path)
+            save_probe_run(result, path)
     else:
         logger.info("%s seed %d: reused from %s", LABELS[name], seed, path)
     scores = _metrics(result.test_scores, y_test, ctx.task)
@@ -748,78 +744,6 @@ def _meta(
         "skipped_probes": skipped,
         "reused_baselines": reused,
     }
-
-
-# --------------------------------------------------------------------------- baseline reuse
-
-
-@dataclass(frozen=True)
-class _BaselineCache:
-    """A folder of baseline rows' runs for one pair of stores (see `evaluate`)."""
-
-    folder: Path
-    train_store: FeatureStore
-    test_store: FeatureStore
-
-    def path(self, name: str, seed: int, ctx: _Context) -> Path:
-        file = _baseline_file(
-            name, seed, ctx, train_store=self.train_store, test_store=self.test_store
-        )
-        return self.folder / file
-
-
-def _baseline_file(
-    name: str, seed: int, ctx: _Context, *, train_store: FeatureStore, test_store: FeatureStore
-) -> str:
-    """File name of one baseline row's cached run: the probe, the seed and a digest of all it
-    depends on (store contents, the settings it reads, the architecture, device type, version).
-    Which settings it reads is EvalConfig's field metadata (`baseline_settings`)."""
-    from scalevid import __version__
-
-    key = {
-        "probe": name,
-        "seed": seed,
-        "train_store": train_store.fingerprint,
-        "test_store": test_store.fingerprint,
-        "settings": baseline_settings(ctx.config, name),
-        "task": ctx.task,
-        "device": ctx.device.type,
-        "version": __version__,
-    }
-    if name == "transformer":
-        key["architecture"] = asdict(_set_probe_init(name, ctx))
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
-    return f"{name}-seed{seed}-{digest[:20]}.npz"
-
-
-def _save_probe_run(result: ProbeRun, path: Path) -> None:
-    """Atomically write one probe run (test scores + chosen config and grid as JSON)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"chosen": result.chosen, "grid": result.grid, "num_train": result.num_train}
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        np.savez(f, test_scores=result.test_scores, meta=np.array(json.dumps(meta)))
-    os.replace(tmp, path)
-
-
-def _load_probe_run(path: Path) -> ProbeRun | None:
-    """A cached probe run, or None when there is none or it cannot be read (then it is
-    recomputed and rewritten)."""
-    if not path.is_file():
-        return None
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            meta = json.loads(str(data["meta"]))
-            scores = np.array(data["test_scores"])
-        return ProbeRun(
-            chosen=meta["chosen"],
-            grid=meta["grid"],
-            num_train=meta["num_train"],
-            test_scores=scores,
-        )
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
-        logger.warning("%s: unreadable cached baseline (%s); recomputing it", path, err)
-        return None
 
 
 # --------------------------------------------------------------------------- summaries

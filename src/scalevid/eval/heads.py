@@ -1,0 +1,232 @@
+"""Linear and MLP probes: a head applied per clip, trained on random valid clips of each video;
+at test the softmax (or regression output) is averaged over the video's valid views.
+
+A grid of (lr, weight decay) heads trains in one pass over the data: one shared input
+(optionally a BatchNorm without affine parameters), one forward per head, one optimizer param
+group per head (the DINOv2 ``eval/linear.py`` recipe). The training clips are drawn with
+:func:`scalevid.pretext.shuffle_valid_first`, the one view sampler that pretraining and the set
+probes use too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from scalevid.eval.probes import (
+    Device,
+    ProbeConfig,
+    ProbeData,
+    Task,
+    gather_views,
+    mean_over_valid,
+    num_outputs,
+)
+from scalevid.pretext import shuffle_valid_first
+from scalevid.progress import progress_bar
+from scalevid.train.schedule import warmup_cosine
+
+logger = logging.getLogger(__name__)
+
+
+class _SeededDropout(nn.Module):
+    """Dropout drawing its masks from its own generator, so a head draws the same masks whether
+    it trains alone or inside a grid (nn.Dropout uses the global RNG, shared by all heads)."""
+
+    def __init__(self, p: float, *, seed: int) -> None:
+        super().__init__()
+        self.p, self.seed = p, seed
+        self._generator: torch.Generator | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        if self._generator is None or self._generator.device != x.device:
+            self._generator = torch.Generator(device=x.device).manual_seed(self.seed)
+        keep = torch.rand(x.shape, generator=self._generator, device=x.device) >= self.p
+        return x * keep / (1.0 - self.p)
+
+
+def _make_head(config: ProbeConfig, *, in_dim: int, out_dim: int) -> nn.Module:
+    """A linear or MLP head initialised from config.seed alone (not from its place in a grid)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        if config.kind == "linear":
+            return nn.Linear(in_dim, out_dim)
+        layers: list[nn.Module] = []
+        width = in_dim
+        for i, hidden in enumerate(config.hidden):
+            drop = _SeededDropout(config.dropout, seed=config.seed + 1000 * (i + 1))
+            layers += [nn.Linear(width, hidden), nn.GELU(), drop]
+            width = hidden
+        layers.append(nn.Linear(width, out_dim))
+        return nn.Sequential(*layers)
+
+
+class HeadGrid(nn.Module):
+    """G heads sharing one input (and one optional BatchNorm without affine parameters)."""
+
+    def __init__(
+        self, heads: Sequence[nn.Module], *, in_dim: int, batchnorm: bool, task: Task
+    ) -> None:
+        super().__init__()
+        self.task = task
+        self.norm = nn.BatchNorm1d(in_dim, affine=False) if batchnorm else nn.Identity()
+        self.heads = nn.ModuleList(heads)
+
+    def forward(self, x: torch.Tensor, *, heads: Sequence[int] | None = None) -> torch.Tensor:
+        """x (B, F) -> outputs (G, B, C) of the selected heads (all by default)."""
+        x = self.norm(x)  # (B, F)
+        chosen = range(len(self.heads)) if heads is None else heads
+        return torch.stack([self.heads[g](x) for g in chosen])  # (G, B, C)
+
+
+def grid_key(config: ProbeConfig) -> ProbeConfig:
+    """What heads trained in one pass must share: everything except lr and weight decay."""
+    return dataclasses.replace(config, lr=0.0, weight_decay=0.0)
+
+
+def _sample_clips(
+    num_valid: torch.Tensor, *, num_views: int, count: int, generator: torch.Generator
+) -> torch.Tensor:
+    """`count` random valid view indices per video: num_valid (B,) -> (B, count) int64.
+
+    Without replacement while a video has >= count valid views, cycling through them otherwise.
+    """
+    noise = torch.rand(num_valid.shape[0], num_views, generator=generator)  # (B, V)
+    order = shuffle_valid_first(noise, num_valid)  # (B, V): valid views first, shuffled
+    slots = torch.arange(count)[None, :] % num_valid[:, None]  # (B, count)
+    return order.gather(1, slots)
+
+
+def _head_optimizer(grid: HeadGrid, configs: Sequence[ProbeConfig]) -> torch.optim.Optimizer:
+    """One param group per head, at its config's lr and weight decay."""
+    groups = [
+        {"params": list(head.parameters()), "lr": c.lr, "weight_decay": c.weight_decay}
+        for head, c in zip(grid.heads, configs, strict=True)
+    ]
+    cfg = configs[0]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+    return torch.optim.AdamW(groups, lr=cfg.lr)
+
+
+def _targets(data: ProbeData) -> torch.Tensor:
+    """Training targets: class ids (N,) int64, or float targets (N, T)."""
+    if data.task == "classification":
+        return torch.as_tensor(data.labels)  # (N,)
+    return torch.as_tensor(data.labels, dtype=torch.float32).reshape(len(data), -1)  # (N, T)
+
+
+def _head_losses(outputs: torch.Tensor, y: torch.Tensor, task: Task) -> torch.Tensor:
+    """Each head's mean loss (G,) on outputs (G, B*S, C): cross-entropy or MSE."""
+    loss = F.cross_entropy if task == "classification" else F.mse_loss
+    return torch.stack([loss(o, y) for o in outputs])  # (G,)
+
+
+def _shared_config(configs: Sequence[ProbeConfig]) -> ProbeConfig:
+    """The settings heads trained in one pass share (configs[0]); raises if they differ in
+    anything but lr and weight decay, or are not linear/MLP."""
+    if not configs or any(grid_key(c) != grid_key(configs[0]) for c in configs):
+        raise ValueError("heads trained in one pass may differ only in lr and weight_decay")
+    if configs[0].kind not in ("linear", "mlp"):
+        raise ValueError(f"fit_heads trains linear/mlp heads, not {configs[0].kind!r}")
+    return configs[0]
+
+
+def fit_heads(
+    configs: Sequence[ProbeConfig],
+    train: ProbeData,
+    *,
+    device: Device = "cpu",
+    progress: bool = False,
+) -> tuple[HeadGrid, np.ndarray]:
+    """Train one linear/MLP head per config in a single pass over `train`.
+
+    The configs may differ only in lr and weight_decay; every head starts from the same
+    seeded init and sees the same batches, so head g ends exactly as if trained alone.
+    Returns (the grid in eval mode, per-step training losses (G, steps)).
+    """
+    cfg = _shared_config(configs)
+    task = train.task
+    n, num_views, in_dim = train.x.shape
+    out_dim = num_outputs(cfg, train.labels)
+    heads = [_make_head(c, in_dim=in_dim, out_dim=out_dim) for c in configs]
+    grid = HeadGrid(heads, in_dim=in_dim, batchnorm=cfg.batchnorm, task=task).to(device)
+    optimizer = _head_optimizer(grid, configs)
+    targets, num_valid = _targets(train), torch.as_tensor(train.num_valid)
+    batch = min(cfg.batch_size, n)
+    steps_per_epoch = n // batch
+    total = steps_per_epoch * cfg.epochs
+    warmup = round(cfg.warmup_epochs * steps_per_epoch)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    losses: list[torch.Tensor] = []
+    grid.train()
+    bar = progress_bar(total=total, desc=f"{cfg.kind} x{len(configs)}", enabled=progress)
+    for epoch in range(cfg.epochs):
+        perm = torch.randperm(n, generator=generator)
+        for b in range(steps_per_epoch):
+            rows = perm[b * batch : (b + 1) * batch]  # (B,)
+            cols = _sample_clips(
+                num_valid[rows],
+                num_views=num_views,
+                count=cfg.clips_per_sample,
+                generator=generator,
+            )  # (B, S)
+            x = gather_views(train.x, rows, cols, device).reshape(-1, in_dim)  # (B*S, F)
+            y = targets[rows].repeat_interleave(cfg.clips_per_sample, dim=0).to(device)
+            per_head = _head_losses(grid(x), y, task)  # (G,)
+            factor = warmup_cosine(epoch * steps_per_epoch + b, total=total, warmup=warmup)
+            for group, c in zip(optimizer.param_groups, configs, strict=True):
+                group["lr"] = c.lr * factor
+            optimizer.zero_grad(set_to_none=True)
+            # Heads share no parameters, so the sum hands each head exactly its own gradient.
+            per_head.sum().backward()
+            optimizer.step()
+            losses.append(per_head.detach())
+            bar.update(1)
+        if losses:
+            logger.debug("epoch %d: head losses %s", epoch, losses[-1].tolist())
+    bar.close()
+    grid.eval()
+    history = torch.stack(losses, dim=1).cpu().numpy() if losses else np.zeros((len(configs), 0))
+    logger.info("trained %d %s heads for %d steps", len(configs), cfg.kind, total)
+    return grid, history
+
+
+@torch.no_grad()
+def predict_heads(
+    grid: HeadGrid,
+    data: ProbeData,
+    *,
+    batch_size: int = 256,
+    heads: Sequence[int] | None = None,
+) -> np.ndarray:
+    """Video predictions (G, N, C): each head on every valid view, averaged over valid views.
+
+    Classification averages the softmax of the views (probabilities); regression averages the
+    outputs. `data.labels` is not read.
+    """
+    device = next(grid.heads.parameters()).device
+    grid.eval()
+    out = []
+    for start in range(0, len(data), batch_size):
+        rows = torch.arange(start, min(start + batch_size, len(data)))
+        x = gather_views(data.x, rows, None, device)  # (B, V, F)
+        b, v, f = x.shape
+        per_view = grid(x.reshape(b * v, f), heads=heads)  # (G, B*V, C)
+        per_view = per_view.reshape(per_view.shape[0], b, v, -1)  # (G, B, V, C)
+        if grid.task == "classification":
+            per_view = per_view.softmax(dim=-1)  # (G, B, V, C)
+        nv = torch.as_tensor(data.num_valid[start : start + b])
+        out.append(mean_over_valid(per_view.permute(1, 2, 0, 3), nv).cpu())  # (B, G, C)
+    num_heads = len(grid.heads) if heads is None else len(heads)
+    if not out:
+        return np.zeros((num_heads, 0, 0), dtype=np.float32)
+    return torch.cat(out).permute(1, 0, 2).numpy()  # (G, N, C)
