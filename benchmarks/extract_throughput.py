@@ -5,9 +5,19 @@ Part 1, backbone alone, at each --sizes (16 frames by default), on the same rand
          convolution (no folding) -- what a straightforward PyTorch port of I3D does
   fast   scalevid's default (`create_backbone("i3d")`): BatchNorm folded into the convolutions,
          channels_last_3d, and bf16 on CPUs with bf16 units / fp16 on CUDA (`compute_dtype`)
-Both time `forward_clips` (normalisation included) in batches of --batch-size, interleaved
---repeats times (plain, fast, plain, fast, ...); the rows are medians and the ratio is fast/plain.
-The minimum per-clip cosine between the two paths' features on those clips is printed too.
+  compiled  fast + `Backbone.compile_network(--batch-size)` (`scalevid extract --compile`):
+         `torch.compile`, static shapes, inductor `freezing` on CPU; its one-time compile
+         seconds are measured (cold: inductor's on-disk cache goes to a fresh
+         temporary folder unless $TORCHINDUCTOR_CACHE_DIR is set) and so is the
+         break-even: the clips after which compiling has paid for itself against fast, i.e.
+         compile seconds / (fast s per clip - compiled s per clip), by wall and by CPU time
+         (`compile_cpu_s` is this process's only: inductor builds its C++ kernels in worker
+         processes, not counted, so the CPU-time break-even is a lower bound).
+         --no-compiled leaves the row out.
+All time `forward_clips` (normalisation included) in batches of --batch-size, interleaved
+--repeats times (plain, fast, compiled, plain, ...); the rows are medians and the ratios are
+over plain. The minimum per-clip cosine of each path's features against plain on those clips is
+printed too.
 
 Part 2, at each --pipeline-sizes: the whole `scalevid extract` (DataLoader decode workers +
 backbone + store writes, `scalevid.extract.extract`) on scalevid's synthetic videos (written once
@@ -104,21 +114,53 @@ def time_backbone(backbone: I3D, clips: torch.Tensor, min_seconds: float) -> tup
     return n / (time.perf_counter() - start), (time.process_time() - cpu) / n
 
 
+def compiled_i3d(args: argparse.Namespace, size: int, device: torch.device) -> tuple[I3D, dict]:
+    """The default I3D compiled for batches of --batch-size, and what compiling cost."""
+    backbone = create_backbone(
+        "i3d", weights=Path(args.weights), device=device, frames=args.frames, size=size
+    )
+    cpu = time.process_time()
+    seconds = backbone.compile_network(args.batch_size)
+    cost = {"compile_s": seconds, "compile_cpu_s": time.process_time() - cpu}
+    print(f"{size}px: compiled in {seconds:.1f} s ({cost['compile_cpu_s']:.1f} CPU s)", flush=True)
+    return backbone, cost
+
+
+def break_even(
+    compile_s: float, fast_s_per_clip: float, compiled_s_per_clip: float
+) -> float | None:
+    """Clips after which compiling has paid for itself (None: compiled is not faster)."""
+    saving = fast_s_per_clip - compiled_s_per_clip
+    return compile_s / saving if saving > 0 else None
+
+
 def compare_backbones(args: argparse.Namespace, size: int, device: torch.device) -> dict:
     weights = Path(args.weights)
-    fast = create_backbone("i3d", weights=weights, device=device, frames=args.frames, size=size)
-    plain = plain_i3d(weights, frames=args.frames, size=size, device=device)
+    paths = {
+        "plain": plain_i3d(weights, frames=args.frames, size=size, device=device),
+        "fast": create_backbone(
+            "i3d", weights=weights, device=device, frames=args.frames, size=size
+        ),
+    }
+    cost: dict = {}
+    if args.compiled:
+        paths["compiled"], cost = compiled_i3d(args, size, device)
     gen = torch.Generator().manual_seed(size)
     clips = torch.randint(
         0, 256, (args.batch_size, args.frames, size, size, 3), generator=gen, dtype=torch.uint8
     ).to(device)
-    cosine = nn.functional.cosine_similarity(
-        plain.forward_clips(clips), fast.forward_clips(clips), dim=1
-    )
-    runs: dict[str, list[float]] = {"plain": [], "fast": []}
-    cpu: dict[str, list[float]] = {"plain": [], "fast": []}
+    reference = paths["plain"].forward_clips(clips)
+    cosine = {
+        name: float(
+            nn.functional.cosine_similarity(reference, backbone.forward_clips(clips), dim=1).min()
+        )
+        for name, backbone in paths.items()
+        if name != "plain"
+    }
+    runs: dict[str, list[float]] = {name: [] for name in paths}
+    cpu: dict[str, list[float]] = {name: [] for name in paths}
     for repeat in range(args.repeats):
-        for name, backbone in (("plain", plain), ("fast", fast)):
+        for name, backbone in paths.items():
             rate, cpu_per_clip = time_backbone(backbone, clips, args.min_seconds)
             runs[name].append(rate)
             cpu[name].append(cpu_per_clip)
@@ -127,19 +169,26 @@ def compare_backbones(args: argparse.Namespace, size: int, device: torch.device)
                 f"{cpu_per_clip:.3f} CPU s/clip",
                 flush=True,
             )
-    plain_rate, fast_rate = statistics.median(runs["plain"]), statistics.median(runs["fast"])
-    plain_cpu, fast_cpu = statistics.median(cpu["plain"]), statistics.median(cpu["fast"])
-    return {
+    rate = {name: statistics.median(v) for name, v in runs.items()}
+    cpu_clip = {name: statistics.median(v) for name, v in cpu.items()}
+    result = {
         "clip": f"{args.frames}x{size}x{size}",
-        "fast_dtype": str(fast.dtype).removeprefix("torch."),
-        "clips_per_s": {"plain": plain_rate, "fast": fast_rate},
-        "fast_over_plain": fast_rate / plain_rate,
-        "cpu_s_per_clip": {"plain": plain_cpu, "fast": fast_cpu},
-        "fast_over_plain_by_cpu_time": plain_cpu / fast_cpu,
+        "fast_dtype": str(paths["fast"].dtype).removeprefix("torch."),
+        "clips_per_s": rate,
+        "cpu_s_per_clip": cpu_clip,
         "runs": runs,
         "cpu_runs": cpu,
-        "min_cosine_fast_vs_plain": float(cosine.min()),
     }
+    for name in paths:
+        if name != "plain":
+            result[f"{name}_over_plain"] = rate[name] / rate["plain"]
+            result[f"{name}_over_plain_by_cpu_time"] = cpu_clip["plain"] / cpu_clip[name]
+            result[f"min_cosine_{name}_vs_plain"] = cosine[name]
+    if cost:
+        wall = break_even(cost["compile_s"], 1 / rate["fast"], 1 / rate["compiled"])
+        by_cpu = break_even(cost["compile_cpu_s"], cpu_clip["fast"], cpu_clip["compiled"])
+        result.update(cost, break_even_clips=wall, break_even_clips_by_cpu_time=by_cpu)
+    return result
 
 
 def compare_pipeline(args: argparse.Namespace, size: int, device: torch.device) -> dict:
@@ -230,9 +279,12 @@ def main(argv: list[str] | None = None) -> int:
         "--data", type=Path, default=Path(tempfile.gettempdir()) / "scalevid-bench-videos"
     )
     p.add_argument("--random-weights", action="store_true", help="see above")
+    p.add_argument("--no-compiled", dest="compiled", action="store_false", help="no compiled row")
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
     device = torch.device(args.device)
+    # A cold compile: nothing from an earlier run's inductor cache.
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", tempfile.mkdtemp(prefix="scalevid-inductor-"))
     if args.random_weights:
         args.weights = str(random_weights_file(Path(tempfile.mkdtemp(prefix="scalevid-i3d-"))))
     elif args.weights is None:

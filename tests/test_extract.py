@@ -12,9 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch._dynamo.utils import counters
 
 from scalevid import extract as extract_module
-from scalevid.cli import main
+from scalevid.backbones import CompileUnavailableError, cpp_compiler_available, create_backbone
+from scalevid.backbones import base as backbone_base
+from scalevid.cli import build_parser, main
+from scalevid.config import result_settings
 from scalevid.data.lists import VideoItem
 from scalevid.extract import ExtractConfig, extract
 from scalevid.store import FeatureStore
@@ -200,3 +204,60 @@ def test_batch_queue_fills_batches_across_videos_and_returns_whole_videos_in_ord
         [10, 11],
         [20, 21, 22, 23, 24, 25],
     ]
+
+
+# ------------------------------------------------------------------ --compile (torch.compile)
+
+needs_compiler = pytest.mark.skipif(
+    not cpp_compiler_available(),
+    reason="torch.compile on CPU needs a C++ compiler (g++, clang++ or $CXX); none found",
+)
+
+
+@needs_compiler
+def test_compiled_backbone_matches_eager_and_never_recompiles_for_a_partial_batch():
+    torch._dynamo.reset()
+    counters.clear()
+    backbone = create_backbone("module", weights="tests.tiny_backbone:build_conv")
+    gen = torch.Generator().manual_seed(0)
+    clips = torch.randint(0, 256, (7, 4, 16, 16, 3), generator=gen, dtype=torch.uint8)
+    eager = backbone.forward_clips(clips)
+    assert backbone.compile_network(4) > 0
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        outputs = [backbone.forward_clips(c) for c in (clips[:4], clips[4:], clips[:1], clips)]
+    assert counters["stats"]["unique_graphs"] == 1  # one graph for batch 4, no recompile
+    assert [len(o) for o in outputs] == [4, 3, 1, 7]  # padding rows dropped
+    compiled = torch.cat(outputs[:2])
+    assert torch.nn.functional.cosine_similarity(compiled, eager, dim=1).min() >= 0.999
+    torch.testing.assert_close(outputs[3], eager, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(outputs[2], eager[:1], rtol=1e-4, atol=1e-5)
+    torch._dynamo.reset()
+
+
+@needs_compiler
+def test_extract_with_compile_writes_the_eager_features(tmp_path, good_videos):
+    torch._dynamo.reset()
+    eager = FeatureStore.open(extract(config(tmp_path / "a", good_videos, batch_size=3)).store)
+    # 5 videos x 4 clips in batches of 3: the last batch has 2 clips and is padded
+    compiled = extract(config(tmp_path / "b", good_videos, batch_size=3, compile=True)).store
+    store = FeatureStore.open(compiled)
+    assert store.video_ids == eager.video_ids
+    a = torch.from_numpy(eager.features().astype(np.float32))
+    b = torch.from_numpy(store.features().astype(np.float32))
+    assert torch.nn.functional.cosine_similarity(a, b, dim=-1).min() >= 0.999
+    assert json.loads((compiled / "extract-config.json").read_text())["compile"] is True
+    torch._dynamo.reset()
+
+
+def test_compile_is_a_runtime_setting_and_a_flag():
+    assert "compile" not in result_settings(ExtractConfig(list="l", out="o", compile=True))
+    args = build_parser().parse_args(["extract", "--list", "l", "--out", "o", "--compile"])
+    assert args.compile is True
+
+
+def test_compile_without_a_compiler_says_so(monkeypatch):
+    monkeypatch.setattr(backbone_base, "cpp_compiler_available", lambda: False)
+    backbone = create_backbone("module", weights=BACKBONE["weights"])
+    with pytest.raises(CompileUnavailableError, match="C\\+\\+ compiler"):
+        backbone.compile_network(4)
+    assert backbone.compiled_batch is None  # eager as before

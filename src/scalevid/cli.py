@@ -179,6 +179,13 @@ EXTRACT_FLAGS = (
     Flag("--workers", "workers", {"type": int, "help": "decoding processes (2)"}),
     Flag("--device", "device"),
     Flag("--precision", "precision", {"choices": ["auto", "fp32", "fp16", "bf16"]}),
+    Flag(
+        "--compile",
+        "compile",
+        _switch(
+            True, "torch.compile the backbone once (pays over many clips; needs a C++ compiler)"
+        ),
+    ),
     Flag("--seed", "seed", {"type": int}),
     Flag("--shard-size", "shard_size", {"type": int, "help": "videos per shard (256)"}),
     Flag("--limit", "limit", {"type": int, "help": "only the first N videos"}),

@@ -77,6 +77,9 @@ class ExtractConfig:
     device: str = runtime("auto")
     # auto: fp16 on CUDA, bf16 on CPUs with bf16 units (i3d), else fp32; fp32: exact features
     precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
+    # torch.compile the backbone once, for batches of batch_size (smaller ones zero-padded):
+    # features within cosine 0.999 of eager; pays only over many clips (docs/performance.md)
+    compile: bool = runtime(False)
     seed: int = 0
     shard_size: int = runtime(256)
     flush_seconds: float = runtime(120.0)
@@ -425,7 +428,10 @@ def _extract_videos(
     device: torch.device,
 ) -> None:
     """Decode (in DataLoader workers), batch through the backbone, write; flush the writer
-    every `config.flush_seconds`, and publish whatever is finished also when interrupted."""
+    every `config.flush_seconds`, and publish whatever is finished also when interrupted.
+    With `config.compile` the backbone is compiled first (logged; not in the report's time)."""
+    if config.compile and todo:
+        backbone.compile_network(config.batch_size)
     loader = DataLoader(
         ClipDataset(todo, mode=config.mode, sampling=sampling, seed=config.seed),
         batch_size=None,

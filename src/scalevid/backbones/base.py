@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -34,6 +37,11 @@ class WeightsUnavailableError(BackboneError):
 
 class ClipShapeError(BackboneError, ValueError):
     """Clips do not have the shape or dtype the backbone's `InputSpec` asks for."""
+
+
+class CompileUnavailableError(BackboneError):
+    """`torch.compile` cannot build the backbone on this machine (no C++ compiler for the CPU
+    kernels, or the compiler failed); extract without `compile`."""
 
 
 @dataclass(frozen=True)
@@ -177,6 +185,12 @@ def compute_dtype(
     return dtypes[precision]
 
 
+def cpp_compiler_available() -> bool:
+    """Whether inductor can find a C++ compiler for CPU kernels ($CXX, g++, clang++, c++)."""
+    names = [os.environ.get("CXX", ""), "g++", "clang++", "c++"]
+    return any(name and shutil.which(name) for name in names)
+
+
 def weights_cache_dir() -> Path:
     """Where converted weights are cached: `$SCALEVID_CACHE`, else `~/.cache/scalevid`."""
     root = os.environ.get("SCALEVID_CACHE")
@@ -223,6 +237,9 @@ class Backbone(nn.Module):
         self.weights_id = weights_id
         # Tracks the module's device and dtype even when the wrapped network has no parameters.
         self.register_buffer("_anchor", torch.empty(0), persistent=False)
+        # Set by `compile_network`: the compiled `embed` and the one batch size it runs.
+        self._compiled: Callable[[torch.Tensor], torch.Tensor] | None = None
+        self.compiled_batch: int | None = None
 
     @property
     def device(self) -> torch.device:
@@ -270,7 +287,10 @@ class Backbone(nn.Module):
     def forward_clips(self, clips: torch.Tensor) -> torch.Tensor:
         """uint8 RGB clips (B, T, H, W, 3) -> float32 features (B, dim) on the device."""
         with torch.inference_mode():
-            features = self.embed(self.prepare_clips(clips))  # (B, dim)
+            if self._compiled is None:
+                features = self.embed(self.prepare_clips(clips))  # (B, dim)
+            else:
+                features = self._embed_compiled(self.prepare_clips(clips))
         if features.shape != (clips.shape[0], self.dim):
             raise BackboneError(
                 f"{self.name} returned {tuple(features.shape)}, expected ({clips.shape[0]}, {self.dim})"
@@ -280,6 +300,58 @@ class Backbone(nn.Module):
 
     def forward(self, clips: torch.Tensor) -> torch.Tensor:
         return self.forward_clips(clips)
+
+    def compile_network(self, batch_size: int) -> float:
+        """`torch.compile` `embed` once for batches of exactly `batch_size` clips, on the
+        current device, dtype and input size; returns the seconds compiling took.
+
+        Static shapes (`dynamic=False`); on CPU inductor's `freezing` (the weights become
+        constants, so it folds and pre-packs them). `forward_clips` then pads every smaller
+        batch with zero clips to `batch_size` (and drops their features) and splits larger
+        ones, so the graph never recompiles, e.g. for the last, partial batch of a run. The
+        compiled features are within cosine 0.999 per clip of eager ones (tests/test_extract.py);
+        it pays only over many clips (docs/performance.md). Raises `CompileUnavailableError`
+        where inductor cannot build kernels (no C++ compiler on a CPU machine)."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if self.device.type == "cpu" and not cpp_compiler_available():
+            raise CompileUnavailableError(
+                "torch.compile needs a C++ compiler for CPU kernels (g++ or clang++, or $CXX); "
+                "none was found: install one or extract without --compile"
+            )
+        options = {"freezing": True} if self.device.type == "cpu" else None
+        self._compiled = torch.compile(self.embed, dynamic=False, options=options)
+        self.compiled_batch = int(batch_size)
+        spec = self.input_spec
+        zeros = torch.zeros((batch_size, spec.frames, spec.size, spec.size, 3), dtype=torch.uint8)
+        start = time.perf_counter()
+        try:
+            self.forward_clips(zeros)  # compiles now, not in the middle of a run
+        except Exception as err:
+            self._compiled, self.compiled_batch = None, None
+            raise CompileUnavailableError(f"torch.compile of {self.name} failed: {err}") from err
+        seconds = time.perf_counter() - start
+        logger.info(
+            "compiled %s for batches of %d on %s (%s) in %.1f s",
+            self.name,
+            batch_size,
+            self.device,
+            str(self.dtype).removeprefix("torch."),
+            seconds,
+        )
+        return seconds
+
+    def _embed_compiled(self, x: torch.Tensor) -> torch.Tensor:
+        """The compiled `embed` on batches of exactly `compiled_batch` (zero-padded, split)."""
+        n, size = len(x), self.compiled_batch
+        out = []
+        for start in range(0, n, size):
+            part = x[start : start + size]
+            if len(part) < size:
+                pad = part.new_zeros((size - len(part), *part.shape[1:]))
+                part = torch.cat([part, pad]).contiguous(memory_format=self.memory_format)
+            out.append(self._compiled(part)[: min(size, n - start)])
+        return out[0] if len(out) == 1 else torch.cat(out)
 
     def preprocessing(self) -> dict[str, Any]:
         """JSON-ready description for the feature-store manifest."""
