@@ -578,6 +578,7 @@ OLD_RUNTIME_KEYS = {
         "shard_size",
         "flush_seconds",
         "progress",
+        "compile",  # added since, as a runtime field (features within cosine 0.999 of eager)
     },
     "train": {"store", "out", "device", "progress", "log_every", "tensorboard"},
     "eval": {"device", "progress", "embed_batch_size"},
