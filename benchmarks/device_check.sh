@@ -9,7 +9,7 @@
 #      BatchNorm folded, channels_last_3d) against a plain fp32 channels-first port at 64 and
 #      224 px, and the whole `scalevid extract` pipeline (8 decode workers + backbone + store
 #      writes) as a fraction of backbone-alone; with the weights and PyAV present, also
-#      tests/test_i3d.py's fp16-on-CUDA check on real videos (cosine >= 0.999, tree.avi top-5);
+#      tests/backbones/test_i3d.py's fp16-on-CUDA check on real videos (cosine >= 0.999, tree.avi top-5);
 #   4. evaluation on CUDA (benchmarks/eval_throughput.py, ~1,000-video store): the set-probe
 #      protocol's wall time, old code (needs the git history: commit 6512a86) against new.
 # It uses the machine's own python3 and torch, with the project on PYTHONPATH (no install).
@@ -55,7 +55,7 @@ if python3 -c "import av, tqdm, safetensors" 2> /dev/null; then
     weights=(--random-weights)
     if [ -f "${SCALEVID_CACHE:-${HOME:-}/.cache/scalevid}/i3d/i3d-kinetics-400.safetensors" ]; then
         weights=()
-        timeout 180 python3 -m pytest -q --noconftest -p no:cacheprovider tests/test_i3d.py \
+        timeout 180 python3 -m pytest -q --noconftest -p no:cacheprovider tests/backbones/test_i3d.py \
             -k "cuda_default or tree_video" 2>&1 | tee "$out/i3d_cuda_tests.log"
         extract=${PIPESTATUS[0]}
     fi

@@ -208,7 +208,7 @@ def _noise_video(path: Path, **kwargs: object) -> Path:
 
 @pytest.fixture(scope="session")
 def broken_videos(video_dir: Path) -> dict[str, Path]:
-    """Broken inputs by kind (see ``tests/test_video.py`` for the error each raises)."""
+    """Broken inputs by kind (see ``tests/data/test_video.py`` for the error each raises)."""
     broken = video_dir / "broken"
     broken.mkdir()
     (broken / "empty.mp4").write_bytes(b"")

@@ -17,8 +17,7 @@ from scalevid.train import TrainConfig
 from scalevid.train.data import TrainData
 from scalevid.train.engine import Trainer
 from scalevid.train.schedule import adamw
-
-from .test_pretext import tiny_batch, tiny_model
+from tests.test_pretext import tiny_batch, tiny_model
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 

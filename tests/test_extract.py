@@ -22,8 +22,7 @@ from scalevid.config import result_settings
 from scalevid.data.lists import VideoItem
 from scalevid.extract import ExtractConfig, extract
 from scalevid.store import FeatureStore
-
-from .conftest import write_video
+from tests.conftest import write_video
 
 BACKBONE = dict(backbone="module", weights="tests.tiny_backbone:build_pair")  # 4 x 16px, dim 8
 

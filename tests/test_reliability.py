@@ -37,8 +37,7 @@ from scalevid.train import checkpoint as checkpoint_module
 from scalevid.train import engine, load_config, train
 from scalevid.train.checkpoint import load_checkpoint, save_checkpoint
 from scalevid.train.schedule import adamw
-
-from .conftest import write_video
+from tests.conftest import write_video
 
 # Names added for this contract (StoreLock, recover_checkpoint, NonFiniteLossError, ...) are
 # imported inside the tests that use them, so that on a scalevid without them each test fails

@@ -14,7 +14,7 @@ The feature is the 1024-d Mixed_5c output averaged over time and space.
 For inference the network is frozen, so `create_i3d` folds every BatchNorm into the
 convolution before it (`fold_batch_norm`), and the backbone runs in `torch.channels_last_3d`:
 on CPUs with bf16 matrix units `precision="auto"` runs it in bf16, on CUDA in fp16 (features
-within cosine 0.999 of fp32 on real videos, Kinetics top-5 unchanged: tests/test_i3d.py);
+within cosine 0.999 of fp32 on real videos, Kinetics top-5 unchanged: tests/backbones/test_i3d.py);
 `precision="fp32"` gives fp32 features.
 """
 
@@ -271,7 +271,7 @@ class InceptionI3d(nn.Module):
 class I3D(Backbone):
     """Kinetics-400 I3D RGB as a scalevid backbone: 1024-d features, 400 logits on request."""
 
-    bf16_on_cpu = True  # checked against fp32 on real videos in tests/test_i3d.py
+    bf16_on_cpu = True  # checked against fp32 on real videos in tests/backbones/test_i3d.py
     memory_format = torch.channels_last_3d
 
     def __init__(

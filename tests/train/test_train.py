@@ -14,8 +14,7 @@ from scalevid.cli import main
 from scalevid.model import ScaleModel
 from scalevid.train import TrainConfig, engine, load_config, train
 from scalevid.train.schedule import param_groups, warmup_cosine, warmup_steps
-
-from .synthetic_store import write_synthetic_store
+from tests.synthetic_store import write_synthetic_store
 
 SMALL = {
     "model": {

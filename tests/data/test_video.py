@@ -30,8 +30,7 @@ from scalevid.data.decode import (
     probe,
 )
 from scalevid.data.read import apply_colour_jitter, read_clips, sample_and_read
-
-from .conftest import FPS, HEIGHT, STEP, VFR_PTS_MS, WIDTH, frame_number
+from tests.conftest import FPS, HEIGHT, STEP, VFR_PTS_MS, WIDTH, frame_number
 
 INFO = VideoInfo(num_frames=300, fps=30.0, duration=10.0, height=240, width=320)
 

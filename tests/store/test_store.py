@@ -31,7 +31,7 @@ from scalevid.store import writer as writer_module
 from scalevid.store.importer import import_npy_folder
 
 K, D = 4, 32
-DOCS = Path(__file__).resolve().parents[1] / "docs" / "feature-store.md"
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "feature-store.md"
 
 
 def make_manifest(**overrides) -> Manifest:

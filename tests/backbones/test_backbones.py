@@ -23,7 +23,7 @@ from scalevid.backbones import (
     registry,
 )
 
-TESTS_DIR = Path(__file__).parent
+TESTS_DIR = Path(__file__).parents[1]
 
 
 def random_clips(spec: InputSpec, batch: int = 2, seed: int = 0) -> torch.Tensor:
