@@ -12,6 +12,7 @@ import pytest
 
 from scalevid.config import result_settings
 from scalevid.eval import protocol as ev
+from scalevid.eval import representations
 from scalevid.eval import selection as selection_mod
 from scalevid.eval.cache import load_probe_run
 from scalevid.eval.config import PROBES, EvalConfig, baseline_settings, load_eval_config
@@ -343,7 +344,10 @@ def test_reports_written_and_deltas_match_per_seed_numbers(evaluated):
     assert text.splitlines()[2].split()[0] == "kNN"
 
 
-def test_clip_vectors_match_the_dense_array(stores, run):
+@pytest.mark.parametrize("resident", [True, False])
+def test_clip_vectors_match_the_dense_array(stores, run, resident, monkeypatch):
+    # resident: read once and kept; else assembled from the memory map on every read
+    monkeypatch.setattr(representations, "RESIDENT_BYTES", 1 << 30 if resident else 0)
     store = FeatureStore.open(stores["train"])
     sets = np.random.default_rng(0).normal(size=(len(store), 5)).astype(np.float32)
     dense = np.concatenate(
@@ -359,6 +363,12 @@ def test_clip_vectors_match_the_dense_array(stores, run):
     cols = np.array([[0, 7], [1, 1], [2, 3], [6, 5]])
     np.testing.assert_array_equal(view[np.arange(4)[:, None], cols], dense[rows[:, None], cols])
     np.testing.assert_array_equal(np.asarray(view[np.array([2, 0])]), dense[[3, 70]])
+    assert (x._all() is not None) == resident
+    raw = ClipVectors(store)[rows]  # no per-video part: the store's own dtype, either way
+    assert (
+        np.asarray(raw).dtype == np.float16 and raw[np.arange(4)[:, None], cols].dtype == np.float16
+    )
+    np.testing.assert_array_equal(np.asarray(raw), store.features(rows))
 
 
 def test_config_overrides_and_validation():

@@ -45,9 +45,18 @@ def load_model(run: ScaleModel | str | Path | None, device: torch.device) -> Sca
     return model.to(device).eval()
 
 
+# A store's per-clip vectors up to this size are read once and kept in memory: the probes read
+# random clips of random videos every step, and assembling them from the memory map each time
+# (fp16 -> fp32, the per-video part appended to every view) was a third of the head probes' time.
+RESIDENT_BYTES = 1 << 30
+
+
 class ClipVectors:
     """A lazy (N, V, F) array of per-clip vectors: clip part (N, V, Fc) with an optional
-    per-video part (N, Fe) appended to every view, F = Fc + Fe. Rows are read on demand.
+    per-video part (N, Fe) appended to every view, F = Fc + Fe. Rows are read on demand; the
+    whole array is read once and kept when it is at most `RESIDENT_BYTES` (views made by
+    indexing share it). Either way the values and dtype are the same: the clip part's dtype
+    without a per-video part, float32 with one.
 
     Supports what the probes index with: `x[rows]` (a lazy view of those videos),
     `x[rows[:, None], cols]` (B, S, F) with cols (B, S), and `np.asarray(x)`.
@@ -59,6 +68,7 @@ class ClipVectors:
         *,
         extra: np.ndarray | None = None,
         rows: np.ndarray | None = None,
+        resident: dict[str, np.ndarray] | None = None,
     ) -> None:
         self.clips = clips
         self.extra = extra
@@ -72,6 +82,8 @@ class ClipVectors:
             views, width = clips.shape[1], clips.shape[2]
         self.shape = (len(self.rows), views, width + (0 if extra is None else extra.shape[1]))
         self.ndim = 3
+        # {"all": (N, V, F)} once read; shared by every view of the same vectors
+        self._resident = {} if resident is None else resident
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -79,17 +91,43 @@ class ClipVectors:
     def __getitem__(self, key: Any) -> Any:
         if isinstance(key, tuple):
             rows, cols = key
-            block = self._read(np.asarray(rows).reshape(-1))  # (B, V, F)
+            rows = np.asarray(rows).reshape(-1)
+            everything = self._all()
+            if everything is not None:  # pick just the views asked for
+                return everything[self.rows[rows][:, None], np.asarray(cols)]  # (B, S, F)
+            block = self._read(rows)  # (B, V, F)
             return block[np.arange(block.shape[0])[:, None], np.asarray(cols)]  # (B, S, F)
         idx = np.arange(len(self))[key]
-        return ClipVectors(self.clips, extra=self.extra, rows=self.rows[idx])
+        return ClipVectors(
+            self.clips, extra=self.extra, rows=self.rows[idx], resident=self._resident
+        )
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
         out = self._read(np.arange(len(self)))
         return out if dtype is None else out.astype(dtype)
 
+    def _all(self) -> np.ndarray | None:
+        """Every row of the underlying vectors (N, V, F), read on first use; None when they
+        are larger than `RESIDENT_BYTES`."""
+        if "all" not in self._resident:
+            n, (views, width) = len(self.clips), self.shape[1:]
+            itemsize = 4 if self.extra is not None else self._clip_dtype().itemsize
+            if n * views * width * itemsize > RESIDENT_BYTES:
+                return None
+            self._resident["all"] = self._assemble(np.arange(n))
+        return self._resident["all"]
+
+    def _clip_dtype(self) -> np.dtype:
+        return np.dtype(np.float16) if isinstance(self.clips, FeatureStore) else self.clips.dtype
+
     def _read(self, idx: np.ndarray) -> np.ndarray:
-        rows = self.rows[idx]
+        everything = self._all()
+        if everything is not None:
+            return everything[self.rows[idx]]
+        return self._assemble(self.rows[idx])
+
+    def _assemble(self, rows: np.ndarray) -> np.ndarray:
+        """Rows of the underlying vectors (B, V, F), read from the clips and the extra part."""
         if isinstance(self.clips, FeatureStore):
             clips = self.clips.features(rows)  # (B, V, Fc) float16
         else:
