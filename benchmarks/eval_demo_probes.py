@@ -1,0 +1,76 @@
+"""Wall time of the demo's probes (all labels), re-run on a finished `scalevid demo` folder.
+
+Runs `evaluate` with exactly the demo's evaluation config on the demo's stores and SCALE run,
+`--repeats` times, and checks that results.json (less its paths and file list) and
+predictions.npz equal the ones the demo wrote. To compare two checkouts, run it under each with
+the other's `src` first on PYTHONPATH, alternating:
+
+    python benchmarks/eval_demo_probes.py scalevid-demo --repeats 2
+    PYTHONPATH=/path/to/other/checkout/src python benchmarks/eval_demo_probes.py scalevid-demo
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from scalevid.config import build_config
+from scalevid.demo.pipeline import DemoConfig
+from scalevid.eval.config import EvalConfig
+from scalevid.eval.protocol import evaluate
+
+# Differ between any two runs without the numbers differing.
+_PLACES = ("files", "train_store", "test_store", "run")
+
+
+def _comparable(path: Path) -> str:
+    results = json.loads(path.read_text())
+    for key in _PLACES:
+        results.pop(key, None)
+    return json.dumps(results, sort_keys=True)
+
+
+def _same_predictions(a: Path, b: Path) -> bool:
+    pa, pb = np.load(a), np.load(b)
+    return pa.files == pb.files and all(np.array_equal(pa[k], pb[k]) for k in pa.files)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("demo", type=Path, help="a finished `scalevid demo` output folder")
+    p.add_argument("--repeats", type=int, default=1)
+    args = p.parse_args()
+    config = build_config(
+        EvalConfig, ("demo", DemoConfig().eval_settings()), ("benchmark", {"progress": False})
+    )
+    report = args.demo / "report"
+    seconds, same = [], []
+    for _ in range(args.repeats):
+        with tempfile.TemporaryDirectory() as tmp:
+            start = time.perf_counter()
+            evaluate(
+                train_store=args.demo / "stores" / "train",
+                test_store=args.demo / "stores" / "test",
+                run=args.demo / "run",
+                out=tmp,
+                config=config,
+            )
+            seconds.append(time.perf_counter() - start)
+            out = Path(tmp)
+            same.append(
+                _comparable(out / "results.json") == _comparable(report / "results.json")
+                and _same_predictions(out / "predictions.npz", report / "predictions.npz")
+            )
+    runs = ", ".join(f"{s:.1f}" for s in seconds)
+    print(f"probes: {runs} s (median {statistics.median(seconds):.1f} s)")
+    print(f"results and predictions equal the demo's: {all(same)}")
+
+
+if __name__ == "__main__":
+    main()
