@@ -238,20 +238,63 @@ def test_extract_with_compile_writes_the_eager_features(tmp_path, good_videos):
     torch._dynamo.reset()
     eager = FeatureStore.open(extract(config(tmp_path / "a", good_videos, batch_size=3)).store)
     # 5 videos x 4 clips in batches of 3: the last batch has 2 clips and is padded
-    compiled = extract(config(tmp_path / "b", good_videos, batch_size=3, compile=True)).store
+    compiled = extract(config(tmp_path / "b", good_videos, batch_size=3, compile="on")).store
     store = FeatureStore.open(compiled)
     assert store.video_ids == eager.video_ids
     a = torch.from_numpy(eager.features().astype(np.float32))
     b = torch.from_numpy(store.features().astype(np.float32))
     assert torch.nn.functional.cosine_similarity(a, b, dim=-1).min() >= 0.999
-    assert json.loads((compiled / "extract-config.json").read_text())["compile"] is True
+    assert json.loads((compiled / "extract-config.json").read_text())["compile"] == "on"
     torch._dynamo.reset()
 
 
 def test_compile_is_a_runtime_setting_and_a_flag():
-    assert "compile" not in result_settings(ExtractConfig(list="l", out="o", compile=True))
+    assert "compile" not in result_settings(ExtractConfig(list="l", out="o", compile="on"))
     args = build_parser().parse_args(["extract", "--list", "l", "--out", "o", "--compile"])
-    assert args.compile is True
+    assert args.compile == "on"
+    args = build_parser().parse_args(["extract", "--list", "l", "--out", "o", "--no-compile"])
+    assert args.compile == "off"
+    assert ExtractConfig(list="l", out="o").compile == "auto"
+    assert ExtractConfig(list="l", out="o", compile=True).compile == "on"  # YAML `true`
+    with pytest.raises(ValueError, match="auto, on or off"):
+        ExtractConfig(list="l", out="o", compile="sometimes")
+
+
+@pytest.mark.parametrize(
+    ("setting", "clips", "compiler", "dtype", "compiled"),
+    [
+        ("auto", 20_000, True, torch.float32, True),  # a big fp32 CPU job: where it pays
+        ("auto", 19_999, True, torch.float32, False),  # smaller: the compile would not pay
+        ("auto", 50_000, False, torch.float32, False),  # no C++ compiler: eager, no error
+        ("auto", 50_000, True, torch.bfloat16, False),  # reduced precision: not measured
+        ("off", 50_000, True, torch.float32, False),
+        ("on", 10, True, torch.float32, True),
+        ("on", 0, True, torch.float32, False),  # nothing left to extract
+    ],
+)
+def test_when_extraction_compiles(monkeypatch, setting, clips, compiler, dtype, compiled):
+    backbone = create_backbone("module", weights=BACKBONE["weights"]).to(dtype)
+    calls = []
+    monkeypatch.setattr(backbone, "compile_network", lambda batch: calls.append(batch) or 1.0)
+    monkeypatch.setattr(extract_module, "cpp_compiler_available", lambda: compiler)
+    cfg = ExtractConfig(list="l", out="o", compile=setting, batch_size=6)
+    extract_module._compile(cfg, backbone, clips=clips)
+    assert calls == ([6] if compiled else [])
+
+
+def test_auto_compile_falls_back_to_eager_when_compiling_fails(monkeypatch, caplog):
+    backbone = create_backbone("module", weights=BACKBONE["weights"])
+
+    def fail(batch):
+        raise CompileUnavailableError("torch.compile of module failed: no")
+
+    monkeypatch.setattr(backbone, "compile_network", fail)
+    monkeypatch.setattr(extract_module, "cpp_compiler_available", lambda: True)
+    cfg = ExtractConfig(list="l", out="o")
+    extract_module._compile(cfg, backbone, clips=10**6)  # no error: extraction goes on eager
+    assert "extracting without torch.compile" in caplog.text
+    with pytest.raises(CompileUnavailableError):
+        extract_module._compile(ExtractConfig(list="l", out="o", compile="on"), backbone, clips=1)
 
 
 def test_compile_without_a_compiler_says_so(monkeypatch):

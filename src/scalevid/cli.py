@@ -183,9 +183,12 @@ EXTRACT_FLAGS = (
         "--compile",
         "compile",
         _switch(
-            True, "torch.compile the backbone once (pays over many clips; needs a C++ compiler)"
+            "on",
+            "torch.compile the backbone once (needs a C++ compiler on CPU). Default: only "
+            "for CPU jobs of 20,000+ clips in fp32, where it pays (docs/performance.md)",
         ),
     ),
+    Flag("--no-compile", "compile", _switch("off", "never torch.compile the backbone")),
     Flag("--seed", "seed", {"type": int}),
     Flag("--shard-size", "shard_size", {"type": int, "help": "videos per shard (256)"}),
     Flag("--limit", "limit", {"type": int, "help": "only the first N videos"}),

@@ -29,7 +29,12 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from scalevid import __version__
-from scalevid.backbones import Backbone, create_backbone
+from scalevid.backbones import (
+    Backbone,
+    CompileUnavailableError,
+    cpp_compiler_available,
+    create_backbone,
+)
 from scalevid.config import runtime
 from scalevid.data.clips import ColourJitter, SamplingConfig
 from scalevid.data.decode import VideoError
@@ -78,13 +83,21 @@ class ExtractConfig:
     # auto: fp16 on CUDA, bf16 on CPUs with bf16 units (i3d), else fp32; fp32: exact features
     precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
     # torch.compile the backbone once, for batches of batch_size (smaller ones zero-padded):
-    # features within cosine 0.999 of eager; pays only over many clips (docs/performance.md)
-    compile: bool = runtime(False)
+    # features within cosine 0.999 of eager; it pays only over many clips (docs/performance.md).
+    # auto: for jobs of at least AUTO_COMPILE_CLIPS clips on a CPU backbone computing in fp32
+    # (where it was measured), falling back to eager if it cannot compile; on / off: always, never
+    compile: Literal["auto", "on", "off"] = runtime("auto")
     seed: int = 0
     shard_size: int = runtime(256)
     flush_seconds: float = runtime(120.0)
     limit: int | None = None  # only the first N videos of the list (smoke tests)
     progress: bool = runtime(True)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.compile, bool):  # `compile: true` in a YAML file
+            self.compile = "on" if self.compile else "off"
+        if self.compile not in ("auto", "on", "off"):
+            raise ValueError(f"compile must be auto, on or off, got {self.compile!r}")
 
     @property
     def mode(self) -> Literal["train", "test"]:
@@ -362,6 +375,7 @@ def _extract(config: ExtractConfig, rank: int, world: int, device: torch.device)
     if rank == 0:
         for item in duplicates:  # recorded, skipped, and the run goes on (as `import` does)
             outcomes.failed(item, "listed twice")
+    _compile(config, backbone, clips=len(todo) * manifest.clips_per_video)
     _extract_videos(todo, config, backbone, sampling, outcomes, device)
     if world > 1:
         import torch.distributed as dist
@@ -419,6 +433,31 @@ def _manifest(
     )
 
 
+# `compile: auto` compiles for jobs of at least this many clips: the measured break-even on a
+# 2-core Xeon in fp32 is about 7,600 clips of 16 x 64 x 64 and 260 of 16 x 224 x 224
+# (docs/performance.md), so this is past it with room for a slower compiler.
+AUTO_COMPILE_CLIPS = 20_000
+
+
+def _compile(config: ExtractConfig, backbone: Backbone, *, clips: int) -> None:
+    """Compile the backbone before extracting `clips` clips when `config.compile` says so (its
+    time is logged, not counted in the report's). `auto` leaves out what was not measured: GPU
+    backbones and reduced precision stay eager; a failed compile falls back to eager."""
+    if clips == 0 or config.compile == "off":
+        return
+    if config.compile == "on":
+        backbone.compile_network(config.batch_size)
+        return
+    if backbone.device.type != "cpu" or backbone.dtype != torch.float32:
+        return
+    if clips < AUTO_COMPILE_CLIPS or not cpp_compiler_available():
+        return
+    try:
+        backbone.compile_network(config.batch_size)
+    except CompileUnavailableError as err:
+        logger.warning("%s; extracting without torch.compile", err)
+
+
 def _extract_videos(
     todo: list[VideoItem],
     config: ExtractConfig,
@@ -428,10 +467,7 @@ def _extract_videos(
     device: torch.device,
 ) -> None:
     """Decode (in DataLoader workers), batch through the backbone, write; flush the writer
-    every `config.flush_seconds`, and publish whatever is finished also when interrupted.
-    With `config.compile` the backbone is compiled first (logged; not in the report's time)."""
-    if config.compile and todo:
-        backbone.compile_network(config.batch_size)
+    every `config.flush_seconds`, and publish whatever is finished also when interrupted."""
     loader = DataLoader(
         ClipDataset(todo, mode=config.mode, sampling=sampling, seed=config.seed),
         batch_size=None,
