@@ -5,6 +5,7 @@ and public classes say what they are."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import scalevid
@@ -171,3 +172,50 @@ def test_public_classes_say_what_they_are():
         and not ast.get_docstring(node)
     ]
     assert not bare, "public classes without a docstring:\n" + "\n".join(bare)
+
+
+ARCHITECTURE_DOC = Path(__file__).parents[1] / "docs" / "architecture.md"
+
+
+def _listed_modules() -> list[str]:
+    """The modules of docs/architecture.md's one-line-per-module list, in its order."""
+    block = ARCHITECTURE_DOC.read_text().split("## One line per module")[1].split("```")[1]
+    listed, package = [], None
+    for line in block.splitlines():
+        match = re.match(r"^( *)(\S+)", line)
+        if not match or match.group(2) == "src/scalevid/":
+            continue
+        indent, name = len(match.group(1)), match.group(2)
+        if indent <= 2:
+            package = name[:-1] if name.endswith("/") else None
+        if name.endswith(".py"):
+            inside = package if indent > 2 else None
+            listed.append(".".join(["scalevid", *([inside] if inside else []), name[:-3]]))
+    return listed
+
+
+def test_the_architecture_doc_lists_every_module_in_import_order():
+    """Every module has its line in docs/architecture.md, and imports only what is listed above
+    it (a package counts where its last module is), so the listing reads as the pipeline."""
+    listed = _listed_modules()
+    place = {name: i for i, name in enumerate(listed)}
+    modules = [m for m in _modules() if m != "scalevid" and m not in _packages()]
+    assert sorted(set(modules) - set(place)) == [], "modules missing from docs/architecture.md"
+    assert sorted(set(place) - set(modules)) == [], "docs/architecture.md lists gone modules"
+
+    def position(target: str) -> int:
+        inside = [place[m] for m in listed if m.startswith(target + ".")]
+        return place[target] if target in place else max(inside)
+
+    late = [
+        f"{source} -> {target}"
+        for source, targets in _graph().items()
+        if source in place
+        for target in targets
+        if target != "scalevid" and position(target) > place[source]
+    ]
+    assert not late, "imports of modules listed below the importer:\n" + "\n".join(sorted(late))
+
+
+def _packages() -> set[str]:
+    return {_module_name(p) for p in PACKAGE.rglob("__init__.py")}
