@@ -237,8 +237,11 @@ def test_compiled_backbone_matches_eager_and_never_recompiles_for_a_partial_batc
 def test_extract_with_compile_writes_the_eager_features(tmp_path, good_videos):
     torch._dynamo.reset()
     eager = FeatureStore.open(extract(config(tmp_path / "a", good_videos, batch_size=3)).store)
-    # 5 videos x 4 clips in batches of 3: the last batch has 2 clips and is padded
-    compiled = extract(config(tmp_path / "b", good_videos, batch_size=3, compile="on")).store
+    # 5 videos x 4 clips in batches of 3: the last batch has 2 clips and is padded; the decode
+    # workers are forked after the compile (as `scalevid extract` does by default)
+    compiled = extract(
+        config(tmp_path / "b", good_videos, batch_size=3, compile="on", workers=2)
+    ).store
     store = FeatureStore.open(compiled)
     assert store.video_ids == eager.video_ids
     a = torch.from_numpy(eager.features().astype(np.float32))
