@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -22,7 +22,6 @@ from scalevid.eval.config import PROBES
 
 logger = logging.getLogger("scalevid")
 
-Handler = Callable[[argparse.Namespace], int]
 
 NO_VERIFY_HELP = (
     "do not verify the store's checksums on open (for very large stores that `scalevid store "

@@ -6,6 +6,7 @@ A training run folder (`scalevid train --out RUN`):
     checkpoints/last/      model.safetensors + config.json + trainer_state.pt, rewritten atomically
     metrics.jsonl          one row per log interval
     curves.png             loss and accuracy curves, drawn at the end
+    tensorboard/           when enabled
 An evaluation folder (`scalevid eval --out DIR`):
     results.json           every row, seed, chosen config and the EvalConfig
     results.md             the same as markdown tables

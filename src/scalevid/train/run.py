@@ -1,13 +1,6 @@
 """Set-up for SCALE pretraining: config, data on the device, model, optimizer, resume, and the
-run folder. The step loop itself lives in `scalevid.train.engine`.
-
-Run folder layout:
-    config.json           the resolved TrainConfig (its "model" entry rebuilds the model)
-    model.safetensors     final weights (beside config.json, so the folder loads directly)
-    checkpoints/last/     weights + config + trainer_state.pt, rewritten atomically
-    metrics.jsonl         one row per log interval
-    curves.png            loss / accuracy curves, drawn at the end
-    tensorboard/          when enabled
+run folder (its files: `scalevid.folders`). The step loop itself lives in
+`scalevid.train.engine`.
 """
 
 from __future__ import annotations
