@@ -1,9 +1,10 @@
 """Linear and MLP probes: a head applied per clip, trained on random valid clips of each video;
 at test the softmax (or regression output) is averaged over the video's valid views.
 
-A grid of (lr, weight decay) heads trains in one pass over the data: one shared input
-(optionally a BatchNorm without affine parameters), one forward per head, one optimizer param
-group per head (the DINOv2 ``eval/linear.py`` recipe). The training clips are drawn with
+A grid of (lr, weight decay) heads trains in one pass over the data (the DINOv2
+``eval/linear.py`` recipe): one shared input (optionally a BatchNorm without affine parameters),
+the heads' weights stacked so that each layer of all heads is one batched matrix product, and
+one stacked optimizer with a learning rate and weight decay per head (``eval/stacked.py``). The training clips are drawn with
 :func:`scalevid.pretext.shuffle_valid_first`, the one view sampler that pretraining and the set
 probes use too.
 """
@@ -28,6 +29,7 @@ from scalevid.eval.probes import (
     mean_over_valid,
     num_outputs,
 )
+from scalevid.eval.stacked import StackedAdamW, StackedSGD
 from scalevid.pretext import shuffle_valid_first
 from scalevid.progress import progress_bar
 from scalevid.train.schedule import warmup_cosine
@@ -37,7 +39,8 @@ logger = logging.getLogger(__name__)
 
 class _SeededDropout(nn.Module):
     """Dropout drawing its masks from its own generator, so a head draws the same masks whether
-    it trains alone or inside a grid (nn.Dropout uses the global RNG, shared by all heads)."""
+    it trains alone or inside a grid (nn.Dropout uses the global RNG). The heads of a grid share
+    a seed, so one mask (B, H) per step serves all of them: x (G, B, H) -> (G, B, H)."""
 
     def __init__(self, p: float, *, seed: int) -> None:
         super().__init__()
@@ -49,7 +52,7 @@ class _SeededDropout(nn.Module):
             return x
         if self._generator is None or self._generator.device != x.device:
             self._generator = torch.Generator(device=x.device).manual_seed(self.seed)
-        keep = torch.rand(x.shape, generator=self._generator, device=x.device) >= self.p
+        keep = torch.rand(x.shape[1:], generator=self._generator, device=x.device) >= self.p
         return x * keep / (1.0 - self.p)
 
 
@@ -69,8 +72,36 @@ def _make_head(config: ProbeConfig, *, in_dim: int, out_dim: int) -> nn.Module:
         return nn.Sequential(*layers)
 
 
+def _layers(head: nn.Module) -> tuple[list[nn.Linear], list[tuple[float, int]]]:
+    """A head's linear layers, and (dropout p, seed) after each hidden one: an nn.Linear, or
+    a Sequential of [Linear, GELU, _SeededDropout] * n + [Linear] as :func:`_make_head` builds."""
+    if isinstance(head, nn.Linear):
+        return [head], []
+    modules = list(head) if isinstance(head, nn.Sequential) else []
+    linears = modules[0::3]
+    drops = modules[2::3]
+    shape_ok = len(modules) % 3 == 1 and all(isinstance(m, nn.Linear) for m in linears)
+    if not shape_ok or not all(
+        isinstance(g, nn.GELU) and isinstance(d, _SeededDropout)
+        for g, d in zip(modules[1::3], drops, strict=True)
+    ):
+        raise ValueError(f"not a linear or MLP head: {head}")
+    return linears, [(d.p, d.seed) for d in drops]
+
+
+def _bias(layer: nn.Linear) -> torch.Tensor:
+    """The layer's bias (out,), zeros for a layer built without one."""
+    if layer.bias is None:
+        return layer.weight.new_zeros(layer.out_features)
+    return layer.bias.detach()
+
+
 class HeadGrid(nn.Module):
-    """G heads sharing one input (and one optional BatchNorm without affine parameters)."""
+    """G heads of one architecture sharing one input (and one optional BatchNorm without affine
+    parameters), their weights stacked so that all G run as one batched product per layer:
+    ``weights[l]`` (G, in, out) and ``biases[l]`` (G, out); GELU and dropout between layers.
+    Dropout masks are drawn once per layer and step and shared by the heads (their seeds agree),
+    as each head would draw them trained alone."""
 
     def __init__(
         self, heads: Sequence[nn.Module], *, in_dim: int, batchnorm: bool, task: Task
@@ -78,13 +109,31 @@ class HeadGrid(nn.Module):
         super().__init__()
         self.task = task
         self.norm = nn.BatchNorm1d(in_dim, affine=False) if batchnorm else nn.Identity()
-        self.heads = nn.ModuleList(heads)
+        per_head = [_layers(h) for h in heads]  # per head: (linears, dropouts)
+        if any(d != per_head[0][1] for _, d in per_head):
+            raise ValueError("the heads of a grid must share their dropout rates and seeds")
+        self.weights = nn.ParameterList(
+            torch.stack([ls[i].weight.detach().T for ls, _ in per_head]).contiguous()
+            for i in range(len(per_head[0][0]))
+        )  # [(G, in, out)] per layer
+        self.biases = nn.ParameterList(
+            torch.stack([_bias(ls[i]) for ls, _ in per_head]) for i in range(len(per_head[0][0]))
+        )  # [(G, out)] per layer
+        self.drops = nn.ModuleList(_SeededDropout(p, seed=s) for p, s in per_head[0][1])
+
+    def __len__(self) -> int:
+        return int(self.weights[0].shape[0])
 
     def forward(self, x: torch.Tensor, *, heads: Sequence[int] | None = None) -> torch.Tensor:
         """x (B, F) -> outputs (G, B, C) of the selected heads (all by default)."""
-        x = self.norm(x)  # (B, F)
-        chosen = range(len(self.heads)) if heads is None else heads
-        return torch.stack([self.heads[g](x) for g in chosen])  # (G, B, C)
+        chosen = slice(None) if heads is None else list(heads)
+        w, b = self.weights[0][chosen], self.biases[0][chosen]
+        # One (B, F) @ (F, G * out) product: matmul's broadcasting would copy x G times.
+        h = torch.einsum("bf,gfo->gbo", self.norm(x), w) + b[:, None]  # (G, B, out)
+        for i in range(1, len(self.weights)):
+            w, b = self.weights[i][chosen], self.biases[i][chosen]
+            h = torch.baddbmm(b[:, None], self.drops[i - 1](F.gelu(h)), w)  # (G, B, out)
+        return h
 
 
 def grid_key(config: ProbeConfig) -> ProbeConfig:
@@ -105,16 +154,15 @@ def _sample_clips(
     return order.gather(1, slots)
 
 
-def _head_optimizer(grid: HeadGrid, configs: Sequence[ProbeConfig]) -> torch.optim.Optimizer:
-    """One param group per head, at its config's lr and weight decay."""
-    groups = [
-        {"params": list(head.parameters()), "lr": c.lr, "weight_decay": c.weight_decay}
-        for head, c in zip(grid.heads, configs, strict=True)
-    ]
-    cfg = configs[0]
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
-    return torch.optim.AdamW(groups, lr=cfg.lr)
+def _head_optimizer(grid: HeadGrid, configs: Sequence[ProbeConfig]) -> StackedAdamW | StackedSGD:
+    """Each head at its config's lr and weight decay (the weights stacked, one optimizer)."""
+    params = {f"weight{i}": w for i, w in enumerate(grid.weights)}
+    params |= {f"bias{i}": b for i, b in enumerate(grid.biases)}
+    wd = torch.tensor([c.weight_decay for c in configs], device=grid.weights[0].device)  # (G,)
+    decay = {k: wd for k in params}
+    if configs[0].optimizer == "sgd":
+        return StackedSGD(params, decay=decay, momentum=configs[0].momentum)
+    return StackedAdamW(params, decay=decay)
 
 
 def _targets(data: ProbeData) -> torch.Tensor:
@@ -125,9 +173,13 @@ def _targets(data: ProbeData) -> torch.Tensor:
 
 
 def _head_losses(outputs: torch.Tensor, y: torch.Tensor, task: Task) -> torch.Tensor:
-    """Each head's mean loss (G,) on outputs (G, B*S, C): cross-entropy or MSE."""
-    loss = F.cross_entropy if task == "classification" else F.mse_loss
-    return torch.stack([loss(o, y) for o in outputs])  # (G,)
+    """Each head's mean loss (G,) on outputs (G, N, C): cross-entropy against class ids y (N,),
+    or MSE against targets y (N, T)."""
+    g, n, c = outputs.shape
+    if task == "classification":
+        per_sample = F.cross_entropy(outputs.reshape(g * n, c), y.repeat(g), reduction="none")
+        return per_sample.view(g, n).mean(dim=1)  # (G,)
+    return (outputs - y[None]).pow(2).flatten(1).mean(dim=1)  # (G,)
 
 
 def _shared_config(configs: Sequence[ProbeConfig]) -> ProbeConfig:
@@ -157,9 +209,11 @@ def fit_heads(
     task = train.task
     n, num_views, in_dim = train.x.shape
     out_dim = num_outputs(cfg, train.labels)
-    heads = [_make_head(c, in_dim=in_dim, out_dim=out_dim) for c in configs]
+    head = _make_head(cfg, in_dim=in_dim, out_dim=out_dim)  # the heads share the seed: one init
+    heads = [head] * len(configs)  # HeadGrid stacks copies of the weights
     grid = HeadGrid(heads, in_dim=in_dim, batchnorm=cfg.batchnorm, task=task).to(device)
     optimizer = _head_optimizer(grid, configs)
+    lrs = torch.tensor([c.lr for c in configs], device=grid.weights[0].device)  # (G,)
     targets, num_valid = _targets(train), torch.as_tensor(train.num_valid)
     batch = min(cfg.batch_size, n)
     steps_per_epoch = n // batch
@@ -183,12 +237,9 @@ def fit_heads(
             y = targets[rows].repeat_interleave(cfg.clips_per_sample, dim=0).to(device)
             per_head = _head_losses(grid(x), y, task)  # (G,)
             factor = warmup_cosine(epoch * steps_per_epoch + b, total=total, warmup=warmup)
-            for group, c in zip(optimizer.param_groups, configs, strict=True):
-                group["lr"] = c.lr * factor
-            optimizer.zero_grad(set_to_none=True)
             # Heads share no parameters, so the sum hands each head exactly its own gradient.
             per_head.sum().backward()
-            optimizer.step()
+            optimizer.step(lrs * factor)
             losses.append(per_head.detach())
             bar.update(1)
         if losses:
@@ -213,7 +264,7 @@ def predict_heads(
     Classification averages the softmax of the views (probabilities); regression averages the
     outputs. `data.labels` is not read.
     """
-    device = next(grid.heads.parameters()).device
+    device = grid.weights[0].device
     grid.eval()
     out = []
     for start in range(0, len(data), batch_size):
@@ -226,7 +277,7 @@ def predict_heads(
             per_view = per_view.softmax(dim=-1)  # (G, B, V, C)
         nv = torch.as_tensor(data.num_valid[start : start + b])
         out.append(mean_over_valid(per_view.permute(1, 2, 0, 3), nv).cpu())  # (B, G, C)
-    num_heads = len(grid.heads) if heads is None else len(heads)
+    num_heads = len(grid) if heads is None else len(heads)
     if not out:
         return np.zeros((num_heads, 0, 0), dtype=np.float32)
     return torch.cat(out).permute(1, 0, 2).numpy()  # (G, N, C)
