@@ -2,7 +2,9 @@
 
 Runs `evaluate` with exactly the demo's evaluation config on the demo's stores and SCALE run,
 `--repeats` times, and checks that results.json (less its paths and file list) and
-predictions.npz equal the ones the demo wrote. To compare two checkouts, run it under each with
+predictions.npz equal the ones the demo wrote. Where they differ (a change of float rounding
+can move a probe's training), it prints, per probe and seed, whether the chosen config is the
+same and the test top-1 against the demo's, and the mean test top-1 over the seeds. To compare two checkouts, run it under each with
 the other's `src` first on PYTHONPATH, alternating:
 
     python benchmarks/eval_demo_probes.py scalevid-demo --repeats 2
@@ -41,6 +43,23 @@ def _same_predictions(a: Path, b: Path) -> bool:
     return pa.files == pb.files and all(np.array_equal(pa[k], pb[k]) for k in pa.files)
 
 
+def _chosen(entry: dict) -> dict:
+    """A seed's chosen config less its seed (set probes: their grid's fields)."""
+    return {k: v for k, v in entry["chosen"].items() if k != "seed"}
+
+
+def _compare(new: Path, old: Path) -> None:
+    """Per probe and seed: the same chosen config?, test top-1 old -> new; the seed means."""
+    a, b = json.loads(old.read_text())["probes"], json.loads(new.read_text())["probes"]
+    for name, entry in a.items():
+        pairs = list(zip(entry["seeds"], b[name]["seeds"], strict=True))
+        same = ["=" if _chosen(x) == _chosen(y) else "changed" for x, y in pairs]
+        top1 = [(x["test"]["top1"], y["test"]["top1"]) for x, y in pairs]
+        means = [statistics.mean(t[i] for t in top1) for i in (0, 1)]
+        cells = ", ".join(f"{o:.1f}->{n:.1f} ({c})" for (o, n), c in zip(top1, same, strict=True))
+        print(f"  {name}: {cells}; mean {means[0]:.2f} -> {means[1]:.2f}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("demo", type=Path, help="a finished `scalevid demo` output folder")
@@ -67,6 +86,13 @@ def main() -> None:
                 _comparable(out / "results.json") == _comparable(report / "results.json")
                 and _same_predictions(out / "predictions.npz", report / "predictions.npz")
             )
+            if not same[-1]:
+                print("differs from the demo's (test top-1 demo -> this run, chosen config):")
+                _compare(out / "results.json", report / "results.json")
+                pa, pb = np.load(out / "predictions.npz"), np.load(report / "predictions.npz")
+                moved = sum(int((pa[k] != pb[k]).sum()) for k in pa.files if k in pb.files)
+                total = sum(pa[k].size for k in pa.files)
+                print(f"  predictions.npz: {moved} of {total} entries differ")
     runs = ", ".join(f"{s:.1f}" for s in seconds)
     print(f"probes: {runs} s (median {statistics.median(seconds):.1f} s)")
     print(f"results and predictions equal the demo's: {all(same)}")
