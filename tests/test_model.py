@@ -129,6 +129,25 @@ def test_cpu_dropout_rate_scale_gradient_and_determinism():
     assert torch.equal(Dropout(0.0).train()(x), x)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cpu_dropout_equals_where_of_the_same_mask(dtype):
+    from scalevid.model import Dropout
+
+    drop = Dropout(0.1).train()
+    x = torch.randn(64, 9, 257).to(dtype).requires_grad_()
+    torch.manual_seed(3)
+    y = drop(x)
+    y.backward(torch.ones_like(y))
+    torch.manual_seed(3)
+    n = x.numel()
+    words = torch.randint(-(2**63), 2**63 - 1, ((n + 3) // 4,), dtype=torch.int64)
+    keep = words.view(torch.int16)[:n].view(x.shape) >= -32768 + round(0.1 * 65536)
+    expected = torch.where(keep, x.detach() * (1.0 / 0.9), 0.0)  # the reference formula
+    assert y.dtype == dtype
+    assert torch.equal(y, expected)  # equal values (a dropped -0.0 equals 0.0)
+    assert torch.equal(x.grad, torch.where(keep, torch.ones_like(y) * (1.0 / 0.9), 0.0))
+
+
 def test_init_release_and_trunc_normal():
     """ "release": torch's default Linear init (uniform in +-1/sqrt(fan_in)) and zero tokens, as
     the authors' release; "trunc_normal": std 0.02 weights, zero biases, std 0.02 tokens."""
