@@ -1,4 +1,4 @@
-"""Wall time of the set-probe evaluation protocol (Transformer row): old code against new.
+"""Wall time of the evaluation protocol (the Transformer row by default): old code against new.
 
 The set probes dominate `scalevid eval`. Old = the code of `--old-ref` (default: the last commit
 before the batched set probes), checked out into a temporary git worktree: every grid point
@@ -25,6 +25,8 @@ features, 6 classes, 120 test videos x 4 views, the predictor of a default SCALE
 change the cost.
 
     python benchmarks/eval_throughput.py --shape store1k --repeats 3 --json OUT.json
+    python benchmarks/eval_throughput.py --shape store1k --probes knn linear mlp transformer \
+        --old-ref REF --rows old new-default      # a whole evaluation, every baseline row
     python benchmarks/eval_throughput.py --shape demo --device cuda --json OUT.json
 """
 
@@ -89,10 +91,12 @@ config = EvalConfig(finetune=finetune, **args.pop("config"))
 start = time.perf_counter()
 results = evaluate(config=config, **args)
 seconds = time.perf_counter() - start
-entry = results["probes"]["transformer"]
-print(json.dumps({"seconds": seconds, "top1": [s["test"]["top1"] for s in entry["seeds"]],
-                  "chosen": [{k: s["chosen"].get(k) for k in ("lr", "epochs", "steps", "head")}
-                             for s in entry["seeds"]]}))
+keys = ("lr", "weight_decay", "batchnorm", "epochs", "steps", "head")
+probes = {name: {"top1": [s["test"]["top1"] for s in entry["seeds"]],
+                 "chosen": [{k: s["chosen"].get(k) for k in keys if k in s["chosen"]}
+                            for s in entry["seeds"]]}
+          for name, entry in results["probes"].items()}
+print(json.dumps({"seconds": seconds, "probes": probes}))
 """
 
 
@@ -202,6 +206,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--old-ref", default=OLD_REF)
     p.add_argument("--rows", nargs="+", default=["old", "new-same", "new-default"])
     p.add_argument("--epochs", type=int, nargs="+", help="override the shape's epoch grid")
+    p.add_argument(
+        "--probes",
+        nargs="+",
+        default=["transformer"],
+        help="probe rows to evaluate (baselines only: the stores come with no SCALE run)",
+    )
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
     shape = dict(SHAPES[args.shape])
@@ -218,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
             for side, src in sources.items()
         }
         common = {
-            "probes": ["transformer"],
+            "probes": args.probes,
             "seeds": args.seeds,
             "finetune_lrs": shape["lrs"],
             "finetune_epochs": shape["epochs"],
@@ -250,11 +260,9 @@ def main(argv: list[str] | None = None) -> int:
                     }
                     result = run_one(sources[side], payload)
                     timings[row].append(result)
-                    print(
-                        f"{row:12s} repeat {repeat}: {result['seconds']:7.1f} s  "
-                        f"top-1 {result['top1']}  chosen {result['chosen']}",
-                        flush=True,
-                    )
+                    print(f"{row:12s} repeat {repeat}: {result['seconds']:7.1f} s", flush=True)
+                    for name, probe in result["probes"].items():
+                        print(f"    {name}: top-1 {probe['top1']}  chosen {probe['chosen']}")
         finally:
             if "old" in sources:
                 subprocess.run(
@@ -273,6 +281,7 @@ def main(argv: list[str] | None = None) -> int:
                 {
                     "shape": args.shape,
                     "shape_settings": shape,
+                    "probes": args.probes,
                     "device": args.device,
                     "threads": args.threads,
                     "repeats": args.repeats,
