@@ -24,9 +24,12 @@ def _grads(step: int) -> dict[str, torch.Tensor]:
 
 def _run_stacked(kind: str, grad_clip: float | None, steps: int) -> dict[str, torch.Tensor]:
     params = {k: v.clone().requires_grad_() for k, v in _weights(0).items()}
-    decay = {k: torch.tensor(_DECAYS) for k in params}
-    if kind == "adamw":
-        opt: StackedAdamW | StackedSGD = StackedAdamW(params, decay=decay, grad_clip=grad_clip)
+    decay = {k: list(_DECAYS) for k in params}
+    if kind.startswith("adamw"):
+        fused = kind == "adamw-fused"
+        opt: StackedAdamW | StackedSGD = StackedAdamW(
+            params, decay=decay, grad_clip=grad_clip, fused=fused
+        )
     else:
         opt = StackedSGD(params, decay=decay, momentum=0.9)
     for step in range(steps):
@@ -39,7 +42,7 @@ def _run_stacked(kind: str, grad_clip: float | None, steps: int) -> dict[str, to
 def _run_torch(kind: str, grad_clip: float | None, steps: int, m: int) -> dict[str, torch.Tensor]:
     params = {k: v[m].clone().requires_grad_() for k, v in _weights(0).items()}
     lr, wd = _LRS[m], _DECAYS[m]
-    if kind == "adamw":
+    if kind.startswith("adamw"):
         opt: torch.optim.Optimizer = torch.optim.AdamW(params.values(), lr=lr, weight_decay=wd)
     else:
         opt = torch.optim.SGD(params.values(), lr=lr, momentum=0.9, weight_decay=wd)
@@ -54,7 +57,16 @@ def _run_torch(kind: str, grad_clip: float | None, steps: int, m: int) -> dict[s
     return {k: v.detach() for k, v in params.items()}
 
 
-@pytest.mark.parametrize(("kind", "grad_clip"), [("adamw", None), ("adamw", 1.0), ("sgd", None)])
+@pytest.mark.parametrize(
+    ("kind", "grad_clip"),
+    [
+        ("adamw-loop", None),
+        ("adamw-loop", 1.0),
+        ("adamw-fused", None),
+        ("adamw-fused", 1.0),
+        ("sgd", None),
+    ],
+)
 def test_each_stacked_model_ends_where_its_own_torch_optimizer_ends(
     kind: str, grad_clip: float | None
 ) -> None:
@@ -67,13 +79,20 @@ def test_each_stacked_model_ends_where_its_own_torch_optimizer_ends(
     assert all(not torch.allclose(stacked[k], start[k]) for k in _SHAPES)  # they really moved
 
 
-def test_adamw_keep_drops_models_and_their_state() -> None:
+@pytest.mark.parametrize("fused", [False, True])
+def test_adamw_keep_drops_models_and_their_state(fused: bool) -> None:
     params = {k: v.clone().requires_grad_() for k, v in _weights(0).items()}
-    opt = StackedAdamW(params, decay={k: torch.tensor(_DECAYS) for k in params})
+    opt = StackedAdamW(params, decay={k: list(_DECAYS) for k in params}, fused=fused)
     for k, g in _grads(0).items():
         opt.params[k].grad = g
     opt.step(torch.tensor(_LRS))
-    opt.keep(torch.tensor([2, 0]))
+    moment = opt.exp_avg["w"].clone()
+    opt.keep([2, 0])
     assert opt.params["w"].shape == (2, 5, 3) and opt.exp_avg["w"].shape == (2, 5, 3)
-    torch.testing.assert_close(opt.decay["b"], torch.tensor([_DECAYS[2], _DECAYS[0]]))
+    torch.testing.assert_close(opt.exp_avg["w"], moment[[2, 0]])
+    assert opt.decay["b"] == [_DECAYS[2], _DECAYS[0]]
     assert opt.params["w"].requires_grad and opt.params["w"].is_leaf
+    for k, g in _grads(1).items():
+        opt.params[k].grad = g[[2, 0]]
+    opt.step(torch.tensor([_LRS[2], _LRS[0]]))  # the kept models go on stepping
+    assert opt.params["w"].grad is None

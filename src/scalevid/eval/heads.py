@@ -4,9 +4,9 @@ at test the softmax (or regression output) is averaged over the video's valid vi
 A grid of (lr, weight decay) heads trains in one pass over the data (the DINOv2
 ``eval/linear.py`` recipe): one shared input (optionally a BatchNorm without affine parameters),
 the heads' weights stacked so that each layer of all heads is one batched matrix product, and
-one stacked optimizer with a learning rate and weight decay per head (``eval/stacked.py``). The training clips are drawn with
-:func:`scalevid.pretext.shuffle_valid_first`, the one view sampler that pretraining and the set
-probes use too.
+one stacked optimizer with a learning rate and weight decay per head (``eval/stacked.py``).
+The training clips are drawn with :func:`scalevid.pretext.shuffle_valid_first`, the one view
+sampler that pretraining and the set probes use too.
 """
 
 from __future__ import annotations
@@ -158,8 +158,7 @@ def _head_optimizer(grid: HeadGrid, configs: Sequence[ProbeConfig]) -> StackedAd
     """Each head at its config's lr and weight decay (the weights stacked, one optimizer)."""
     params = {f"weight{i}": w for i, w in enumerate(grid.weights)}
     params |= {f"bias{i}": b for i, b in enumerate(grid.biases)}
-    wd = torch.tensor([c.weight_decay for c in configs], device=grid.weights[0].device)  # (G,)
-    decay = {k: wd for k in params}
+    decay = {k: [c.weight_decay for c in configs] for k in params}
     if configs[0].optimizer == "sgd":
         return StackedSGD(params, decay=decay, momentum=configs[0].momentum)
     return StackedAdamW(params, decay=decay)

@@ -49,6 +49,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, vmap
 
+from scalevid.eval.stacked import StackedAdamW
 from scalevid.hardware import resolve_device
 from scalevid.model import ModelConfig, ScaleModel
 from scalevid.pretext import shuffle_valid_first
@@ -329,60 +330,6 @@ def _batch_key(config: FinetuneConfig) -> FinetuneConfig:
     )
 
 
-class _StackedAdamW:
-    """AdamW (torch's update rule, betas 0.9 / 0.999, eps 1e-8) over weights stacked along a
-    leading model dim M, with per-model learning rates and per-model gradient-norm clipping, so
-    that M models train in one batched pass exactly as M separate optimizers would."""
-
-    def __init__(
-        self,
-        params: dict[str, torch.Tensor],
-        *,
-        lr_scale: dict[str, torch.Tensor],
-        decay: dict[str, torch.Tensor],
-        grad_clip: float | None,
-    ) -> None:
-        self.params = params  # name -> (M, *shape) leaf tensors
-        self.lr_scale = lr_scale  # name -> (M,) multiplier of each model's lr (predictor / head)
-        self.decay = decay  # name -> (M,) weight decay per model (0 where none applies)
-        self.grad_clip = grad_clip
-        self.exp_avg = {k: torch.zeros_like(v) for k, v in params.items()}
-        self.exp_avg_sq = {k: torch.zeros_like(v) for k, v in params.items()}
-        self.count = 0
-
-    @torch.no_grad()
-    def step(self, lr: torch.Tensor) -> None:
-        """One update with per-model learning rates lr (M,)."""
-        self.count += 1
-        beta1, beta2, eps = 0.9, 0.999, 1e-8
-        grads = {k: p.grad for k, p in self.params.items() if p.grad is not None}
-        if self.grad_clip is not None:
-            sq = sum(g.pow(2).flatten(1).sum(dim=1) for g in grads.values())  # (M,)
-            coef = (self.grad_clip / (sq.sqrt() + 1e-6)).clamp(max=1.0)  # (M,)
-        bc1, bc2 = 1 - beta1**self.count, 1 - beta2**self.count
-        for k, g in grads.items():
-            p = self.params[k]
-            shape = (-1,) + (1,) * (p.ndim - 1)
-            if self.grad_clip is not None:
-                g = g * coef.view(shape)
-            step_lr = (lr * self.lr_scale[k]).view(shape)  # (M, 1, ...)
-            p.mul_(1 - step_lr * self.decay[k].view(shape))
-            self.exp_avg[k].lerp_(g, 1 - beta1)
-            self.exp_avg_sq[k].mul_(beta2).addcmul_(g, g, value=1 - beta2)
-            denom = (self.exp_avg_sq[k].sqrt() / bc2**0.5).add_(eps)
-            p.sub_(step_lr / bc1 * self.exp_avg[k] / denom)
-            p.grad = None
-
-    def keep(self, index: torch.Tensor) -> None:
-        """Drop the models not in `index` (M',) from the stacks (a finished model leaves)."""
-        for store in (self.params, self.exp_avg, self.exp_avg_sq):
-            for k in list(store):
-                kept = store[k][index].detach()
-                store[k] = kept.requires_grad_() if store is self.params else kept
-        self.decay = {k: v[index] for k, v in self.decay.items()}
-        self.lr_scale = {k: v[index] for k, v in self.lr_scale.items()}
-
-
 class _Batches:
     """The batch stream of one training set: a seeded permutation per pass, full batches only,
     and a random view subset per video; the same stream a probe would see when trained alone."""
@@ -423,7 +370,7 @@ class _Batches:
 
 def _stacked_optimizer(
     template: SetProbe, configs: Sequence[FinetuneConfig], device: torch.device
-) -> _StackedAdamW:
+) -> StackedAdamW:
     """M = len(configs) copies of the template's weights, stacked, and their optimizer: the
     predictor at lr * predictor_lr_scale, weight decay only where `param_groups` applies it."""
     no_decay = {
@@ -436,12 +383,9 @@ def _stacked_optimizer(
     for k, p in template.named_parameters():
         params[k] = p.detach()[None].repeat(len(configs), *([1] * p.ndim)).requires_grad_()
         is_predictor = k.startswith("predictor.")
-        lr_scale[k] = torch.tensor(
-            [c.predictor_lr_scale if is_predictor else 1.0 for c in configs], device=device
-        )  # (M,)
-        wd = [0.0 if id(p) in no_decay else c.weight_decay for c in configs]
-        decay[k] = torch.tensor(wd, device=device)  # (M,)
-    return _StackedAdamW(params, lr_scale=lr_scale, decay=decay, grad_clip=configs[0].grad_clip)
+        lr_scale[k] = [c.predictor_lr_scale if is_predictor else 1.0 for c in configs]
+        decay[k] = [0.0 if id(p) in no_decay else c.weight_decay for c in configs]
+    return StackedAdamW(params, lr_scale=lr_scale, decay=decay, grad_clip=configs[0].grad_clip)
 
 
 # A single model on a CPU is called without vmap: there, dropout draws its mask with
@@ -548,7 +492,7 @@ class _StackedProbes:
         keep = [r for r, m in enumerate(self.active) if self.totals[m] != step + 1]
         self.active = [self.active[r] for r in keep]
         if keep:
-            self.optimizer.keep(torch.tensor(keep, device=self.device))
+            self.optimizer.keep(keep)
 
     def result(self, m: int) -> tuple[SetProbe, np.ndarray]:
         """Probe m (trained to its budget) in eval mode and its per-step losses (steps,)."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 
 _BETA1, _BETA2, _EPS = 0.9, 0.999, 1e-8
+_FUSED_DEVICES = ("cpu", "cuda")  # where torch has a fused AdamW kernel
 
 
 def _per_model(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -30,24 +31,32 @@ def clip_coefficients(grads: list[torch.Tensor], max_norm: float) -> torch.Tenso
 class StackedAdamW:
     """AdamW (betas 0.9 / 0.999, eps 1e-8) over stacked weights with per-model learning rates
     (given each step), per-weight lr multipliers and per-model weight decay, and optional
-    per-model gradient-norm clipping."""
+    per-model gradient-norm clipping.
+
+    On CPU and CUDA a step is torch's fused AdamW kernel (one pass over each weight, state and
+    gradient), called once per model and (lr multiplier, weight decay) pair on that model's rows
+    of the stacks, with the clipping folded into its gradient scale; elsewhere, or with
+    ``fused=False``, the same rule as a loop of batched tensor operations.
+    """
 
     def __init__(
         self,
         params: dict[str, torch.Tensor],
         *,
-        lr_scale: dict[str, torch.Tensor] | None = None,
-        decay: dict[str, torch.Tensor],
+        lr_scale: dict[str, list[float]] | None = None,
+        decay: dict[str, list[float]],
         grad_clip: float | None = None,
+        fused: bool | None = None,
     ) -> None:
         self.params = params  # name -> (M, *shape) leaf tensors
-        ones = {k: torch.ones(v.shape[0], device=v.device) for k, v in params.items()}
-        self.lr_scale = ones if lr_scale is None else lr_scale  # name -> (M,)
-        self.decay = decay  # name -> (M,) weight decay per model (0 where none applies)
+        self.lr_scale = lr_scale or {k: [1.0] * v.shape[0] for k, v in params.items()}
+        self.decay = decay  # name -> per model weight decay (0 where none applies)
         self.grad_clip = grad_clip
         self.exp_avg = {k: torch.zeros_like(v) for k, v in params.items()}
         self.exp_avg_sq = {k: torch.zeros_like(v) for k, v in params.items()}
         self.count = 0
+        device = next(iter(params.values())).device
+        self.fused = device.type in _FUSED_DEVICES if fused is None else fused
 
     @torch.no_grad()
     def step(self, lr: torch.Tensor) -> None:
@@ -57,27 +66,65 @@ class StackedAdamW:
         coef = None
         if self.grad_clip is not None and grads:
             coef = clip_coefficients(list(grads.values()), self.grad_clip)  # (M,)
+        if self.fused:
+            self._fused_step(grads, lr, coef)
+        else:
+            self._loop_step(grads, lr, coef)
+        for p in self.params.values():
+            p.grad = None
+
+    def _fused_step(
+        self, grads: dict[str, torch.Tensor], lr: torch.Tensor, coef: torch.Tensor | None
+    ) -> None:
+        groups: dict[tuple[int, float, float], list[str]] = {}
+        for k in grads:
+            for m in range(self.params[k].shape[0]):
+                groups.setdefault((m, self.lr_scale[k][m], self.decay[k][m]), []).append(k)
+        for (m, scale, decay), names in groups.items():
+            step = torch.tensor(float(self.count), device=lr.device)
+            torch._fused_adamw_(
+                [self.params[k][m] for k in names],
+                [grads[k][m] for k in names],
+                [self.exp_avg[k][m] for k in names],
+                [self.exp_avg_sq[k][m] for k in names],
+                [],
+                [step] * len(names),
+                lr=lr[m] * scale,
+                beta1=_BETA1,
+                beta2=_BETA2,
+                weight_decay=decay,
+                eps=_EPS,
+                amsgrad=False,
+                maximize=False,
+                grad_scale=None if coef is None else 1.0 / coef[m],  # grads are divided by it
+                found_inf=None,
+            )
+
+    def _loop_step(
+        self, grads: dict[str, torch.Tensor], lr: torch.Tensor, coef: torch.Tensor | None
+    ) -> None:
         bc1, bc2 = 1 - _BETA1**self.count, 1 - _BETA2**self.count
         for k, g in grads.items():
             p = self.params[k]
             if coef is not None:
                 g = g * _per_model(coef, p)
-            step_lr = _per_model(lr * self.lr_scale[k], p)  # (M, 1, ...)
-            p.mul_(1 - step_lr * _per_model(self.decay[k], p))
+            scale = torch.tensor(self.lr_scale[k], device=p.device)  # (M,)
+            step_lr = _per_model(lr * scale, p)  # (M, 1, ...)
+            p.mul_(1 - step_lr * _per_model(torch.tensor(self.decay[k], device=p.device), p))
             self.exp_avg[k].lerp_(g, 1 - _BETA1)
             self.exp_avg_sq[k].mul_(_BETA2).addcmul_(g, g, value=1 - _BETA2)
             denom = (self.exp_avg_sq[k].sqrt() / bc2**0.5).add_(_EPS)
             p.sub_(step_lr / bc1 * self.exp_avg[k] / denom)
-            p.grad = None
 
-    def keep(self, index: torch.Tensor) -> None:
-        """Drop the models not in `index` (M',) from the stacks (a finished model leaves)."""
+    def keep(self, index: list[int]) -> None:
+        """Keep only the models at `index` (M',) in the stacks (a finished model leaves)."""
+        rows = torch.tensor(index, device=next(iter(self.params.values())).device)
         for store in (self.params, self.exp_avg, self.exp_avg_sq):
             for k in list(store):
-                kept = store[k][index].detach()
+                kept = store[k][rows].detach()
                 store[k] = kept.requires_grad_() if store is self.params else kept
-        self.decay = {k: v[index] for k, v in self.decay.items()}
-        self.lr_scale = {k: v[index] for k, v in self.lr_scale.items()}
+        self.decay = {k: [v[i] for i in index] for k, v in self.decay.items()}
+        self.lr_scale = {k: [v[i] for i in index] for k, v in self.lr_scale.items()}
 
 
 class StackedSGD:
@@ -86,10 +133,12 @@ class StackedSGD:
     and per-model weight decay."""
 
     def __init__(
-        self, params: dict[str, torch.Tensor], *, decay: dict[str, torch.Tensor], momentum: float
+        self, params: dict[str, torch.Tensor], *, decay: dict[str, list[float]], momentum: float
     ) -> None:
         self.params = params  # name -> (M, *shape) leaf tensors
-        self.decay = decay  # name -> (M,)
+        self.decay = {  # name -> (M,)
+            k: torch.tensor(v, device=params[k].device) for k, v in decay.items()
+        }
         self.momentum = momentum
         self.buffers: dict[str, torch.Tensor] = {}
 
