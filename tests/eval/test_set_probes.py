@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from scalevid.eval import set_probes
 from scalevid.eval.set_probes import (
     FinetuneConfig,
     SetData,
@@ -267,13 +268,21 @@ def test_probes_trained_together_match_probes_trained_alone():
         fit_set_probes([base, dataclasses.replace(base, num_views=2)], [data, data], init=ARCH)
 
 
-def test_with_dropout_a_stack_matches_single_models_trained_without_vmap():
-    """Two probes on one training set train under vmap, sharing dropout masks; a probe trained
-    alone is called without vmap. Both must draw the same masks and end at the same weights."""
+@pytest.mark.parametrize("stacked_call", ["vmap", "one-by-one"])
+def test_with_dropout_a_stack_matches_single_models_trained_without_vmap(
+    stacked_call: str, monkeypatch: pytest.MonkeyPatch
+):
+    """Two probes on one training set train together, sharing dropout masks, as one vmap call
+    (the CUDA path, forced here) or one by one with the random state rewound (the CPU path); a
+    probe trained alone is called without vmap. All must draw the same masks and end at the same
+    weights."""
     data, _ = mean_direction_task(48, seed=0)
     base = dataclasses.replace(FAST, batch_size=16, dropout=0.1, weight_decay=0.05, steps=6)
     configs = [dataclasses.replace(base, lr=1e-3), dataclasses.replace(base, lr=3e-3)]
+    if stacked_call == "vmap":
+        monkeypatch.setattr(set_probes, "_PLAIN_DEVICES", ())
     together = fit_set_probes(configs, [data, data], init=ARCH)
+    monkeypatch.undo()
     for (probe, history), cfg in zip(together, configs, strict=True):
         alone, alone_history = fit_set_probe(cfg, data, init=ARCH)
         np.testing.assert_allclose(history, alone_history, rtol=1e-5, atol=1e-5)

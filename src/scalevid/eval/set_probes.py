@@ -22,13 +22,13 @@ at test a video is one set holding all of its valid views. The predictor has no 
 encoding apart from the clip boxes, so a prediction does not depend on the order of the views.
 The pretraining heads (SET, prediction, target) are not part of a probe.
 
-:func:`fit_set_probes` trains many probes in one batched pass (``torch.func`` ``vmap`` over
-stacked weights): a model-selection grid (lrs x step budgets) on one or several training sets
-(cross-validation folds) reads each training set once per step for all its probes. A training
-set that only one probe still reads (a single run, or the last of a grid's budgets) calls that
-probe without vmap on a CPU, on its row of the stacks: the same dropout masks and, up to float
-rounding, the same numbers, without vmap's per-operation cost (on 2 CPU cores about a tenth of
-a step at the demo's size). On CUDA every probe runs under vmap (see ``_PLAIN_DEVICES``).
+:func:`fit_set_probes` trains many probes in one pass over stacked weights: a model-selection
+grid (lrs x step budgets) on one or several training sets (cross-validation folds) reads each
+training set once per step for all its probes, and one optimizer step updates them all. On CUDA
+the probes of a training set run as one batched call (``torch.func`` ``vmap``); on a CPU, where
+vmap's per-operation cost is a tenth of a step at the demo's size, and its attention falls back to
+a loop anyway, they are called one by one on their rows of the stacks, drawing the same dropout
+masks (see ``_PLAIN_DEVICES``): up to float rounding, the same numbers.
 
 Shapes: B videos, K stored clips (views) per video, S sampled clips, D feature dim, H hidden,
 C outputs (classes, or regression targets), M probes trained together.
@@ -388,24 +388,20 @@ def _stacked_optimizer(
     return StackedAdamW(params, lr_scale=lr_scale, decay=decay, grad_clip=configs[0].grad_clip)
 
 
-# A single model on a CPU is called without vmap: there, dropout draws its mask with
-# `bernoulli_` inside vmap (randomness="same") and outside it alike, so the masks are the same.
+# On a CPU the probes are called one by one on their rows of the stacks, the random state
+# rewound before each: dropout draws its masks with `bernoulli_` (or `model.Dropout`'s words)
+# inside vmap (randomness="same") and outside it alike, so every probe gets the masks one probe
+# trained alone draws, and vmap's per-operation cost (and its attention fallback loop) is saved.
 # On CUDA, dropout outside vmap is a fused kernel whose draws differ from vmap's `bernoulli_`,
 # so probes there keep to vmap (and to the masks they draw trained together).
 _PLAIN_DEVICES = ("cpu",)
 
 
-def _row(stacks: dict[str, torch.Tensor], r: int) -> dict[str, torch.Tensor]:
-    """Model r's weights (*shape) in the stacks (M, *shape). A stack of one model is squeezed:
-    a view, whose gradient is the model's without a zero-filled (M, *shape) copy."""
-    return {k: v.squeeze(0) if v.shape[0] == 1 else v[r] for k, v in stacks.items()}
-
-
 class _StackedProbes:
     """M set probes training in one batched pass: their stacked weights and optimizer, one
     batch stream per training set (read once per step for all the probes on it), and which
-    probes are still training. The probes on one training set run under vmap, or without it
-    when only one of them is left on a CPU. A probe whose budget is spent leaves the stack; its weights
+    probes are still training. The probes on one training set run under vmap, or one by one on
+    a CPU (see ``_PLAIN_DEVICES``). A probe whose budget is spent leaves the stack; its weights
     and per-step losses are kept for :meth:`result`."""
 
     def __init__(
@@ -458,6 +454,9 @@ class _StackedProbes:
     def _loss(self, step: int) -> torch.Tensor:
         """The sum of the active probes' losses on this step's batches; records each."""
         rows = {m: r for r, m in enumerate(self.active)}
+        plain = None  # per weight, its rows (views; their gradients are stacked back at once)
+        if self.device.type in _PLAIN_DEVICES:
+            plain = {k: v.unbind(0) for k, v in self.optimizer.params.items()}
         loss = torch.zeros((), device=self.device)
         for g, members in self.groups.items():
             live = [m for m in members if m in rows]
@@ -465,11 +464,10 @@ class _StackedProbes:
                 continue
             x, bx, valid, y = self.streams[g].next(step, self.device)
             index = [rows[m] for m in live]
-            weights = self.optimizer.params
-            if len(index) == 1 and self.device.type in _PLAIN_DEVICES:  # one model, no vmap
-                one = self.single_loss(_row(weights, index[0]), x, bx, valid, y)  # ()
-                per_model = one[None]  # (1,)
+            if plain is not None:
+                per_model = self._one_by_one(plain, index, x, bx, valid, y)  # (len(live),)
             else:
+                weights = self.optimizer.params
                 if index != list(range(len(self.active))):  # a subset of the stack reads this set
                     picked = torch.tensor(index, device=self.device)
                     weights = {k: v[picked] for k, v in weights.items()}
@@ -478,6 +476,22 @@ class _StackedProbes:
             for m, value in zip(live, per_model.detach(), strict=True):
                 self.losses[m].append(value)
         return loss
+
+    def _one_by_one(
+        self,
+        rows: dict[str, tuple[torch.Tensor, ...]],
+        index: list[int],
+        *batch: torch.Tensor,
+    ) -> torch.Tensor:
+        """The losses (len(index),) of the probes at these rows of the stacks on one batch,
+        called one by one with the random state rewound before each: all draw one set of
+        dropout masks, as under vmap with randomness="same"."""
+        state = torch.get_rng_state()
+        losses = []
+        for r in index:
+            torch.set_rng_state(state)
+            losses.append(self.single_loss({k: v[r] for k, v in rows.items()}, *batch))  # ()
+        return torch.stack(losses)
 
     def _retire(self, step: int) -> None:
         """Keep the weights of the probes whose budget ends at `step` and drop them from the
