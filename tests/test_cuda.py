@@ -3,12 +3,16 @@ GPU machine (with `--noconftest`: they need neither PyAV nor the video fixtures)
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
+from scalevid.eval.set_probes import fit_set_probe, fit_set_probes
+from scalevid.eval.stacked import StackedAdamW
 from scalevid.hardware import autocast_dtype
 from scalevid.losses import info_nce, info_nce_from_logits
 from scalevid.model import ScaleModel
@@ -17,6 +21,7 @@ from scalevid.train import TrainConfig
 from scalevid.train.data import TrainData
 from scalevid.train.engine import Trainer
 from scalevid.train.schedule import adamw
+from tests.eval.test_set_probes import ARCH, FAST, assert_same_weights, mean_direction_task
 from tests.test_pretext import tiny_batch, tiny_model
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -164,3 +169,44 @@ def test_i3d_fp16_on_cuda_matches_fp32_on_cpu():
     cosine = torch.nn.functional.cosine_similarity(f_cpu, f_gpu, dim=1)
     assert (cosine > 0.999).all(), cosine
     assert (l_gpu - l_cpu).abs().max() < 0.05 * l_cpu.std()
+
+
+def test_stacked_adamw_fused_on_cuda_equals_the_loop_on_cpu():
+    """`eval.stacked.StackedAdamW` on CUDA (torch's fused kernel per model, clipping folded into
+    its gradient scale) ends where the plain loop of tensor operations ends on CPU."""
+    g = torch.Generator().manual_seed(0)
+    start = {"w": torch.randn(3, 5, 4, generator=g), "b": torch.randn(3, 4, generator=g)}
+    grads = [
+        {k: 3.0 * torch.randn(v.shape, generator=g) for k, v in start.items()} for _ in range(6)
+    ]
+    lr = torch.tensor([0.1, 0.01, 0.003])
+    ends = {}
+    for device, fused in ((CUDA, True), (torch.device("cpu"), False)):
+        params = {k: v.to(device).requires_grad_() for k, v in start.items()}
+        decay = {"w": [0.0, 0.05, 0.3], "b": [0.0, 0.0, 0.0]}
+        opt = StackedAdamW(params, decay=decay, grad_clip=1.0, fused=fused)
+        for step in grads:
+            for k, grad in step.items():
+                params[k].grad = grad.to(device)
+            opt.step(lr.to(device))
+        ends[fused] = {k: v.detach().cpu() for k, v in params.items()}
+    for k in start:
+        torch.testing.assert_close(ends[True][k], ends[False][k], rtol=1e-5, atol=1e-6)
+
+
+def test_set_probes_trained_together_on_cuda_match_probes_trained_alone():
+    """On CUDA the probes of a training set run under vmap (dropout masks shared, as a probe
+    alone draws them), stepped by the fused stacked AdamW: each ends where it ends alone."""
+    data, _ = mean_direction_task(48, seed=0)
+    base = dataclasses.replace(
+        FAST, batch_size=16, dropout=0.1, weight_decay=0.05, grad_clip=0.5, device="cuda"
+    )
+    configs = [
+        dataclasses.replace(base, lr=1e-3, steps=4),
+        dataclasses.replace(base, lr=3e-3, steps=6),
+    ]
+    together = fit_set_probes(configs, [data, data], init=ARCH)
+    for (probe, history), cfg in zip(together, configs, strict=True):
+        alone, alone_history = fit_set_probe(cfg, data, init=ARCH)
+        np.testing.assert_allclose(history, alone_history, rtol=1e-4, atol=1e-5)
+        assert_same_weights(probe, alone, rtol=1e-4, atol=1e-5)
