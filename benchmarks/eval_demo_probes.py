@@ -4,7 +4,8 @@ Runs `evaluate` with exactly the demo's evaluation config on the demo's stores a
 `--repeats` times, and checks that results.json (less its paths and file list) and
 predictions.npz equal the ones the demo wrote. Where they differ (a change of float rounding
 can move a probe's training), it prints, per probe and seed, whether the chosen config is the
-same and the test top-1 against the demo's, and the mean test top-1 over the seeds. To compare two checkouts, run it under each with
+same and the test top-1 against the demo's, and the mean test top-1 over the seeds. Each run also
+prints the seconds each probe row took over its seeds. To compare two checkouts, run it under each with
 the other's `src` first on PYTHONPATH, alternating:
 
     python benchmarks/eval_demo_probes.py scalevid-demo --repeats 2
@@ -18,12 +19,15 @@ import json
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from scalevid.config import build_config
 from scalevid.demo.pipeline import DemoConfig
+from scalevid.eval import protocol
 from scalevid.eval.config import EvalConfig
 from scalevid.eval.protocol import evaluate
 
@@ -60,6 +64,23 @@ def _compare(new: Path, old: Path) -> None:
         print(f"  {name}: {cells}; mean {means[0]:.2f} -> {means[1]:.2f}")
 
 
+def _time_rows(seconds: dict[str, float]) -> None:
+    """Add each probe row's training and scoring seconds (over its seeds) to `seconds`, by
+    wrapping the protocol's two runners (where the imported scalevid has them)."""
+    for runner in ("_run_head_probe", "_run_set_probe"):
+        inner = getattr(protocol, runner, None)
+        if inner is None:
+            continue
+
+        def timed(name: str, *args: Any, _inner: Callable[..., Any] = inner, **kw: Any) -> Any:
+            start = time.perf_counter()
+            result = _inner(name, *args, **kw)
+            seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - start
+            return result
+
+        setattr(protocol, runner, timed)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("demo", type=Path, help="a finished `scalevid demo` output folder")
@@ -70,7 +91,10 @@ def main() -> None:
     )
     report = args.demo / "report"
     seconds, same = [], []
+    rows: dict[str, float] = {}
+    _time_rows(rows)
     for _ in range(args.repeats):
+        rows.clear()
         with tempfile.TemporaryDirectory() as tmp:
             start = time.perf_counter()
             evaluate(
@@ -81,6 +105,7 @@ def main() -> None:
                 config=config,
             )
             seconds.append(time.perf_counter() - start)
+            print("per probe row (s):", {name: round(t, 1) for name, t in rows.items()})
             out = Path(tmp)
             same.append(
                 _comparable(out / "results.json") == _comparable(report / "results.json")
