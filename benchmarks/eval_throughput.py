@@ -81,9 +81,13 @@ SHAPES = {
 # Runs inside the subprocess, against whichever scalevid is first on PYTHONPATH.
 RUNNER = """
 import json, sys, time, torch
-from scalevid.eval.config import EvalConfig
-from scalevid.eval.protocol import evaluate
-from scalevid.eval.set_probes import FinetuneConfig
+try:
+    from scalevid.eval.config import EvalConfig
+    from scalevid.eval.protocol import evaluate
+    from scalevid.eval.set_probes import FinetuneConfig
+except ImportError:  # an old ref: the layout before the package was split by pipeline stage
+    from scalevid.evaluate import EvalConfig, evaluate
+    from scalevid.finetune import FinetuneConfig
 args = json.loads(sys.argv[1])
 torch.set_num_threads(args.pop("threads"))
 finetune = FinetuneConfig(**args.pop("finetune"))
