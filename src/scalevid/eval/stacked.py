@@ -80,8 +80,8 @@ class StackedAdamW:
         for k in grads:
             for m in range(self.params[k].shape[0]):
                 groups.setdefault((m, self.lr_scale[k][m], self.decay[k][m]), []).append(k)
+        step = torch.tensor(float(self.count), device=lr.device)  # the kernel's step count
         for (m, scale, decay), names in groups.items():
-            step = torch.tensor(float(self.count), device=lr.device)
             torch._fused_adamw_(
                 [self.params[k][m] for k in names],
                 [grads[k][m] for k in names],
