@@ -19,7 +19,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.func import functional_call
 
+from scalevid.eval.engine import GridTrainer
 from scalevid.eval.probes import (
     Device,
     ProbeConfig,
@@ -31,8 +33,6 @@ from scalevid.eval.probes import (
 )
 from scalevid.eval.stacked import StackedAdamW, StackedSGD
 from scalevid.pretext import shuffle_valid_first
-from scalevid.progress import progress_bar
-from scalevid.train.schedule import warmup_cosine
 
 logger = logging.getLogger(__name__)
 
@@ -154,10 +154,10 @@ def _sample_clips(
     return order.gather(1, slots)
 
 
-def _head_optimizer(grid: HeadGrid, configs: Sequence[ProbeConfig]) -> StackedAdamW | StackedSGD:
+def _head_optimizer(
+    params: dict[str, torch.Tensor], configs: Sequence[ProbeConfig]
+) -> StackedAdamW | StackedSGD:
     """Each head at its config's lr and weight decay (the weights stacked, one optimizer)."""
-    params = {f"weight{i}": w for i, w in enumerate(grid.weights)}
-    params |= {f"bias{i}": b for i, b in enumerate(grid.biases)}
     decay = {k: [c.weight_decay for c in configs] for k in params}
     if configs[0].optimizer == "sgd":
         return StackedSGD(params, decay=decay, momentum=configs[0].momentum)
@@ -191,6 +191,35 @@ def _shared_config(configs: Sequence[ProbeConfig]) -> ProbeConfig:
     return configs[0]
 
 
+class _ClipBatches:
+    """The head probes' batch stream: a seeded permutation of the videos per epoch (full
+    batches only), `clips_per_sample` random valid clips of each video, every clip one sample
+    with its video's label: (x (B * S, F), y (B * S,) or (B * S, T))."""
+
+    def __init__(self, train: ProbeData, config: ProbeConfig) -> None:
+        self.train, self.config = train, config
+        self.targets, self.num_valid = _targets(train), torch.as_tensor(train.num_valid)
+        self.batch = min(config.batch_size, len(train))
+        self.per_epoch = len(train) // self.batch
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.perm = torch.empty(0, dtype=torch.long)
+
+    def next(self, step: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+        b = step % self.per_epoch
+        if b == 0:
+            self.perm = torch.randperm(len(self.train), generator=self.generator)
+        rows = self.perm[b * self.batch : (b + 1) * self.batch]  # (B,)
+        cols = _sample_clips(
+            self.num_valid[rows],
+            num_views=self.train.x.shape[1],
+            count=self.config.clips_per_sample,
+            generator=self.generator,
+        )  # (B, S)
+        x = gather_views(self.train.x, rows, cols, device).flatten(0, 1)  # (B*S, F)
+        y = self.targets[rows].repeat_interleave(self.config.clips_per_sample, dim=0)
+        return x, y.to(device)
+
+
 def fit_heads(
     configs: Sequence[ProbeConfig],
     train: ProbeData,
@@ -198,7 +227,8 @@ def fit_heads(
     device: Device = "cpu",
     progress: bool = False,
 ) -> tuple[HeadGrid, np.ndarray]:
-    """Train one linear/MLP head per config in a single pass over `train`.
+    """Train one linear/MLP head per config in a single pass over `train` (the grid trainer,
+    ``eval.engine``).
 
     The configs may differ only in lr and weight_decay; every head starts from the same
     seeded init and sees the same batches, so head g ends exactly as if trained alone.
@@ -206,46 +236,36 @@ def fit_heads(
     """
     cfg = _shared_config(configs)
     task = train.task
-    n, num_views, in_dim = train.x.shape
+    in_dim = train.x.shape[2]
     out_dim = num_outputs(cfg, train.labels)
     head = _make_head(cfg, in_dim=in_dim, out_dim=out_dim)  # the heads share the seed: one init
-    heads = [head] * len(configs)  # HeadGrid stacks copies of the weights
-    grid = HeadGrid(heads, in_dim=in_dim, batchnorm=cfg.batchnorm, task=task).to(device)
-    optimizer = _head_optimizer(grid, configs)
-    lrs = torch.tensor([c.lr for c in configs], device=grid.weights[0].device)  # (G,)
-    targets, num_valid = _targets(train), torch.as_tensor(train.num_valid)
-    batch = min(cfg.batch_size, n)
-    steps_per_epoch = n // batch
-    total = steps_per_epoch * cfg.epochs
-    warmup = round(cfg.warmup_epochs * steps_per_epoch)
-    generator = torch.Generator().manual_seed(cfg.seed)
-    losses: list[torch.Tensor] = []
-    grid.train()
-    bar = progress_bar(total=total, desc=f"{cfg.kind} x{len(configs)}", enabled=progress)
-    for epoch in range(cfg.epochs):
-        perm = torch.randperm(n, generator=generator)
-        for b in range(steps_per_epoch):
-            rows = perm[b * batch : (b + 1) * batch]  # (B,)
-            cols = _sample_clips(
-                num_valid[rows],
-                num_views=num_views,
-                count=cfg.clips_per_sample,
-                generator=generator,
-            )  # (B, S)
-            x = gather_views(train.x, rows, cols, device).reshape(-1, in_dim)  # (B*S, F)
-            y = targets[rows].repeat_interleave(cfg.clips_per_sample, dim=0).to(device)
-            per_head = _head_losses(grid(x), y, task)  # (G,)
-            factor = warmup_cosine(epoch * steps_per_epoch + b, total=total, warmup=warmup)
-            # Heads share no parameters, so the sum hands each head exactly its own gradient.
-            per_head.sum().backward()
-            optimizer.step(lrs * factor)
-            losses.append(per_head.detach())
-            bar.update(1)
-        if losses:
-            logger.debug("epoch %d: head losses %s", epoch, losses[-1].tolist())
-    bar.close()
+    grid = HeadGrid([head] * len(configs), in_dim=in_dim, batchnorm=cfg.batchnorm, task=task)
+    device = torch.device(device)
+    grid.to(device).train()
+    params = {k: p.detach().clone().requires_grad_() for k, p in grid.named_parameters()}
+    stream = _ClipBatches(train, cfg)
+    total = stream.per_epoch * cfg.epochs
+
+    def loss(weights: dict[str, torch.Tensor], batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        x, y = batch
+        return _head_losses(functional_call(grid, weights, (x,)), y, task)  # (G,)
+
+    trained = GridTrainer(
+        optimizer=_head_optimizer(params, configs),
+        loss=loss,
+        streams=[stream],
+        stream_of=[0] * len(configs),
+        lrs=[c.lr for c in configs],
+        schedule_steps=[total] * len(configs),
+        warmups=[round(cfg.warmup_epochs * stream.per_epoch)] * len(configs),
+        stop_steps=[total] * len(configs),
+        device=device,
+    ).run(progress=progress, desc=cfg.kind)
+    with torch.no_grad():
+        for k, p in grid.named_parameters():
+            p.copy_(torch.stack([w[k] for w in trained.weights]))
     grid.eval()
-    history = torch.stack(losses, dim=1).cpu().numpy() if losses else np.zeros((len(configs), 0))
+    history = np.stack(trained.losses) if total else np.zeros((len(configs), 0))
     logger.info("trained %d %s heads for %d steps", len(configs), cfg.kind, total)
     return grid, history
 

@@ -39,7 +39,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -49,13 +49,14 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, vmap
 
+from scalevid.eval.attentive import AttentiveConfig, AttentiveProbe
+from scalevid.eval.engine import Curve, EarlyStopping, GridTrainer
 from scalevid.eval.stacked import StackedAdamW
 from scalevid.hardware import resolve_device
 from scalevid.model import ModelConfig, ScaleModel
 from scalevid.pretext import shuffle_valid_first
-from scalevid.progress import progress_bar
 from scalevid.store import FeatureStore
-from scalevid.train.schedule import param_groups, warmup_cosine, warmup_steps
+from scalevid.train.schedule import param_groups, warmup_steps
 
 logger = logging.getLogger(__name__)
 
@@ -74,8 +75,9 @@ class FinetuneConfig:
     ``epochs`` passes over the training videos (the last partial batch of a pass is dropped, at
     least one step per pass); a budget in steps means the same training whatever the size of the
     training set, which is what model selection on a part of train needs. The lr warms up
-    linearly over ``warmup_fraction`` of the steps, then follows a cosine to 0
-    (``train.schedule.warmup_cosine``). The head trains at ``lr``, the predictor at
+    linearly over ``warmup_fraction`` of the schedule, then follows a cosine to 0
+    (``train.schedule.warmup_cosine``); the schedule lasts the run, or ``schedule_steps`` when
+    that is longer (a refit that replays a longer selection run up to its chosen step). The head trains at ``lr``, the predictor at
     ``lr * predictor_lr_scale``; weight decay skips biases, norms and tokens
     (``train.schedule.param_groups``). ``dropout`` replaces the predictor's dropout and is also
     applied to the head's input. ``head``: ``clip_set`` (the paper's per-clip [clip feature, SET]
@@ -88,6 +90,7 @@ class FinetuneConfig:
     weight_decay: float = 0.05
     epochs: int = 20
     steps: int | None = None
+    schedule_steps: int | None = None
     warmup_fraction: float = 0.1
     batch_size: int = 64
     num_views: int = 8
@@ -102,6 +105,8 @@ class FinetuneConfig:
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.num_views < 1:
             raise ValueError("epochs, batch_size and num_views must be >= 1")
+        if self.schedule_steps is not None and self.schedule_steps < 1:
+            raise ValueError(f"schedule_steps must be >= 1 (or None), got {self.schedule_steps}")
         if self.steps is not None and self.steps < 1:
             raise ValueError(f"steps must be >= 1 (or None to count epochs), got {self.steps}")
         if not 0.0 <= self.dropout < 1.0:
@@ -162,6 +167,13 @@ class SetData:
 
     def __len__(self) -> int:
         return len(self.rows)
+
+    @property
+    def dim(self) -> int:
+        """F, the width of a clip vector."""
+        if isinstance(self.features, FeatureStore):
+            return self.features.dim
+        return int(self.features.shape[2])
 
     @property
     def num_views(self) -> int:
@@ -369,7 +381,7 @@ class _Batches:
 
 
 def _stacked_optimizer(
-    template: SetProbe, configs: Sequence[FinetuneConfig], device: torch.device
+    template: nn.Module, configs: Sequence[FinetuneConfig], device: torch.device
 ) -> StackedAdamW:
     """M = len(configs) copies of the template's weights, stacked, and their optimizer: the
     predictor at lr * predictor_lr_scale, weight decay only where `param_groups` applies it."""
@@ -397,123 +409,70 @@ def _stacked_optimizer(
 _PLAIN_DEVICES = ("cpu",)
 
 
-class _StackedProbes:
-    """M set probes training in one batched pass: their stacked weights and optimizer, one
-    batch stream per training set (read once per step for all the probes on it), and which
-    probes are still training. The probes on one training set run under vmap, or one by one on
-    a CPU (see ``_PLAIN_DEVICES``). A probe whose budget is spent leaves the stack; its weights
-    and per-step losses are kept for :meth:`result`."""
+class _StackLoss:
+    """The losses (M',) of M' probes of one template, given their rows of the stacked weights,
+    on one batch: one vmap call, or on a CPU the probes one by one (see ``_PLAIN_DEVICES``)."""
 
-    def __init__(
+    def __init__(self, template: nn.Module, device: torch.device) -> None:
+        self.template, self.device = template, device
+        self.batched = vmap(self._one, in_dims=(0, None, None, None, None), randomness="same")
+
+    def _one(
         self,
-        template: SetProbe,
-        configs: Sequence[FinetuneConfig],
-        trains: Sequence[SetData],
-        *,
-        totals: Sequence[int],
-        device: torch.device,
-    ) -> None:
-        self.template, self.totals, self.device = template, list(totals), device
-        self.warmups = [warmup_steps(configs[0].warmup_fraction, t) for t in totals]
-        self.optimizer = _stacked_optimizer(template, configs, device)
-
-        def loss_of(
-            weights: dict[str, torch.Tensor],
-            x: torch.Tensor,
-            bx: torch.Tensor,
-            valid: torch.Tensor,
-            y: torch.Tensor,
-        ) -> torch.Tensor:
-            outputs = functional_call(template, weights, (x, bx, valid))
-            return set_probe_loss(outputs, valid, y, task=template.task)
-
-        self.single_loss = loss_of
-        self.batched_loss = vmap(loss_of, in_dims=(0, None, None, None, None), randomness="same")
-        self.groups: dict[int, list[int]] = {}  # id(SetData) -> members reading it
-        for m, data in enumerate(trains):
-            self.groups.setdefault(id(data), []).append(m)
-        self.streams = {g: _Batches(trains[ms[0]], configs[0]) for g, ms in self.groups.items()}
-        self.base_lr = torch.tensor([c.lr for c in configs], device=device)  # (M,)
-        self.active = list(range(len(configs)))  # model index of each row of the stacks
-        self.finished: dict[int, dict[str, torch.Tensor]] = {}
-        self.losses: list[list[torch.Tensor]] = [[] for _ in configs]
-
-    def step(self, step: int) -> None:
-        """One optimizer step (0-based `step`) of every probe still training."""
-        self._loss(step).backward()
-        factor = torch.tensor(
-            [
-                warmup_cosine(step, total=self.totals[m], warmup=self.warmups[m])
-                for m in self.active
-            ],
-            device=self.device,
-        )  # (M',)
-        self.optimizer.step(self.base_lr[torch.tensor(self.active, device=self.device)] * factor)
-        self._retire(step)
-
-    def _loss(self, step: int) -> torch.Tensor:
-        """The sum of the active probes' losses on this step's batches; records each."""
-        rows = {m: r for r, m in enumerate(self.active)}
-        plain = None  # per weight, its rows (views; their gradients are stacked back at once)
-        if self.device.type in _PLAIN_DEVICES:
-            plain = {k: v.unbind(0) for k, v in self.optimizer.params.items()}
-        loss = torch.zeros((), device=self.device)
-        for g, members in self.groups.items():
-            live = [m for m in members if m in rows]
-            if not live:
-                continue
-            x, bx, valid, y = self.streams[g].next(step, self.device)
-            index = [rows[m] for m in live]
-            if plain is not None:
-                per_model = self._one_by_one(plain, index, x, bx, valid, y)  # (len(live),)
-            else:
-                weights = self.optimizer.params
-                if index != list(range(len(self.active))):  # a subset of the stack reads this set
-                    picked = torch.tensor(index, device=self.device)
-                    weights = {k: v[picked] for k, v in weights.items()}
-                per_model = self.batched_loss(weights, x, bx, valid, y)  # (len(live),)
-            loss = loss + per_model.sum()  # models share nothing: each gets its own grads
-            for m, value in zip(live, per_model.detach(), strict=True):
-                self.losses[m].append(value)
-        return loss
-
-    def _one_by_one(
-        self,
-        rows: dict[str, tuple[torch.Tensor, ...]],
-        index: list[int],
-        *batch: torch.Tensor,
+        weights: dict[str, torch.Tensor],
+        x: torch.Tensor,
+        bx: torch.Tensor,
+        valid: torch.Tensor,
+        y: torch.Tensor,
     ) -> torch.Tensor:
-        """The losses (len(index),) of the probes at these rows of the stacks on one batch,
-        called one by one with the random state rewound before each: all draw one set of
-        dropout masks, as under vmap with randomness="same"."""
+        outputs = functional_call(self.template, weights, (x, bx, valid))
+        return set_probe_loss(outputs, valid, y, task=self.template.task)
+
+    def __call__(
+        self, weights: dict[str, torch.Tensor], batch: tuple[torch.Tensor, ...]
+    ) -> torch.Tensor:
+        if self.device.type not in _PLAIN_DEVICES:
+            return self.batched(weights, *batch)
+        rows = {k: v.unbind(0) for k, v in weights.items()}
         state = torch.get_rng_state()
         losses = []
-        for r in index:
-            torch.set_rng_state(state)
-            losses.append(self.single_loss({k: v[r] for k, v in rows.items()}, *batch))  # ()
+        for r in range(len(next(iter(rows.values())))):
+            torch.set_rng_state(state)  # every probe draws the dropout masks one alone draws
+            losses.append(self._one({k: v[r] for k, v in rows.items()}, *batch))  # ()
         return torch.stack(losses)
 
-    def _retire(self, step: int) -> None:
-        """Keep the weights of the probes whose budget ends at `step` and drop them from the
-        stacks."""
-        done = [r for r, m in enumerate(self.active) if self.totals[m] == step + 1]
-        if not done:
-            return
-        for r in done:
-            self.finished[self.active[r]] = {
-                k: v[r].detach() for k, v in self.optimizer.params.items()
-            }
-        keep = [r for r, m in enumerate(self.active) if self.totals[m] != step + 1]
-        self.active = [self.active[r] for r in keep]
-        if keep:
-            self.optimizer.keep(keep)
 
-    def result(self, m: int) -> tuple[SetProbe, np.ndarray]:
-        """Probe m (trained to its budget) in eval mode and its per-step losses (steps,)."""
-        probe = copy.deepcopy(self.template)  # the architecture; its weights are replaced next
-        probe.load_state_dict(self.finished[m])
-        probe.eval()
-        return probe, torch.stack(self.losses[m]).cpu().numpy()
+@torch.no_grad()
+def predict_with(
+    template: nn.Module,
+    weights: dict[str, torch.Tensor],
+    batches: Sequence[tuple[torch.Tensor, ...]],
+) -> np.ndarray:
+    """Video predictions (N, C) of the template with `weights`, in eval mode, on prepared
+    batches of whole videos ((B, K, D) features, (B, K, 7) boxes, (B, K) valid)."""
+    was_training = template.training
+    template.eval()
+    out = []
+    for x, bx, valid in batches:
+        outputs = functional_call(template, weights, (x, bx, valid))
+        out.append(combine_views(outputs, valid, task=template.task).float().cpu())
+    template.train(was_training)
+    return torch.cat(out).numpy()
+
+
+def video_batches(
+    data: SetData, *, batch_size: int, device: torch.device
+) -> list[tuple[torch.Tensor, ...]]:
+    """Every video of `data` as one set of all its valid views, in batches on `device`:
+    (features (B, K, D), boxes (B, K, 7), valid (B, K))."""
+    batches = []
+    for start in range(0, len(data), batch_size):
+        feats, boxes, num_valid = data.read(np.arange(start, min(start + batch_size, len(data))))
+        x = torch.from_numpy(np.ascontiguousarray(feats)).to(device).float()  # (B, K, D)
+        bx = torch.from_numpy(np.ascontiguousarray(boxes)).to(device).float()  # (B, K, 7)
+        valid = torch.arange(x.shape[1])[None, :] < torch.as_tensor(num_valid)[:, None]
+        batches.append((x, bx, valid.to(device)))  # (B, K) valid
+    return batches
 
 
 def _check_training_sets(configs: Sequence[FinetuneConfig], trains: Sequence[SetData]) -> str:
@@ -539,62 +498,108 @@ def _check_training_sets(configs: Sequence[FinetuneConfig], trains: Sequence[Set
     return task
 
 
-def fit_set_probes(
+ProbeInit = ModelConfig | ScaleModel | AttentiveConfig
+
+
+def build_probe(
+    init: ProbeInit, config: FinetuneConfig, *, in_dim: int, out_dim: int, task: str
+) -> nn.Module:
+    """The probe a grid point trains, initialised from the global RNG: a Transformer
+    (ModelConfig), SCALE_ft (a pretrained ScaleModel: its weights copied) or an attentive probe
+    (AttentiveConfig, over `in_dim`-wide clip vectors)."""
+    if isinstance(init, AttentiveConfig):
+        return AttentiveProbe(
+            init, in_dim=in_dim, out_dim=out_dim, dropout=config.dropout, task=task
+        )
+    predictor = build_predictor(init, dropout=config.dropout)
+    return SetProbe(predictor, out_dim=out_dim, dropout=config.dropout, task=task, head=config.head)
+
+
+@dataclass
+class SetGrid:
+    """A trained grid: per config its probe (eval mode) and per-step training losses, the step
+    each stopped after, and the validation curves by group (see ``engine.EarlyStopping``)."""
+
+    probes: list[tuple[nn.Module, np.ndarray]]
+    stopped_at: list[int]
+    curves: dict[int, Curve]
+
+
+def train_set_grid(
     configs: Sequence[FinetuneConfig],
     trains: Sequence[SetData],
     *,
-    init: ModelConfig | ScaleModel,
+    init: ProbeInit,
+    stopping: Callable[[nn.Module], EarlyStopping] | None = None,
     progress: bool = False,
-) -> list[tuple[SetProbe, np.ndarray]]:
-    """Train probe m with configs[m] on trains[m], all M probes in one batched pass.
-
-    The configs may differ only in lr, predictor_lr_scale, weight_decay and budget (epochs /
-    steps). Every probe starts from the same seeded initialisation; probes given the same
-    SetData object (by identity) share its batch stream, which is read once per step for all of
-    them, and each probe's batches and views are those it would see trained alone. A probe
-    whose budget is spent leaves the stack, so a grid of budgets costs what its longest member
-    costs per model. Dropout masks are drawn once per training set and step, shared by its
-    probes (as separate runs from one seed would draw them). `init` is never modified; the
-    caller's RNG state is left as it was. Returns, per probe, (the probe in eval mode, per-step
-    training losses (steps,)).
-    """
+) -> SetGrid:
+    """Train probe m with configs[m] on trains[m], all M probes in one pass of the grid trainer
+    (``eval.engine``); `stopping(template)` gives its early stopping, None trains every probe to
+    its budget. See :func:`fit_set_probes` for what may differ between the configs."""
     task = _check_training_sets(configs, trains)
     cfg = configs[0]
     device = resolve_device(cfg.device)
     out_dim = _num_outputs(cfg, [d.labels for d in trains])
-    totals = [c.total_steps(len(d)) for c, d in zip(configs, trains, strict=True)]
+    stops = [c.total_steps(len(d)) for c, d in zip(configs, trains, strict=True)]
+    schedules = [max(s, c.schedule_steps or 0) for c, s in zip(configs, stops, strict=True)]
+    streams: dict[int, int] = {}  # id(SetData) -> its stream index
+    for data in trains:
+        streams.setdefault(id(data), len(streams))
+    firsts = {streams[id(d)]: d for d in trains}
     with torch.random.fork_rng(devices=_rng_devices(device)):
         torch.manual_seed(cfg.seed)
-        predictor = build_predictor(init, dropout=cfg.dropout)
-        template = SetProbe(
-            predictor, out_dim=out_dim, dropout=cfg.dropout, task=task, head=cfg.head
-        ).to(device)
-        template.train()
-        stack = _StackedProbes(template, configs, trains, totals=totals, device=device)
-        bar = progress_bar(total=max(totals), desc=f"set probes x{len(configs)}", enabled=progress)
-        for step in range(max(totals)):
-            stack.step(step)
-            bar.update(1)
-        bar.close()
-
-    results = [stack.result(m) for m in range(len(configs))]
-    for c, (_, history), total, data in zip(configs, results, totals, trains, strict=True):
-        logger.debug(
-            "set probe lr %g, %d steps on %d videos: loss %.4f -> %.4f",
-            c.lr,
-            total,
-            len(data),
-            history[0],
-            history[-1],
+        template = build_probe(init, cfg, in_dim=trains[0].dim, out_dim=out_dim, task=task).to(
+            device
         )
+        template.train()
+        trainer = GridTrainer(
+            optimizer=_stacked_optimizer(template, configs, device),
+            loss=_StackLoss(template, device),
+            streams=[_Batches(firsts[i], cfg) for i in range(len(streams))],
+            stream_of=[streams[id(d)] for d in trains],
+            lrs=[c.lr for c in configs],
+            schedule_steps=schedules,
+            warmups=[warmup_steps(cfg.warmup_fraction, t) for t in schedules],
+            stop_steps=stops,
+            stopping=None if stopping is None else stopping(template),
+            device=device,
+        )
+        trained = trainer.run(progress=progress, desc="set probes")
+    probes = []
+    for weights, history in zip(trained.weights, trained.losses, strict=True):
+        probe = copy.deepcopy(template)  # the architecture; its weights are replaced next
+        probe.load_state_dict(weights, strict=False)
+        probes.append((probe.eval(), history))
     logger.info(
-        "trained %d set probes (%s head, %d steps max) on %d training set(s)",
+        "trained %d set probes (%s, %d steps max) on %d training set(s)",
         len(configs),
-        cfg.head,
-        max(totals),
-        len(stack.groups),
+        type(template).__name__,
+        max(trained.stopped_at),
+        len(streams),
     )
-    return results
+    return SetGrid(probes=probes, stopped_at=trained.stopped_at, curves=trained.curves)
+
+
+def fit_set_probes(
+    configs: Sequence[FinetuneConfig],
+    trains: Sequence[SetData],
+    *,
+    init: ProbeInit,
+    progress: bool = False,
+) -> list[tuple[nn.Module, np.ndarray]]:
+    """Train probe m with configs[m] on trains[m], all M probes in one batched pass.
+
+    The configs may differ only in lr, predictor_lr_scale, weight_decay and budget (epochs /
+    steps / schedule_steps). Every probe starts from the same seeded initialisation; probes
+    given the same SetData object (by identity) share its batch stream, which is read once per
+    step for all of them, and each probe's batches and views are those it would see trained
+    alone. A probe whose budget is spent leaves the stack, so a grid of budgets costs what its
+    longest member costs per model. Dropout masks are drawn once per training set and step,
+    shared by its probes (as separate runs from one seed would draw them). `init` is never
+    modified; the caller's RNG state is left as it was. Returns, per probe, (the probe in eval
+    mode, per-step training losses (steps,)).
+    """
+    return train_set_grid(configs, trains, init=init, progress=progress).probes
 
 
 def fit_set_probe(
@@ -613,25 +618,20 @@ def fit_set_probe(
     return fit_set_probes([config], [train], init=init, progress=progress)[0]
 
 
-@torch.no_grad()
 def predict_set_probes(
-    probes: Sequence[SetProbe], data: SetData, *, batch_size: int = 256
+    probes: Sequence[nn.Module], data: SetData, *, batch_size: int = 256
 ) -> list[np.ndarray]:
     """Each video as one set of all its valid views, scored by every probe (each batch is read
     once) -> per probe (N, C): class probabilities (the mean of the views' softmax) or
     predictions. `data.labels` is not read."""
     device = next(probes[0].parameters()).device
     out: list[list[torch.Tensor]] = [[] for _ in probes]
-    for start in range(0, len(data), batch_size):
-        feats, boxes, num_valid = data.read(np.arange(start, min(start + batch_size, len(data))))
-        x = torch.from_numpy(np.ascontiguousarray(feats)).to(device).float()  # (B, K, D)
-        bx = torch.from_numpy(np.ascontiguousarray(boxes)).to(device).float()  # (B, K, 7)
-        valid = torch.arange(x.shape[1])[None, :] < torch.as_tensor(num_valid)[:, None]  # (B, K)
-        valid = valid.to(device)
-        for probe, acc in zip(probes, out, strict=True):
-            probe.eval()
-            scores = combine_views(probe(x, bx, valid), valid, task=probe.task)  # (B, C)
-            acc.append(scores.float().cpu())
+    with torch.no_grad():
+        for x, bx, valid in video_batches(data, batch_size=batch_size, device=device):
+            for probe, acc in zip(probes, out, strict=True):
+                probe.eval()
+                scores = combine_views(probe(x, bx, valid), valid, task=probe.task)  # (B, C)
+                acc.append(scores.float().cpu())
     return [
         torch.cat(acc).numpy() if acc else np.zeros((0, p.head.out_features), dtype=np.float32)
         for p, acc in zip(probes, out, strict=True)

@@ -1,0 +1,237 @@
+"""The grid trainer: every trained probe (linear and MLP heads, set probes, attentive probes) is
+a grid of M models of one architecture whose weights are stacked along a leading model dim and
+trained in one pass by :class:`GridTrainer`.
+
+What a probe family supplies:
+- the stacked weights (name -> (M, *shape)) and their optimizer (``eval/stacked.py``);
+- ``loss(weights, batch) -> (M',)``: the losses of M' models, given their rows of the stacks, on
+  one batch (one batched call, or the models one by one; see ``set_probes``);
+- one batch stream per training set (``next(step, device) -> batch``); models on the same
+  training set (e.g. the lrs of one cross-validation fold) share its batches, read once a step.
+
+What the trainer does, the same for every family: the step loop; each model's learning rate on
+the warm-up + cosine schedule of its own length (``schedule_steps``, ``train.schedule``); a
+model leaves the stacks at its ``stop_steps`` (the rows left keep stepping); and, given an
+:class:`EarlyStopping`, validation every ``every`` steps of each *group* of models (one grid
+point's folds), whose curve it records; a group stops after ``patience`` validations without
+improving on its best point. A schedule longer than the stop is how a refit replays a selection
+run exactly: the same schedule, cut at the chosen step.
+
+Shapes: M models, M' of them still training.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from scalevid.eval.stacked import StackedAdamW, StackedSGD
+from scalevid.progress import progress_bar
+from scalevid.train.schedule import warmup_cosine
+
+logger = logging.getLogger(__name__)
+
+Weights = dict[str, torch.Tensor]
+Batch = tuple[torch.Tensor, ...]
+StackLoss = Callable[[Weights, Batch], torch.Tensor]  # rows of the stacks, batch -> (M',)
+
+
+class Stream(Protocol):
+    """One training set's batches: the batch of optimizer step `step` (0-based)."""
+
+    def next(self, step: int, device: torch.device) -> Batch: ...
+
+
+@dataclass
+class Curve:
+    """One group's validation curve: at each validated step, the metric (higher is better) and
+    the loss (lower is better; breaks ties of the metric); its best point so far."""
+
+    steps: list[int] = field(default_factory=list)
+    metric: list[float] = field(default_factory=list)
+    loss: list[float] = field(default_factory=list)
+    best: int = -1  # index into the lists, -1 before the first validation
+
+    def add(self, step: int, metric: float, loss: float, *, tol: float = 1e-9) -> bool:
+        """Record one validation; True when it is the new best point."""
+        self.steps.append(step)
+        self.metric.append(metric)
+        self.loss.append(loss)
+        i = len(self.steps) - 1
+        if self.best < 0:
+            self.best = i
+            return True
+        m, b = self.metric[self.best], self.loss[self.best]
+        better = metric > m + tol or (
+            abs(metric - m) <= tol and not math.isnan(loss) and (math.isnan(b) or loss < b)
+        )
+        if better:
+            self.best = i
+        return better
+
+    @property
+    def best_step(self) -> int:
+        return self.steps[self.best]
+
+    def since_best(self) -> int:
+        """Validations after the best point."""
+        return len(self.steps) - 1 - self.best
+
+    def to_dict(self) -> dict[str, list[float] | list[int]]:
+        return {"steps": self.steps, "metric": self.metric, "loss": self.loss}
+
+
+# (active model -> its current weights) -> per active group, (metric, loss) on validation
+GroupScorer = Callable[[Callable[[int], Weights], Sequence[int]], dict[int, tuple[float, float]]]
+
+
+@dataclass
+class EarlyStopping:
+    """Validation of groups of models during training.
+
+    groups[m]: the group of model m (a grid point; its members are its folds). Every `every`
+    steps `score(weights_of, active)` scores the groups with an active member (weights_of(m) is
+    model m's current weights); a group stops once `patience` validations have passed without a
+    new best point (``Curve.add``).
+    """
+
+    groups: Sequence[int]
+    score: GroupScorer
+    every: int
+    patience: int
+    curves: dict[int, Curve] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.every < 1 or self.patience < 1:
+            raise ValueError("early stopping needs every >= 1 and patience >= 1")
+        self.curves = {g: Curve() for g in dict.fromkeys(self.groups)}
+
+    def validate(self, step: int, weights_of: Callable[[int], Weights], active: list[int]) -> set:
+        """Score after `step` + 1 steps; the groups that stop now."""
+        scores = self.score(weights_of, active)
+        stopped = set()
+        for g, (metric, loss) in scores.items():
+            curve = self.curves[g]
+            curve.add(step + 1, metric, loss)
+            if curve.since_best() >= self.patience:
+                stopped.add(g)
+        return stopped
+
+
+@dataclass
+class TrainedGrid:
+    """What a grid run leaves: each model's final weights (name -> (*shape)), its per-step
+    training losses, the step it stopped after, and the groups' validation curves."""
+
+    weights: list[Weights]
+    losses: list[np.ndarray]
+    stopped_at: list[int]
+    curves: dict[int, Curve]
+
+
+class GridTrainer:
+    """M models trained in one pass: see the module docstring.
+
+    params: name -> (M, *shape) leaf tensors, the optimizer's (it replaces them as models leave).
+    streams: one per training set; stream_of[m] the training set of model m.
+    lrs: (M,) peak learning rates; schedule_steps[m] the length of model m's schedule (warm-up
+    over its first warmups[m] steps, then cosine to 0); stop_steps[m] <= schedule_steps[m] the
+    steps it trains at most.
+    """
+
+    def __init__(
+        self,
+        *,
+        optimizer: StackedAdamW | StackedSGD,
+        loss: StackLoss,
+        streams: Sequence[Stream],
+        stream_of: Sequence[int],
+        lrs: Sequence[float],
+        schedule_steps: Sequence[int],
+        warmups: Sequence[int],
+        stop_steps: Sequence[int],
+        stopping: EarlyStopping | None = None,
+        device: torch.device,
+    ) -> None:
+        m = len(lrs)
+        if not (len(stream_of) == len(schedule_steps) == len(warmups) == len(stop_steps) == m):
+            raise ValueError("one stream index, schedule, warm-up and stop per model")
+        if any(s < 1 or s > t for s, t in zip(stop_steps, schedule_steps, strict=True)):
+            raise ValueError("every model needs 1 <= stop step <= schedule length")
+        self.optimizer, self.loss, self.streams = optimizer, loss, list(streams)
+        self.stream_of, self.device = list(stream_of), device
+        self.lrs = torch.tensor(list(lrs), dtype=torch.float32, device=device)  # (M,)
+        self.schedule, self.warmups = list(schedule_steps), list(warmups)
+        self.stop_steps, self.stopping = list(stop_steps), stopping
+        self.active = list(range(m))  # model index of each row of the stacks
+        self.final: dict[int, Weights] = {}
+        self.stopped_at = [0] * m
+        self.history: list[list[torch.Tensor]] = [[] for _ in range(m)]
+
+    def run(self, *, progress: bool = False, desc: str = "grid") -> TrainedGrid:
+        total = max(self.stop_steps)
+        bar = progress_bar(total=total, desc=f"{desc} x{len(self.lrs)}", enabled=progress)
+        step = 0
+        while self.active and step < total:
+            self._step(step)
+            done = [m for m in self.active if self.stop_steps[m] == step + 1]
+            if self.stopping is not None and (step + 1) % self.stopping.every == 0:
+                groups = self.stopping.validate(step, self._weights_of, self.active)
+                done += [m for m in self.active if self.stopping.groups[m] in groups]
+            self._retire(set(done), step)
+            step += 1
+            bar.update(1)
+        bar.close()
+        return TrainedGrid(
+            weights=[self.final[m] for m in range(len(self.lrs))],
+            losses=[torch.stack(h).cpu().numpy() for h in self.history],
+            stopped_at=self.stopped_at,
+            curves=self.stopping.curves if self.stopping is not None else {},
+        )
+
+    def _step(self, step: int) -> None:
+        rows = {m: r for r, m in enumerate(self.active)}
+        params = self.optimizer.params
+        loss = torch.zeros((), device=self.device)
+        for s, stream in enumerate(self.streams):
+            live = [m for m in self.active if self.stream_of[m] == s]
+            if not live:
+                continue
+            batch = stream.next(step, self.device)
+            index = [rows[m] for m in live]
+            weights = params
+            if index != list(range(len(self.active))):  # a part of the stacks reads this set
+                picked = torch.tensor(index, device=self.device)
+                weights = {k: v[picked] for k, v in params.items()}
+            per_model = self.loss(weights, batch)  # (len(live),)
+            loss = loss + per_model.sum()  # models share nothing: each gets its own gradients
+            for m, value in zip(live, per_model.detach(), strict=True):
+                self.history[m].append(value)
+        loss.backward()
+        factor = [
+            warmup_cosine(step, total=self.schedule[m], warmup=self.warmups[m]) for m in self.active
+        ]
+        index = torch.tensor(self.active, device=self.device)
+        self.optimizer.step(self.lrs[index] * torch.tensor(factor, device=self.device))
+
+    def _weights_of(self, m: int) -> Weights:
+        r = self.active.index(m)
+        return {k: v[r].detach() for k, v in self.optimizer.params.items()}
+
+    def _retire(self, done: set[int], step: int) -> None:
+        """Keep the final weights of the models in `done` and drop them from the stacks."""
+        if not done:
+            return
+        for m in done:
+            self.final[m] = self._weights_of(m)
+            self.stopped_at[m] = step + 1
+        keep = [r for r, m in enumerate(self.active) if m not in done]
+        self.active = [self.active[r] for r in keep]
+        if keep:
+            self.optimizer.keep(keep)
