@@ -16,7 +16,7 @@ from scalevid import recipes
 from scalevid.cli import main as cli_main
 from scalevid.demo.render import render_video
 from scalevid.demo.synthetic import quick_config, video_label
-from scalevid.eval.config import LABELS, PROBES
+from scalevid.eval.rows import LABELS, PROBES
 from scalevid.recipes import RecipeError, load_recipe
 from scalevid.store import FeatureStore
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from scalevid.config import read_config_file
-from scalevid.eval.config import PROBES
+from scalevid.eval.rows import PROBES
 
 logger = logging.getLogger("scalevid")
 

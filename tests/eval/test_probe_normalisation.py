@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from scalevid.eval import protocol as ev
+from scalevid.eval import families as ev
 from scalevid.eval.config import EvalConfig
 from scalevid.eval.probes import ProbeConfig, ProbeData, video_vectors
 from scalevid.eval.representations import ClipVectors, Representations
@@ -19,7 +19,7 @@ from scalevid.eval.splits import topk_accuracy
 from scalevid.model import ModelConfig, ScaleModel
 
 
-def _context(config: EvalConfig, *, dim: int = 6, hidden: int = 4) -> ev._Context:
+def _context(config: EvalConfig, *, dim: int = 6, hidden: int = 4) -> ev.Context:
     n, views = 10, 3
     rng = np.random.default_rng(0)
     feats = rng.normal(size=(n, views, dim)).astype(np.float32)
@@ -34,7 +34,7 @@ def _context(config: EvalConfig, *, dim: int = 6, hidden: int = 4) -> ev._Contex
     )
     heads = {"set_head": (8, 4), "pred_head": (8, 4), "target_head": (8, 4)}
     model = ScaleModel(ModelConfig(input_dim=dim, hidden=hidden, heads=1, **heads))
-    return ev._Context(
+    return ev.Context(
         config=config,
         task="classification",
         num_classes=2,

@@ -382,7 +382,7 @@ def test_cross_validation_makes_the_choice_depend_less_on_the_split(tmp_path):
     scheme is stable; this store has a real, modest difference between them.)"""
     from collections import Counter
 
-    from scalevid.eval.protocol import make_split
+    from scalevid.eval.splits import make_split
     from scalevid.store import FeatureStore
     from tests.synthetic_store import write_synthetic_store
 

@@ -11,16 +11,18 @@ import numpy as np
 import pytest
 
 from scalevid.config import result_settings
-from scalevid.eval import protocol as ev
-from scalevid.eval import representations
+from scalevid.eval import families, protocol, representations
 from scalevid.eval import selection as selection_mod
+from scalevid.eval.attentive import AttentiveConfig
 from scalevid.eval.cache import load_probe_run
-from scalevid.eval.config import PROBES, EvalConfig, baseline_settings, load_eval_config
+from scalevid.eval.config import EvalConfig, baseline_settings, load_eval_config
 from scalevid.eval.embed import export_embeddings, search
-from scalevid.eval.protocol import evaluate, make_split
+from scalevid.eval.protocol import evaluate
 from scalevid.eval.report import format_table, markdown_table
 from scalevid.eval.representations import ClipVectors
+from scalevid.eval.rows import PROBES
 from scalevid.eval.set_probes import FinetuneConfig
+from scalevid.eval.splits import make_split
 from scalevid.model import ScaleModel
 from scalevid.store import FeatureStore, Manifest, StoreWriter
 from scalevid.train import load_config, train
@@ -138,7 +140,11 @@ def tiny_config(**changes) -> EvalConfig:
         mlp_hidden=(32,),
         finetune=FinetuneConfig(batch_size=16, num_views=4, warmup_fraction=0.2),
         finetune_lrs=(1e-3, 3e-3),
-        finetune_epochs=(2, 3),
+        finetune_max_epochs=3,
+        finetune_heads=("clip_set",),
+        attentive=AttentiveConfig(heads=4),
+        attentive_lrs=(1e-3,),
+        attentive_weight_decays=(0.01, 0.1),
         finetune_min_steps=1,
         min_val_videos=0,  # hold-out selection; the cross-validation tests turn it on
         transformer_hidden=32,
@@ -235,67 +241,83 @@ def test_final_fit_retrains_on_the_whole_train_split(stores, tmp_path, monkeypat
 
     def set_recorder(configs, trains, **kwargs):
         calls["set"].append(
-            sorted((c.lr, c.steps, len(d)) for c, d in zip(configs, trains, strict=True))
+            sorted(
+                (c.lr, c.steps, c.schedule_steps, len(d))
+                for c, d in zip(configs, trains, strict=True)
+            )
         )
         return real_set(configs, trains, **kwargs)
 
-    real_set = ev.fit_set_probes
+    real_set = families.train_set_grid
     monkeypatch.setattr(selection_mod, "fit_grid", recorder(selection_mod.fit_grid, "grid"))
-    monkeypatch.setattr(ev, "fit_predict", recorder(ev.fit_predict, "final"))
-    monkeypatch.setattr(ev, "fit_set_probes", set_recorder)
-    config = tiny_config(seeds=(3,), head_epochs=1, finetune_epochs=(1,))
+    monkeypatch.setattr(families, "fit_predict", recorder(families.fit_predict, "final"))
+    monkeypatch.setattr(families, "train_set_grid", set_recorder)
+    config = tiny_config(seeds=(3,), head_epochs=1, finetune_max_epochs=1)
     results = evaluate(
         train_store=stores["train"], test_store=stores["test"], config=config, out=tmp_path
     )
     # No run: only the baseline rows.
-    assert list(results["probes"]) == ["knn", "linear", "mlp", "transformer"]
-    assert results["skipped_probes"] == ["scale_ft", "scale_knn", "scale_linear"]
+    assert list(results["probes"]) == ["knn", "linear", "mlp", "transformer", "attentive"]
+    assert results["skipped_probes"] == ["scale_attentive", "scale_ft", "scale_knn", "scale_linear"]
     info = results["seeds"][0]
     assert info["num_train"] == 64 == results["num_train_videos"]  # the 8 unlabelled left out
     assert info["num_fit"] + info["num_val"] == 64 and info["num_val"] == 12
     assert info["selection"] == "hold-out"
     assert calls["grid"] == [(info["num_fit"], info["num_val"])] * 3  # knn, linear, mlp
     assert calls["final"] == [(64, 40)] * 3  # retrained on all of train, scored on all of test
-    # One batched pass for the grid (two lrs, one budget of 64 // 16 = 4 steps: one epoch of
-    # the train split, also on the smaller fit split), then the chosen config on all of train.
-    steps = 64 // 16
-    grid_pass = [(1e-3, steps, info["num_fit"]), (3e-3, steps, info["num_fit"])]
-    assert calls["set"][0] == grid_pass
-    assert len(calls["set"]) == 2 and calls["set"][1][0][1:] == (steps, 64)
+    # Per set / attentive row: one pass for the grid on the fit split, every point on the
+    # whole schedule (one pass over the train split: 64 // 16 = 4 steps), then the chosen
+    # point on all of train, the same schedule cut at the chosen step.
+    steps, fit = 64 // 16, info["num_fit"]
+    transformer_grid, transformer_refit, attentive_grid, attentive_refit = calls["set"]
+    assert transformer_grid == [(1e-3, steps, steps, fit), (3e-3, steps, steps, fit)]
+    assert attentive_grid == [(1e-3, steps, steps, fit)] * 2  # two weight decays
+    for refit, row in ((transformer_refit, "transformer"), (attentive_refit, "attentive")):
+        chosen = results["probes"][row]["seeds"][0]["chosen"]
+        assert refit == [(chosen["lr"], chosen["steps"], steps, 64)]
+        assert 1 <= chosen["steps"] <= steps
     for entry in results["probes"].values():
         assert entry["seeds"][0]["num_train"] == 64
 
 
-def test_a_one_point_set_probe_grid_trains_no_selection_runs(stores, tmp_path, monkeypatch):
-    """With one (lr, budget) there is nothing to choose: only the final fit on train runs."""
-    trained: list[list[int]] = []
-
-    def set_recorder(configs, trains, **kwargs):
-        trained.append([len(d) for d in trains])
-        return real_set(configs, trains, **kwargs)
-
-    real_set = ev.fit_set_probes
-    monkeypatch.setattr(ev, "fit_set_probes", set_recorder)
+def test_set_probes_choose_their_step_on_validation(stores, tmp_path, monkeypatch):
+    """Even a one-point grid is validated as it trains: the step with the best validation score
+    is chosen, a point stops after `patience` validations without improving, and the refit on
+    train stops at the chosen step."""
     config = tiny_config(
-        seeds=(0,), probes=("transformer",), finetune_lrs=(1e-3,), finetune_epochs=(1,)
+        seeds=(0,),
+        probes=("transformer",),
+        finetune_lrs=(1e-3,),
+        finetune_max_epochs=12,
+        validate_every=2,
+        patience=2,
     )
     results = evaluate(
         train_store=stores["train"], test_store=stores["test"], config=config, out=tmp_path
     )
-    assert trained == [[64]]  # the final fit on all labelled train videos, nothing else
     seed = results["probes"]["transformer"]["seeds"][0]
-    assert seed["val"] is None and [g["val"] for g in seed["grid"]] == [None]
-    assert seed["chosen"]["lr"] == 1e-3
-    assert "(fixed, no selection)" in (tmp_path / "results.md").read_text()
+    (point,) = seed["grid"]
+    curves = json.loads((tmp_path / "results.json").read_text())["probes"]["transformer"]
+    curve = curves["seeds"][0]["curves"]["grid"][0]
+    assert curve["steps"] == list(range(2, 2 * len(curve["steps"]) + 1, 2))
+    best = max(range(len(curve["steps"])), key=lambda i: (curve["metric"][i], -curve["loss"][i]))
+    assert seed["chosen"]["steps"] == point["best_step"] == curve["steps"][best]
+    assert seed["chosen"]["schedule_steps"] == 12 * (64 // 16)
+    # stopped early, or ran to the end of its schedule
+    stopped_early = len(curve["steps"]) - 1 - best >= 2
+    assert stopped_early or curve["steps"][-1] == 48
+    assert point["val"] == curve["metric"][best]
+    assert (tmp_path / "curves_transformer.png").is_file()
 
 
 def test_regression_targets(tmp_path):
     train_store = write_store(tmp_path / "tr", videos=48, mode="train", seed=1, regression=True)
     test_store = write_store(tmp_path / "te", videos=20, mode="test", seed=2, regression=True)
-    config = tiny_config(seeds=(0,), head_epochs=3, finetune_epochs=(2,), plots=False)
+    config = tiny_config(seeds=(0,), head_epochs=3, finetune_max_epochs=2, plots=False)
     results = evaluate(train_store=train_store, test_store=test_store, config=config, out=tmp_path)
     assert results["task"] == "regression" and results["metrics"] == ["mse"]
-    assert list(results["probes"]) == ["linear", "mlp", "transformer"]  # no kNN on targets
+    # no kNN on targets
+    assert list(results["probes"]) == ["linear", "mlp", "transformer", "attentive"]
     assert all(np.isfinite(e["mean"]["mse"]) for e in results["probes"].values())
     assert "MSE" in (tmp_path / "results.md").read_text()
 
@@ -332,6 +354,7 @@ def test_reports_written_and_deltas_match_per_seed_numbers(evaluated):
     selection = [line for line in text.splitlines() if line.startswith(("| 0 |", "| 1 |"))]
     assert [row.split("|")[2].strip() for row in selection] == ["hold-out", "hold-out"]
     expected = ["kNN", "SCALE_kNN", "Linear", "SCALE_linear", "MLP", "Transformer", "SCALE_ft"]
+    expected += ["Attentive", "SCALE_attentive"]
     assert [r.split("|")[1].strip() for r in rows] == expected
     for row, name in zip(rows, PROBES, strict=True):
         cells = [c.strip() for c in row.strip("|").split("|")]
@@ -384,18 +407,20 @@ def test_config_overrides_and_validation():
 
 
 def test_baseline_cache_keys_hold_the_settings_each_row_reads():
-    """The fields in each baseline row's cache key, from EvalConfig's field metadata: the same
-    lists as the hand-kept ones they replaced, so existing caches stay valid."""
+    """The fields in each baseline row's cache key, from the rows' declarations and the
+    NOT_CACHED marks, against hand-kept lists."""
     common = ["cv_folds", "device", "low_shot", "min_val_videos", "task", "val_fraction"]
     heads = ["clips_per_sample", "head_batch_size", "head_epochs", "head_lrs"]
     heads += ["head_weight_decays", "mlp_dropout", "mlp_hidden"]
+    stopping = ["finetune", "finetune_max_epochs", "finetune_max_steps", "finetune_min_steps"]
+    stopping += ["patience", "validate_every"]
     expected = {
         "knn": [*common, "knn_k", "knn_temperature"],
         "linear": [*common, *heads, "linear_batchnorm"],
         "mlp": [*common, *heads],
-        "transformer": [*common, "finetune", "finetune_epochs", "finetune_heads"]
-        + ["finetune_lrs", "finetune_min_steps", "transformer_depth", "transformer_heads"]
-        + ["transformer_hidden"],
+        "transformer": [*common, *stopping, "finetune_heads", "finetune_lrs"]
+        + ["transformer_depth", "transformer_heads", "transformer_hidden"],
+        "attentive": [*common, *stopping, "attentive", "attentive_lrs", "attentive_weight_decays"],
     }
     config = tiny_config()
     for row, names in expected.items():
@@ -467,7 +492,7 @@ def test_baseline_rows_are_reused_across_runs_and_recomputed_when_settings_chang
     stores, run, tmp_path, monkeypatch
 ):
     cache = tmp_path / "baselines"
-    config = tiny_config(seeds=(0,), head_epochs=2, finetune_epochs=(1,))
+    config = tiny_config(seeds=(0,), head_epochs=2, finetune_max_epochs=1)
 
     def cached_evaluate(out: str, test: str = "test", **changes) -> dict:
         return evaluate(
@@ -481,17 +506,17 @@ def test_baseline_rows_are_reused_across_runs_and_recomputed_when_settings_chang
 
     first = cached_evaluate("a")
     assert first["reused_baselines"] == []
-    assert len(list(cache.glob("*.npz"))) == 4  # knn, linear, mlp, transformer
+    baselines = ["attentive", "knn", "linear", "mlp", "transformer"]
+    assert len(list(cache.glob("*.npz"))) == len(baselines)
 
     ran: list[str] = []
-    real_head, real_set = ev._run_head_probe, ev._run_set_probe
-    monkeypatch.setattr(ev, "_run_head_probe", lambda n, *a: ran.append(n) or real_head(n, *a))
-    monkeypatch.setattr(ev, "_run_set_probe", lambda n, *a: ran.append(n) or real_set(n, *a))
+    real_run = protocol.run_row
+    monkeypatch.setattr(protocol, "run_row", lambda n, *a: ran.append(n) or real_run(n, *a))
     # a SCALE-only setting changes: every baseline is reused, every SCALE row runs
     second = cached_evaluate("b", scale_knn_normalize="whole")
-    assert sorted(ran) == ["scale_ft", "scale_knn", "scale_linear"]
-    assert len(second["reused_baselines"]) == 4
-    for name in ("knn", "linear", "mlp", "transformer"):
+    assert sorted(ran) == ["scale_attentive", "scale_ft", "scale_knn", "scale_linear"]
+    assert len(second["reused_baselines"]) == len(baselines)
+    for name in baselines:
         same = json.dumps(second["probes"][name]["seeds"]) == json.dumps(
             first["probes"][name]["seeds"]
         )
@@ -536,8 +561,8 @@ def test_small_validation_switches_to_cross_validation_and_is_reported(stores, t
         probes=("linear", "transformer"),
         seeds=(3,),
         head_epochs=1,
-        finetune_epochs=(1, 2),
-        finetune_min_steps=6,
+        finetune_max_epochs=2,
+        finetune_min_steps=10,
         min_val_videos=100,
         cv_folds=4,
     )
@@ -551,9 +576,9 @@ def test_small_validation_switches_to_cross_validation_and_is_reported(stores, t
     np.testing.assert_array_equal(np.sort(np.concatenate(vals)), split["train"])
     for i in range(4):
         assert np.intersect1d(split[f"fold{i}_fit"], vals[i]).size == 0
-    # Budgets are steps of the 64-video train split (4 per epoch), floored at 6: 1 -> 6, 2 -> 8.
+    # The schedule is 2 passes over the 64-video train split (4 steps each), floored at 10.
     grid = results["probes"]["transformer"]["seeds"][0]["grid"]
-    assert sorted({g["config"]["steps"] for g in grid}) == [6, 8]
+    assert {g["config"]["schedule_steps"] for g in grid} == {10}
     assert all(g["config"]["head"] == "clip_set" for g in grid)
     assert all(np.isfinite(g["val_loss"]) for g in grid)
     chosen = results["probes"]["transformer"]["seeds"][0]["chosen"]
@@ -563,7 +588,7 @@ def test_small_validation_switches_to_cross_validation_and_is_reported(stores, t
     row = next(line for line in text.splitlines() if line.startswith("| 3 |"))
     assert row == (
         f"| 3 | 4-fold CV | 64 | lr {linear['lr']:g}, wd {linear['weight_decay']:g} | "
-        f"clip_set head, lr {chosen['lr']:g}, {chosen['steps']} steps |"
+        f"clip_set head, lr {chosen['lr']:g}, {chosen['steps']} of 10 steps |"
     )
     with pytest.raises(ValueError, match="finetune_heads"):
         EvalConfig(finetune_heads=("cls",))

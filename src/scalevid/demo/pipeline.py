@@ -36,9 +36,10 @@ from scalevid.config import build_config
 from scalevid.demo.ceiling import Ceiling, CeilingConfig, measure_ceiling
 from scalevid.demo.dataset import DatasetInfo, make_dataset
 from scalevid.demo.synthetic import DatasetConfig, quick_config
-from scalevid.eval.config import LABELS, PROBES, EvalConfig
+from scalevid.eval.config import EvalConfig
 from scalevid.eval.protocol import evaluate
 from scalevid.eval.report import format_table, markdown_table, results_markdown
+from scalevid.eval.rows import LABELS, PROBES
 from scalevid.extract import ExtractConfig, extract
 from scalevid.train import TrainConfig, train
 

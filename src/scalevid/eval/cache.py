@@ -1,4 +1,4 @@
-"""Baseline reuse: the runs of the baseline rows (knn, linear, mlp, transformer), which do not
+"""Baseline reuse: the runs of the baseline rows (those of `eval/rows.py` that read no run), which do not
 depend on the SCALE weights, saved per probe and seed in a folder (`evaluate(baseline_cache=...)`)
 and read back by later evaluations on the same stores with the same settings.
 
@@ -34,6 +34,7 @@ class ProbeRun:
     grid: list[dict[str, Any]]
     num_train: int
     test_scores: np.ndarray
+    curves: dict[str, Any] | None = None  # set / attentive rows: validation and training curves
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,12 @@ def baseline_file(
 def save_probe_run(result: ProbeRun, path: Path) -> None:
     """Atomically write one probe run (test scores + chosen config and grid as JSON)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"chosen": result.chosen, "grid": result.grid, "num_train": result.num_train}
+    meta = {
+        "chosen": result.chosen,
+        "grid": result.grid,
+        "num_train": result.num_train,
+        "curves": result.curves,
+    }
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     with open(tmp, "wb") as f:
         np.savez(f, test_scores=result.test_scores, meta=np.array(json.dumps(meta)))
@@ -125,6 +131,7 @@ def load_probe_run(path: Path) -> ProbeRun | None:
             grid=meta["grid"],
             num_train=meta["num_train"],
             test_scores=scores,
+            curves=meta.get("curves"),
         )
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
         logger.warning("%s: unreadable cached baseline (%s); recomputing it", path, err)

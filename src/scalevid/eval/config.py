@@ -1,49 +1,26 @@
-"""EvalConfig: every setting of the evaluation protocol, saved into results.json; and the probe
-rows' names (baseline -> SCALE counterpart).
+"""EvalConfig: every setting of the evaluation protocol, saved into results.json.
 
-Which cached baseline rows a setting affects is field metadata (`cache_keys(...)`): a baseline
-row's cache key holds the fields that list the row and every field without that metadata, so a
-new setting never leaves a stale cache behind.
+Which cached baseline rows a setting affects: the fields a row declares (``ProbeRow.cache_fields``
+in ``eval/rows.py``) key that row alone; a field marked ``NOT_CACHED`` keys none; every other
+field keys every baseline row, so a new setting never leaves a stale cache behind.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 from scalevid.config import load_config as load_stage_config
 from scalevid.config import runtime
+from scalevid.eval.attentive import AttentiveConfig
+from scalevid.eval.rows import BASELINES, PROBES, ROWS, ProbeName
 from scalevid.eval.set_probes import SET_HEADS, FinetuneConfig, SetHead
 
-ProbeName = Literal["knn", "scale_knn", "linear", "scale_linear", "mlp", "transformer", "scale_ft"]
-PROBES: tuple[ProbeName, ...] = get_args(ProbeName)
-LABELS: dict[str, str] = {
-    "knn": "kNN",
-    "scale_knn": "SCALE_kNN",
-    "linear": "Linear",
-    "scale_linear": "SCALE_linear",
-    "mlp": "MLP",
-    "transformer": "Transformer",
-    "scale_ft": "SCALE_ft",
-}
-BASELINE_OF: dict[str, str] = {
-    "scale_knn": "knn",
-    "scale_linear": "linear",
-    "scale_ft": "transformer",
-}
-NEEDS_RUN = frozenset({"scale_knn", "scale_linear", "scale_ft"})
-CLASSIFICATION_ONLY = frozenset({"knn", "scale_knn"})
 Task = Literal["classification", "regression"]
-# The rows that do not depend on the SCALE weights, whose runs a baseline cache keeps.
-BASELINES: tuple[ProbeName, ...] = ("knn", "linear", "mlp", "transformer")
-_KEYS = "baseline_keys"
-
-
-def cache_keys(*rows: ProbeName) -> dict[str, Any]:
-    """Field metadata: the cached runs of these baseline rows depend on the field (none: only
-    SCALE rows or the report read it). A field without it is in every baseline row's key."""
-    return {_KEYS: rows}
+# Field metadata of the settings that no baseline row's runs depend on (only SCALE rows, the
+# report or the console read them), so they are left out of every baseline cache key.
+NOT_CACHED = {"baseline_cache": False}
 
 
 @dataclass
@@ -51,74 +28,74 @@ class EvalConfig:
     """Everything `evaluate` depends on; saved into results.json.
 
     Head probes (linear, scale_linear, mlp) search head_lrs x head_weight_decays in one pass
-    (AdamW, cosine schedule); set probes (transformer, scale_ft) search finetune_heads x
-    finetune_lrs x finetune_epochs (budgets turned into optimizer steps, see the module
-    docstring), all grid points and folds of one head trained in one batched pass, starting from
-    `finetune` for the rest (its `head`, `epochs` and `steps` are replaced by the grid's).
+    (AdamW, cosine schedule, head_epochs). Set probes (transformer, scale_ft) search
+    finetune_heads x finetune_lrs, attentive probes (attentive, scale_attentive) attentive_lrs x
+    attentive_weight_decays, each grid trained in one pass from `finetune` for the rest (batch,
+    views, dropout, warm-up, clipping); their step count is chosen on validation too: every grid
+    point trains on a warm-up + cosine schedule of finetune_max_epochs passes over the train
+    split (at least finetune_min_steps, at most finetune_max_steps steps), is validated every
+    `validate_every` steps (0: every two passes, at least 10 steps) and stops after `patience`
+    validations without a better point; the best (grid point, step) is chosen, and the refit
+    on the whole train split replays that schedule up to the chosen step.
     Selection uses a held-out val_fraction of train, or cv_folds-fold cross-validation when that
     would hold fewer than min_val_videos videos (0 = never).
     The transformer baseline copies the run's predictor architecture when a run is given (a like
     for like comparison), else uses transformer_hidden / _depth / _heads.
     """
 
-    probes: tuple[ProbeName, ...] = field(default=PROBES, metadata=cache_keys())
-    seeds: tuple[int, ...] = field(default=(0, 1, 2), metadata=cache_keys())
+    probes: tuple[ProbeName, ...] = field(default=PROBES, metadata=NOT_CACHED)
+    seeds: tuple[int, ...] = field(default=(0, 1, 2), metadata=NOT_CACHED)
     val_fraction: float = 0.2
-    min_val_videos: int = 100  # a smaller validation split switches to k-fold cross-validation
+    min_val_videos: int = 50  # a smaller validation split switches to k-fold cross-validation
     cv_folds: int = 5
     low_shot: float | None = None  # fraction of train labels per class, None = all
     task: Literal["auto", "classification", "regression"] = "auto"
-    clip_vector: Literal["feature", "token"] = field(default="feature", metadata=cache_keys())
+    clip_vector: Literal["feature", "token"] = field(default="feature", metadata=NOT_CACHED)
     # kNN
-    knn_k: int = field(default=20, metadata=cache_keys("knn"))
-    knn_temperature: float = field(default=0.07, metadata=cache_keys("knn"))
+    knn_k: int = 20
+    knn_temperature: float = 0.07
     # subtract the train mean before normalising
-    scale_knn_center: bool = field(default=False, metadata=cache_keys())
+    scale_knn_center: bool = field(default=False, metadata=NOT_CACHED)
     # "parts": the clip-feature part and the SET part of the SCALE_kNN vector are L2-normalised
     # separately before the whole, so neither dominates by its norm; "whole": the vector at once.
-    scale_knn_normalize: Literal["parts", "whole"] = field(default="parts", metadata=cache_keys())
+    scale_knn_normalize: Literal["parts", "whole"] = field(default="parts", metadata=NOT_CACHED)
     # linear / MLP heads
-    head_lrs: tuple[float, ...] = field(
-        default=(1e-4, 3e-4, 1e-3, 3e-3, 1e-2), metadata=cache_keys("linear", "mlp")
-    )
-    head_weight_decays: tuple[float, ...] = field(
-        default=(0.0, 1e-4, 1e-2), metadata=cache_keys("linear", "mlp")
-    )
-    head_epochs: int = field(default=30, metadata=cache_keys("linear", "mlp"))
-    head_batch_size: int = field(default=256, metadata=cache_keys("linear", "mlp"))
-    clips_per_sample: int = field(default=4, metadata=cache_keys("linear", "mlp"))
+    head_lrs: tuple[float, ...] = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
+    head_weight_decays: tuple[float, ...] = (0.0, 1e-4, 1e-2)
+    head_epochs: int = 30
+    head_batch_size: int = 256
+    clips_per_sample: int = 4
     # The non-affine BatchNorm before the linear head, for linear and scale_linear alike: each
     # value is a grid dimension chosen on validation, so a SCALE row and its baseline get the
     # same choice (the paper found it helps VideoMAE features). The MLP probe has none.
-    linear_batchnorm: tuple[bool, ...] = field(default=(False, True), metadata=cache_keys("linear"))
-    # The linear head's config carries the MLP settings too (unused there), so they key it.
-    mlp_hidden: tuple[int, ...] = field(default=(512,), metadata=cache_keys("linear", "mlp"))
-    mlp_dropout: float = field(default=0.0, metadata=cache_keys("linear", "mlp"))
+    linear_batchnorm: tuple[bool, ...] = (False, True)
+    mlp_hidden: tuple[int, ...] = (512,)
+    mlp_dropout: float = 0.0
+    # set and attentive probes: training settings shared by both families
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    finetune_max_epochs: int = 100  # the schedule: passes over the train split ...
+    finetune_min_steps: int = 100  # ... but at least this many optimizer steps
+    finetune_max_steps: int = 2000  # ... and at most this many
+    validate_every: int = 0  # steps between validations; 0 = two passes, at least 10 steps
+    patience: int = 4  # validations without a better point before a grid point stops
     # transformer / scale_ft
-    finetune: FinetuneConfig = field(
-        default_factory=FinetuneConfig, metadata=cache_keys("transformer")
-    )
-    finetune_lrs: tuple[float, ...] = field(
-        default=(1e-4, 1e-3), metadata=cache_keys("transformer")
-    )
-    finetune_epochs: tuple[int, ...] = field(default=(10, 30), metadata=cache_keys("transformer"))
-    # floor of every set-probe budget, in optimizer steps
-    finetune_min_steps: int = field(default=100, metadata=cache_keys("transformer"))
-    # add "set" to choose it on validation
-    finetune_heads: tuple[SetHead, ...] = field(
-        default=("clip_set",), metadata=cache_keys("transformer")
-    )
-    scale_ft_lr_scale: float = field(default=1.0, metadata=cache_keys())  # predictor lr / head lr
-    transformer_hidden: int = field(default=256, metadata=cache_keys("transformer"))
-    transformer_depth: int = field(default=2, metadata=cache_keys("transformer"))
-    transformer_heads: int = field(default=8, metadata=cache_keys("transformer"))
+    finetune_lrs: tuple[float, ...] = (3e-4, 1e-3)
+    finetune_heads: tuple[SetHead, ...] = SET_HEADS
+    scale_ft_lr_scale: float = field(default=1.0, metadata=NOT_CACHED)  # predictor lr / head lr
+    transformer_hidden: int = 256
+    transformer_depth: int = 2
+    transformer_heads: int = 8
+    # attentive / scale_attentive
+    attentive: AttentiveConfig = field(default_factory=AttentiveConfig)
+    attentive_lrs: tuple[float, ...] = (3e-4, 1e-3)
+    attentive_weight_decays: tuple[float, ...] = (0.01, 0.1)
     # running
-    embed_batch_size: int = runtime(256, metadata=cache_keys())
+    embed_batch_size: int = runtime(256, metadata=NOT_CACHED)
     # A runtime setting, yet in every baseline key: a cached row is not reused across devices.
     device: str = runtime("auto")
-    progress: bool = runtime(True, metadata=cache_keys())
-    plots: bool = field(default=True, metadata=cache_keys())
-    embedding_map: Literal["pca", "tsne"] = field(default="pca", metadata=cache_keys())
+    progress: bool = runtime(True, metadata=NOT_CACHED)
+    plots: bool = field(default=True, metadata=NOT_CACHED)
+    embedding_map: Literal["pca", "tsne"] = field(default="pca", metadata=NOT_CACHED)
 
     def __post_init__(self) -> None:
         self.probes = tuple(self.probes)
@@ -131,7 +108,16 @@ class EvalConfig:
             raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
         if self.low_shot is not None and not 0.0 < self.low_shot <= 1.0:
             raise ValueError(f"low_shot must be in (0, 1], got {self.low_shot}")
-        for name in ("seeds", "head_lrs", "head_weight_decays", "mlp_hidden"):
+        for name in (
+            "seeds",
+            "head_lrs",
+            "head_weight_decays",
+            "mlp_hidden",
+            "finetune_lrs",
+            "finetune_heads",
+            "attentive_lrs",
+            "attentive_weight_decays",
+        ):
             setattr(self, name, tuple(getattr(self, name)))
         if isinstance(self.linear_batchnorm, bool):
             self.linear_batchnorm = (self.linear_batchnorm,)
@@ -142,16 +128,23 @@ class EvalConfig:
             raise ValueError(
                 f"scale_knn_normalize must be 'parts' or 'whole', got {self.scale_knn_normalize!r}"
             )
-        self.finetune_lrs = tuple(self.finetune_lrs)
-        self.finetune_epochs = tuple(self.finetune_epochs)
-        self.finetune_heads = tuple(self.finetune_heads)
         if isinstance(self.finetune, dict):
             self.finetune = FinetuneConfig(**self.finetune)
+        if isinstance(self.attentive, dict):
+            self.attentive = AttentiveConfig(**self.attentive)
         bad_heads = sorted(set(self.finetune_heads) - set(SET_HEADS))
         if not self.finetune_heads or bad_heads:
             raise ValueError(f"finetune_heads must be a non-empty subset of {list(SET_HEADS)}")
-        if self.cv_folds < 2 or self.min_val_videos < 0 or self.finetune_min_steps < 1:
-            raise ValueError("cv_folds must be >= 2, min_val_videos >= 0, finetune_min_steps >= 1")
+        if not self.finetune_lrs or not self.attentive_lrs or not self.attentive_weight_decays:
+            raise ValueError("finetune_lrs, attentive_lrs and attentive_weight_decays need values")
+        if self.cv_folds < 2 or self.min_val_videos < 0:
+            raise ValueError("cv_folds must be >= 2 and min_val_videos >= 0")
+        if min(self.finetune_max_epochs, self.finetune_min_steps, self.patience) < 1:
+            raise ValueError("finetune_max_epochs, finetune_min_steps and patience must be >= 1")
+        if self.finetune_max_steps < self.finetune_min_steps or self.validate_every < 0:
+            raise ValueError(
+                "finetune_max_steps must be >= finetune_min_steps, validate_every >= 0"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -166,10 +159,15 @@ class EvalConfig:
 
 def baseline_settings(config: EvalConfig, row: ProbeName) -> dict[str, Any]:
     """The settings (`to_dict()` entries) that baseline `row`'s cached runs are keyed on: the
-    fields whose `cache_keys(...)` lists the row, and the fields without that metadata."""
+    fields the row declares, and every field that no row declares and that is not NOT_CACHED."""
     if row not in BASELINES:
         raise ValueError(f"{row!r} is not a baseline row; baselines: {list(BASELINES)}")
-    keyed = {f.name for f in fields(EvalConfig) if row in f.metadata.get(_KEYS, BASELINES)}
+    declared = {name for r in ROWS.values() for name in r.cache_fields}
+    keyed = set(ROWS[row].cache_fields) | {
+        f.name
+        for f in fields(EvalConfig)
+        if f.name not in declared and f.metadata.get("baseline_cache", True)
+    }
     return {k: v for k, v in config.to_dict().items() if k in keyed}
 
 

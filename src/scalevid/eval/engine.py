@@ -181,7 +181,8 @@ class GridTrainer:
         while self.active and step < total:
             self._step(step)
             done = [m for m in self.active if self.stop_steps[m] == step + 1]
-            if self.stopping is not None and (step + 1) % self.stopping.every == 0:
+            due = done or (step + 1) % self.stopping.every == 0 if self.stopping else False
+            if self.stopping is not None and due:  # every `every` steps, and at every stop
                 groups = self.stopping.validate(step, self._weights_of, self.active)
                 done += [m for m in self.active if self.stopping.groups[m] in groups]
             self._retire(set(done), step)

@@ -45,6 +45,37 @@ def plot_probe_comparison(
     return Path(out)
 
 
+def plot_learning_curves(
+    grid: list[dict[str, list[float]]],
+    *,
+    labels: list[str],
+    chosen: int,
+    chosen_step: int,
+    metric: str,
+    title: str,
+    out: Path,
+) -> Path:
+    """Two panels against optimizer steps: each grid point's training loss (dashed) and
+    validation loss (solid), and its validation metric; the chosen point drawn thick, the
+    chosen step a vertical line. grid[i]: {"steps", "metric", "loss", "train_loss"}."""
+    fig, (ax_loss, ax_metric) = plt.subplots(1, 2, figsize=(10, 4))
+    for i, (curve, label) in enumerate(zip(grid, labels, strict=True)):
+        width = 2.5 if i == chosen else 1.0
+        line = ax_loss.plot(curve["steps"], curve["loss"], lw=width, label=label)[0]
+        ax_loss.plot(curve["steps"], curve["train_loss"], ls="--", lw=width, color=line.get_color())
+        ax_metric.plot(curve["steps"], curve["metric"], lw=width, color=line.get_color())
+    for ax in (ax_loss, ax_metric):
+        ax.axvline(chosen_step, color="black", lw=0.8, ls=":")
+        ax.set_xlabel("optimizer step")
+    ax_loss.set(ylabel="loss (solid: validation, dashed: train)", title=title)
+    ax_metric.set(ylabel=f"validation {metric}", title="validation (pooled folds)")
+    ax_loss.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return Path(out)
+
+
 def plot_confusion_matrix(
     matrix: np.ndarray, *, class_names: list[str], out: Path, title: str = ""
 ) -> Path:

@@ -16,9 +16,9 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from scalevid.eval.config import LABELS, PROBES
 from scalevid.eval.probes import video_vectors
 from scalevid.eval.representations import Representations
+from scalevid.eval.rows import LABELS, PROBES
 from scalevid.folders import PREDICTIONS, RESULTS, RESULTS_TABLE
 from scalevid.store import FeatureStore
 
@@ -89,9 +89,12 @@ def results_markdown(results: dict[str, Any]) -> str:
 
 def _chosen_summary(chosen: dict[str, Any]) -> str:
     """A short description of a chosen config: what the grid searched for that probe kind."""
-    if "head" in chosen:  # a set probe (FinetuneConfig)
-        budget = f"{chosen['steps']} steps" if chosen.get("steps") else f"{chosen['epochs']} ep"
-        return f"{chosen['head']} head, lr {chosen['lr']:g}, {budget}"
+    if "head" in chosen:  # a set or attentive probe (FinetuneConfig)
+        steps = f"{chosen['steps']} of {chosen.get('schedule_steps') or chosen['steps']} steps"
+        if chosen["head"] == "set" and chosen.get("predictor_lr_scale") == 1.0:
+            choice = f"lr {chosen['lr']:g}, wd {chosen['weight_decay']:g}"
+            return f"{choice}, {steps}" if "weight_decay" in chosen else steps
+        return f"{chosen['head']} head, lr {chosen['lr']:g}, {steps}"
     if chosen.get("kind") == "knn":
         return f"k {chosen['k']}"
     return f"lr {chosen['lr']:g}, wd {chosen['weight_decay']:g}"
@@ -196,6 +199,7 @@ def write_report(
     )
     if plots:
         files.update(_plot_probes(results, out))
+        files.update(_plot_learning_curves(results, out))
         if task == "classification":
             files.update(_plot_confusion(results, predictions, y_test, out))
         files.update(_plot_embedding_map(results, test, y_test, method=embedding_map, out=out))
@@ -232,6 +236,32 @@ def _plot_probes(results: dict[str, Any], out: Path) -> dict[str, str]:
         out=out / "probes.png",
     )
     return {"probes_plot": "probes.png"}
+
+
+def _plot_learning_curves(results: dict[str, Any], out: Path) -> dict[str, str]:
+    """Per set / attentive probe, its first seed's curves: every grid point's validation metric
+    and loss against steps with its training loss, the chosen point and step marked."""
+    from scalevid.eval import figures
+
+    files = {}
+    for name in (p for p in PROBES if p in results["probes"]):
+        seed = results["probes"][name]["seeds"][0]
+        if "curves" not in seed:
+            continue
+        path = out / f"curves_{name}.png"
+        figures.plot_learning_curves(
+            seed["curves"]["grid"],
+            labels=[
+                _chosen_summary({**g["config"], "steps": g["best_step"]}) for g in seed["grid"]
+            ],
+            chosen=seed["curves"]["chosen"],
+            chosen_step=seed["chosen"]["steps"],
+            metric=METRIC_TITLES[results["primary_metric"]],
+            title=f"{LABELS[name]}, seed {seed['seed']}",
+            out=path,
+        )
+        files[f"curves_{name}"] = path.name
+    return files
 
 
 def _plot_confusion(

@@ -178,8 +178,10 @@ class Representations:
 
     raw: ClipVectors  # (N, K, D)
     scale: ClipVectors | None  # (N, K, D + H) or (N, K, 2H)
-    sets: SetData  # clip sets for the transformer probes
+    sets: SetData  # clip sets for the set and attentive probes
     num_valid: np.ndarray  # (N,)
+    # SCALE_attentive's clip sets: [contextualised token, SET output] per clip (N, K, 2H)
+    scale_sets: SetData | None = None
 
     def subset(self, rows: np.ndarray) -> Representations:
         """The same representations restricted to `rows` (lazy: nothing is read)."""
@@ -188,6 +190,7 @@ class Representations:
             scale=None if self.scale is None else self.scale[rows],
             sets=self.sets.subset(rows),
             num_valid=self.num_valid[rows],
+            scale_sets=None if self.scale_sets is None else self.scale_sets.subset(rows),
         )
 
 
@@ -196,26 +199,33 @@ def representations(
     model: ScaleModel | None,
     *,
     clip_vector: Literal["feature", "token"] = "feature",
+    tokens: bool = False,
     batch_size: int = 256,
     progress: bool = False,
 ) -> Representations:
     """Baseline and SCALE per-clip vectors of a store; memory O(N * H) beside the store's
-    memmaps (plus O(N * K * H) float16 for contextualised tokens)."""
-    scale = None
+    memmaps (plus O(N * K * H) float16 for contextualised tokens, computed for
+    clip_vector="token" and for `tokens`, which also fills `scale_sets`)."""
+    scale = scale_sets = None
     if model is not None:
         sets, toks = scale_outputs(
             store,
             model,
-            tokens=clip_vector == "token",
+            tokens=clip_vector == "token" or tokens,
             batch_size=batch_size,
             progress=progress,
         )
-        scale = ClipVectors(store if toks is None else toks, extra=sets)
+        scale = ClipVectors(store if clip_vector == "feature" else toks, extra=sets)
+        if tokens:
+            scale_sets = SetData(
+                features=ClipVectors(toks, extra=sets), boxes=store.boxes, num_valid=store.num_clips
+            )
     return Representations(
         raw=ClipVectors(store),
         scale=scale,
         sets=SetData.from_store(store),
         num_valid=store.num_clips,
+        scale_sets=scale_sets,
     )
 
 

@@ -8,13 +8,17 @@ Only indices and labels are read here; no probe is trained. Test labels are read
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from scalevid.eval.probes import to_numpy
+
+logger = logging.getLogger(__name__)
 
 # --------------------------------------------------------------------------- splits
 
@@ -115,3 +119,88 @@ def mean_squared_error(
     predictions = to_numpy(predictions).astype(np.float64)
     targets = to_numpy(targets).astype(np.float64).reshape(predictions.shape)
     return float(np.mean((predictions - targets) ** 2))
+
+
+# --------------------------------------------------------------------------- one seed
+
+
+@dataclass(frozen=True)
+class Split:
+    """Rows of the train store for one seed: `train` (the final fit; low-shot applied), and the
+    (fit, val) row pairs that model selection trains and scores on: one hold-out pair, or the
+    k folds of a cross-validation of `train`."""
+
+    train: np.ndarray
+    folds: tuple[tuple[np.ndarray, np.ndarray], ...]
+
+    @property
+    def cross_validated(self) -> bool:
+        return len(self.folds) > 1
+
+    @property
+    def num_val(self) -> int:
+        """Videos scored in selection (all of train under cross-validation)."""
+        return sum(len(val) for _, val in self.folds)
+
+    @property
+    def fit(self) -> np.ndarray:
+        """The hold-out fit rows (not defined under cross-validation)."""
+        if self.cross_validated:
+            raise AttributeError("a cross-validated split has one fit set per fold: use .folds")
+        return self.folds[0][0]
+
+    @property
+    def val(self) -> np.ndarray:
+        """The hold-out validation rows (not defined under cross-validation)."""
+        if self.cross_validated:
+            raise AttributeError("a cross-validated split has one val set per fold: use .folds")
+        return self.folds[0][1]
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """What splits/seed<S>.npz stores: train, and fit/val (hold-out) or fold<i>_fit/_val."""
+        if not self.cross_validated:
+            return {"train": self.train, "fit": self.fit, "val": self.val}
+        out = {"train": self.train}
+        for i, (fit, val) in enumerate(self.folds):
+            out[f"fold{i}_fit"], out[f"fold{i}_val"] = fit, val
+        return out
+
+
+def make_split(
+    labels: np.ndarray,
+    *,
+    labelled: np.ndarray,
+    val_fraction: float,
+    low_shot: float | None,
+    seed: int,
+    min_val_videos: int = 0,
+    cv_folds: int = 5,
+) -> Split:
+    """Low-shot subset (class-balanced, seeded) of the labelled rows, then a seeded
+    class-balanced (fit, val) split of it; when that val would hold fewer than
+    `min_val_videos` videos, a seeded stratified `cv_folds`-fold partition of the subset
+    instead (fewer folds when the subset has fewer videos). labels (N,) over the whole store."""
+    pool = np.asarray(labelled, dtype=np.int64)
+    if low_shot is not None and low_shot < 1.0:
+        if np.issubdtype(labels.dtype, np.floating):
+            raise ValueError("low-shot subsets are defined for class labels only")
+        pool = pool[low_shot_subset(labels[pool], fraction=low_shot, seed=seed)]
+    fit, val = train_val_split(labels[pool], val_fraction=val_fraction, seed=seed)
+    if len(val) < min_val_videos and len(pool) >= 2:
+        folds = stratified_folds(labels[pool], folds=min(cv_folds, len(pool)), seed=seed)
+        logger.info(
+            "seed %d: a %d-video validation split is below %d: %d-fold cross-validation on "
+            "%d train videos",
+            seed,
+            len(val),
+            min_val_videos,
+            len(folds),
+            len(pool),
+        )
+        return Split(train=pool, folds=tuple((pool[f], pool[v]) for f, v in folds))
+    if len(val) == 0 or len(fit) == 0:
+        raise ValueError(
+            f"{len(pool)} training videos leave an empty fit or validation split; "
+            "use more data, a larger low-shot fraction or another val_fraction"
+        )
+    return Split(train=pool, folds=((pool[fit], pool[val]),))
