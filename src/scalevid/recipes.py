@@ -100,8 +100,11 @@ TINY: dict[str, dict[str, Any]] = {
         "head_epochs": 2,
         "mlp_hidden": [16],
         "finetune_lrs": [1e-3],
-        "finetune_epochs": [1],
+        "finetune_max_epochs": 1,
         "finetune_min_steps": 1,  # smoke-test size: no step floor, hold-out selection
+        "finetune_heads": ["clip_set"],
+        "attentive_lrs": [1e-3],
+        "attentive_weight_decays": [0.01],
         "min_val_videos": 0,
         "finetune": {"batch_size": 8, "num_views": 2, "eval_batch_size": 64},
         "transformer_hidden": 32,

@@ -29,7 +29,8 @@ def test_quick_demo_end_to_end(tmp_path, i3d_weights, capsys):
     printed = capsys.readouterr().out
     assert "SCALE_linear" in printed and "report.md" in printed
     report = (out / "report" / "report.md").read_text()
-    for row in ("kNN", "SCALE_kNN", "Linear", "SCALE_linear", "Transformer", "SCALE_ft"):
+    rows = ("kNN", "SCALE_kNN", "Linear", "SCALE_linear", "Transformer", "SCALE_ft")
+    for row in (*rows, "Attentive", "SCALE_attentive"):
         assert f"| {row} " in report
     results = json.loads((out / "report" / "results.json").read_text())
     assert results["probes"]["scale_linear"]["seeds"]
@@ -44,6 +45,7 @@ def test_quick_demo_end_to_end(tmp_path, i3d_weights, capsys):
         ("all labels", "scale_knn"),
         ("all labels", "scale_linear"),
         ("all labels", "scale_ft"),
+        ("all labels", "scale_attentive"),
         ("50% labels", "scale_linear"),
     }
     low_shot = json.loads((out / "report" / "low-shot" / "results.json").read_text())

@@ -1,0 +1,216 @@
+"""The grid trainer against plain PyTorch: one probe trained by `eval.engine` (through the set
+probes' and the heads' front doors) ends where a hand-written loop with an `nn.Module` and
+`torch.optim.AdamW` ends; early stopping keeps the right curve and stops when it should; the
+attentive probe's pooling is multi-head attention."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from scalevid.eval import set_probes
+from scalevid.eval.attentive import AttentiveConfig, AttentivePooling, AttentiveProbe
+from scalevid.eval.engine import Curve, EarlyStopping
+from scalevid.eval.heads import fit_heads
+from scalevid.eval.probes import ProbeConfig, ProbeData
+from scalevid.eval.set_probes import (
+    FinetuneConfig,
+    build_probe,
+    fit_set_probe,
+    set_probe_loss,
+    train_set_grid,
+)
+from scalevid.train.schedule import param_groups, warmup_cosine, warmup_steps
+from tests.eval.test_set_probes import ARCH, mean_direction_task
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+CFG = FinetuneConfig(
+    lr=2e-3,
+    weight_decay=0.05,
+    steps=12,
+    batch_size=8,
+    num_views=4,
+    dropout=0.0,
+    grad_clip=0.5,
+    seed=3,
+    device="cpu",
+)
+
+
+def _plain_loop(init, config: FinetuneConfig, data, *, schedule: int) -> tuple[nn.Module, list]:
+    """The reference: one nn.Module, torch.optim.AdamW over `param_groups`, clip_grad_norm_,
+    the warm-up + cosine lr set by hand each step, on the batches one probe alone reads."""
+    torch.manual_seed(config.seed)
+    model = build_probe(init, config, in_dim=data.dim, out_dim=2, task="classification")
+    model.train()
+    optimizer = torch.optim.AdamW(param_groups(model, config.weight_decay), lr=config.lr)
+    batches = set_probes._Batches(data, config)
+    warmup = warmup_steps(config.warmup_fraction, schedule)
+    losses = []
+    for step in range(config.steps):
+        x, bx, valid, y = batches.next(step, torch.device("cpu"))
+        loss = set_probe_loss(model(x, bx, valid), valid, y, task="classification")
+        optimizer.zero_grad()
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        for group in optimizer.param_groups:
+            group["lr"] = config.lr * warmup_cosine(step, total=schedule, warmup=warmup)
+        optimizer.step()
+        losses.append(loss.item())
+    return model, losses
+
+
+def _assert_same(a: nn.Module, b: nn.Module) -> None:
+    for (name, p), q in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        if name.endswith("qkv.bias"):
+            # The key bias adds one constant to every score of a query: its true gradient is 0,
+            # and Adam scales the rounding noise left in its place up to lr-sized steps.
+            third = p.shape[0] // 3
+            p, q = torch.cat([p[:third], p[2 * third :]]), torch.cat([q[:third], q[2 * third :]])
+        torch.testing.assert_close(p, q, atol=2e-5, rtol=1e-4, msg=name)
+
+
+@pytest.mark.parametrize("init", [ARCH, AttentiveConfig(heads=4)], ids=["transformer", "attentive"])
+def test_a_set_probe_ends_where_a_plain_torch_loop_ends(init):
+    data, _ = mean_direction_task(40, short=5)
+    probe, losses = fit_set_probe(CFG, data, init=init)
+    reference, ref_losses = _plain_loop(init, CFG, data, schedule=CFG.steps)
+    np.testing.assert_allclose(losses, ref_losses, rtol=1e-4, atol=1e-6)
+    _assert_same(probe, reference)
+
+
+def test_a_refit_replays_the_longer_schedule_up_to_its_step():
+    """steps < schedule_steps: the lr follows the long schedule and training stops early."""
+    data, _ = mean_direction_task(40)
+    cut = dataclasses.replace(CFG, steps=7, schedule_steps=20)
+    probe, losses = fit_set_probe(cut, data, init=ARCH)
+    reference, ref_losses = _plain_loop(ARCH, cut, data, schedule=20)
+    assert len(losses) == 7
+    np.testing.assert_allclose(losses, ref_losses, rtol=1e-4, atol=1e-6)
+    _assert_same(probe, reference)
+    shorter, _ = _plain_loop(ARCH, dataclasses.replace(cut, schedule_steps=None), data, schedule=7)
+    assert not torch.allclose(shorter.head.weight, probe.head.weight)  # the schedule matters
+
+
+def test_a_linear_head_ends_where_a_plain_torch_loop_ends():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(48, 3, 10)).astype(np.float32)
+    labels = rng.integers(0, 3, size=48)
+    config = ProbeConfig(kind="linear", lr=1e-2, weight_decay=1e-3, batch_size=16, epochs=3)
+    grid, history = fit_heads([config], ProbeData(x=x, labels=labels))
+
+    torch.manual_seed(config.seed)
+    head = nn.Linear(10, 3)
+    optimizer = torch.optim.AdamW(head.parameters(), lr=config.lr, weight_decay=1e-3)
+    generator = torch.Generator().manual_seed(config.seed)
+    total, losses = 3 * (48 // 16), []
+    for step in range(total):
+        if step % 3 == 0:
+            perm = torch.randperm(48, generator=generator)
+        rows = perm[(step % 3) * 16 : (step % 3 + 1) * 16]
+        noise = torch.rand(16, 3, generator=generator)  # the view order heads draw
+        cols = noise.argsort(dim=1)[:, : config.clips_per_sample]
+        batch = torch.from_numpy(x)[rows[:, None], cols].flatten(0, 1)
+        y = torch.as_tensor(labels)[rows].repeat_interleave(config.clips_per_sample)
+        loss = F.cross_entropy(head(batch), y)
+        optimizer.zero_grad()
+        loss.backward()
+        for group in optimizer.param_groups:
+            group["lr"] = config.lr * warmup_cosine(step, total=total, warmup=0)
+        optimizer.step()
+        losses.append(loss.item())
+    np.testing.assert_allclose(history[0], losses, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(grid.weights[0][0], head.weight.detach().T, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(grid.biases[0][0], head.bias.detach(), atol=1e-6, rtol=1e-5)
+
+
+def test_curve_keeps_the_best_point_ties_going_to_the_lower_loss():
+    curve = Curve()
+    assert curve.add(10, 50.0, 0.9)
+    assert curve.add(20, 60.0, 0.8)
+    assert not curve.add(30, 60.0, 0.85)  # tied metric, higher loss
+    assert curve.add(40, 60.0, 0.7)  # tied metric, lower loss
+    assert not curve.add(50, 55.0, 0.1)
+    assert curve.best_step == 40 and curve.since_best() == 1
+
+
+def test_early_stopping_stops_a_group_after_patience_and_keeps_training_the_others():
+    """Two grid points on two folds each; point 0's validation peaks at step 4, point 1's keeps
+    improving: point 0 stops after `patience` validations past its peak, point 1 runs on."""
+    data, _ = mean_direction_task(32)
+    folds = [data.subset(np.arange(16)), data.subset(np.arange(16, 32))]
+    configs = [dataclasses.replace(CFG, lr=lr, steps=20, schedule_steps=20) for lr in (1e-3, 2e-3)]
+    jobs = [(i, f) for i in range(2) for f in range(2)]
+    seen: list[tuple[int, list[int]]] = []
+    built: dict[str, nn.Module] = {}
+
+    def score(weights_of, active):
+        step = len(seen) * 2 + 2
+        seen.append((step, sorted(active)))
+        for m in active:
+            assert set(weights_of(m)) == {k for k, _ in built["template"].named_parameters()}
+        groups = {jobs[m][0] for m in active}
+        peak = {0: 50.0 - abs(step - 4), 1: float(step)}
+        return {g: (peak[g], 1.0) for g in groups}
+
+    def stopping(template: nn.Module) -> EarlyStopping:
+        built["template"] = template
+        return EarlyStopping(groups=[i for i, _ in jobs], score=score, every=2, patience=3)
+
+    grid = train_set_grid(
+        [configs[i] for i, _ in jobs], [folds[f] for _, f in jobs], init=ARCH, stopping=stopping
+    )
+    assert grid.curves[0].best_step == 4 and grid.curves[0].steps == [2, 4, 6, 8, 10]
+    assert grid.stopped_at == [10, 10, 20, 20]
+    assert grid.curves[1].best_step == 20
+    assert [len(losses) for _, losses in grid.probes] == [10, 10, 20, 20]
+    assert seen[5] == (12, [2, 3])  # point 0's models have left the stacks
+
+
+def test_single_query_pooling_is_multi_head_attention():
+    torch.manual_seed(0)
+    width, heads = 12, 3
+    pool = AttentivePooling(width, heads)
+    nn.init.normal_(pool.query)
+    for layer in (pool.key, pool.value, pool.proj):
+        nn.init.normal_(layer.bias)
+    mha = nn.MultiheadAttention(width, heads, batch_first=True)
+    with torch.no_grad():
+        mha.in_proj_weight.copy_(torch.cat([torch.eye(width), pool.key.weight, pool.value.weight]))
+        mha.in_proj_bias.copy_(torch.cat([torch.zeros(width), pool.key.bias, pool.value.bias]))
+        mha.out_proj.weight.copy_(pool.proj.weight)
+        mha.out_proj.bias.copy_(pool.proj.bias)
+    tokens = torch.randn(4, 5, width)
+    valid = torch.tensor(
+        [[1, 1, 1, 1, 1], [1, 1, 0, 0, 0], [1, 0, 0, 0, 0], [1, 1, 1, 1, 0]]
+    ).bool()
+    query = pool.query.expand(4, 1, width)
+    expected, _ = mha(query, tokens, tokens, key_padding_mask=~valid)
+    torch.testing.assert_close(pool(tokens, valid), expected[:, 0], atol=1e-5, rtol=1e-5)
+
+
+def test_attentive_probe_is_a_set_function_that_ignores_padding():
+    torch.manual_seed(0)
+    probe = AttentiveProbe(
+        AttentiveConfig(heads=2, blocks=1), in_dim=8, out_dim=3, dropout=0.0, task="classification"
+    ).eval()
+    x, boxes = torch.randn(2, 5, 8), torch.rand(2, 5, 7)
+    valid = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]]).bool()
+    out = probe(x, boxes, valid)
+    assert out.shape == (2, 1, 3)
+    perm = torch.tensor([3, 0, 4, 1, 2])
+    torch.testing.assert_close(
+        probe(x[:, perm], boxes[:, perm], valid[:, perm]), out, atol=1e-5, rtol=1e-5
+    )
+    padded = x.clone()
+    padded[1, 3:] = 1e3  # padded views carry garbage
+    torch.testing.assert_close(probe(padded, boxes, valid)[1], out[1], atol=1e-5, rtol=1e-5)
+    moved = boxes.clone()
+    moved[0, 0, 1] += 0.5  # the box embedding is part of the token
+    assert not torch.allclose(probe(x, moved, valid)[0], out[0])
