@@ -35,6 +35,7 @@ class ProbeRun:
     num_train: int
     test_scores: np.ndarray
     curves: dict[str, Any] | None = None  # set / attentive rows: validation and training curves
+    seconds: float | None = None  # wall time of this evaluation's run (not cached)
 
 
 @dataclass(frozen=True)

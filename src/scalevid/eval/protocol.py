@@ -269,13 +269,14 @@ def _probe_run(
         result = run_row(name, ctx, split, seed)
         if path is not None:
             save_probe_run(result, path)
+    result.seconds = time.perf_counter() - start
     scores = test_metrics(result.test_scores, y_test, ctx.task)
     logger.info(
         "%s seed %d: %s (%s)",
         row.label,
         seed,
         ", ".join(f"{k} {v:.4g}" for k, v in scores.items()),
-        f"reused from {path}" if reused else f"{time.perf_counter() - start:.1f} s",
+        f"reused from {path}" if reused else f"{result.seconds:.1f} s",
     )
     return _Outcome(result, reused)
 

@@ -83,6 +83,7 @@ def _probe_summary(
                 "grid": r.grid,
                 "num_train": r.num_train,
                 "test": test_metrics(r.test_scores, y_test, task),
+                "seconds": r.seconds,
             }
         )
         if r.curves is not None:

@@ -1,0 +1,347 @@
+"""Cost and reach of the default evaluation on order-of-events stores, and the set probes'
+acceptance on validation (never on test).
+
+Stores: each video holds two of four events at random times, one in its first and one in its
+second half; the label is the ordered pair (12 classes). A clip's D = 1024 feature is noise
+plus a per-video nuisance vector plus the direction of every event its box covers in time. The
+mean clip sees which events occur but not their order; the order is in the boxes, which the set
+and attentive probes (and the SCALE rows) read. Train videos hold 16 random clips, test videos
+8 evenly spaced views. Sizes: `order1k` (800 train, 200 test) and `order600` (480 train, 120
+test), each with a SCALE run pretrained for `--run-epochs` epochs on its train store.
+
+    python benchmarks/eval_cost.py time --store order600 --refs HEAD da53f5f --timeout 1200 \
+        --json benchmarks/results/eval_cost_order600.json
+    python benchmarks/eval_cost.py accept --demo /tmp/demo0 /tmp/demo1 --store order600 \
+        --json benchmarks/results/probe_acceptance.json
+
+`time`: the default `scalevid eval` (every row, 3 seeds) of the store, one subprocess per git
+ref (HEAD = this checkout; another ref is checked out into a temporary worktree), the refs
+alternating `--repeats` times; a run past `--timeout` seconds is stopped and recorded as such.
+`accept`: per store, an outer seeded split of the *train* store into train' (80%) and a held-out
+validation part; every set and attentive row is chosen on train' as `scalevid eval` would
+(its default settings, or the demo's own for a demo folder) and scored on the held-out part, next
+to the ceiling the demo measured (its oracle, on validation splits of the same train store).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from scalevid.store import FeatureStore, Manifest, StoreWriter
+
+ROOT = Path(__file__).resolve().parents[1]
+EVENTS, DIM = 4, 1024
+PAIRS = [(a, b) for a in range(EVENTS) for b in range(EVENTS) if a != b]
+STORES = {"order1k": (800, 200), "order600": (480, 120)}
+TRAIN_CLIPS, TEST_VIEWS = 16, 8
+# The default predictor (hidden 256, 2 blocks, 8 heads) with narrower contrastive heads, so the
+# run pretrains in minutes on a CPU; the evaluation reads only the predictor.
+RUN_HEADS = {
+    "model.set_head": [512, 128],
+    "model.pred_head": [512, 128],
+    "model.target_head": [512, 512, 128],
+}
+
+
+def write_order_store(path: Path, *, videos: int, mode: str, seed: int) -> Path:
+    """An order-of-events store (see the module docstring); kept when it already exists."""
+    if (path / "manifest.json").exists():
+        return path
+    clips = TRAIN_CLIPS if mode == "train" else TEST_VIEWS
+    directions = 1.5 * np.random.default_rng(12345).normal(size=(EVENTS, DIM))
+    rng = np.random.default_rng(seed)
+    sampling = (
+        {"mode": "train", "passes": 1}
+        if mode == "train"
+        else {"mode": "test", "temporal_views": clips, "spatial_views": 1}
+    )
+    manifest = Manifest(
+        dim=DIM,
+        clips_per_video=clips,
+        backbone="synthetic",
+        sampling=sampling,
+        dataset="order-of-events",
+        class_names=[f"{a}-{b}" for a, b in PAIRS],
+    )
+    length = 0.2  # clip duration as a fraction of the video
+    with StoreWriter(path, manifest, shard_size=256) as writer:
+        for i in range(videos):
+            label = i % len(PAIRS)
+            t_events = (rng.uniform(0.05, 0.4), rng.uniform(0.6, 0.95))
+            if mode == "train":
+                t0 = rng.uniform(0, 1 - length, size=clips)
+            else:
+                t0 = np.linspace(0, 1 - length, clips)
+            t1 = t0 + length
+            feats = rng.normal(size=(clips, DIM)) + 0.5 * rng.normal(size=DIM)
+            for t_event, kind in zip(t_events, PAIRS[label], strict=True):
+                feats[(t0 <= t_event) & (t_event <= t1)] += directions[kind]
+            y0 = x0 = rng.uniform(0, 0.2, size=clips)
+            boxes = np.stack([np.ones(clips), t0, y0, x0, t1, y0 + 0.8, x0 + 0.8], axis=1)
+            writer.add(
+                video_id=f"{mode}{i:05d}",
+                path=f"{mode}/{i:05d}.mp4",
+                features=feats.astype(np.float16),
+                boxes=boxes.astype(np.float32),
+                label=label,
+            )
+    return path
+
+
+def prepare(folder: Path, name: str, *, run_epochs: int) -> dict[str, Path]:
+    """The store pair and its SCALE run under folder/name (each made once)."""
+    from scalevid.train import load_config, train
+
+    num_train, num_test = STORES[name]
+    base = folder / name
+    train_store = write_order_store(base / "train", videos=num_train, mode="train", seed=1)
+    test_store = write_order_store(base / "test", videos=num_test, mode="test", seed=2)
+    run = base / f"run-e{run_epochs}"
+    if not (run / "model.safetensors").exists():
+        config = load_config(
+            None,
+            store=str(train_store),
+            out=str(run),
+            epochs=run_epochs,
+            batch_size=64,
+            device="cpu",
+            progress=False,
+            **RUN_HEADS,
+        )
+        tick = time.perf_counter()
+        train(config)
+        print(f"{name}: SCALE run pretrained in {time.perf_counter() - tick:.0f} s", flush=True)
+    return {"train_store": train_store, "test_store": test_store, "run": run}
+
+
+# Runs inside the subprocess, against whichever scalevid is first on PYTHONPATH.
+RUNNER = """
+import json, sys, time, torch
+from scalevid.eval.config import EvalConfig
+from scalevid.eval.protocol import evaluate
+args = json.loads(sys.argv[1])
+torch.set_num_threads(args.pop("threads"))
+config = EvalConfig(**args.pop("config"))
+start = time.perf_counter()
+results = evaluate(config=config, **args)
+seconds = time.perf_counter() - start
+probes = {name: {"top1": [s["test"]["top1"] for s in entry["seeds"]],
+                 "val": [s["val"] for s in entry["seeds"]],
+                 "seconds": [s.get("seconds") for s in entry["seeds"]]}
+          for name, entry in results["probes"].items()}
+print(json.dumps({"seconds": seconds, "probes": probes}))
+"""
+
+
+def source_of(ref: str, tmp: Path) -> Path:
+    """The src/ folder of a git ref: this checkout for HEAD, else a temporary worktree."""
+    if ref == "HEAD":
+        return ROOT / "src"
+    where = tmp / f"ref-{ref}"
+    subprocess.run(
+        ["git", "-C", str(ROOT), "worktree", "add", "--detach", "-f", str(where), ref],
+        check=True,
+        capture_output=True,
+    )
+    return where / "src"
+
+
+def time_one(src: Path, payload: dict, timeout: float) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(src)}
+    tick = time.perf_counter()
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", RUNNER, json.dumps(payload)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired:
+        return {"seconds": time.perf_counter() - tick, "timed_out": True}
+    if done.returncode:
+        raise RuntimeError(f"evaluation failed ({src}):\n{done.stderr[-3000:]}")
+    return {**json.loads(done.stdout.strip().splitlines()[-1]), "timed_out": False}
+
+
+def cmd_time(args: argparse.Namespace) -> dict:
+    paths = prepare(args.folder, args.store, run_epochs=args.run_epochs)
+    runs: dict[str, list[dict]] = {ref: [] for ref in args.refs}
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        sources = {ref: source_of(ref, tmp) for ref in args.refs}
+        try:
+            for repeat in range(args.repeats):
+                for ref in args.refs:
+                    payload = {
+                        **{k: str(v) for k, v in paths.items()},
+                        "out": str(tmp / f"{ref}-{repeat}"),
+                        "threads": args.threads,
+                        "config": {"device": "cpu", "progress": False},
+                    }
+                    result = time_one(sources[ref], payload, args.timeout)
+                    runs[ref].append(result)
+                    state = " (stopped: past the timeout)" if result["timed_out"] else ""
+                    print(f"{ref:10s} repeat {repeat}: {result['seconds']:7.1f} s{state}")
+                    for name, probe in result.get("probes", {}).items():
+                        top1 = ", ".join(f"{t:.1f}" for t in probe["top1"])
+                        print(f"    {name:16s} test top-1 {top1}  seconds {probe['seconds']}")
+        finally:
+            for ref in args.refs:
+                if ref != "HEAD":
+                    subprocess.run(
+                        [
+                            "git",
+                            "-C",
+                            str(ROOT),
+                            "worktree",
+                            "remove",
+                            "--force",
+                            str(tmp / f"ref-{ref}"),
+                        ],
+                        capture_output=True,
+                    )
+    return {"store": args.store, "refs": args.refs, "timeout": args.timeout, "runs": runs}
+
+
+def _held_out_scores(
+    store: FeatureStore, config, *, rows: tuple[str, ...], seeds: tuple[int, ...], model=None
+) -> dict[str, list[dict]]:
+    """Per row and seed: the top-1 on a held-out 20% of the train store of the row chosen on
+    the other 80%, the chosen config and the seconds."""
+    import torch
+
+    from scalevid.eval.families import Context, run_row
+    from scalevid.eval.representations import representations
+    from scalevid.eval.splits import make_split, topk_accuracy
+
+    labels = store.labels
+    reps = representations(store, model, tokens=model is not None, progress=False)
+    out: dict[str, list[dict]] = {r: [] for r in rows}
+    for seed in seeds:
+        outer = make_split(
+            labels, labelled=np.flatnonzero(labels >= 0), val_fraction=0.2, low_shot=None, seed=seed
+        )
+        inner = make_split(
+            labels,
+            labelled=outer.fit,
+            val_fraction=config.val_fraction,
+            low_shot=None,
+            seed=seed,
+            min_val_videos=config.min_val_videos,
+            cv_folds=config.cv_folds,
+        )
+        ctx = Context(
+            config=config,
+            task="classification",
+            num_classes=len(store.manifest.class_names) or int(labels.max()) + 1,
+            train_labels=labels,
+            train=reps,
+            test=reps.subset(outer.val),
+            model=model,
+            device=torch.device("cpu"),
+        )
+        for row in rows:
+            tick = time.perf_counter()
+            run = run_row(row, ctx, inner, seed)
+            top1 = topk_accuracy(run.test_scores, labels[outer.val], ks=(1,))[1]
+            chosen = {k: run.chosen.get(k) for k in ("head", "lr", "weight_decay", "steps")}
+            seconds = time.perf_counter() - tick
+            out[row].append(
+                {"seed": seed, "held_out_top1": top1, "chosen": chosen, "seconds": seconds}
+            )
+            print(
+                f"    {row:16s} seed {seed}: held-out top-1 {top1:5.1f}  {chosen}  {seconds:.0f} s",
+                flush=True,
+            )
+    return out
+
+
+def cmd_accept(args: argparse.Namespace) -> dict:
+    from scalevid.eval.config import EvalConfig
+    from scalevid.eval.set_probes import FinetuneConfig
+
+    report: dict[str, dict] = {}
+    rows = ("transformer", "attentive")
+    for folder in args.demo:
+        from scalevid.demo.pipeline import DemoConfig
+
+        settings = DemoConfig().eval_settings()
+        finetune = FinetuneConfig(num_views=settings.pop("finetune.num_views"))
+        config = EvalConfig(
+            **{**settings, "finetune": finetune, "device": "cpu", "progress": False}
+        )
+        ceiling = json.loads((folder / "report" / "ceiling.json").read_text())
+        print(
+            f"{folder}: ceiling oracle {ceiling['oracle']:.1f}, order-blind {ceiling['baseline']:.1f}"
+        )
+        store = FeatureStore.open(folder / "stores" / "train")
+        scores = _held_out_scores(store, config, rows=rows, seeds=tuple(args.seeds))
+        report[str(folder)] = {"ceiling": ceiling, "rows": scores}
+    if args.store:
+        paths = prepare(args.folder, args.store, run_epochs=args.run_epochs)
+        print(f"{args.store}: default EvalConfig")
+        config = EvalConfig(device="cpu", progress=False)
+        store = FeatureStore.open(paths["train_store"])
+        report[args.store] = {
+            "rows": _held_out_scores(store, config, rows=rows, seeds=tuple(args.seeds))
+        }
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("what", choices=["time", "accept"])
+    p.add_argument("--store", choices=sorted(STORES))
+    p.add_argument(
+        "--folder", type=Path, default=Path(tempfile.gettempdir()) / "scalevid-eval-cost"
+    )
+    p.add_argument("--run-epochs", type=int, default=20)
+    p.add_argument("--refs", nargs="+", default=["HEAD"])
+    p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--timeout", type=float, default=1800.0)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--demo", type=Path, nargs="*", default=[])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--json", type=Path)
+    args = p.parse_args(argv)
+    if args.what == "time" and not args.store:
+        p.error("time needs --store")
+    import torch
+
+    torch.set_num_threads(args.threads)
+    result = cmd_time(args) if args.what == "time" else cmd_accept(args)
+    result["cpu"] = cpu_name()
+    result["platform"] = platform.platform()
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2))
+    return 0
+
+
+def cpu_name() -> str:
+    """The CPU's model name and its vector / bf16 flags, as lscpu reports them."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor()
+    name = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if "model name" in ln), "")
+    flags = next(
+        (ln.split(":", 1)[1].split() for ln in info.splitlines() if ln.startswith("flags")), []
+    )
+    keep = [f for f in flags if f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "avx512_vnni")]
+    return f"{name} ({' '.join(keep)})"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
