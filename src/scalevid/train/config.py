@@ -74,7 +74,12 @@ class TrainConfig:
         if isinstance(d.get("model"), dict):
             d["model"] = ModelConfig.from_dict(d["model"])
         if isinstance(d.get("pretext"), dict):
-            d["pretext"] = PretextConfig(**d["pretext"])
+            pretext = dict(d["pretext"])
+            # Runs saved while the release's plain computation could be chosen say which ran; the
+            # one computation left is what `output_sparsity: true` ran, bit for bit.
+            if pretext.pop("output_sparsity", True) is not True:
+                raise ValueError("pretext.output_sparsity: false is no longer supported")
+            d["pretext"] = PretextConfig(**pretext)
         return cls(**d)
 
 

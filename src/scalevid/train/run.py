@@ -13,11 +13,10 @@ import numpy as np
 import torch
 
 from scalevid import __version__
-from scalevid.distributed import process_group
+from scalevid.distributed import Gather, process_group
 from scalevid.folders import CONFIG, LAST_CHECKPOINT, METRICS_LOG
 from scalevid.hardware import autocast_dtype, resolve_device
 from scalevid.model import ScaleModel
-from scalevid.pretext import Gather
 from scalevid.store import FeatureStore
 from scalevid.train.checkpoint import (
     CheckpointError,
