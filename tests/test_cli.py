@@ -1,5 +1,7 @@
 """The command line end to end on small local files: import -> check -> train -> load."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -8,15 +10,20 @@ from scalevid.cli import main
 from scalevid.store import FeatureStore
 
 
-def write_npy_folder(root, videos=40, clips=6, dim=16):
-    rng = np.random.default_rng(0)
+def write_npy_folder(root, videos=40, clips=6, dim=16, *, classes=("jump", "run"), seed=0):
+    """Per-video .npy clip features and a `path label` list; vid005.npy is broken. Each clip is
+    its class's centre (8 along the class's own axis, the same for every seed) plus unit noise:
+    nearest neighbours share their class, so any sound probe is right on nearly every video."""
+    centres = 8 * np.eye(len(classes), dim)  # (C, D)
+    rng = np.random.default_rng(seed)
     feats = root / "feats"
     feats.mkdir()
     lines = []
     for i in range(videos):
-        label = ["jump", "run"][i % 2]
-        np.save(feats / f"vid{i:03d}.npy", rng.normal(size=(clips, dim)).astype(np.float32))
-        lines.append(f"videos/vid{i:03d}.mp4 {label}")
+        c = i % len(classes)
+        clip_features = centres[c] + rng.normal(size=(clips, dim))  # (clips, D)
+        np.save(feats / f"vid{i:03d}.npy", clip_features.astype(np.float32))
+        lines.append(f"videos/vid{i:03d}.mp4 {classes[c]}")
     (feats / "vid005.npy").write_bytes(b"not an npy file")
     (root / "train.csv").write_text("\n".join(lines) + "\n")
     return feats, root / "train.csv"
@@ -88,9 +95,17 @@ def test_store_check_reports_a_truncated_shard(tmp_path, capsys):
 
 
 def test_eval_embed_search_from_the_command_line(tmp_path, capsys):
-    feats, listing = write_npy_folder(tmp_path, videos=48)
+    """Train and test stores of separable classes (fresh videos in each): both kNN rows must
+    classify the test videos, and a video's nearest neighbours must share its class."""
+    classes = ("jump", "run", "swim", "throw")
+    (tmp_path / "train").mkdir()
+    (tmp_path / "test").mkdir()
+    feats, listing = write_npy_folder(tmp_path / "train", videos=48, classes=classes)
     store = tmp_path / "store"
     import_npy(feats, listing, store)
+    feats, listing = write_npy_folder(tmp_path / "test", videos=25, classes=classes, seed=1)
+    test_store = tmp_path / "test_store"
+    import_npy(feats, listing, test_store)
     config = tmp_path / "small.yaml"
     config.write_text(
         "model: {hidden: 32, heads: 4, set_head: [64, 16], pred_head: [64, 16], "
@@ -127,7 +142,7 @@ def test_eval_embed_search_from_the_command_line(tmp_path, capsys):
             "--train",
             str(store),
             "--test",
-            str(store),
+            str(test_store),
             "--run",
             str(run),
             "--out",
@@ -144,7 +159,10 @@ def test_eval_embed_search_from_the_command_line(tmp_path, capsys):
     )
     assert code == 0
     out = capsys.readouterr().out
-    assert "SCALE_kNN" in out and (report / "results.json").is_file()
+    assert "SCALE_kNN" in out
+    results = json.loads((report / "results.json").read_text())
+    for row in ("knn", "scale_knn"):  # 24 test videos, chance 25%
+        assert results["probes"][row]["mean"]["top1"] >= 90.0, row
     assert [p.name.split("-")[0] for p in (tmp_path / "baselines").iterdir()] == ["knn"]
     emb = tmp_path / "emb"
     assert (
@@ -175,10 +193,12 @@ def test_eval_embed_search_from_the_command_line(tmp_path, capsys):
                 "--query",
                 "videos/vid007",
                 "-k",
-                "3",
+                "4",
             ]
         )
         == 0
     )
-    first = capsys.readouterr().out.splitlines()[0].split()
-    assert first[1] == "+1.0000" and first[2] == "videos/vid007"
+    lines = [line.split() for line in capsys.readouterr().out.splitlines()]
+    assert lines[0][1] == "+1.0000" and lines[0][2] == "videos/vid007"
+    neighbours = [int(line[2].removeprefix("videos/vid")) for line in lines[1:4]]
+    assert len(neighbours) == 3 and all(i % 4 == 7 % 4 for i in neighbours)  # vid007 is "throw"
