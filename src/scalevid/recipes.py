@@ -71,6 +71,7 @@ from scalevid.eval.report import combine, combined_markdown
 from scalevid.extract import ExtractConfig, extract
 from scalevid.folders import RESULTS, RESULTS_TABLE, WEIGHTS
 from scalevid.train import TrainConfig, train
+from scalevid.train.config import drop_retired
 
 logger = logging.getLogger(__name__)
 
@@ -413,23 +414,6 @@ def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
 
 
-# Settings an earlier record may hold that are no longer settings, each with the one value that
-# computed what runs now: a record holding that value still matches.
-RETIRED_SETTINGS: dict[tuple[str, ...], Any] = {("train", "pretext", "output_sparsity"): True}
-
-
-def _without_retired(record: dict[str, Any]) -> dict[str, Any]:
-    """`record` (a point.json) less its retired settings that hold their retired value."""
-    record = json.loads(json.dumps(record))
-    for *parents, key in RETIRED_SETTINGS:
-        node = record
-        for name in parents:
-            node = node.get(name) if isinstance(node, dict) else None
-        if isinstance(node, dict) and node.get(key, None) == RETIRED_SETTINGS[(*parents, key)]:
-            del node[key]
-    return record
-
-
 def ensure_store(config: ExtractConfig) -> dict[str, Any]:
     """Extract `config.out` unless a finished extraction with the same settings is there.
 
@@ -486,7 +470,8 @@ def check_point(recipe: Recipe, point: Point, *, folder: Path, stores: Path) -> 
     }
     record_file = folder / "point.json"
     if record_file.is_file():
-        record = _without_retired(json.loads(record_file.read_text()))
+        record = json.loads(record_file.read_text())
+        drop_retired(record.get("train", {}).get("pretext", {}))
         changed = [
             f"{stage}.{key}"
             for stage in settings
