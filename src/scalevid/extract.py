@@ -45,6 +45,13 @@ from scalevid.distributed import process_group
 from scalevid.hardware import resolve_device
 from scalevid.progress import progress_bar
 from scalevid.store import Manifest, StoreLock, StoreLockedError, StoreWriter
+from scalevid.store.layout import (
+    EXTRACT_CONFIG_FILE,
+    FAILURES_FILE,
+    RANK_FAILURES_GLOB,
+    rank_failures_file,
+    rank_prefix,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -133,7 +140,7 @@ class ExtractReport:
         for failure in self.failures[:10]:
             lines.append(f"  failed: {failure['path']}: {failure['reason']}")
         if self.failed > 10:
-            lines.append(f"  ... and {self.failed - 10} more (see failures.jsonl in the store)")
+            lines.append(f"  ... and {self.failed - 10} more (see {FAILURES_FILE} in the store)")
         return "\n".join(lines)
 
 
@@ -342,13 +349,13 @@ def _extract(config: ExtractConfig, rank: int, world: int, device: torch.device)
     backbone = _create_backbone(config, device)
     sampling = sampling_config(config, backbone)
     manifest = _manifest(config, backbone, sampling, videos)
-    prefix = f"r{rank:03d}"
+    prefix = rank_prefix(rank)
     out = Path(config.out)
     writer = StoreWriter(
         out, manifest, shard_prefix=prefix, shard_size=config.shard_size, lock=False
     )  # the job's lock is held by `extract`
     if rank == 0:
-        (out / "extract-config.json").write_text(
+        (out / EXTRACT_CONFIG_FILE).write_text(
             json.dumps({**asdict(config), "scalevid_version": __version__}, indent=2)
         )
     done = writer.done_ids()
@@ -371,7 +378,7 @@ def _extract(config: ExtractConfig, rank: int, world: int, device: torch.device)
         desc=f"extract {config.split}",
         unit="video",
     )
-    outcomes = _Outcomes(writer, report, bar, failures_file=out / f"failures-{prefix}.jsonl")
+    outcomes = _Outcomes(writer, report, bar, failures_file=out / rank_failures_file(prefix))
     if rank == 0:
         for item in duplicates:  # recorded, skipped, and the run goes on (as `import` does)
             outcomes.failed(item, "listed twice")
@@ -509,8 +516,8 @@ def _drop_duplicates(items: list[VideoItem]) -> tuple[list[VideoItem], list[Vide
 def merge_failures(store: Path) -> Path:
     """Write STORE/failures.jsonl: every rank's failures of its latest run, in one file."""
     rows = []
-    for part in sorted(store.glob("failures-r*.jsonl")):
+    for part in sorted(store.glob(RANK_FAILURES_GLOB)):
         rows.extend(line for line in part.read_text().splitlines() if line.strip())
-    path = store / "failures.jsonl"
+    path = store / FAILURES_FILE
     path.write_text("".join(row + "\n" for row in rows))
     return path

@@ -22,8 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from scalevid.folders import CONFIG, LAST_CHECKPOINT, WEIGHTS
-
-BOX_DIM = 7  # [flip, t0, y0, x0, t1, y1, x1]
+from scalevid.store.layout import BOX_DIM
 
 
 @dataclass

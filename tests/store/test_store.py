@@ -550,3 +550,15 @@ def test_docs_numpy_example_writes_a_valid_store(
     assert (len(store), store.clips_per_video, store.dim) == (3, 4, 8)
     assert store.num_clips.tolist() == [4, 2, 3]
     assert check_store(tmp_path / "my_store") == []
+
+
+def test_shard_names_are_built_and_parsed_by_the_layout_alone() -> None:
+    from scalevid.store.layout import is_temp_shard, shard_name, shard_seq, temp_shard_name
+
+    name = shard_name("r001", 42)
+    assert shard_seq(name, "r001") == 42
+    assert shard_seq(name, "r0") is None and shard_seq(name, "r00") is None  # another writer's
+    assert shard_seq(shard_name("import", 1_000_000), "import") == 1_000_000  # past 6 digits
+    temp = temp_shard_name(name, 1234)
+    assert temp.startswith(".") and is_temp_shard(temp, "r001")
+    assert not is_temp_shard(temp, "r00") and not is_temp_shard(name, "r001")
