@@ -15,7 +15,7 @@ from scalevid.distributed import Gather
 from scalevid.eval.set_probes import fit_set_probe, fit_set_probes
 from scalevid.eval.stacked import StackedAdamW
 from scalevid.hardware import autocast_dtype
-from scalevid.losses import info_nce
+from scalevid.losses import MaskedClipLoss
 from scalevid.model import ScaleModel
 from scalevid.pretext import PretextConfig, draw_clip_sets, pretext_step
 from scalevid.train import TrainConfig
@@ -126,7 +126,8 @@ def test_chunked_info_nce_on_cuda_equals_whole_logits(monkeypatch):
     for fn in ("chunked", "whole"):
         qq, kk = q.clone().requires_grad_(True), k.clone().requires_grad_(True)
         if fn == "chunked":
-            loss, acc = info_nce(qq, kk, pos, temperature=0.2)
+            every = torch.ones(300, dtype=torch.bool, device=CUDA)
+            loss, acc = MaskedClipLoss(temperature=0.2)(qq, kk, (pos, every))
         else:
             loss, acc = release_info_nce(qq, kk, pos, 0.2)
         loss.backward()

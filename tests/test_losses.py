@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from scalevid.distributed import Gather
-from scalevid.losses import MaskedClipLoss, SetLoss, info_nce
+from scalevid.losses import MaskedClipLoss, SetLoss
 from scalevid.pretext import masked_positions
 from tests.reference_losses import release_info_nce, release_mcm_loss, release_set_loss
 
@@ -26,6 +26,14 @@ def loop_info_nce(q, k, pos, t, key_mask=None):
 
 def unit(*shape, seed=0):
     return F.normalize(torch.randn(*shape, generator=torch.Generator().manual_seed(seed)), dim=-1)
+
+
+def info_nce(q, k, pos, *, temperature, key_mask=None, query_mask=None):
+    """Plain InfoNCE through `MaskedClipLoss` (one process): query row i's positive is key
+    pos[i]; rows where query_mask is False count for nothing; keys where key_mask is False are
+    never candidates."""
+    keep = torch.ones(len(pos), dtype=torch.bool) if query_mask is None else query_mask
+    return MaskedClipLoss(temperature=temperature)(q, k, (pos, keep), key_mask)
 
 
 def every_position(masked):

@@ -13,7 +13,7 @@ import pytest
 
 from scalevid import recipes
 from scalevid.cli import main as cli_main
-from scalevid.demo.render import render_video
+from scalevid.demo.render import iter_video_frames
 from scalevid.demo.synthetic import quick_config, video_label
 from scalevid.eval.config import LABELS, PROBES
 from scalevid.recipes import RecipeError, load_recipe
@@ -96,7 +96,7 @@ def videos_by_class(per_class: int) -> list[list[np.ndarray]]:
     while min(map(len, out)) < per_class:
         label = video_label(VIDEOS, "train", index)
         if len(out[label]) < per_class:
-            out[label].append(render_video(VIDEOS, "train", index))
+            out[label].append(np.stack(list(iter_video_frames(VIDEOS, "train", index))))
         index += 1
     return out
 

@@ -1,5 +1,5 @@
-"""SCALE's contrastive losses: InfoNCE, and the SET and masked clip modelling (MCM) losses as
-small modules.
+"""SCALE's contrastive losses, the SET and masked clip modelling (MCM) InfoNCE losses, as small
+modules.
 
 All embeddings are expected L2-normalised; logits are cosine similarities / temperature. Each
 loss returns the loss and the top-1 contrastive accuracy (a detached 0-d tensor), so callers can
@@ -29,26 +29,6 @@ from scalevid.distributed import Gather
 # 256 MB chunks keep their number small (batch 2048: 5 chunks).
 CHUNK_ELEMENTS = {"cpu": 2**22}
 CHUNK_ELEMENTS_OTHER = 2**26
-
-
-def info_nce(
-    queries: torch.Tensor,
-    keys: torch.Tensor,
-    positives: torch.Tensor,
-    *,
-    temperature: float,
-    key_mask: torch.Tensor | None = None,
-    query_mask: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """InfoNCE: each query must pick out its positive key among all keys.
-
-    queries (M, E); keys (K, E); positives (M,) int64 index of each query's key in `keys`;
-    key_mask (K,) bool, False for keys that are not candidates (padding); query_mask (M,) bool,
-    False for query rows that are padding and count for nothing.
-    Returns (mean loss over the counted queries, accuracy over them).
-    """
-    per_query, hits = _per_query_losses(queries, keys, positives, temperature, key_mask)
-    return _reduce(per_query, hits, query_mask, None)
 
 
 class SetLoss(nn.Module):

@@ -12,7 +12,7 @@ Shapes: B videos, N clips per set, D feature dim, H hidden dim, E embedding dim 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -160,7 +160,6 @@ class ScaleOutput:
 
     clips: torch.Tensor  # (B, N, H) contextualised clip tokens
     set: torch.Tensor  # (B, H) SET token output
-    extras: dict = field(default_factory=dict)
 
 
 class ScaleModel(nn.Module):

@@ -144,7 +144,7 @@ def _resume_step(
         saved_cfg = TrainConfig.from_dict({**saved_config["train"]})
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(
-            f"{last / 'config.json'}: not the config of a scalevid training run ({e}); "
+            f"{last / CONFIG}: not the config of a scalevid training run ({e}); "
             "start without --resume or use another --out"
         ) from None
     _check_resumable(saved_cfg, config)
