@@ -92,7 +92,8 @@ class ExtractConfig:
     # torch.compile the backbone once, for batches of batch_size (smaller ones zero-padded):
     # features within cosine 0.999 of eager; it pays only over many clips (docs/performance.md).
     # auto: for jobs of at least AUTO_COMPILE_CLIPS clips on a CPU backbone computing in fp32
-    # (where it was measured), falling back to eager if it cannot compile; on / off: always, never
+    # (the case docs/performance.md times), falling back to eager if it cannot compile; on / off:
+    # always, never
     compile: Literal["auto", "on", "off"] = runtime("auto")
     seed: int = 0
     shard_size: int = runtime(256)
@@ -440,9 +441,9 @@ def _manifest(
     )
 
 
-# `compile: auto` compiles for jobs of at least this many clips: the measured break-even on a
-# 2-core Xeon in fp32 is about 7,600 clips of 16 x 64 x 64 and 260 of 16 x 224 x 224
-# (docs/performance.md), so this is past it with room for a slower compiler.
+# `compile: auto` compiles for jobs of at least this many clips: compiling pays for itself in fp32
+# on a CPU after about 7,600 clips of 16 x 64 x 64 and 260 of 16 x 224 x 224
+# (docs/performance.md), so this is past that with room for a slower compiler.
 AUTO_COMPILE_CLIPS = 20_000
 
 

@@ -119,7 +119,7 @@ class Dropout(nn.Module):
         lanes = words.view(torch.int16)[:n].view(x.shape)  # x's shape, 16 random bits each
         keep = lanes >= -32768 + round(self.p * 65536)  # x's shape, bool
         scale = keep.to(torch.float32) * (1.0 / (1.0 - self.p))  # x's shape: 1/(1-p) or 0
-        return (x * scale).to(x.dtype)  # a half-precision x is scaled in float32, as before
+        return (x * scale).to(x.dtype)  # a half-precision x is scaled in float32, as F.dropout does
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
