@@ -94,46 +94,35 @@ def test_store_check_reports_a_truncated_shard(tmp_path, capsys):
     assert main(["-q", "train", "--store", str(store), "--out", str(tmp_path / "r")]) == 2
 
 
-def test_eval_embed_search_from_the_command_line(tmp_path, capsys):
-    """Train and test stores of separable classes (fresh videos in each): both kNN rows must
-    classify the test videos, and a video's nearest neighbours must share its class."""
-    classes = ("jump", "run", "swim", "throw")
-    (tmp_path / "train").mkdir()
-    (tmp_path / "test").mkdir()
-    feats, listing = write_npy_folder(tmp_path / "train", videos=48, classes=classes)
-    store = tmp_path / "store"
-    import_npy(feats, listing, store)
-    feats, listing = write_npy_folder(tmp_path / "test", videos=25, classes=classes, seed=1)
-    test_store = tmp_path / "test_store"
-    import_npy(feats, listing, test_store)
-    config = tmp_path / "small.yaml"
+CLASSES = ("jump", "run", "swim", "throw")
+
+
+@pytest.fixture(scope="module")
+def separable(tmp_path_factory):
+    """Train and test stores of separable classes (fresh videos in each, vid005 of each broken)
+    and a small run trained on the train store: (train store, test store, run)."""
+    root = tmp_path_factory.mktemp("separable")
+    stores = {}
+    for split, videos, seed in (("train", 48, 0), ("test", 25, 1)):
+        (root / split).mkdir()
+        feats, listing = write_npy_folder(root / split, videos=videos, classes=CLASSES, seed=seed)
+        stores[split] = root / f"{split}_store"
+        import_npy(feats, listing, stores[split])
+    config = root / "small.yaml"
     config.write_text(
         "model: {hidden: 32, heads: 4, set_head: [64, 16], pred_head: [64, 16], "
         "target_head: [64, 16]}\n"
     )
-    run = tmp_path / "run"
-    assert (
-        main(
-            [
-                "-q",
-                "train",
-                "--store",
-                str(store),
-                "--out",
-                str(run),
-                "--config",
-                str(config),
-                "--epochs",
-                "2",
-                "--batch-size",
-                "16",
-                "--num-views",
-                "3",
-                "--no-progress",
-            ]
-        )
-        == 0
-    )
+    run = root / "run"
+    train = ["-q", "train", "--store", str(stores["train"]), "--out", str(run)]
+    options = ["--config", str(config), "--epochs", "2", "--batch-size", "16", "--num-views", "3"]
+    assert main([*train, *options, "--no-progress"]) == 0
+    return stores["train"], stores["test"], run
+
+
+def test_eval_classifies_a_store_of_separable_classes(separable, tmp_path, capsys):
+    """Both kNN rows must classify the fresh test videos (24 readable, chance 25%)."""
+    store, test_store, run = separable
     report = tmp_path / "report"
     code = main(
         [
@@ -158,46 +147,22 @@ def test_eval_embed_search_from_the_command_line(tmp_path, capsys):
         ]
     )
     assert code == 0
-    out = capsys.readouterr().out
-    assert "SCALE_kNN" in out
+    assert "SCALE_kNN" in capsys.readouterr().out
     results = json.loads((report / "results.json").read_text())
-    for row in ("knn", "scale_knn"):  # 24 test videos, chance 25%
+    assert results["num_test_videos"] == 24
+    for row in ("knn", "scale_knn"):
         assert results["probes"][row]["mean"]["top1"] >= 90.0, row
     assert [p.name.split("-")[0] for p in (tmp_path / "baselines").iterdir()] == ["knn"]
+
+
+def test_embed_and_search_find_neighbours_of_the_same_class(separable, tmp_path, capsys):
+    store, _, run = separable
     emb = tmp_path / "emb"
-    assert (
-        main(
-            [
-                "-q",
-                "embed",
-                "--store",
-                str(store),
-                "--run",
-                str(run),
-                "--out",
-                str(emb),
-                "--no-progress",
-            ]
-        )
-        == 0
-    )
+    embed = ["-q", "embed", "--store", str(store), "--run", str(run), "--out", str(emb)]
+    assert main([*embed, "--no-progress"]) == 0
     capsys.readouterr()
-    assert (
-        main(
-            [
-                "search",
-                "--store",
-                str(store),
-                "--embeddings",
-                str(emb),
-                "--query",
-                "videos/vid007",
-                "-k",
-                "4",
-            ]
-        )
-        == 0
-    )
+    search = ["search", "--store", str(store), "--embeddings", str(emb)]
+    assert main([*search, "--query", "videos/vid007", "-k", "4"]) == 0
     lines = [line.split() for line in capsys.readouterr().out.splitlines()]
     assert lines[0][1] == "+1.0000" and lines[0][2] == "videos/vid007"
     neighbours = [int(line[2].removeprefix("videos/vid")) for line in lines[1:4]]
