@@ -8,7 +8,8 @@ matmul peak.
 
 Implementations:
   plain  fp32; prediction head on every clip token and all (2B*8)^2 MCM logits held whole (the
-         reference release's computation); torch's own dropout; AdamW without the fused kernel.
+         reference release's computation, `release_step` below, in place of `pretext_step`);
+         torch's own dropout; AdamW without the fused kernel.
   fast   scalevid's default: output sparsity (prediction head and logits only at masked clips,
          a fixed number of query rows so the step has no host sync), MCM logits scored in chunks
          and recomputed in the backward pass, padding masks skipped when no set needs them, the
@@ -34,13 +35,16 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from unittest import mock
 
 import torch
+import torch.nn.functional as F
 
+from scalevid.distributed import Gather
 from scalevid.hardware import autocast_dtype
 from scalevid.model import ModelConfig, ScaleModel
-from scalevid.pretext import Gather, PretextConfig
-from scalevid.train import TrainConfig
+from scalevid.pretext import PretextConfig, draw_clip_sets
+from scalevid.train import TrainConfig, engine
 from scalevid.train.data import TrainData
 from scalevid.train.engine import Trainer
 from scalevid.train.schedule import adamw
@@ -77,6 +81,36 @@ def step_flops(batch: int, model: ModelConfig, pretext: PretextConfig, *, sparse
     return 2 * (2 * first + 3 * rest)
 
 
+def release_step(
+    model: ScaleModel,
+    features: torch.Tensor,
+    boxes: torch.Tensor,
+    num_clips: torch.Tensor,
+    config: PretextConfig,
+    generator: torch.Generator,
+    **_: object,
+) -> dict[str, torch.Tensor]:
+    """One batch's losses computed as the reference release does, for the plain
+    implementation: the prediction head at every clip, every logit held whole, the masked rows
+    found with `nonzero`. Same clip sets and masks as `pretext_step`; one process, fp32."""
+    sets = draw_clip_sets(features, boxes, num_clips, config, generator, Gather())
+    out = model(sets.features, sets.boxes, valid=sets.valid, masked=sets.masked)
+    t = config.temperature
+    set_emb = F.normalize(model.set_head(out.set).float(), dim=-1)  # (2B, E)
+    b = set_emb.shape[0] // 2
+    set_logits = set_emb[:b] @ set_emb[b:].t() / t  # (B, B)
+    labels = torch.arange(b, device=set_emb.device)  # (B,)
+    set_loss = (F.cross_entropy(set_logits, labels) + F.cross_entropy(set_logits.t(), labels)) / 2
+    pred = F.normalize(model.pred_head(out.clips).flatten(0, 1).float(), dim=-1)  # (2B*V, E)
+    target = F.normalize(model.target_head(sets.features.flatten(0, 1)).float(), dim=-1)
+    logits = pred @ target.t() / t  # (2B*V, 2B*V)
+    logits = logits.masked_fill(~sets.valid.flatten()[None, :], float("-inf"))
+    rows = sets.masked.flatten().nonzero().squeeze(1)  # (M,)
+    mcm_loss = F.cross_entropy(logits[rows], rows)
+    loss = config.mcm_weight * mcm_loss + config.set_weight * set_loss
+    return {"loss": loss, "mcm_loss": mcm_loss.detach(), "set_loss": set_loss.detach()}
+
+
 def matmul_peak(device: torch.device, dtype: torch.dtype) -> float:
     """Best FLOP/s of plain matmuls on the device in `dtype`: square 4096 and the step's own
     largest shape (8192 x 2048 @ 2048 x 2048), best of 8 runs each."""
@@ -104,7 +138,7 @@ def run_one(
     torch.manual_seed(0)
     sparse = impl != "plain"
     model_cfg = ModelConfig(input_dim=D)
-    pretext = PretextConfig(num_views=V, output_sparsity=sparse)
+    pretext = PretextConfig(num_views=V)
     config = TrainConfig(
         model=model_cfg,
         pretext=pretext,
@@ -130,7 +164,11 @@ def run_one(
         optimizer = adamw(model, lr=config.lr, weight_decay=config.weight_decay)
     else:
         optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, fused=False)
-    with tempfile.TemporaryDirectory() as run:
+    step_losses = engine.pretext_step if sparse else release_step
+    with (
+        tempfile.TemporaryDirectory() as run,
+        mock.patch.object(engine, "pretext_step", step_losses),
+    ):
         trainer = Trainer(
             config=config,
             full_config={},

@@ -1,5 +1,7 @@
 """The command line end to end on small local files: import -> check -> train -> load."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -8,15 +10,20 @@ from scalevid.cli import main
 from scalevid.store import FeatureStore
 
 
-def write_npy_folder(root, videos=40, clips=6, dim=16):
-    rng = np.random.default_rng(0)
+def write_npy_folder(root, videos=40, clips=6, dim=16, *, classes=("jump", "run"), seed=0):
+    """Per-video .npy clip features and a `path label` list; vid005.npy is broken. Each clip is
+    its class's centre (8 along the class's own axis, the same for every seed) plus unit noise:
+    nearest neighbours share their class, so any sound probe is right on nearly every video."""
+    centres = 8 * np.eye(len(classes), dim)  # (C, D)
+    rng = np.random.default_rng(seed)
     feats = root / "feats"
     feats.mkdir()
     lines = []
     for i in range(videos):
-        label = ["jump", "run"][i % 2]
-        np.save(feats / f"vid{i:03d}.npy", rng.normal(size=(clips, dim)).astype(np.float32))
-        lines.append(f"videos/vid{i:03d}.mp4 {label}")
+        c = i % len(classes)
+        clip_features = centres[c] + rng.normal(size=(clips, dim))  # (clips, D)
+        np.save(feats / f"vid{i:03d}.npy", clip_features.astype(np.float32))
+        lines.append(f"videos/vid{i:03d}.mp4 {classes[c]}")
     (feats / "vid005.npy").write_bytes(b"not an npy file")
     (root / "train.csv").write_text("\n".join(lines) + "\n")
     return feats, root / "train.csv"
@@ -87,38 +94,35 @@ def test_store_check_reports_a_truncated_shard(tmp_path, capsys):
     assert main(["-q", "train", "--store", str(store), "--out", str(tmp_path / "r")]) == 2
 
 
-def test_eval_embed_search_from_the_command_line(tmp_path, capsys):
-    feats, listing = write_npy_folder(tmp_path, videos=48)
-    store = tmp_path / "store"
-    import_npy(feats, listing, store)
-    config = tmp_path / "small.yaml"
+CLASSES = ("jump", "run", "swim", "throw")
+
+
+@pytest.fixture(scope="module")
+def separable(tmp_path_factory):
+    """Train and test stores of separable classes (fresh videos in each, vid005 of each broken)
+    and a small run trained on the train store: (train store, test store, run)."""
+    root = tmp_path_factory.mktemp("separable")
+    stores = {}
+    for split, videos, seed in (("train", 48, 0), ("test", 25, 1)):
+        (root / split).mkdir()
+        feats, listing = write_npy_folder(root / split, videos=videos, classes=CLASSES, seed=seed)
+        stores[split] = root / f"{split}_store"
+        import_npy(feats, listing, stores[split])
+    config = root / "small.yaml"
     config.write_text(
         "model: {hidden: 32, heads: 4, set_head: [64, 16], pred_head: [64, 16], "
         "target_head: [64, 16]}\n"
     )
-    run = tmp_path / "run"
-    assert (
-        main(
-            [
-                "-q",
-                "train",
-                "--store",
-                str(store),
-                "--out",
-                str(run),
-                "--config",
-                str(config),
-                "--epochs",
-                "2",
-                "--batch-size",
-                "16",
-                "--num-views",
-                "3",
-                "--no-progress",
-            ]
-        )
-        == 0
-    )
+    run = root / "run"
+    train = ["-q", "train", "--store", str(stores["train"]), "--out", str(run)]
+    options = ["--config", str(config), "--epochs", "2", "--batch-size", "16", "--num-views", "3"]
+    assert main([*train, *options, "--no-progress"]) == 0
+    return stores["train"], stores["test"], run
+
+
+def test_eval_classifies_a_store_of_separable_classes(separable, tmp_path, capsys):
+    """Both kNN rows must classify the fresh test videos (24 readable, chance 25%)."""
+    store, test_store, run = separable
     report = tmp_path / "report"
     code = main(
         [
@@ -127,7 +131,7 @@ def test_eval_embed_search_from_the_command_line(tmp_path, capsys):
             "--train",
             str(store),
             "--test",
-            str(store),
+            str(test_store),
             "--run",
             str(run),
             "--out",
@@ -143,42 +147,23 @@ def test_eval_embed_search_from_the_command_line(tmp_path, capsys):
         ]
     )
     assert code == 0
-    out = capsys.readouterr().out
-    assert "SCALE_kNN" in out and (report / "results.json").is_file()
+    assert "SCALE_kNN" in capsys.readouterr().out
+    results = json.loads((report / "results.json").read_text())
+    assert results["num_test_videos"] == 24
+    for row in ("knn", "scale_knn"):
+        assert results["probes"][row]["mean"]["top1"] >= 90.0, row
     assert [p.name.split("-")[0] for p in (tmp_path / "baselines").iterdir()] == ["knn"]
+
+
+def test_embed_and_search_find_neighbours_of_the_same_class(separable, tmp_path, capsys):
+    store, _, run = separable
     emb = tmp_path / "emb"
-    assert (
-        main(
-            [
-                "-q",
-                "embed",
-                "--store",
-                str(store),
-                "--run",
-                str(run),
-                "--out",
-                str(emb),
-                "--no-progress",
-            ]
-        )
-        == 0
-    )
+    embed = ["-q", "embed", "--store", str(store), "--run", str(run), "--out", str(emb)]
+    assert main([*embed, "--no-progress"]) == 0
     capsys.readouterr()
-    assert (
-        main(
-            [
-                "search",
-                "--store",
-                str(store),
-                "--embeddings",
-                str(emb),
-                "--query",
-                "videos/vid007",
-                "-k",
-                "3",
-            ]
-        )
-        == 0
-    )
-    first = capsys.readouterr().out.splitlines()[0].split()
-    assert first[1] == "+1.0000" and first[2] == "videos/vid007"
+    search = ["search", "--store", str(store), "--embeddings", str(emb)]
+    assert main([*search, "--query", "videos/vid007", "-k", "4"]) == 0
+    lines = [line.split() for line in capsys.readouterr().out.splitlines()]
+    assert lines[0][1] == "+1.0000" and lines[0][2] == "videos/vid007"
+    neighbours = [int(line[2].removeprefix("videos/vid")) for line in lines[1:4]]
+    assert len(neighbours) == 3 and all(i % 4 == 7 % 4 for i in neighbours)  # vid007 is "throw"

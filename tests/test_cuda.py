@@ -11,17 +11,19 @@ import numpy as np
 import pytest
 import torch
 
+from scalevid.distributed import Gather
 from scalevid.eval.set_probes import fit_set_probe, fit_set_probes
 from scalevid.eval.stacked import StackedAdamW
 from scalevid.hardware import autocast_dtype
-from scalevid.losses import info_nce, info_nce_from_logits
+from scalevid.losses import MaskedClipLoss
 from scalevid.model import ScaleModel
-from scalevid.pretext import Gather, PretextConfig, pretext_step
+from scalevid.pretext import PretextConfig, draw_clip_sets, pretext_step
 from scalevid.train import TrainConfig
 from scalevid.train.data import TrainData
 from scalevid.train.engine import Trainer
 from scalevid.train.schedule import adamw
 from tests.eval.test_set_probes import ARCH, FAST, assert_same_weights, mean_direction_task
+from tests.reference_losses import release_info_nce, release_pretext_losses
 from tests.test_pretext import tiny_batch, tiny_model
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -81,17 +83,18 @@ def test_training_steps_make_no_host_sync():
     assert metrics["mcm_dropped"].item() == 0
 
 
-def test_output_sparsity_equals_plain_computation_on_cuda():
+def test_pretext_step_equals_the_release_computation_on_cuda():
     model = small_model()
     f, bx, nc = random_batch()
     nc[3] = 9  # some padding as well
+    cfg = PretextConfig()
+    step = pretext_step(model, f, bx, nc, cfg, torch.Generator(CUDA).manual_seed(3))
+    sets = draw_clip_sets(f, bx, nc, cfg, torch.Generator(CUDA).manual_seed(3), Gather())
     results = []
-    for sparse in (True, False):
+    for losses in (step, release_pretext_losses(model, sets, cfg)):
         model.zero_grad()
-        cfg = PretextConfig(output_sparsity=sparse)
-        m = pretext_step(model, f, bx, nc, cfg, torch.Generator(CUDA).manual_seed(3))
-        m["loss"].backward()
-        results.append((m, [p.grad.clone() for p in model.parameters()]))
+        losses["loss"].backward()
+        results.append((losses, [p.grad.clone() for p in model.parameters()]))
     (a, ga), (b, gb) = results
     for key in ("loss", "mcm_loss", "set_loss"):
         torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5)
@@ -123,9 +126,10 @@ def test_chunked_info_nce_on_cuda_equals_whole_logits(monkeypatch):
     for fn in ("chunked", "whole"):
         qq, kk = q.clone().requires_grad_(True), k.clone().requires_grad_(True)
         if fn == "chunked":
-            loss, acc = info_nce(qq, kk, pos, temperature=0.2)
+            every = torch.ones(300, dtype=torch.bool, device=CUDA)
+            loss, acc = MaskedClipLoss(temperature=0.2)(qq, kk, (pos, every))
         else:
-            loss, acc = info_nce_from_logits(qq @ kk.t() / 0.2, pos)
+            loss, acc = release_info_nce(qq, kk, pos, 0.2)
         loss.backward()
         results.append((loss, acc, qq.grad, kk.grad))
     for x, y in zip(*results, strict=True):

@@ -3,14 +3,17 @@ import math
 import pytest
 import torch
 
+from scalevid.distributed import Gather
 from scalevid.model import ModelConfig, ScaleModel
 from scalevid.pretext import (
     PretextConfig,
+    draw_clip_sets,
     pretext_step,
     random_masking,
     sample_clip_sets,
     shuffle_valid_first,
 )
+from tests.reference_losses import release_pretext_losses
 
 
 @pytest.mark.parametrize("stored", [1, 2, 5, 16, 33])
@@ -110,30 +113,42 @@ def test_masking_never_touches_padding_and_keeps_edge_sets():
     assert (full == 0).any() and (full >= 5).any()
 
 
+def _losses_and_grads(model, losses):
+    """(losses, gradients of losses["loss"] with respect to the model's parameters)."""
+    model.zero_grad()
+    losses["loss"].backward()
+    return losses, [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+
+def step_and_release(model, cfg, seed, batch=None):
+    """`pretext_step` and the release's computation on the same clip sets and masks, each with
+    the model's gradients: {"step": (metrics, grads), "release": (losses, grads)}."""
+    f, bx, nc = batch or tiny_batch()
+    step = pretext_step(model, f, bx, nc, cfg, torch.Generator().manual_seed(seed))
+    sets = draw_clip_sets(f, bx, nc, cfg, torch.Generator().manual_seed(seed), Gather())
+    release = release_pretext_losses(model, sets, cfg)
+    return {
+        "step": _losses_and_grads(model, step),
+        "release": _losses_and_grads(model, release),
+    }
+
+
 def _step_with_masks(monkeypatch, model, masks_fn):
-    """Sparse and plain pretext steps (4 views) whose mask is `masks_fn(valid)`."""
+    """The pretext step and the release's computation (4 views) with the mask
+    `masks_fn(valid)`."""
     import scalevid.pretext as pretext
 
-    f, bx, nc = tiny_batch()
     monkeypatch.setattr(pretext, "random_masking", lambda valid, ratio, noise: masks_fn(valid))
-    out = {}
-    for sparse in (True, False):
-        cfg = PretextConfig(num_views=4, output_sparsity=sparse)
-        model.zero_grad()
-        m = pretext_step(model, f, bx, nc, cfg, torch.Generator().manual_seed(0))
-        m["loss"].backward()
-        out[sparse] = (m, [p.grad for p in model.parameters() if p.grad is not None])
-    return out
+    return step_and_release(model, PretextConfig(num_views=4), seed=0)
 
 
 def test_no_masked_clip_gives_a_finite_loss_without_mcm(monkeypatch):
     model = tiny_model()
-    steps = _step_with_masks(monkeypatch, model, torch.zeros_like)
-    for sparse, (m, grads) in steps.items():
-        assert m["mcm_loss"].item() == 0.0, sparse
-        assert m["mcm_acc"].item() == 0.0 and m["mask_ratio"].item() == 0.0
-        torch.testing.assert_close(m["loss"], m["set_loss"])
-        assert torch.isfinite(m["loss"]) and all(torch.isfinite(g).all() for g in grads)
+    m, grads = _step_with_masks(monkeypatch, model, torch.zeros_like)["step"]
+    assert m["mcm_loss"].item() == 0.0  # the release's mean over no queries is NaN
+    assert m["mcm_acc"].item() == 0.0 and m["mask_ratio"].item() == 0.0
+    torch.testing.assert_close(m["loss"], m["set_loss"])
+    assert torch.isfinite(m["loss"]) and all(torch.isfinite(g).all() for g in grads)
 
 
 def test_a_fully_masked_set_is_a_finite_input(monkeypatch):
@@ -150,8 +165,8 @@ def test_a_fully_masked_set_is_a_finite_input(monkeypatch):
         assert all(torch.isfinite(m[k]) for k in ("loss", "mcm_loss", "set_loss"))
         assert m["mcm_loss"].item() > 0
         assert all(torch.isfinite(g).all() for g in grads)
-        torch.testing.assert_close(m["mask_ratio"], torch.tensor(5 / 48))
-    torch.testing.assert_close(results[True][0]["mcm_loss"], results[False][0]["mcm_loss"])
+    torch.testing.assert_close(results["step"][0]["mask_ratio"], torch.tensor(5 / 48))
+    torch.testing.assert_close(results["step"][0]["mcm_loss"], results["release"][0]["mcm_loss"])
 
 
 def tiny_batch(b=6, k=8, d=12, seed=0):
@@ -178,17 +193,17 @@ def tiny_model(dropout=0.0):
     return ScaleModel(cfg)
 
 
-def test_output_sparsity_gives_the_same_losses_and_grads():
+@pytest.mark.parametrize("num_clips", [None, (8, 8, 3, 8, 5, 8)])  # no padding; padded sets
+def test_pretext_step_equals_the_release_computation(num_clips):
+    """Output sparsity (prediction head and logits at a fixed number of masked positions) gives
+    the release's losses and gradients: prediction head at every clip, whole logits."""
     model = tiny_model()
     f, bx, nc = tiny_batch()
-    results = []
-    for sparse in (True, False):
-        model.zero_grad()
-        cfg = PretextConfig(num_views=4, output_sparsity=sparse)
-        m = pretext_step(model, f, bx, nc, cfg, torch.Generator().manual_seed(3))
-        m["loss"].backward()
-        results.append((m, [p.grad.clone() for p in model.parameters()]))
-    (a, ga), (b, gb) = results
+    if num_clips is not None:
+        nc = torch.tensor(num_clips)
+    results = step_and_release(model, PretextConfig(num_views=4), seed=3, batch=(f, bx, nc))
+    (a, ga), (b, gb) = results["step"], results["release"]
+    assert a["mcm_loss"].item() > 0
     for key in ("loss", "mcm_loss", "set_loss"):
         torch.testing.assert_close(a[key], b[key])
     for x, y in zip(ga, gb, strict=True):
@@ -221,8 +236,6 @@ def test_bf16_autocast_close_to_fp32():
 
 def _rank_grads(rank: int, world: int, init_file: str, out_dir: str) -> None:
     import torch.distributed as dist
-
-    from scalevid.pretext import Gather
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)

@@ -5,7 +5,6 @@ files, folders and video extensions), with the tiny `module` backbone and `--tin
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 from pathlib import Path
 
 import av
@@ -14,7 +13,7 @@ import pytest
 
 from scalevid import recipes
 from scalevid.cli import main as cli_main
-from scalevid.demo.render import render_video
+from scalevid.demo.render import iter_video_frames
 from scalevid.demo.synthetic import quick_config, video_label
 from scalevid.eval.rows import LABELS, PROBES
 from scalevid.recipes import RecipeError, load_recipe
@@ -97,7 +96,7 @@ def videos_by_class(per_class: int) -> list[list[np.ndarray]]:
     while min(map(len, out)) < per_class:
         label = video_label(VIDEOS, "train", index)
         if len(out[label]) < per_class:
-            out[label].append(render_video(VIDEOS, "train", index))
+            out[label].append(np.stack(list(iter_video_frames(VIDEOS, "train", index))))
         index += 1
     return out
 
@@ -565,76 +564,29 @@ def test_missing_dataset_names_the_expected_layout(tmp_path: Path) -> None:
         recipes.run_recipe(load_recipe(argv[0], tiny=True), data_root=tmp_path, out=tmp_path / "o")
 
 
-# What recipes recorded and compared before the runtime fields were field metadata (issue 12):
-# the settings must stay the same, or every existing store and point would be refused.
-OLD_RUNTIME_KEYS = {
-    "extract": {
-        "list",
-        "root",
-        "out",
-        "batch_size",
-        "workers",
-        "device",
-        "shard_size",
-        "flush_seconds",
-        "progress",
-        "compile",  # added since, as a runtime field (features within cosine 0.999 of eager)
-    },
-    "train": {"store", "out", "device", "progress", "log_every", "tensorboard"},
-    "eval": {"device", "progress", "embed_batch_size"},
-}
-EXTRACT_SETTINGS = {
-    "format",
-    "split",
-    "fold",
-    "sampling",
-    "preset",
-    "backbone",
-    "weights",
-    "num_clips",
-    "passes",
-    "frames",
-    "stride",
-    "crop_size",
-    "temporal_views",
-    "spatial_views",
-    "flip",
-    "colour_jitter",
-    "precision",
-    "seed",
-    "limit",
-}
-TRAIN_SETTINGS = {
-    "model",
-    "pretext",
-    "epochs",
-    "batch_size",
-    "lr",
-    "weight_decay",
-    "warmup_fraction",
-    "min_lr",
-    "seed",
-    "precision",
-    "compile",
-    "resident",
-    "checkpoint_every",
-    "verify_store",
-}
-
-
-def test_recorded_settings_are_the_same_as_before_runtime_markers() -> None:
+def test_a_point_record_refuses_result_changes_only(tmp_path: Path) -> None:
+    """A finished point is reused when only runtime fields (paths, device) changed, or when its
+    record names a retired setting at the value that computes what runs now; any change to
+    a setting that decides results is refused."""
     recipe = load_recipe(RECIPES / "ablation_losses.yaml", tiny=True)
-    dataset, point = recipe.datasets[0], recipe.points[1]
-    configs = {
-        "extract": recipes.extract_config(
-            recipe, dataset, split="test", data_root=Path("/d"), store=Path("/s"), device="cpu"
-        ),
-        "train": recipes._train_config(recipe, point, store=Path("s"), run=Path("r"), device="cpu"),
-        "eval": recipes._eval_config(recipe, point, device="cpu"),
-    }
-    for stage, config in configs.items():
-        old = {k: v for k, v in asdict(config).items() if k not in OLD_RUNTIME_KEYS[stage]}
-        assert recipes._settings(config) == json.loads(json.dumps(old)), stage
-    assert set(recipes._settings(configs["extract"])) == EXTRACT_SETTINGS
-    assert set(recipes._settings(configs["train"])) == TRAIN_SETTINGS
-    assert recipes._settings(configs["train"])["pretext"]["mcm_weight"] == 1.0  # the sweep's
+    point, folder = recipe.points[1], tmp_path / "point"
+    recipes.check_point(recipe, point, folder=folder, stores=tmp_path / "stores")
+    recipes.check_point(recipe, point, folder=folder, stores=tmp_path / "elsewhere")
+    recorded = json.loads((folder / "point.json").read_text())
+    assert recorded["train"]["pretext"]["mcm_weight"] == 1.0  # the sweep's value, not the base's
+    assert "store" not in recorded["train"] and "device" not in recorded["eval"]
+
+    def check_with(edit) -> None:
+        record = json.loads(json.dumps(recorded))
+        edit(record)
+        (folder / "point.json").write_text(json.dumps(record))
+        recipes.check_point(recipe, point, folder=folder, stores=tmp_path / "stores")
+
+    check_with(lambda r: r["train"]["pretext"].update(output_sparsity=True))
+    for edit, changed in (
+        (lambda r: r["train"]["pretext"].update(output_sparsity=False), "train.pretext"),
+        (lambda r: r["train"].update(lr=r["train"]["lr"] * 2), "train.lr"),
+        (lambda r: r["eval"].update(seeds=[7]), "eval.seeds"),
+    ):
+        with pytest.raises(RecipeError, match=changed):
+            check_with(edit)

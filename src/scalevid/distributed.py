@@ -1,6 +1,6 @@
 """Processes under torchrun: one process group per job, set up from the environment and torn
-down cleanly. Without torchrun (WORLD_SIZE unset or 1) nothing happens: one process on the CPU
-or one GPU never needs it."""
+down cleanly, and `Gather`, how a process sees the global batch. Without torchrun (WORLD_SIZE
+unset or 1) nothing happens: one process on the CPU or one GPU never needs it."""
 
 from __future__ import annotations
 
@@ -47,3 +47,41 @@ def process_group(device: torch.device) -> Iterator[Processes]:
             if ok:
                 dist.barrier()
             dist.destroy_process_group()
+
+
+@dataclass(frozen=True)
+class Gather:
+    """How this process sees the global batch in data-parallel training.
+
+    `all_gather(x)` returns the concatenation over ranks (with gradients flowing back to each
+    rank's part); `all_reduce(x)` sums over ranks. One process: identity.
+    """
+
+    rank: int = 0
+    world: int = 1
+
+    def rand(
+        self, shape: tuple[int, ...], *, batch_dim: int, generator: torch.Generator
+    ) -> torch.Tensor:
+        """Uniform noise for the local batch: the rank's slice of the global batch's noise, so
+        that data-parallel runs draw exactly what one process would."""
+        full = list(shape)
+        full[batch_dim] *= self.world
+        noise = torch.rand(full, generator=generator, device=generator.device)
+        return noise.narrow(batch_dim, self.rank * shape[batch_dim], shape[batch_dim])
+
+    def all_gather(self, x: torch.Tensor) -> torch.Tensor:
+        """x (b, ...) of every rank, concatenated in rank order: (world * b, ...)."""
+        if self.world == 1:
+            return x
+        from torch.distributed.nn.functional import all_gather
+
+        return torch.cat(all_gather(x), dim=0)
+
+    def all_reduce(self, x: torch.Tensor) -> torch.Tensor:
+        """The sum of x over ranks."""
+        if self.world == 1:
+            return x
+        from torch.distributed.nn.functional import all_reduce
+
+        return all_reduce(x)

@@ -45,6 +45,13 @@ from scalevid.distributed import process_group
 from scalevid.hardware import resolve_device
 from scalevid.progress import progress_bar
 from scalevid.store import Manifest, StoreLock, StoreLockedError, StoreWriter
+from scalevid.store.layout import (
+    EXTRACT_CONFIG_FILE,
+    FAILURES_FILE,
+    RANK_FAILURES_GLOB,
+    rank_failures_file,
+    rank_prefix,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +92,8 @@ class ExtractConfig:
     # torch.compile the backbone once, for batches of batch_size (smaller ones zero-padded):
     # features within cosine 0.999 of eager; it pays only over many clips (docs/performance.md).
     # auto: for jobs of at least AUTO_COMPILE_CLIPS clips on a CPU backbone computing in fp32
-    # (where it was measured), falling back to eager if it cannot compile; on / off: always, never
+    # (the case docs/performance.md times), falling back to eager if it cannot compile; on / off:
+    # always, never
     compile: Literal["auto", "on", "off"] = runtime("auto")
     seed: int = 0
     shard_size: int = runtime(256)
@@ -133,7 +141,7 @@ class ExtractReport:
         for failure in self.failures[:10]:
             lines.append(f"  failed: {failure['path']}: {failure['reason']}")
         if self.failed > 10:
-            lines.append(f"  ... and {self.failed - 10} more (see failures.jsonl in the store)")
+            lines.append(f"  ... and {self.failed - 10} more (see {FAILURES_FILE} in the store)")
         return "\n".join(lines)
 
 
@@ -342,13 +350,13 @@ def _extract(config: ExtractConfig, rank: int, world: int, device: torch.device)
     backbone = _create_backbone(config, device)
     sampling = sampling_config(config, backbone)
     manifest = _manifest(config, backbone, sampling, videos)
-    prefix = f"r{rank:03d}"
+    prefix = rank_prefix(rank)
     out = Path(config.out)
     writer = StoreWriter(
         out, manifest, shard_prefix=prefix, shard_size=config.shard_size, lock=False
     )  # the job's lock is held by `extract`
     if rank == 0:
-        (out / "extract-config.json").write_text(
+        (out / EXTRACT_CONFIG_FILE).write_text(
             json.dumps({**asdict(config), "scalevid_version": __version__}, indent=2)
         )
     done = writer.done_ids()
@@ -371,7 +379,7 @@ def _extract(config: ExtractConfig, rank: int, world: int, device: torch.device)
         desc=f"extract {config.split}",
         unit="video",
     )
-    outcomes = _Outcomes(writer, report, bar, failures_file=out / f"failures-{prefix}.jsonl")
+    outcomes = _Outcomes(writer, report, bar, failures_file=out / rank_failures_file(prefix))
     if rank == 0:
         for item in duplicates:  # recorded, skipped, and the run goes on (as `import` does)
             outcomes.failed(item, "listed twice")
@@ -433,9 +441,9 @@ def _manifest(
     )
 
 
-# `compile: auto` compiles for jobs of at least this many clips: the measured break-even on a
-# 2-core Xeon in fp32 is about 7,600 clips of 16 x 64 x 64 and 260 of 16 x 224 x 224
-# (docs/performance.md), so this is past it with room for a slower compiler.
+# `compile: auto` compiles for jobs of at least this many clips: compiling pays for itself in fp32
+# on a CPU after about 7,600 clips of 16 x 64 x 64 and 260 of 16 x 224 x 224
+# (docs/performance.md), so this is past that with room for a slower compiler.
 AUTO_COMPILE_CLIPS = 20_000
 
 
@@ -509,8 +517,8 @@ def _drop_duplicates(items: list[VideoItem]) -> tuple[list[VideoItem], list[Vide
 def merge_failures(store: Path) -> Path:
     """Write STORE/failures.jsonl: every rank's failures of its latest run, in one file."""
     rows = []
-    for part in sorted(store.glob("failures-r*.jsonl")):
+    for part in sorted(store.glob(RANK_FAILURES_GLOB)):
         rows.extend(line for line in part.read_text().splitlines() if line.strip())
-    path = store / "failures.jsonl"
+    path = store / FAILURES_FILE
     path.write_text("".join(row + "\n" for row in rows))
     return path

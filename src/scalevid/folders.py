@@ -11,6 +11,9 @@ An evaluation folder (`scalevid eval --out DIR`):
     results.json           every row, seed, chosen config and the EvalConfig
     results.md             the same as markdown tables
     predictions.npz        test predictions per row and seed
+A recipe's output folder (`scalevid recipe --out DIR`):
+    <recipe>/<point>/point.json                 the point's resolved settings
+    stores/<dataset>/<split>/recipe-extract.json the settings and outcome of the store's extraction
 """
 
 from __future__ import annotations
@@ -28,3 +31,6 @@ CURVES = "curves.png"
 RESULTS = "results.json"
 RESULTS_TABLE = "results.md"
 PREDICTIONS = "predictions.npz"
+# a recipe
+POINT_RECORD = "point.json"
+EXTRACT_RECORD = "recipe-extract.json"

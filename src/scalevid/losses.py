@@ -1,13 +1,17 @@
-"""SCALE's losses as pure functions: InfoNCE, masked clip modelling (MCM) and the SET loss.
+"""SCALE's contrastive losses, the SET and masked clip modelling (MCM) InfoNCE losses, as small
+modules.
 
-All embeddings are expected L2-normalised; logits are cosine similarities / temperature.
-Each loss returns the mean loss and the top-1 contrastive accuracy (a detached 0-d tensor), so
-callers can log accuracy without extra host syncs.
+All embeddings are expected L2-normalised; logits are cosine similarities / temperature. Each
+loss returns the loss and the top-1 contrastive accuracy (a detached 0-d tensor), so callers can
+log accuracy without extra host syncs.
 
-In data-parallel training a rank holds only its own queries but scores them against the keys of
-the *global* batch; `query_offset` says where the rank's positives sit among those keys and
-`normalizer` is the global number of queries, so summing the per-rank losses gives the global
-mean.
+`SetLoss` and `MaskedClipLoss` are built with their temperature and the process's `Gather`, as
+open_clip's `ClipLoss` is with its rank and world size. In data-parallel training each process
+scores its own queries against the keys of the *global* batch and returns its share of the
+global mean, so that the processes' losses sum to the loss of one process holding the whole
+batch; with one process it is the plain mean. The logits are scored a chunk at a time and never
+held whole (`ChunkedInfoNCE`); the release's plain computation on whole logits lives on in the
+tests (`tests/reference_losses.py`) as the reference every loss is checked against.
 """
 
 from __future__ import annotations
@@ -15,7 +19,9 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
+from torch import nn
+
+from scalevid.distributed import Gather
 
 # The (M, K) logits are scored a chunk of rows at a time and recomputed in the backward pass, so
 # memory holds one chunk instead of several whole (M, K) arrays (~1.2 GB each at batch 2048).
@@ -25,46 +31,88 @@ CHUNK_ELEMENTS = {"cpu": 2**22}
 CHUNK_ELEMENTS_OTHER = 2**26
 
 
-def info_nce(
+class SetLoss(nn.Module):
+    """The SET loss (paper eq. 2-4): symmetric InfoNCE between the SET embeddings of the two
+    disjoint clip sets of each video.
+
+    forward(a (B, E), b (B, E)) -> (loss, accuracy): row i of `a` and row i of `b` are a positive
+    pair, every other video of the global batch is a negative, and the loss is
+    (NCE(a -> b) + NCE(b -> a)) / 2: this process's share of the global batch's mean.
+    """
+
+    def __init__(self, *, temperature: float, gather: Gather | None = None) -> None:
+        super().__init__()
+        self.temperature = temperature
+        self.gather = gather or Gather()
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        n, rank, world = a.shape[0], self.gather.rank, self.gather.world
+        a_keys, b_keys = self.gather.all_gather(a), self.gather.all_gather(b)  # (world * B, E)
+        positives = torch.arange(n, device=a.device) + rank * n  # (B,) rows of the global batch
+        loss_ab, acc_ab = _reduce(
+            *_per_query_losses(a, b_keys, positives, self.temperature, None), None, n * world
+        )
+        loss_ba, acc_ba = _reduce(
+            *_per_query_losses(b, a_keys, positives, self.temperature, None), None, n * world
+        )
+        return (loss_ab + loss_ba) / 2, (acc_ab + acc_ba) / 2
+
+
+class MaskedClipLoss(nn.Module):
+    """Masked clip modelling: the prediction at each masked clip must pick out the target
+    embedding of its own clip among the targets of *all* clips of the global batch (the other
+    clips of the same video are hard negatives).
+
+    forward(predictions (C, E), targets (K, E), positions, target_valid (K,) bool or None)
+    -> (loss, accuracy).
+    targets: target-head embeddings of every clip of this process's batch, flattened from (B, N).
+    positions: (index (C,) int64, keep (C,) bool) from `pretext.masked_positions`: row c of
+        `predictions` is the prediction at flattened clip `index[c]`, and counts only where
+        `keep[c]` (a fixed number C of rows, so that no step waits for the host to count the
+        masked clips).
+    target_valid: False for padded clips, which are never candidates.
+    The loss is this process's share of the mean over every counted query of the global batch
+    (0 when there is none); the accuracy is over this process's counted queries.
+    """
+
+    def __init__(self, *, temperature: float, gather: Gather | None = None) -> None:
+        super().__init__()
+        self.temperature = temperature
+        self.gather = gather or Gather()
+
+    def forward(
+        self,
+        predictions: torch.Tensor,
+        targets: torch.Tensor,
+        positions: tuple[torch.Tensor, torch.Tensor],
+        target_valid: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        index, keep = positions
+        # The global number of queries; none at all (likely only in tiny batches) gives a loss of
+        # 0 / 1 = 0 where a mean over no queries would be NaN.
+        count = self.gather.all_reduce(keep.sum().float()).clamp(min=1)
+        key_mask = None
+        if target_valid is not None:
+            key_mask = self.gather.all_gather(target_valid.to(torch.uint8)).bool()  # (world * K,)
+        keys = self.gather.all_gather(targets)  # (world * K, E)
+        positives = index + self.gather.rank * targets.shape[0]  # (C,) rows of the global keys
+        per_query, hits = _per_query_losses(
+            predictions, keys, positives, self.temperature, key_mask
+        )
+        return _reduce(per_query, hits, keep, count)
+
+
+def _per_query_losses(
     queries: torch.Tensor,
     keys: torch.Tensor,
     positives: torch.Tensor,
-    *,
     temperature: float,
-    key_mask: torch.Tensor | None = None,
-    query_mask: torch.Tensor | None = None,
-    normalizer: float | torch.Tensor | None = None,
+    key_mask: torch.Tensor | None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """InfoNCE: each query must pick out its positive key among all keys.
-
-    queries (M, E); keys (K, E); positives (M,) int64 index of each query's key in `keys`;
-    key_mask (K,) bool, False for keys that are not candidates (padding); query_mask (M,) bool,
-    False for query rows that are padding and count for nothing.
-    Returns (sum of per-query losses / normalizer, accuracy); normalizer defaults to the number
-    of counted queries. The logits are never held whole (see `ChunkedInfoNCE`).
-    """
+    """(per-query losses (M,), hits (M,) bool) by `ChunkedInfoNCE`, chunks sized for the device."""
     budget = CHUNK_ELEMENTS.get(queries.device.type, CHUNK_ELEMENTS_OTHER)
     rows = max(1, budget // max(1, keys.shape[0]))
-    per_query, hits = ChunkedInfoNCE.apply(
-        queries, keys, positives, key_mask, 1.0 / temperature, rows
-    )
-    return _reduce(per_query, hits, query_mask, normalizer)
-
-
-def info_nce_from_logits(
-    logits: torch.Tensor,
-    positives: torch.Tensor,
-    *,
-    key_mask: torch.Tensor | None = None,
-    query_mask: torch.Tensor | None = None,
-    normalizer: float | torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """InfoNCE on precomputed logits (M, K) (similarities / temperature); see `info_nce`."""
-    if key_mask is not None:
-        logits = logits.masked_fill(~key_mask[None, :], float("-inf"))
-    logits = logits.float()
-    per_query = F.cross_entropy(logits, positives, reduction="none")
-    return _reduce(per_query, logits.argmax(dim=1) == positives, query_mask, normalizer)
+    return ChunkedInfoNCE.apply(queries, keys, positives, key_mask, 1.0 / temperature, rows)
 
 
 def _reduce(
@@ -73,7 +121,8 @@ def _reduce(
     query_mask: torch.Tensor | None,
     normalizer: float | torch.Tensor | None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(sum of counted per-query losses / normalizer, accuracy over counted queries)."""
+    """(sum of counted per-query losses / normalizer, accuracy over counted queries); the
+    normalizer defaults to the number of counted queries."""
     hits = hits.float()
     if query_mask is None:
         loss, count, accuracy = per_query.sum(), per_query.shape[0], hits.mean()
@@ -167,90 +216,3 @@ def _chunk_logits(
     if key_mask is not None:
         logits.masked_fill_(~key_mask[None, :], float("-inf"))
     return logits
-
-
-def symmetric_info_nce(
-    a: torch.Tensor,
-    b: torch.Tensor,
-    *,
-    temperature: float,
-    a_keys: torch.Tensor | None = None,
-    b_keys: torch.Tensor | None = None,
-    query_offset: int = 0,
-    normalizer: float | torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Symmetric InfoNCE between paired embeddings (paper eq. 2-4).
-
-    a, b (B, E): row i of `a` and row i of `b` are a positive pair; every other row of the other
-    side is a negative. Loss = (NCE(a -> b) + NCE(b -> a)) / 2.
-    a_keys, b_keys (Bg, E): the keys to score against (default: a and b themselves); in
-    data-parallel training they are the gathered global batch and row i of the local batch is
-    row `query_offset + i` of the keys.
-    """
-    a_keys = a if a_keys is None else a_keys
-    b_keys = b if b_keys is None else b_keys
-    positives = torch.arange(a.shape[0], device=a.device) + query_offset  # (B,)
-    loss_ab, acc_ab = info_nce(a, b_keys, positives, temperature=temperature, normalizer=normalizer)
-    loss_ba, acc_ba = info_nce(b, a_keys, positives, temperature=temperature, normalizer=normalizer)
-    return (loss_ab + loss_ba) / 2, (acc_ab + acc_ba) / 2
-
-
-# SET loss: the SET embeddings (B, E) of two disjoint clip sets of each video must match each
-# other and not those of the other videos of the batch: exactly the symmetric InfoNCE.
-set_loss = symmetric_info_nce
-
-
-def masked_clip_loss(
-    predictions: torch.Tensor,
-    targets: torch.Tensor,
-    masked: torch.Tensor,
-    *,
-    temperature: float,
-    target_valid: torch.Tensor | None = None,
-    key_offset: int = 0,
-    normalizer: float | torch.Tensor | None = None,
-    dense: bool = False,
-    positions: tuple[torch.Tensor, torch.Tensor] | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Masked clip modelling: the prediction at each masked position must pick out the target
-    embedding of its own clip among the targets of *all* clips of the batch.
-
-    predictions (M, E): prediction-head outputs at the masked positions only, in the row-major
-        order of `masked.nonzero()` (output sparsity: nothing is computed at visible clips).
-    targets (K, E): target-head embeddings of every clip of the (global) batch, flattened from
-        (B_global, N); other clips of the same video are hard negatives.
-    masked (B, N) bool: the local batch's masked clips; its first clip is row `key_offset` of
-        `targets`. target_valid (K,) bool: False for padded clips, which are never candidates.
-    dense: the reference release's plain computation, kept as a baseline: `predictions` are
-        (B*N, E) for *every* clip, all (B*N, K) logits are computed, and the rows of the masked
-        clips are kept. Same value as the sparse form, more work.
-    positions: (index (C,), keep (C,) bool) from `pretext.masked_positions`: `predictions` are
-        (C, E) at flattened positions `index`, of which only rows with `keep` count. This is the
-        fixed-size form that needs no host sync; without it the masked positions are found with
-        `nonzero`, whose result size the host must wait for.
-    """
-    if positions is not None:
-        index, keep = positions
-        return info_nce(
-            predictions,
-            targets,
-            index + key_offset,
-            temperature=temperature,
-            key_mask=target_valid,
-            query_mask=keep,
-            normalizer=normalizer,
-        )
-    positives = masked.flatten().nonzero().squeeze(1) + key_offset  # (M,)
-    if dense:
-        logits = predictions @ targets.t() / temperature  # (B*N, K)
-        return info_nce_from_logits(
-            logits[masked.flatten()], positives, key_mask=target_valid, normalizer=normalizer
-        )
-    return info_nce(
-        predictions,
-        targets,
-        positives,
-        temperature=temperature,
-        key_mask=target_valid,
-        normalizer=normalizer,
-    )

@@ -12,7 +12,7 @@ Shapes: B videos, N clips per set, D feature dim, H hidden dim, E embedding dim 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -22,8 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from scalevid.folders import CONFIG, LAST_CHECKPOINT, WEIGHTS
-
-BOX_DIM = 7  # [flip, t0, y0, x0, t1, y1, x1]
+from scalevid.store.layout import BOX_DIM
 
 
 @dataclass
@@ -120,7 +119,7 @@ class Dropout(nn.Module):
         lanes = words.view(torch.int16)[:n].view(x.shape)  # x's shape, 16 random bits each
         keep = lanes >= -32768 + round(self.p * 65536)  # x's shape, bool
         scale = keep.to(torch.float32) * (1.0 / (1.0 - self.p))  # x's shape: 1/(1-p) or 0
-        return (x * scale).to(x.dtype)  # a half-precision x is scaled in float32, as before
+        return (x * scale).to(x.dtype)  # a half-precision x is scaled in float32, as F.dropout does
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
@@ -161,7 +160,6 @@ class ScaleOutput:
 
     clips: torch.Tensor  # (B, N, H) contextualised clip tokens
     set: torch.Tensor  # (B, H) SET token output
-    extras: dict = field(default_factory=dict)
 
 
 class ScaleModel(nn.Module):

@@ -2,11 +2,11 @@
 the predictor and heads, and compute the MCM and SET losses.
 
 Everything here is batched tensor code on the batch's device: no Python loop over videos and no
-host synchronisation. Output sparsity needs the masked positions, whose number varies from step
-to step; instead of `nonzero` (whose result size the host would have to wait for) the step takes
-a fixed number of positions, a bound that the masked count exceeds with probability below 1e-9,
-and zeroes the unused rows (`masked_capacity`, `masked_positions`). Only the plain baseline
-(`output_sparsity=False`) still calls `nonzero`.
+host synchronisation. The prediction head runs, and MCM logits are scored, only at masked clips
+(output sparsity). Their number varies from step to step; instead of `nonzero` (whose result size
+the host would have to wait for) the step takes a fixed number of positions, a bound that the
+masked count exceeds with probability below 1e-9, and the unused rows count for nothing
+(`masked_capacity`, `masked_positions`).
 
 `shuffle_valid_first` (argsort of noise, padding last) is scalevid's one view sampler: the clip
 sets here and the training views of every probe in `scalevid.eval` are prefixes of its order.
@@ -22,7 +22,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from scalevid.losses import masked_clip_loss, set_loss
+from scalevid.distributed import Gather
+from scalevid.losses import MaskedClipLoss, SetLoss
 from scalevid.model import ScaleModel
 
 
@@ -35,9 +36,6 @@ class PretextConfig:
     temperature: float = 0.2
     mcm_weight: float = 1.0
     set_weight: float = 1.0
-    # Run the prediction head, and score logits, only at masked clips. False: the reference
-    # release's plain computation (every clip, all (2B*V)^2 logits), kept as a baseline.
-    output_sparsity: bool = True
 
     def __post_init__(self) -> None:
         if self.mcm_weight <= 0 and self.set_weight <= 0:
@@ -132,45 +130,7 @@ def masked_positions(masked: torch.Tensor, capacity: int) -> tuple[torch.Tensor,
 
 
 @dataclass
-class Gather:
-    """How this process sees the global batch in data-parallel training.
-
-    `all_gather(x)` returns the concatenation over ranks (with gradients flowing back to each
-    rank's part); `all_reduce(x)` sums over ranks. One process: identity.
-    """
-
-    rank: int = 0
-    world: int = 1
-
-    def rand(
-        self, shape: tuple[int, ...], *, batch_dim: int, generator: torch.Generator
-    ) -> torch.Tensor:
-        """Uniform noise for the local batch: the rank's slice of the global batch's noise, so
-        that data-parallel runs draw exactly what one process would."""
-        full = list(shape)
-        full[batch_dim] *= self.world
-        noise = torch.rand(full, generator=generator, device=generator.device)
-        return noise.narrow(batch_dim, self.rank * shape[batch_dim], shape[batch_dim])
-
-    def all_gather(self, x: torch.Tensor) -> torch.Tensor:
-        """x (b, ...) of every rank, concatenated in rank order: (world * b, ...)."""
-        if self.world == 1:
-            return x
-        from torch.distributed.nn.functional import all_gather
-
-        return torch.cat(all_gather(x), dim=0)
-
-    def all_reduce(self, x: torch.Tensor) -> torch.Tensor:
-        """The sum of x over ranks."""
-        if self.world == 1:
-            return x
-        from torch.distributed.nn.functional import all_reduce
-
-        return all_reduce(x)
-
-
-@dataclass
-class _ClipSets:
+class ClipSets:
     """The two clip sets drawn from each of B videos, stacked set a then set b (2B sets)."""
 
     features: torch.Tensor  # (2B, V, D) float32
@@ -179,14 +139,14 @@ class _ClipSets:
     masked: torch.Tensor | None  # (2B, V) bool, the clips hidden behind MSK; None without MCM
 
 
-def _draw_clip_sets(
+def draw_clip_sets(
     features: torch.Tensor,
     boxes: torch.Tensor,
     num_clips: torch.Tensor,
     config: PretextConfig,
     generator: torch.Generator,
     gather: Gather,
-) -> _ClipSets:
+) -> ClipSets:
     """The random part of a step: two disjoint clip sets per video, then (with MCM) the mask.
 
     features (B, K, D), boxes (B, K, 7), num_clips (B,). Draws the clip noise (B, K), then the
@@ -202,7 +162,7 @@ def _draw_clip_sets(
     if config.mcm_weight > 0:
         mask_noise = gather.rand((2, b, v), batch_dim=1, generator=generator).reshape(2 * b, v)
         masked = random_masking(valid, config.mask_ratio, mask_noise)  # (2B, V)
-    return _ClipSets(
+    return ClipSets(
         features=features[videos, index].float(),  # (2B, V, D)
         boxes=boxes[videos, index].float(),  # (2B, V, 7)
         valid=valid,
@@ -215,63 +175,45 @@ class _HeadOutputs:
     """What the pretext losses read from one forward pass (None where a loss is off)."""
 
     set_emb: torch.Tensor | None  # (2B, E) SET head on the SET outputs
-    pred: torch.Tensor | None  # (C, E) at `positions`, or (2B*V, E) at every clip (dense)
+    pred: torch.Tensor | None  # (C, E) prediction head at `positions`
     target: torch.Tensor | None  # (2B*V, E) target head on every clip's feature
-    positions: tuple[torch.Tensor, torch.Tensor] | None  # from `masked_positions`, if sparse
+    positions: tuple[torch.Tensor, torch.Tensor] | None  # from `masked_positions`
 
 
 def _forward_heads(
-    model: ScaleModel, sets: _ClipSets, config: PretextConfig, pad: torch.Tensor | None
+    model: ScaleModel, sets: ClipSets, config: PretextConfig, pad: torch.Tensor | None
 ) -> _HeadOutputs:
     """The predictor on the clip sets (`pad`: its padding mask, or None), then the heads the
-    enabled losses need; with output sparsity the prediction head runs at masked clips only."""
+    enabled losses need; the prediction head runs at masked clips only."""
     out = model(sets.features, sets.boxes, valid=pad, masked=sets.masked)
     set_emb = model.set_head(out.set) if config.set_weight > 0 else None  # (2B, E)
     pred = target = positions = None
     if sets.masked is not None:
-        if config.output_sparsity:
-            capacity = masked_capacity(sets.valid.shape[0], config.num_views, config.mask_ratio)
-            positions = masked_positions(sets.masked, capacity)
-            pred = model.pred_head(out.clips.flatten(0, 1)[positions[0]])  # (C, E)
-        else:  # the reference release's plain path: every clip, all logits
-            pred = model.pred_head(out.clips).flatten(0, 1)  # (2B*V, E)
+        capacity = masked_capacity(sets.valid.shape[0], config.num_views, config.mask_ratio)
+        positions = masked_positions(sets.masked, capacity)
+        pred = model.pred_head(out.clips.flatten(0, 1)[positions[0]])  # (C, E)
         target = model.target_head(sets.features.flatten(0, 1))  # (2B*V, E)
     return _HeadOutputs(set_emb=set_emb, pred=pred, target=target, positions=positions)
 
 
 def _mcm_terms(
     heads: _HeadOutputs,
-    sets: _ClipSets,
+    sets: ClipSets,
     config: PretextConfig,
     gather: Gather,
     pad: torch.Tensor | None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The MCM loss (this rank's share of the global mean) and its metrics, in fp32."""
     masked, valid, positions = sets.masked, sets.valid, heads.positions
-    pred = F.normalize(heads.pred.float(), dim=-1)
-    target = F.normalize(heads.target.float(), dim=-1)
-    used = masked.sum() if positions is None else positions[1].sum()
-    # Global number of queries; a batch without a masked clip (likely only for tiny batches)
-    # gives an MCM term of 0 / 1 = 0, where the release's mean over no queries is NaN.
-    count = gather.all_reduce(used.float()).clamp(min=1)
-    target_valid = None
-    if pad is not None:
-        target_valid = gather.all_gather(valid.flatten().to(torch.uint8)).bool()
-    mcm, mcm_acc = masked_clip_loss(
-        pred,
-        gather.all_gather(target),
-        masked,
-        temperature=config.temperature,
-        target_valid=target_valid,
-        key_offset=gather.rank * valid.numel(),
-        normalizer=count,
-        dense=not config.output_sparsity,
-        positions=positions,
-    )
+    pred = F.normalize(heads.pred.float(), dim=-1)  # (C, E)
+    target = F.normalize(heads.target.float(), dim=-1)  # (2B*V, E)
+    target_valid = None if pad is None else valid.flatten()  # (2B*V,)
+    loss_fn = MaskedClipLoss(temperature=config.temperature, gather=gather)
+    mcm, mcm_acc = loss_fn(pred, target, positions, target_valid)
     metrics = {
         "mcm_loss": mcm.detach(),
-        "mcm_acc": torch.where(used > 0, mcm_acc, 0.0),  # a mean over no queries would be NaN
-        "mcm_dropped": (masked.sum() - used).float(),
+        "mcm_acc": mcm_acc,
+        "mcm_dropped": (masked.sum() - positions[1].sum()).float(),
         # The share of valid clips masked in this (local) batch: `mask_ratio` in expectation.
         "mask_ratio": masked.sum() / valid.sum().clamp(min=1),
     }
@@ -285,16 +227,8 @@ def _set_terms(
     and its metrics, in fp32."""
     b = set_emb.shape[0] // 2
     set_emb = F.normalize(set_emb.float(), dim=-1)  # (2B, E)
-    set_a, set_b = set_emb[:b], set_emb[b:]  # (B, E) each
-    loss, accuracy = set_loss(
-        set_a,
-        set_b,
-        temperature=config.temperature,
-        a_keys=gather.all_gather(set_a),
-        b_keys=gather.all_gather(set_b),
-        query_offset=gather.rank * b,
-        normalizer=b * gather.world,
-    )
+    loss_fn = SetLoss(temperature=config.temperature, gather=gather)
+    loss, accuracy = loss_fn(set_emb[:b], set_emb[b:])  # set a, set b: (B, E) each
     return loss, {"set_loss": loss.detach(), "set_acc": accuracy}
 
 
@@ -324,7 +258,7 @@ def pretext_step(
     that were masked: the effective mask ratio).
     """
     gather = gather or Gather()
-    sets = _draw_clip_sets(features, boxes, num_clips, config, generator, gather)
+    sets = draw_clip_sets(features, boxes, num_clips, config, generator, gather)
     no_padding = all_valid and features.shape[1] >= 2 * config.num_views
     pad = None if no_padding else sets.valid  # padding mask for the model, or None
     autocast = (

@@ -69,8 +69,9 @@ from scalevid.eval.config import EvalConfig
 from scalevid.eval.protocol import evaluate
 from scalevid.eval.report import combine, combined_markdown
 from scalevid.extract import ExtractConfig, extract
-from scalevid.folders import RESULTS, RESULTS_TABLE, WEIGHTS
+from scalevid.folders import EXTRACT_RECORD, POINT_RECORD, RESULTS, RESULTS_TABLE, WEIGHTS
 from scalevid.train import TrainConfig, train
+from scalevid.train.config import drop_retired
 
 logger = logging.getLogger(__name__)
 
@@ -423,7 +424,7 @@ def ensure_store(config: ExtractConfig) -> dict[str, Any]:
     (after). A store made with other settings is an error rather than a silent mix.
     """
     store = Path(config.out)
-    record_file = store / "recipe-extract.json"
+    record_file = store / EXTRACT_RECORD
     settings = _settings(config)
     paths = {"list": config.list, "root": config.root}
     if record_file.is_file():
@@ -470,9 +471,10 @@ def check_point(recipe: Recipe, point: Point, *, folder: Path, stores: Path) -> 
         "train": _settings(train_config),
         "eval": _settings(_eval_config(recipe, point, device=None)),
     }
-    record_file = folder / "point.json"
+    record_file = folder / POINT_RECORD
     if record_file.is_file():
         record = json.loads(record_file.read_text())
+        drop_retired(record.get("train", {}).get("pretext", {}))
         changed = [
             f"{stage}.{key}"
             for stage in settings
@@ -554,7 +556,7 @@ def run_recipe(
                 extraction[f"{dataset.store_name}/{split}"] = ensure_store(config)
         else:
             for split in ("train", "test"):
-                record = stores / split / "recipe-extract.json"
+                record = stores / split / EXTRACT_RECORD
                 if record.is_file():
                     extraction[f"{dataset.store_name}/{split}"] = json.loads(record.read_text())
         for point in points:

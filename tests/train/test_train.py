@@ -111,6 +111,15 @@ def test_config_file_and_flags_override(tmp_path):
         load_config(path)
 
 
+def test_a_saved_config_naming_the_one_loss_computation_still_loads():
+    saved = TrainConfig().to_dict()
+    saved["pretext"]["output_sparsity"] = True
+    assert TrainConfig.from_dict(saved) == TrainConfig()
+    saved["pretext"]["output_sparsity"] = False
+    with pytest.raises(ValueError, match="output_sparsity"):
+        TrainConfig.from_dict(saved)
+
+
 def test_resume_equals_uninterrupted(store, tmp_path, monkeypatch):
     base = dict(epochs=3, batch_size=64, checkpoint_every=5)
     full = train(small_config(store, tmp_path / "full", **base))

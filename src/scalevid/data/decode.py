@@ -64,13 +64,9 @@ VIDEO_EXTENSIONS: tuple[str, ...] = (
 )
 
 # Seek when the next wanted frame is more than this many frames ahead; else decode through.
-# Measured with benchmarks/decode_cutover.py (340x256 H.264 at 30 fps, CPU time, 2 shared cores):
-# one seek costs as much as decoding 24 / 41 / 80 / 145 frames straight through for a keyframe
-# every 1 / 2 / 4 / 8.3 s (GOP 30 / 60 / 120 / 250). 80 is the middle of that range; a wrong
-# choice costs |gap - break-even| frames of decoding per jump. With 16 train clips of 16 x 4
-# frames (GOP 2 s), seeking per clip beats one whole-video pass from ~10-16 s of video; at 64 s
-# the whole pass takes 0.61 CPU s, seeking per clip 0.33, this default 0.31; at 128 s 1.05 / 0.38
-# / 0.43. Below ~8 s the three cost the same (the clips cover the whole video).
+# One seek costs as much as decoding 24 to 145 frames straight through, for a keyframe every 1 to
+# 8 s (benchmarks/decode_cutover.py); 80 sits in the middle of that range, and a wrong choice
+# costs only |gap - break-even| frames of decoding per jump.
 SEEK_GAP_FRAMES: int = 80
 
 # A stream that ends more than this many frames before the frames asked of it, and before the end

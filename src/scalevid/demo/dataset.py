@@ -48,10 +48,11 @@ from scalevid.progress import progress_bar
 
 logger = logging.getLogger(__name__)
 
-# The generator's name in dataset.json, kept from when one module did all: folders made before
-# the split into synthetic / render / dataset stay valid.
+# The generator's name and version in dataset.json: a folder whose videos another generator or
+# version drew is not reused. The name stays fixed so that existing folders stay valid; the
+# version changes whenever the same config would draw different pixels.
 GENERATOR = "scalevid.demo.synthetic"
-GENERATOR_VERSION = 2  # 2: vectorised renderer (sprite edges no longer cut at a box)
+GENERATOR_VERSION = 2
 INFO_FILE = "dataset.json"
 CLASSES_FILE = "classes.txt"
 VIDEOS_DIR = "videos"

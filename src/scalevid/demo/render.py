@@ -292,11 +292,6 @@ def iter_video_frames(config: DatasetConfig, split: Split, index: int) -> Iterat
         yield from np.clip(images, 0, 255, out=images).astype(np.uint8)
 
 
-def render_video(config: DatasetConfig, split: Split, index: int) -> np.ndarray:
-    """All frames of video ``index`` of ``split``: (frames, height, width, 3) uint8 RGB."""
-    return np.stack(list(iter_video_frames(config, split, index)))
-
-
 # --------------------------------------------------------------------------------------------
 # Encoding
 # --------------------------------------------------------------------------------------------

@@ -19,7 +19,16 @@ import numpy as np
 from scalevid.progress import progress_bar
 from scalevid.store.errors import CorruptShardError, StoreDataError, StoreError, StoreProblem
 from scalevid.store.files import file_crc32
-from scalevid.store.layout import MANIFEST_FILE, SHARD_FILE, SHARDS_DIR
+from scalevid.store.layout import (
+    BOX_FIELDS,
+    BOXES_FILE,
+    FEATURES_FILE,
+    LABELS_FILE,
+    MANIFEST_FILE,
+    NUM_CLIPS_FILE,
+    SHARD_FILE,
+    SHARDS_DIR,
+)
 from scalevid.store.manifest import Manifest, read_manifest
 from scalevid.store.shards import Shard, load_shard, shard_dirs, shard_json_crc32
 
@@ -92,16 +101,16 @@ def _shard_value_problems(
     if bad_n.size:
         examples = [(shard.video_ids[i], int(shard.num_clips[i])) for i in bad_n[:_MAX_EXAMPLES]]
         yield StoreDataError(
-            f"shard {shard.name}: num_clips.npy has {bad_n.size} value(s) outside [1, K={k}] "
+            f"shard {shard.name}: {NUM_CLIPS_FILE} has {bad_n.size} value(s) outside [1, K={k}] "
             f"(e.g. {examples}); {fix}",
-            path=shard.path / "num_clips.npy",
+            path=shard.path / NUM_CLIPS_FILE,
         )
         return  # box and NaN checks depend on num_clips
     for problem in box_problems(shard.boxes, shard.num_clips, shard.video_ids):
         yield StoreDataError(
-            f"shard {shard.name}: boxes.npy: {problem}; boxes are [flip, t0, y0, x0, t1, y1, x1] "
+            f"shard {shard.name}: {BOXES_FILE}: {problem}; boxes are [{', '.join(BOX_FIELDS)}] "
             f"with coordinates normalised to [0, 1]; {fix}",
-            path=shard.path / "boxes.npy",
+            path=shard.path / BOXES_FILE,
         )
     num_classes = manifest.num_classes
     low = shard.labels < -1
@@ -111,18 +120,18 @@ def _shard_value_problems(
         allowed = f"[-1, {num_classes})" if num_classes else ">= -1"
         examples = [(shard.video_ids[i], int(shard.labels[i])) for i in bad_labels[:_MAX_EXAMPLES]]
         yield StoreDataError(
-            f"shard {shard.name}: labels.npy has {bad_labels.size} label(s) outside {allowed} "
+            f"shard {shard.name}: {LABELS_FILE} has {bad_labels.size} label(s) outside {allowed} "
             f"(e.g. {examples}); fix the labels or class_names in {MANIFEST_FILE} and re-extract",
-            path=shard.path / "labels.npy",
+            path=shard.path / LABELS_FILE,
         )
     if check_values:
         bad_rows = _nonfinite_videos(shard.features, shard.num_clips)
         if bad_rows.size:
             examples = [shard.video_ids[i] for i in bad_rows[:_MAX_EXAMPLES]]
             yield StoreDataError(
-                f"shard {shard.name}: features.npy has NaN/Inf in valid clips of {bad_rows.size} "
+                f"shard {shard.name}: {FEATURES_FILE} has NaN/Inf in valid clips of {bad_rows.size} "
                 f"video(s) (e.g. {examples}); {fix} (if it recurs, run the backbone in float32)",
-                path=shard.path / "features.npy",
+                path=shard.path / FEATURES_FILE,
             )
 
 

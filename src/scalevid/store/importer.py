@@ -16,7 +16,7 @@ from scalevid.data.lists import VideoList, parse_csv
 from scalevid.progress import progress_bar
 from scalevid.store.errors import StoreDataError, StoreError
 from scalevid.store.files import npy_header
-from scalevid.store.layout import FAILURES_FILE, MANIFEST_FILE
+from scalevid.store.layout import BOX_DIM, FAILURES_FILE, MANIFEST_FILE
 from scalevid.store.lock import StoreLock
 from scalevid.store.manifest import Manifest
 from scalevid.store.writer import StoreWriter, complete_ids, reconcile_shards
@@ -69,7 +69,7 @@ def _feature_candidates(video_id: str, features_dir: Path) -> list[Path]:
 def _uniform_boxes(k: int) -> np.ndarray:
     """(k, 7): consecutive equal temporal segments over the full, unflipped frame."""
     i = np.arange(k, dtype=np.float32)
-    boxes = np.zeros((k, 7), np.float32)
+    boxes = np.zeros((k, BOX_DIM), np.float32)
     boxes[:, 0] = 1.0
     boxes[:, 1] = i / k
     boxes[:, 4] = (i + 1) / k

@@ -20,6 +20,7 @@ import numpy as np
 
 from scalevid.store.check import scan_store, valid_clip_mask
 from scalevid.store.errors import StoreError
+from scalevid.store.layout import BOX_DIM, FEATURES_FILE
 from scalevid.store.manifest import Manifest
 from scalevid.store.shards import Shard
 
@@ -59,7 +60,7 @@ class FeatureStore:
         self.num_clips = np.concatenate([s.num_clips for s in shards] or [np.zeros(0, np.int64)])
         self.boxes = np.concatenate(
             [s.boxes.astype(np.float32, copy=False) for s in shards]
-            or [np.zeros((0, k, 7), np.float32)]
+            or [np.zeros((0, k, BOX_DIM), np.float32)]
         )
         self.targets: np.ndarray | None = None
         if any(s.targets is not None for s in shards):
@@ -251,5 +252,5 @@ class FeatureStore:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._features = [
-            np.load(d / "features.npy", mmap_mode="r", allow_pickle=False) for d in self._shard_dirs
+            np.load(d / FEATURES_FILE, mmap_mode="r", allow_pickle=False) for d in self._shard_dirs
         ]

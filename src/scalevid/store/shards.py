@@ -19,10 +19,16 @@ import numpy as np
 from scalevid.store.errors import CorruptShardError
 from scalevid.store.files import npy_header
 from scalevid.store.layout import (
+    BOX_DIM,
+    BOXES_FILE,
+    FEATURES_FILE,
+    LABELS_FILE,
+    NUM_CLIPS_FILE,
     OPTIONAL_SHARD_FILES,
     REQUIRED_SHARD_FILES,
     SHARD_FILE,
     SHARDS_DIR,
+    TARGETS_FILE,
 )
 from scalevid.store.manifest import Manifest
 
@@ -120,11 +126,11 @@ def load_shard(shard_dir: Path, manifest: Manifest) -> Shard:
     meta = read_shard_json(shard_dir)
     n, k, d = meta["count"], manifest.clips_per_video, manifest.dim
     expected: dict[str, tuple[tuple[int, ...], str]] = {
-        "features.npy": ((n, k, d), "float16"),
-        "boxes.npy": ((n, k, 7), "float32"),
-        "num_clips.npy": ((n,), "integer"),
-        "labels.npy": ((n,), "integer"),
-        "targets.npy": ((n,), "float32"),
+        FEATURES_FILE: ((n, k, d), "float16"),
+        BOXES_FILE: ((n, k, BOX_DIM), "float32"),
+        NUM_CLIPS_FILE: ((n,), "integer"),
+        LABELS_FILE: ((n,), "integer"),
+        TARGETS_FILE: ((n,), "float32"),
     }
     names = list(REQUIRED_SHARD_FILES) + [
         f for f in OPTIONAL_SHARD_FILES if (shard_dir / f).exists() or f in meta["files"]
@@ -140,11 +146,11 @@ def load_shard(shard_dir: Path, manifest: Manifest) -> Shard:
         video_ids=list(meta["video_ids"]),
         paths=list(meta["paths"]),
         files=meta["files"],
-        features=arrays["features.npy"],
-        boxes=arrays["boxes.npy"],
-        num_clips=arrays["num_clips.npy"].astype(np.int64),
-        labels=arrays["labels.npy"].astype(np.int64),
-        targets=arrays.get("targets.npy"),
+        features=arrays[FEATURES_FILE],
+        boxes=arrays[BOXES_FILE],
+        num_clips=arrays[NUM_CLIPS_FILE].astype(np.int64),
+        labels=arrays[LABELS_FILE].astype(np.int64),
+        targets=arrays.get(TARGETS_FILE),
     )
 
 
@@ -187,7 +193,7 @@ def _load_shard_file(
         raise fail("is stored in Fortran order; save a C-contiguous array")
     try:
         # Only the features are big; the small per-video arrays are read into RAM.
-        mmap_mode = "r" if path.name == "features.npy" else None
+        mmap_mode = "r" if path.name == FEATURES_FILE else None
         return np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
     except (OSError, ValueError) as e:
         raise fail(f"cannot be read ({e})") from None

@@ -23,7 +23,21 @@ import numpy as np
 from scalevid.store.check import box_problems, checksum_problems
 from scalevid.store.errors import IncompatibleStoreError, StoreDataError, StoreError
 from scalevid.store.files import file_crc32, fsync_path
-from scalevid.store.layout import MANIFEST_FILE, SHARD_FILE, SHARDS_DIR
+from scalevid.store.layout import (
+    BOX_DIM,
+    BOXES_FILE,
+    FEATURES_FILE,
+    LABELS_FILE,
+    MANIFEST_FILE,
+    NUM_CLIPS_FILE,
+    SHARD_FILE,
+    SHARDS_DIR,
+    TARGETS_FILE,
+    is_temp_shard,
+    shard_name,
+    shard_seq,
+    temp_shard_name,
+)
 from scalevid.store.lock import StoreLock
 from scalevid.store.manifest import (
     FORMAT_VERSION,
@@ -153,18 +167,18 @@ def _shard_arrays(videos: Sequence[_PendingVideo], k: int, d: int) -> dict[str, 
     """The .npy files of one shard, by file name: each video padded to K clips with zeros."""
     n = len(videos)
     features = np.zeros((n, k, d), np.float16)  # (n, K, D)
-    boxes = np.zeros((n, k, 7), np.float32)  # (n, K, 7)
+    boxes = np.zeros((n, k, BOX_DIM), np.float32)  # (n, K, 7)
     for i, video in enumerate(videos):
         features[i, : len(video.features)] = video.features
         boxes[i, : len(video.boxes)] = video.boxes
     arrays = {
-        "features.npy": features,
-        "boxes.npy": boxes,
-        "num_clips.npy": np.array([len(v.features) for v in videos], np.int64),
-        "labels.npy": np.array([v.label for v in videos], np.int64),
+        FEATURES_FILE: features,
+        BOXES_FILE: boxes,
+        NUM_CLIPS_FILE: np.array([len(v.features) for v in videos], np.int64),
+        LABELS_FILE: np.array([v.label for v in videos], np.int64),
     }
     if any(v.target is not None for v in videos):
-        arrays["targets.npy"] = np.array(
+        arrays[TARGETS_FILE] = np.array(
             [np.nan if v.target is None else v.target for v in videos], np.float32
         )
     return arrays
@@ -299,8 +313,8 @@ class StoreWriter:
                 f"features have shape {features.shape}, expected (k, {d}) with 1 <= k <= {k_max}"
             )
         k = features.shape[0]
-        if boxes.shape != (k, 7):
-            raise bad(f"boxes have shape {boxes.shape}, expected ({k}, 7)")
+        if boxes.shape != (k, BOX_DIM):
+            raise bad(f"boxes have shape {boxes.shape}, expected ({k}, {BOX_DIM})")
         half = _float16_features(features, bad)
         problems = box_problems(boxes[None], np.array([k]), [video_id])
         if problems:
@@ -320,10 +334,10 @@ class StoreWriter:
         if not self._buffer:
             return
         shards = self.path / SHARDS_DIR
-        while (shards / f"{self.shard_prefix}-{self._next_seq:06d}").exists():
+        while (shards / shard_name(self.shard_prefix, self._next_seq)).exists():
             self._next_seq += 1
-        name = f"{self.shard_prefix}-{self._next_seq:06d}"
-        tmp = shards / f".tmp-{name}-{os.getpid()}"
+        name = shard_name(self.shard_prefix, self._next_seq)
+        tmp = shards / temp_shard_name(name, os.getpid())
         if tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir()
@@ -380,13 +394,11 @@ class StoreWriter:
 
     def _remove_stale_temp_dirs(self) -> None:
         # Temp dirs with our own prefix belong to an earlier, killed run of this writer.
-        pattern = re.compile(rf"^\.tmp-{re.escape(self.shard_prefix)}-\d+-\d+$")
         for p in (self.path / SHARDS_DIR).iterdir():
-            if p.is_dir() and pattern.match(p.name):
+            if p.is_dir() and is_temp_shard(p.name, self.shard_prefix):
                 logger.info("removing %s, left by an interrupted writer", p)
                 shutil.rmtree(p, ignore_errors=True)
 
     def _first_free_seq(self) -> int:
-        pattern = re.compile(rf"^{re.escape(self.shard_prefix)}-(\d+)$")
-        seqs = [int(m.group(1)) for p in shard_dirs(self.path) if (m := pattern.match(p.name))]
-        return max(seqs) + 1 if seqs else 0
+        seqs = [shard_seq(p.name, self.shard_prefix) for p in shard_dirs(self.path)]
+        return max((s for s in seqs if s is not None), default=-1) + 1

@@ -74,8 +74,25 @@ class TrainConfig:
         if isinstance(d.get("model"), dict):
             d["model"] = ModelConfig.from_dict(d["model"])
         if isinstance(d.get("pretext"), dict):
-            d["pretext"] = PretextConfig(**d["pretext"])
+            pretext = drop_retired(dict(d["pretext"]))
+            if "output_sparsity" in pretext:
+                raise ValueError("pretext.output_sparsity: false is no longer supported")
+            d["pretext"] = PretextConfig(**pretext)
         return cls(**d)
+
+
+# Pretext settings that are no longer settings, each with the one value that computed what runs
+# now (bit for bit): configs and records saved with that value still load and match.
+RETIRED_PRETEXT = {"output_sparsity": True}
+
+
+def drop_retired(pretext: dict[str, Any]) -> dict[str, Any]:
+    """Remove from a saved pretext section (in place; also returned) each retired setting that
+    holds its retired value; any other value stays, to be refused by the caller."""
+    for key, value in RETIRED_PRETEXT.items():
+        if key in pretext and pretext[key] == value:
+            del pretext[key]
+    return pretext
 
 
 def load_config(path: str | Path | None = None, **overrides: Any) -> TrainConfig:

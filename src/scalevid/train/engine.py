@@ -16,9 +16,10 @@ from typing import Any, Literal
 
 import torch
 
+from scalevid.distributed import Gather
 from scalevid.folders import CURVES, LAST_CHECKPOINT, METRICS_LOG
 from scalevid.model import ScaleModel
-from scalevid.pretext import Gather, pretext_step
+from scalevid.pretext import pretext_step
 from scalevid.progress import progress_bar
 from scalevid.train.checkpoint import save_checkpoint
 from scalevid.train.config import TrainConfig
@@ -45,6 +46,13 @@ METRICS: dict[str, Literal["sum", "mean"]] = {
 
 class NonFiniteLossError(RuntimeError):
     """The training loss became NaN/Inf; the run stopped and kept its last good checkpoint."""
+
+
+# The run's random streams: each is seeded from (seed, stream, counter), so a resumed or
+# data-parallel run redraws exactly what an uninterrupted single process would.
+EPOCH_ORDER = 0  # the videos' order in an epoch; counter: the epoch
+DROPOUT = 1  # torch's global generator, which dropout draws from; counter: the step
+PRETEXT = 2  # clip sets and masks (`pretext_step`'s generator); counter: the step
 
 
 def _stream_seed(seed: int, stream: int, counter: int) -> int:
@@ -78,7 +86,6 @@ class Trainer:
         self.steps_per_epoch = n // self.config.batch_size  # drop_last
         self.total_steps = self.steps_per_epoch * self.config.epochs
         self.local_batch = self.config.batch_size // self.gather.world
-        self.step_fn = pretext_step
         self.saved_step: int | None = None  # step of the last checkpoint written
         # Known once, on the host: no video needs padding, so steps skip the padding masks.
         stored = self.data.boxes.shape[1]
@@ -99,7 +106,7 @@ class Trainer:
             self.writer = SummaryWriter(str(self.run / "tensorboard"))
 
     def epoch_order(self, epoch: int) -> torch.Tensor:
-        g = torch.Generator().manual_seed(_stream_seed(self.config.seed, 0, epoch))
+        g = torch.Generator().manual_seed(_stream_seed(self.config.seed, EPOCH_ORDER, epoch))
         return torch.randperm(len(self.data), generator=g).to(self.data.index_device)
 
     def fit(self, start_step: int = 0) -> None:
@@ -172,7 +179,7 @@ class Trainer:
             f"{k} {float(metrics[k]):.4g}" for k in ("loss", "mcm_loss", "set_loss") if k in metrics
         )
         kept = (
-            f"the last good checkpoint, {self.run / 'checkpoints' / 'last'} (step "
+            f"the last good checkpoint, {self.run / LAST_CHECKPOINT} (step "
             f"{self.saved_step}), is kept"
             if self.saved_step is not None
             else "no checkpoint had been written yet"
@@ -194,10 +201,10 @@ class Trainer:
         )
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        torch.manual_seed(_stream_seed(cfg.seed, 1, step))  # dropout
-        g = torch.Generator(device=self.device).manual_seed(_stream_seed(cfg.seed, 2, step))
+        torch.manual_seed(_stream_seed(cfg.seed, DROPOUT, step))
+        g = torch.Generator(device=self.device).manual_seed(_stream_seed(cfg.seed, PRETEXT, step))
         features, boxes, num_clips = self.data.batch(index)
-        metrics = self.step_fn(
+        metrics = pretext_step(
             self.model,
             features,
             boxes,

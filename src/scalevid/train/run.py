@@ -13,11 +13,10 @@ import numpy as np
 import torch
 
 from scalevid import __version__
-from scalevid.distributed import process_group
+from scalevid.distributed import Gather, process_group
 from scalevid.folders import CONFIG, LAST_CHECKPOINT, METRICS_LOG
 from scalevid.hardware import autocast_dtype, resolve_device
 from scalevid.model import ScaleModel
-from scalevid.pretext import Gather
 from scalevid.store import FeatureStore
 from scalevid.train.checkpoint import (
     CheckpointError,
@@ -145,7 +144,7 @@ def _resume_step(
         saved_cfg = TrainConfig.from_dict({**saved_config["train"]})
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(
-            f"{last / 'config.json'}: not the config of a scalevid training run ({e}); "
+            f"{last / CONFIG}: not the config of a scalevid training run ({e}); "
             "start without --resume or use another --out"
         ) from None
     _check_resumable(saved_cfg, config)
