@@ -214,3 +214,15 @@ def test_attentive_probe_is_a_set_function_that_ignores_padding():
     moved = boxes.clone()
     moved[0, 0, 1] += 0.5  # the box embedding is part of the token
     assert not torch.allclose(probe(x, moved, valid)[0], out[0])
+
+
+def test_early_stopping_waits_for_min_steps():
+    flat = EarlyStopping(
+        groups=[0],
+        score=lambda weights_of, active: {0: (1.0, 1.0)},
+        every=1,
+        patience=1,
+        min_steps=5,
+    )
+    stopped = [flat.validate(step, lambda m: {}, [0]) for step in range(6)]
+    assert stopped == [set(), set(), set(), set(), {0}, {0}]

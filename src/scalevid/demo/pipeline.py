@@ -99,11 +99,9 @@ class DemoConfig:
     seeds: tuple[int, ...] = (0, 1, 2)
     probes: tuple[str, ...] = tuple(p for p in PROBES if p != "mlp")
     head_epochs: int = 30
-    # One set-probe lr (EvalConfig's grid has two): the step count and the head are still
-    # chosen on validation. Hold-out selection (min_val_videos 0): the demo's 48-video
-    # validation split would otherwise switch to 5-fold cross-validation, 5x the set probes'
-    # cost. `scalevid eval` keeps its defaults.
-    finetune_lrs: tuple[float, ...] = (1e-3,)
+    # Hold-out selection (min_val_videos 0): the demo's 48-video validation split would
+    # otherwise switch to 5-fold cross-validation, 5x the set probes' cost.
+    finetune_lrs: tuple[float, ...] = (1e-3, 3e-3)  # EvalConfig's
     finetune_max_epochs: int = 100  # EvalConfig's: the set probes' schedule, in passes
     finetune_min_steps: int = 100  # EvalConfig's: ... and at least this many steps
     min_val_videos: int = 0  # EvalConfig's: a smaller val split -> 5-fold cross-validation

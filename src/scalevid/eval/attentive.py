@@ -104,6 +104,7 @@ class AttentiveProbe(nn.Module):
         self.blocks = nn.ModuleList(
             Block(in_dim, heads, config.mlp_ratio, dropout) for _ in range(config.blocks)
         )
+        self.norm_in = nn.LayerNorm(in_dim)
         self.norm_tokens = nn.LayerNorm(in_dim)
         self.pool = AttentivePooling(in_dim, heads)
         self.norm_mlp = nn.LayerNorm(in_dim)
@@ -114,12 +115,16 @@ class AttentiveProbe(nn.Module):
         self.head = nn.Linear(in_dim, out_dim)
         self.apply(_init)
         nn.init.normal_(self.pool.query, std=0.02)
+        if self.box_embed is not None:  # torch's default init: an O(1) box signal from the start
+            for layer in self.box_embed:
+                if isinstance(layer, nn.Linear):
+                    layer.reset_parameters()
 
     def forward(
         self, features: torch.Tensor, boxes: torch.Tensor, valid: torch.Tensor
     ) -> torch.Tensor:
         """features (B, S, F), boxes (B, S, 7), valid (B, S) bool -> outputs (B, 1, C)."""
-        x = features
+        x = self.norm_in(features)  # (B, S, F): features of any scale, next to the box embedding
         if self.box_embed is not None:
             x = x + self.box_embed(boxes)  # (B, S, F)
         mask = valid[:, None, None, :]  # (B, 1, 1, S)

@@ -35,7 +35,7 @@ class EvalConfig:
     point trains on a warm-up + cosine schedule of finetune_max_epochs passes over the train
     split (at least finetune_min_steps, at most finetune_max_steps steps), is validated every
     `validate_every` steps (0: every two passes, at least 10 steps) and stops after `patience`
-    validations without a better point; the best (grid point, step) is chosen, and the refit
+    validations without a better point (never before finetune_min_steps); the best (grid point, step) is chosen, and the refit
     on the whole train split replays that schedule up to the chosen step.
     Selection uses a held-out val_fraction of train, or cv_folds-fold cross-validation when that
     would hold fewer than min_val_videos videos (0 = never).
@@ -74,12 +74,12 @@ class EvalConfig:
     # set and attentive probes: training settings shared by both families
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     finetune_max_epochs: int = 100  # the schedule: passes over the train split ...
-    finetune_min_steps: int = 100  # ... but at least this many optimizer steps
+    finetune_min_steps: int = 100  # ... but at least this many steps; no early stop before
     finetune_max_steps: int = 2000  # ... and at most this many
     validate_every: int = 0  # steps between validations; 0 = two passes, at least 10 steps
-    patience: int = 4  # validations without a better point before a grid point stops
+    patience: int = 5  # validations without a better point before a grid point stops
     # transformer / scale_ft
-    finetune_lrs: tuple[float, ...] = (3e-4, 1e-3)
+    finetune_lrs: tuple[float, ...] = (1e-3, 3e-3)
     finetune_heads: tuple[SetHead, ...] = SET_HEADS
     scale_ft_lr_scale: float = field(default=1.0, metadata=NOT_CACHED)  # predictor lr / head lr
     transformer_hidden: int = 256
@@ -87,7 +87,7 @@ class EvalConfig:
     transformer_heads: int = 8
     # attentive / scale_attentive
     attentive: AttentiveConfig = field(default_factory=AttentiveConfig)
-    attentive_lrs: tuple[float, ...] = (3e-4, 1e-3)
+    attentive_lrs: tuple[float, ...] = (1e-3, 3e-3)
     attentive_weight_decays: tuple[float, ...] = (0.01, 0.1)
     # running
     embed_batch_size: int = runtime(256, metadata=NOT_CACHED)

@@ -98,13 +98,15 @@ class EarlyStopping:
     groups[m]: the group of model m (a grid point; its members are its folds). Every `every`
     steps `score(weights_of, active)` scores the groups with an active member (weights_of(m) is
     model m's current weights); a group stops once `patience` validations have passed without a
-    new best point (``Curve.add``).
+    new best point (``Curve.add``), but not before `min_steps` steps (a curve can sit on a
+    plateau before the signal is found).
     """
 
     groups: Sequence[int]
     score: GroupScorer
     every: int
     patience: int
+    min_steps: int = 0
     curves: dict[int, Curve] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -119,7 +121,7 @@ class EarlyStopping:
         for g, (metric, loss) in scores.items():
             curve = self.curves[g]
             curve.add(step + 1, metric, loss)
-            if curve.since_best() >= self.patience:
+            if curve.since_best() >= self.patience and step + 1 >= self.min_steps:
                 stopped.add(g)
         return stopped
 
@@ -181,8 +183,7 @@ class GridTrainer:
         while self.active and step < total:
             self._step(step)
             done = [m for m in self.active if self.stop_steps[m] == step + 1]
-            due = done or (step + 1) % self.stopping.every == 0 if self.stopping else False
-            if self.stopping is not None and due:  # every `every` steps, and at every stop
+            if self.stopping is not None and (done or (step + 1) % self.stopping.every == 0):
                 groups = self.stopping.validate(step, self._weights_of, self.active)
                 done += [m for m in self.active if self.stopping.groups[m] in groups]
             self._retire(set(done), step)

@@ -296,6 +296,7 @@ def _select_steps(
                 score=_pooled_scorer(template, jobs, vals, y_val, ctx.task),
                 every=every,
                 patience=cfg.patience,
+                min_steps=cfg.finetune_min_steps,
             )
 
         trained = train_set_grid(
