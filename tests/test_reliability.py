@@ -9,6 +9,7 @@ bad input gives a one-line error naming the file and the fix (exit code 2, no tr
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -755,3 +756,160 @@ def test_object_array_npy_given_to_import_is_reported_as_such(tmp_path):
     )
     [failure] = report.failures
     assert "Python objects" in failure.reason and "truncated" not in failure.reason
+
+
+# ====================================================================== round 2 (issue 20)
+
+TINY_YAML = {"model": TINY_MODEL, "epochs": 1, "batch_size": 16, "log_every": 1}
+
+
+def tiny_settings(tmp_path: Path) -> Path:
+    settings = tmp_path / "tiny.yaml"
+    settings.write_text(json.dumps(TINY_YAML))
+    return settings
+
+
+def train_argv(store: Path, run: Path, settings: Path, *extra: str) -> list[str]:
+    return [
+        "-q",
+        "train",
+        "--store",
+        str(store),
+        "--out",
+        str(run),
+        "--config",
+        str(settings),
+        "--no-progress",
+        *extra,
+    ]
+
+
+def plant_link(path: Path, outside: Path) -> None:
+    """A symbolic link at an output path, pointing at a file outside the output folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    path.symlink_to(outside)
+
+
+def assert_not_written_through(outside: Path, code: int, link: Path, capsys) -> None:
+    """The file behind the link is untouched; the command either replaced the link by its own
+    file (exit 0) or refused in one line naming the link (exit 2)."""
+    assert outside.read_text() == "precious", link
+    if code == 0:
+        assert not link.is_symlink() and link.is_file(), link
+    else:
+        assert code == 2, link
+        line = one_line_error(capsys)
+        assert str(link) in line and "symbolic link" in line, line
+
+
+# ---------------------------------------------------- R1-2. writes never follow a link
+
+
+def _import_argv(tmp_path: Path, out: Path) -> list[str]:
+    npy = tmp_path / "npy"
+    npy.mkdir(exist_ok=True)
+    np.save(npy / "a.npy", np.ones((CLIPS, DIM), np.float32))
+    (tmp_path / "list.txt").write_text("a.mp4 0\nmissing.mp4 1\n")
+    return [
+        "-q",
+        "import",
+        "--features",
+        str(npy),
+        "--list",
+        str(tmp_path / "list.txt"),
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
+
+
+@pytest.mark.parametrize("name", ["failures.jsonl", ".writer.lock", ".commit.lock"])
+def test_import_never_writes_through_a_link(name, tmp_path, capsys):
+    """R1: `STORE/failures.jsonl` (or a lock file) replaced by a link to a file outside the
+    store: `import` used to truncate the outside file. Now nothing outside is written."""
+    outside = tmp_path / "outside.txt"
+    outside.write_text("precious")
+    out = tmp_path / "s"
+    plant_link(out / name, outside)
+    code = main(_import_argv(tmp_path, out))
+    assert_not_written_through(outside, code, out / name, capsys)
+
+
+RUN_FILES = ["curves.png", "config.json", "metrics.jsonl"]
+
+
+@pytest.mark.parametrize("name", RUN_FILES)
+def test_train_never_writes_through_a_link(name, store, tmp_path, capsys):
+    """R2: `RUN/curves.png` (or any other file of a run folder) replaced by a link to an
+    outside file: `train --resume` overwrote it. Now the link is replaced, or refused."""
+    settings, run = tiny_settings(tmp_path), tmp_path / "run"
+    assert main(train_argv(store, run, settings)) == 0
+    outside = tmp_path / "outside.txt"
+    outside.write_text("precious")
+    plant_link(run / name, outside)
+    code = main(train_argv(store, run, settings, "--resume"))
+    assert_not_written_through(outside, code, run / name, capsys)
+
+
+def test_checkpoint_save_never_writes_through_a_link(store, tmp_path):
+    """R2, checkpoints: a link planted at the checkpoint's temporary folder, or at the
+    checkpoint folder itself, is removed or renamed, never written through or deleted into."""
+    settings, run = tiny_settings(tmp_path), tmp_path / "run"
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep.txt").write_text("precious")
+    plant_link(run / "checkpoints" / f".tmp-last-{os.getpid()}", outside)
+    assert main(train_argv(store, run, settings)) == 0
+    assert sorted(p.name for p in outside.iterdir()) == ["keep.txt"]
+    run = tmp_path / "run2"
+    plant_link(run / "checkpoints" / "last", outside)
+    assert main(train_argv(store, run, settings)) == 0
+    assert sorted(p.name for p in outside.iterdir()) == ["keep.txt"]
+    assert (run / "checkpoints" / "last" / "model.safetensors").is_file()
+    assert (outside / "keep.txt").read_text() == "precious"
+
+
+EVAL_FILES = ["results.json", "results.md", "predictions.npz", "splits/seed0.npz", "probes.png"]
+
+
+@pytest.mark.parametrize("name", EVAL_FILES)
+def test_eval_never_writes_through_a_link(name, store, tmp_path, capsys):
+    """R1-2, evaluation: a link at any file of the report folder is replaced, not followed."""
+    outside = tmp_path / "outside.txt"
+    outside.write_text("precious")
+    out = tmp_path / "e"
+    plant_link(out / name, outside)
+    argv = ["-q", "eval", "--train", str(store), "--test", str(store), "--out", str(out)]
+    code = main([*argv, "--probes", "knn", "--seeds", "0", "--no-progress"])
+    assert_not_written_through(outside, code, out / name, capsys)
+
+
+@pytest.mark.parametrize("name", ["embeddings.npy", "video_ids.txt"])
+def test_embed_never_writes_through_a_link(name, store, run_folder, tmp_path, capsys):
+    """R1-2, embeddings: a link at either output file is replaced, not followed."""
+    outside = tmp_path / "outside.txt"
+    outside.write_text("precious")
+    out = tmp_path / "m"
+    plant_link(out / name, outside)
+    argv = ["-q", "embed", "--store", str(store), "--run", str(run_folder), "--out", str(out)]
+    code = main([*argv, "--no-progress"])
+    assert_not_written_through(outside, code, out / name, capsys)
+
+
+@pytest.mark.parametrize("name", ["extract-config.json", "failures.jsonl"])
+def test_extract_never_writes_through_a_link(name, two_videos, tmp_path, capsys):
+    """R1-2, extraction: a link at the store's config record or failure logs is replaced or
+    refused, never followed."""
+    outside = tmp_path / "outside.txt"
+    outside.write_text("precious")
+    listing = tmp_path / "list.csv"
+    listing.write_text(f"{two_videos[0]} 0\n{tmp_path / 'gone.mp4'} 1\n")
+    out = tmp_path / "s"
+    plant_link(out / name, outside)
+    argv = ["-q", "extract", "--list", str(listing), "--out", str(out), "--workers", "0"]
+    argv += ["--num-clips", "2", "--backbone", "module", "--no-progress"]
+    code = main([*argv, "--weights", "tests.tiny_backbone:build_pair"])
+    if code == 1:  # finished with the missing video recorded
+        code = 0
+    assert_not_written_through(outside, code, out / name, capsys)

@@ -43,6 +43,7 @@ from scalevid.data.lists import VideoItem, VideoList
 from scalevid.data.read import sample_and_read
 from scalevid.distributed import process_group
 from scalevid.hardware import resolve_device
+from scalevid.outfiles import open_append, write_text
 from scalevid.progress import progress_bar
 from scalevid.store import Manifest, StoreLock, StoreLockedError, StoreWriter
 
@@ -296,7 +297,7 @@ class _Outcomes:
         """Record a video that is skipped; the run goes on."""
         failure = {"video_id": item.video_id, "path": str(item.path), "reason": reason}
         self.report.failures.append(failure)
-        with open(self.failures_file, "a") as f:
+        with open_append(self.failures_file) as f:
             f.write(json.dumps(failure) + "\n")
         logger.warning("skipping %s: %s", item.path, reason)
 
@@ -348,8 +349,9 @@ def _extract(config: ExtractConfig, rank: int, world: int, device: torch.device)
         out, manifest, shard_prefix=prefix, shard_size=config.shard_size, lock=False
     )  # the job's lock is held by `extract`
     if rank == 0:
-        (out / "extract-config.json").write_text(
-            json.dumps({**asdict(config), "scalevid_version": __version__}, indent=2)
+        write_text(
+            out / "extract-config.json",
+            json.dumps({**asdict(config), "scalevid_version": __version__}, indent=2),
         )
     done = writer.done_ids()
     mine = [it for i, it in enumerate(items) if i % world == rank]
@@ -512,5 +514,5 @@ def merge_failures(store: Path) -> Path:
     for part in sorted(store.glob("failures-r*.jsonl")):
         rows.extend(line for line in part.read_text().splitlines() if line.strip())
     path = store / "failures.jsonl"
-    path.write_text("".join(row + "\n" for row in rows))
+    write_text(path, "".join(row + "\n" for row in rows))
     return path

@@ -93,6 +93,7 @@ from scalevid.eval.splits import (
 )
 from scalevid.hardware import resolve_device
 from scalevid.model import ModelConfig, ScaleModel
+from scalevid.outfiles import replace_file
 from scalevid.store import FeatureStore
 
 logger = logging.getLogger(__name__)
@@ -656,7 +657,8 @@ def _seed_split(seed: int, ctx: _Context, scored: _Scored, *, out: Path) -> Spli
         min_val_videos=cfg.min_val_videos,
         cv_folds=cfg.cv_folds,
     )
-    np.savez(out / "splits" / f"seed{seed}.npz", **split.arrays())
+    arrays = split.arrays()
+    replace_file(out / "splits" / f"seed{seed}.npz", lambda f: np.savez(f, **arrays))
     return split
 
 

@@ -13,6 +13,7 @@ from typing import IO
 import numpy as np
 
 from scalevid.data.lists import VideoList, parse_csv
+from scalevid.outfiles import open_truncate
 from scalevid.progress import progress_bar
 from scalevid.store.errors import StoreDataError, StoreError
 from scalevid.store.files import npy_header
@@ -154,7 +155,7 @@ def import_npy_folder(
         existing = reconcile_shards(out) if (out / MANIFEST_FILE).exists() else None
         done = set(complete_ids(out)) if existing else set()
         report = ImportReport(store=out, listed=len(videos), imported=0, skipped_existing=0)
-        with open(out / FAILURES_FILE, "w") as failures_log:
+        with open_truncate(out / FAILURES_FILE) as failures_log:
             failures = _FailureLog(report, failures_log)
             # Pass 1 reads every header, to fix K and D before anything is written.
             candidates = _find_features(videos, features_dir, done, report, failures, progress)

@@ -6,6 +6,7 @@ import fcntl
 import os
 from pathlib import Path
 
+from scalevid.outfiles import open_lock_file
 from scalevid.store.errors import StoreLockedError
 from scalevid.store.layout import LOCK_FILE
 
@@ -35,7 +36,7 @@ class StoreLock:
             return self
         self.path.mkdir(parents=True, exist_ok=True)
         lock_file = self.path / LOCK_FILE
-        fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = open_lock_file(lock_file)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

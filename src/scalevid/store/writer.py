@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from scalevid.outfiles import create_new, reraise_if_full, save_npy
 from scalevid.store.check import box_problems, checksum_problems
 from scalevid.store.errors import IncompatibleStoreError, StoreDataError, StoreError
 from scalevid.store.files import file_crc32, fsync_path
@@ -172,10 +173,14 @@ def _shard_arrays(videos: Sequence[_PendingVideo], k: int, d: int) -> dict[str, 
 
 def _save_npy(path: Path, array: np.ndarray) -> dict[str, int]:
     """np.save + fsync; returns the {"bytes", "crc32"} entry for shard.json."""
-    with open(path, "wb") as f:
-        np.save(f, array, allow_pickle=False)
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with create_new(path) as f:
+            save_npy(f, array)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        reraise_if_full(e, path)
+        raise
     return {"bytes": path.stat().st_size, "crc32": file_crc32(path)}
 
 
@@ -324,7 +329,9 @@ class StoreWriter:
             self._next_seq += 1
         name = f"{self.shard_prefix}-{self._next_seq:06d}"
         tmp = shards / f".tmp-{name}-{os.getpid()}"
-        if tmp.exists():
+        if tmp.is_symlink():
+            tmp.unlink()
+        elif tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir()
         videos = self._buffer
@@ -338,13 +345,14 @@ class StoreWriter:
                 "paths": [v.path for v in videos],
                 "files": files,
             }
-            with open(tmp / SHARD_FILE, "w") as f:
-                json.dump(meta, f)
+            with create_new(tmp / SHARD_FILE) as f:
+                f.write(json.dumps(meta).encode())
                 f.flush()
                 os.fsync(f.fileno())
             os.rename(tmp, shards / name)
-        except BaseException:
+        except BaseException as e:
             shutil.rmtree(tmp, ignore_errors=True)
+            reraise_if_full(e, tmp / SHARD_FILE)
             raise
         fsync_path(shards)
         # The commit: a kill before it leaves a complete, unlisted shard that the next writer
@@ -375,8 +383,8 @@ class StoreWriter:
         # The buffered videos are complete and valid: keep them, but never mask the error.
         try:
             self.close()
-        except Exception:
-            logger.exception("could not flush the last shard of %s", self.path)
+        except Exception as e:  # a full disk, usually: the error being raised says more
+            logger.error("could not flush the last shard of %s: %s", self.path, e)
 
     def _remove_stale_temp_dirs(self) -> None:
         # Temp dirs with our own prefix belong to an earlier, killed run of this writer.

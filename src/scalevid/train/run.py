@@ -17,6 +17,7 @@ from scalevid.distributed import process_group
 from scalevid.folders import CONFIG, LAST_CHECKPOINT, METRICS_LOG
 from scalevid.hardware import autocast_dtype, resolve_device
 from scalevid.model import ScaleModel
+from scalevid.outfiles import write_text
 from scalevid.pretext import Gather
 from scalevid.store import FeatureStore
 from scalevid.train.checkpoint import (
@@ -64,7 +65,7 @@ def _train(config: TrainConfig, resume: bool, gather: Gather, device: torch.devi
         "scalevid_version": __version__,
     }
     if gather.rank == 0:
-        (run / CONFIG).write_text(json.dumps(full_config, indent=2, sort_keys=True))
+        write_text(run / CONFIG, json.dumps(full_config, indent=2, sort_keys=True))
     data = load_train_data(store, config, device)
     trainer = Trainer(
         config=config,
@@ -196,7 +197,7 @@ def _truncate_metrics(path: Path, step: int) -> None:
                 kept.append(line)
         except (ValueError, KeyError, TypeError):  # a row torn by a kill; redone anyway
             continue
-    path.write_text("".join(line + "\n" for line in kept))
+    write_text(path, "".join(line + "\n" for line in kept))
 
 
 def _check_resumable(saved: TrainConfig, now: TrainConfig) -> None:
