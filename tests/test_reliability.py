@@ -913,3 +913,57 @@ def test_extract_never_writes_through_a_link(name, two_videos, tmp_path, capsys)
     if code == 1:  # finished with the missing video recorded
         code = 0
     assert_not_written_through(outside, code, out / name, capsys)
+
+
+# -------------------------------------------------------- R3. a label with spaces
+
+
+def test_unquoted_label_with_spaces_is_an_error_naming_the_line(tmp_path, capsys):
+    """R3: `v1.mp4 class a` used to become the path `v1.mp4 class` with the class `a`, merging
+    "class a" and "type a". An unquoted label with spaces is an error naming file:line; a
+    quoted one is read as written."""
+    features = tmp_path / "npy"
+    features.mkdir()
+    for i in (1, 2, 3):
+        np.save(features / f"v{i}.npy", np.ones((2, DIM), np.float32))
+    listing = tmp_path / "list.txt"
+    listing.write_text("v1.mp4 class a\nv2.mp4 type a\nv3.mp4 class b\n")
+    argv = ["-q", "import", "--features", str(features), "--list", str(listing)]
+    assert main([*argv, "--out", str(tmp_path / "s"), "--no-progress"]) == 2
+    line = one_line_error(capsys)
+    assert f"{listing}:1:" in line and "quote the label" in line
+    assert not (tmp_path / "s" / MANIFEST_FILE).exists()
+    listing.write_text('v1.mp4 "class a"\nv2.mp4 "type a"\nv3.mp4,class b\n')
+    assert [(v.video_id, v.label) for v in parse_csv(listing)] == [("v1", 0), ("v2", 2), ("v3", 1)]
+    assert parse_csv(listing).class_names == ["class a", "class b", "type a"]
+
+
+# ------------------------------------------- R4. a re-import that would change a video
+
+
+def _reimport(tmp_path: Path, listing: str, dim: int = DIM) -> int:
+    features = tmp_path / f"npy{dim}"
+    features.mkdir(exist_ok=True)
+    for i in range(3):
+        np.save(features / f"v{i}.npy", np.ones((2, dim), np.float32))
+    (tmp_path / "list.txt").write_text(listing)
+    argv = ["-q", "import", "--features", str(features), "--list", str(tmp_path / "list.txt")]
+    return main([*argv, "--out", str(tmp_path / "s"), "--no-progress"])
+
+
+def test_reimport_with_other_labels_or_feature_size_is_an_error_naming_the_ids(tmp_path, capsys):
+    """R4: re-importing a list with corrected labels (or features of another dimension) for
+    ids already in the store said "3 already there" and kept the old ones. Now it is an error
+    naming the ids, and the store is unchanged; an identical re-run still resumes."""
+    assert _reimport(tmp_path, "v0.mp4 a\nv1.mp4 b\nv2.mp4 a\n") == 0
+    before = json.loads((tmp_path / "s" / MANIFEST_FILE).read_text())
+    assert _reimport(tmp_path, "v0.mp4 a\nv1.mp4 a\nv2.mp4 b\n") == 2
+    line = one_line_error(capsys)
+    assert "another label" in line and "v1 ('b' -> 'a')" in line and "v2" in line
+    assert str(tmp_path / "s") in line and "v0 " not in line
+    assert _reimport(tmp_path, "v0.mp4 a\nv1.mp4 b\nv2.mp4 a\n", dim=DIM * 2) == 2
+    line = one_line_error(capsys)
+    assert "features of another size" in line and f"v0 (2x{DIM} -> 2x{2 * DIM})" in line
+    assert json.loads((tmp_path / "s" / MANIFEST_FILE).read_text()) == before
+    assert _reimport(tmp_path, "v0.mp4 a\nv1.mp4 b\nv2.mp4 a\n") == 0
+    assert "3 already there" in capsys.readouterr().out
