@@ -75,6 +75,8 @@ def make_store(
     shard_size: int = 16,
     seed: int = 0,
     by_class_name: bool = False,
+    backbone: str = "toy",
+    dim: int = DIM,
 ) -> Path:
     """A store of `videos` videos in shards of `shard_size` (3 shards by default). With
     `by_class_name` a video's features are near a centre chosen by its class *name*, so a
@@ -82,9 +84,9 @@ def make_store(
     rng = np.random.default_rng(seed)
     names = class_names if class_names is not None else [f"c{i}" for i in range(CLASSES)]
     manifest = Manifest(
-        dim=DIM,
+        dim=dim,
         clips_per_video=clips,
-        backbone="toy",
+        backbone=backbone,
         sampling={"mode": "train"},
         dataset="toy",
         class_names=names,
@@ -92,10 +94,10 @@ def make_store(
     with StoreWriter(path, manifest, shard_size=shard_size) as w:
         for i in range(videos):
             label = i % len(names)
-            features = rng.standard_normal((clips, DIM))
+            features = rng.standard_normal((clips, dim))
             if by_class_name:
                 centre = np.random.default_rng(zlib.crc32(names[label].encode()))
-                features = 0.3 * features + 3 * centre.standard_normal(DIM)
+                features = 0.3 * features + 3 * centre.standard_normal(dim)
             w.add(
                 video_id=f"v{i:03d}",
                 path=f"v{i:03d}.mp4",
@@ -967,3 +969,161 @@ def test_reimport_with_other_labels_or_feature_size_is_an_error_naming_the_ids(t
     assert json.loads((tmp_path / "s" / MANIFEST_FILE).read_text()) == before
     assert _reimport(tmp_path, "v0.mp4 a\nv1.mp4 b\nv2.mp4 a\n") == 0
     assert "3 already there" in capsys.readouterr().out
+
+
+# ------------------------------------------ R5. stores and runs of different backbones
+
+
+def _eval_argv(train_store: Path, test_store: Path, out: Path, *extra: str) -> list[str]:
+    argv = ["-q", "eval", "--train", str(train_store), "--test", str(test_store)]
+    return [*argv, "--out", str(out), "--probes", "knn", "--seeds", "0", "--no-progress", *extra]
+
+
+def test_stores_and_runs_of_other_backbones_are_refused_unless_asked(
+    store, run_folder, tmp_path, capsys
+):
+    """R5: a train store, test store and run from different backbones (same D) were evaluated
+    without a word. Now eval, embed and search refuse in one line naming what differs, unless
+    --allow-other-features says it is meant."""
+    other = make_store(tmp_path / "other", videos=16, backbone="videomae")
+    assert main(_eval_argv(store, other, tmp_path / "e")) == 2
+    line = one_line_error(capsys)
+    assert "backbone" in line and "'toy'" in line and "'videomae'" in line
+    assert str(other) in line and "--allow-other-features" in line
+    assert not (tmp_path / "e" / "results.json").exists()
+    for command in (
+        ["embed", "--store", str(other), "--run", str(run_folder), "--out", str(tmp_path / "m")],
+        ["search", "--store", str(other), "--run", str(run_folder), "--query", "v000"],
+    ):
+        assert main(["-q", *command]) == 2, command
+        line = one_line_error(capsys)
+        assert "the run's training store" in line and "'videomae'" in line, command
+    assert main(_eval_argv(store, other, tmp_path / "e", "--allow-other-features")) == 0
+
+
+# ------------------------------------------------ R6. a run that is still training
+
+
+def test_a_run_without_final_weights_is_refused_and_the_step_is_recorded(
+    store, run_folder, tmp_path, capsys
+):
+    """R6: `eval --run RUN` while RUN was still training loaded checkpoints/last at an unknown
+    step. Now a run folder without its final weights is refused (naming the checkpoint to pass
+    instead), and results.json records the training step of the weights it used."""
+    run = Path(shutil.copytree(run_folder, tmp_path / "run"))
+    (run / "model.safetensors").unlink()  # as while training: only checkpoints/last exists
+    for argv in (
+        _eval_argv(store, store, tmp_path / "e", "--run", str(run)),
+        ["-q", "embed", "--store", str(store), "--run", str(run), "--out", str(tmp_path / "m")],
+    ):
+        assert main(argv) == 2
+        line = one_line_error(capsys)
+        assert "no final model.safetensors" in line and str(run / "checkpoints" / "last") in line
+    last = run / "checkpoints" / "last"
+    assert main(_eval_argv(store, store, tmp_path / "e", "--run", str(last))) == 0
+    assert json.loads((tmp_path / "e" / "results.json").read_text())["run_step"] == 3
+    assert main(_eval_argv(store, store, tmp_path / "f", "--run", str(run_folder))) == 0
+    assert json.loads((tmp_path / "f" / "results.json").read_text())["run_step"] == 3
+
+
+# ------------------------------------------------ R7. two trainers on one run folder
+
+
+def test_second_trainer_on_one_run_folder_is_refused_at_once(store, tmp_path, capsys):
+    """R7: two `scalevid train` on the same --out both exited 0 and metrics.jsonl held every
+    step twice. A run folder has an OS lock as a store does: the second trainer stops at once,
+    naming the first one's pid, and writes nothing."""
+    run = tmp_path / "run"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from scalevid.train.run import RUN_REFUSAL; from scalevid.store import StoreLock; "
+            f"lock = StoreLock({str(run)!r}, refusal=RUN_REFUSAL).acquire(); "
+            "print('ready', flush=True); input()",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        assert main(train_argv(store, run, tiny_settings(tmp_path))) == 2
+        line = one_line_error(capsys)
+        assert "being trained by another process" in line and str(holder.pid) in line
+        assert str(run) in line
+        assert not (run / "metrics.jsonl").exists()
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+    assert main(train_argv(store, run, tiny_settings(tmp_path))) == 0
+
+
+# ----------------------------------------- R8-9, R15-18. one line for every user mistake
+
+
+def test_negative_loss_weights_are_refused_up_front(store, tmp_path, capsys):
+    """R8: `--mcm-weight -1` switched MCM off silently and config.json recorded -1."""
+    for flag in ("--mcm-weight", "--set-weight"):
+        argv = train_argv(store, tmp_path / "r", tiny_settings(tmp_path), flag, "-1")
+        assert main(argv) == 2, flag
+        line = one_line_error(capsys)
+        assert flag in line and "must be >= 0" in line, flag
+        assert not (tmp_path / "r" / "config.json").exists()
+
+
+def test_search_k_below_one_is_refused(store, run_folder, capsys):
+    """R9: `search -k 0` / `-k -5` exited 0 with no output."""
+    for k in ("0", "-5"):
+        argv = ["-q", "search", "--store", str(store), "--run", str(run_folder), "--query", "v000"]
+        assert main([*argv, "-k", k]) == 2, k
+        assert f"-k {k}" in one_line_error(capsys)
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "key"),
+    [("model: {hidden: [1, 2]}\n", "'model.hidden' must be an integer"), ("model: 5\n", "'model'")],
+)
+def test_config_values_of_the_wrong_kind_are_named(yaml_text, key, store, tmp_path, capsys):
+    """R15: YAML `model: {hidden: [1, 2]}` and `model: 5` gave raw TypeError / AttributeError
+    tracebacks. Now one line names the file and the key."""
+    settings = tmp_path / "bad.yaml"
+    settings.write_text(yaml_text)
+    assert main(train_argv(store, tmp_path / "r", settings)) == 2
+    line = one_line_error(capsys)
+    assert str(settings) in line and key in line
+
+
+def test_cuda_device_without_cuda_is_one_line(store, tmp_path, capsys, monkeypatch):
+    """R16: `--device cuda` on a machine without CUDA ended in a 16-line traceback."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    argv = train_argv(store, tmp_path / "r", tiny_settings(tmp_path), "--device", "cuda")
+    assert main(argv) == 2
+    line = one_line_error(capsys)
+    assert "--device 'cuda'" in line and "CUDA is not available" in line
+
+
+def test_embed_and_search_with_a_run_of_another_feature_size_are_one_line(
+    run_folder, tmp_path, capsys
+):
+    """R17: embed / search with a run of one D on a store of another ended in a raw matmul
+    traceback (eval refused the same mismatch in one line)."""
+    wide = make_store(tmp_path / "wide", videos=16, dim=2 * DIM)
+    for command in (
+        ["embed", "--store", str(wide), "--run", str(run_folder), "--out", str(tmp_path / "m")],
+        ["search", "--store", str(wide), "--run", str(run_folder), "--query", "v000"],
+    ):
+        assert main(["-q", *command, "--allow-other-features"]) == 2, command
+        line = one_line_error(capsys)
+        assert f"dim: store {wide} has {2 * DIM}" in line and f"has {DIM}" in line, command
+
+
+def test_repeated_probe_names_are_refused_before_any_probe_runs(store, tmp_path, capsys):
+    """R18: `eval --probes knn knn` failed with "zip() argument 2 is longer than argument 1"
+    after the probes ran."""
+    argv = _eval_argv(store, store, tmp_path / "e")
+    argv.insert(argv.index("knn") + 1, "knn")
+    assert main(argv) == 2
+    line = one_line_error(capsys)
+    assert "--probes" in line and "knn" in line and "more than once" in line
+    assert not (tmp_path / "e").exists() or not any((tmp_path / "e").iterdir())

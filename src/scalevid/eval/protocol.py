@@ -460,6 +460,7 @@ def evaluate(
         cache = BaselineCache(Path(baseline_cache), train_store, test_store)
     runs, seed_info, reused = _run_seeds(probes, ctx, scored, out=out, cache=cache)
     meta = _meta(train_store, test_store, run, scored, skipped=skipped, reused=reused)
+    meta["run_step"] = None if model is None else model.weights_step  # which weights were used
     results = _summarise(
         runs, y_test=scored.y_test, task=task, config=config, seed_info=seed_info, meta=meta
     )

@@ -174,6 +174,23 @@ def manifest_differences(store: Manifest, writer: Manifest) -> list[str]:
     ]
 
 
+# What makes two stores' features the same kind of vector (a probe or a run trained on one
+# reads the other): the backbone, its preprocessing, the clip length and the feature size.
+FEATURE_IDENTITY_FIELDS = ("backbone", "preprocessing", "clip_frames", "clip_stride", "dim")
+
+
+def feature_differences(named: dict[str, Manifest]) -> list[str]:
+    """One "key: A has ..., B has ..." line per identity field that differs between the first
+    manifest of `named` (name -> manifest) and any other."""
+    (first, base), *others = named.items()
+    return [
+        f"{key}: {first} has {getattr(base, key)!r}, {name} has {getattr(other, key)!r}"
+        for name, other in others
+        for key in FEATURE_IDENTITY_FIELDS
+        if getattr(base, key) != getattr(other, key)
+    ]
+
+
 def read_manifest(root: Path) -> Manifest:
     """Parse root/manifest.json; StoreNotFoundError or StoreFormatError say what is wrong."""
     if not root.is_dir():

@@ -280,7 +280,7 @@ class Trainer:
         save_checkpoint(
             self.run / LAST_CHECKPOINT,
             model=self.model,
-            config=self.full_config,
+            config={**self.full_config, "step": step},  # the step its weights are of
             optimizer=self.optimizer,
             trainer_state={"step": step, "epoch": step // max(1, self.steps_per_epoch)},
         )
