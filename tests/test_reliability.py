@@ -1127,3 +1127,59 @@ def test_repeated_probe_names_are_refused_before_any_probe_runs(store, tmp_path,
     line = one_line_error(capsys)
     assert "--probes" in line and "knn" in line and "more than once" in line
     assert not (tmp_path / "e").exists() or not any((tmp_path / "e").iterdir())
+
+
+# ------------------------------------------------------- R19. a file name too long
+
+
+def test_a_file_name_too_long_fails_that_video_only(tmp_path, capsys):
+    """R19: a 300-character file name in an import list aborted the whole import (Errno 36).
+    Now that one video is recorded as failed and the others are imported."""
+    features = tmp_path / "npy"
+    features.mkdir()
+    np.save(features / "ok.npy", np.ones((2, DIM), np.float32))
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"ok.mp4 0\n{'x' * 300}.mp4 1\n")
+    argv = ["-q", "import", "--features", str(features), "--list", str(listing)]
+    assert main([*argv, "--out", str(tmp_path / "s"), "--no-progress"]) == 1
+    assert "Traceback" not in capsys.readouterr().err
+    [failure] = [
+        json.loads(x) for x in (tmp_path / "s" / "failures.jsonl").read_text().splitlines()
+    ]
+    assert failure["video_id"] == "x" * 300 and "too long" in failure["reason"]
+    assert FeatureStore.open(tmp_path / "s").video_ids == ["ok"]
+
+
+# ------------------------------------------- R10. a killed job's workers keep no lock
+
+FORKING_HOLDER = """
+import multiprocessing, sys, time
+from scalevid.store import StoreLock
+lock = StoreLock(sys.argv[1]).acquire()
+worker = multiprocessing.get_context("fork").Process(target=time.sleep, args=(60,))
+worker.start()  # as a DataLoader decode worker is
+print(worker.pid, flush=True)
+input()
+"""
+
+
+def test_a_killed_jobs_forked_worker_keeps_no_lock(store):
+    """R10: kill -9 of `extract` left its orphaned decode worker holding `.writer.lock` for
+    seconds, and an immediate re-run was refused naming the dead pid. Forked workers close
+    their copy of the lock, so the lock dies with the job."""
+    from scalevid.store import StoreLock
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c", FORKING_HOLDER, str(store)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    worker = int(holder.stdout.readline())
+    try:
+        holder.kill()
+        holder.wait(timeout=30)
+        with StoreLock(store):  # at once: the orphaned worker is still alive
+            os.kill(worker, 0)
+    finally:
+        os.kill(worker, 9)

@@ -223,7 +223,11 @@ def _find_features(
             continue
         seen.add(video_id)
         looked = _feature_candidates(video_id, features_dir)
-        found = next((p for p in looked if p.is_file()), None)
+        try:
+            found = next((p for p in looked if p.is_file()), None)
+        except OSError as e:  # a name too long for the file system, a folder without access
+            fail(video_id, stored_path, f"cannot look up its features file: {e.strerror}")
+            continue
         if found is None:
             fail(
                 video_id,
@@ -272,15 +276,14 @@ def _check_already_there(
         new = videos.class_names[item.label] if item.label >= 0 else "-1"
         if old != new:
             relabelled.append(f"{item.video_id} ({old!r} -> {new!r})")
-        found = next(
-            (p for p in _feature_candidates(item.video_id, features_dir) if p.is_file()), None
-        )
-        if found is None:
-            continue
+        looked = _feature_candidates(item.video_id, features_dir)
         try:
-            shape = _features_shape(found)
+            found = next((p for p in looked if p.is_file()), None)
+            shape = None if found is None else _features_shape(found)
         except (OSError, ValueError, SyntaxError):
-            continue  # recorded as unreadable only if it were to be imported
+            continue  # a file it would not import anyway
+        if shape is None:
+            continue
         if shape != (clips, manifest.dim):
             resized.append(f"{item.video_id} ({clips}x{manifest.dim} -> {shape[0]}x{shape[1]})")
     for problem, ids in (("another label", relabelled), ("features of another size", resized)):
