@@ -8,6 +8,7 @@ bad input gives a one-line error naming the file and the fix (exit code 2, no tr
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -1183,3 +1184,81 @@ def test_a_killed_jobs_forked_worker_keeps_no_lock(store):
             os.kill(worker, 0)
     finally:
         os.kill(worker, 9)
+
+
+# ---------------------------------------------------------------- R13-14. a full disk
+
+
+class _FullDisk:
+    """Files written through `scalevid.outfiles` whose name contains `name` fail with ENOSPC
+    from the `nth` such file on, after a few bytes, as a write on a full disk does."""
+
+    def __init__(self, name: str, nth: int) -> None:
+        self.name, self.nth, self.seen = name, nth, 0
+
+    def __call__(self, fd: int, mode: str, path: Path):
+        f = os.fdopen(fd, mode)
+        if self.name not in str(path):
+            return f
+        self.seen += 1
+        if self.seen < self.nth:
+            return f
+        real_write = f.write
+
+        def write(data):
+            real_write(data[:10])
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        f.write = write
+        return f
+
+
+def test_import_on_a_full_disk_names_the_file_keeps_the_store_and_resumes(
+    tmp_path, monkeypatch, capsys
+):
+    """R13: import (or extract) on a full disk said "1228800 requested and 260032 written",
+    naming no file. Now one line says "no space left on device" and names the shard; no
+    half-written shard is left, the store stays valid, and the next run resumes."""
+    from scalevid import outfiles
+
+    features = tmp_path / "npy"
+    features.mkdir()
+    for i in range(12):
+        np.save(features / f"v{i}.npy", np.ones((CLIPS, DIM), np.float32))
+    (tmp_path / "list.txt").write_text("".join(f"v{i}.mp4 {i % 3}\n" for i in range(12)))
+    kw = dict(features_dir=features, list_file=tmp_path / "list.txt", out=tmp_path / "s")
+    monkeypatch.setattr(outfiles, "_file", _FullDisk("features.npy", nth=2))
+    with pytest.raises(OSError, match=r"import-000001: no space left on device"):
+        import_npy_folder(**kw, shard_size=5, progress=False)
+    monkeypatch.undo()
+    shards = tmp_path / "s" / "shards"
+    assert sorted(p.name for p in shards.iterdir()) == ["import-000000"]
+    assert len(FeatureStore.open(tmp_path / "s")) == 5
+    report = import_npy_folder(**kw, shard_size=5, progress=False)
+    assert report.imported == 7 and report.skipped_existing == 5
+    monkeypatch.setattr(outfiles, "_file", _FullDisk("features.npy", nth=1))
+    argv = ["-q", "import", "--features", str(features), "--list", str(tmp_path / "list.txt")]
+    (tmp_path / "list.txt").write_text("".join(f"v{i}.mp4 {i % 3}\n" for i in range(12)) + "x 0\n")
+    np.save(features / "x.npy", np.ones((CLIPS, DIM), np.float32))
+    assert main([*argv, "--out", str(tmp_path / "s"), "--no-progress"]) == 2
+    line = one_line_error(capsys)
+    assert "no space left on device" in line and str(shards) in line
+
+
+def test_checkpoint_on_a_full_disk_is_one_line_leaves_nothing_and_resumes(
+    store, tmp_path, monkeypatch, capsys
+):
+    """R14: a checkpoint save on a full disk ended in a 30-line SafetensorError traceback and
+    left an empty `checkpoints/.tmp-last-PID`. Now one line names the checkpoint, nothing
+    half-written is left, and `--resume` continues from the last good checkpoint."""
+    from scalevid import outfiles
+
+    run, settings = tmp_path / "run", tiny_settings(tmp_path)
+    monkeypatch.setattr(outfiles, "_file", _FullDisk("model.safetensors", nth=2))
+    assert main(train_argv(store, run, settings, "--checkpoint-every", "1")) == 2
+    line = one_line_error(capsys)
+    assert "no space left on device" in line and str(run / "checkpoints" / "last") in line
+    monkeypatch.undo()
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["last"]
+    assert main(train_argv(store, run, settings, "--checkpoint-every", "1", "--resume")) == 0
+    assert [r["step"] for r in rows(run)] == [1, 2, 3]

@@ -60,14 +60,22 @@ def _open_fd(path: Path, flags: int, mode: str) -> BinaryIO | TextIO:
         if e.errno == errno.ELOOP:
             raise LinkedOutputError(path) from None
         raise
+    return _file(fd, mode, path)
+
+
+def _file(fd: int, mode: str, path: Path) -> BinaryIO | TextIO:
+    """The one place a descriptor becomes a file object (tests put a full disk here)."""
     return os.fdopen(fd, mode)
+
+
+def is_full(err: BaseException) -> bool:
+    """Whether `err` is a full disk (or quota)."""
+    return isinstance(err, OSError) and err.errno in _NO_SPACE
 
 
 def reraise_if_full(err: BaseException, path: Path) -> None:
     """Raise NoSpaceError naming `path` when `err` is a full disk (or quota)."""
-    if isinstance(err, NoSpaceError):
-        raise err
-    if isinstance(err, OSError) and err.errno in _NO_SPACE:
+    if is_full(err):
         raise NoSpaceError(path) from None
 
 
@@ -105,7 +113,7 @@ def replace_file(path: Path, write: Callable[[BinaryIO], object]) -> Path:
     tmp = Path(name)
     try:
         os.fchmod(fd, 0o644)  # mkstemp's 0o600 would hide results from the user's group
-        with os.fdopen(fd, "wb") as f:
+        with _file(fd, "wb", tmp) as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from scalevid.outfiles import create_new, reraise_if_full, save_npy
+from scalevid.outfiles import create_new, is_full, reraise_if_full, save_npy
 from scalevid.store.check import box_problems, checksum_problems
 from scalevid.store.errors import IncompatibleStoreError, StoreDataError, StoreError
 from scalevid.store.files import file_crc32, fsync_path
@@ -352,7 +352,7 @@ class StoreWriter:
             os.rename(tmp, shards / name)
         except BaseException as e:
             shutil.rmtree(tmp, ignore_errors=True)
-            reraise_if_full(e, tmp / SHARD_FILE)
+            reraise_if_full(e, shards / name)
             raise
         fsync_path(shards)
         # The commit: a kill before it leaves a complete, unlisted shard that the next writer
@@ -378,6 +378,10 @@ class StoreWriter:
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         if exc_type is None:
+            self.close()
+            return
+        if is_full(exc):  # flushing again would fail the same way, and say it twice
+            self._buffer = []
             self.close()
             return
         # The buffered videos are complete and valid: keep them, but never mask the error.

@@ -73,7 +73,7 @@ def save_checkpoint(
         replace_file(tmp / TRAINER_STATE, lambda f: torch.save(state, f))
     except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)  # a full disk leaves no half-written checkpoint
-        reraise_if_full(e, tmp)
+        reraise_if_full(e, directory)
         raise
     fsync_path(tmp)
     old = directory.with_name(f".old-{directory.name}-{os.getpid()}")

@@ -18,7 +18,7 @@ import torch
 
 from scalevid.folders import CURVES, LAST_CHECKPOINT, METRICS_LOG
 from scalevid.model import ScaleModel
-from scalevid.outfiles import open_append
+from scalevid.outfiles import open_append, reraise_if_full
 from scalevid.pretext import Gather, pretext_step
 from scalevid.progress import progress_bar
 from scalevid.train.checkpoint import save_checkpoint
@@ -253,8 +253,12 @@ class Trainer:
             "videos_per_s": steps * self.config.batch_size / max(seconds, 1e-9),
         }
         if self.main:
-            with open_append(self.run / METRICS_LOG) as f:
-                f.write(json.dumps(row) + "\n")
+            try:
+                with open_append(self.run / METRICS_LOG) as f:
+                    f.write(json.dumps(row) + "\n")
+            except OSError as e:
+                reraise_if_full(e, self.run / METRICS_LOG)
+                raise
             if self.writer is not None:
                 for key, value in row.items():
                     if key not in ("step", "epoch"):
