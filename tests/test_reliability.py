@@ -1295,3 +1295,55 @@ def test_a_reader_sees_one_snapshot_while_a_writer_appends(tmp_path):
     writer.join()
     assert failures == [] and opens >= 10, (opens, failures[:3])
     assert len(FeatureStore.open(root)) == 8 + 40
+
+
+# ------------------------------------------------------- R12. a frozen torchrun rank
+
+FROZEN_RANK = """
+import time, torch
+from scalevid.distributed import process_group
+print("ready", flush=True)
+with process_group(torch.device("cpu"), timeout_s=60):
+    print("joined", flush=True)
+    time.sleep(60)  # frozen: never reaches the next collective
+"""
+
+
+def test_a_frozen_rank_stops_the_job_after_the_timeout(tmp_path, monkeypatch):
+    """R12: under torchrun, with one rank frozen (SIGSTOP), the other waited silently for
+    minutes. Jobs take a timeout (dist_timeout / --dist-timeout, default a few minutes); a rank
+    that waits longer stops with an error saying so."""
+    import socket
+
+    import torch.distributed as dist
+
+    from scalevid.distributed import DistributedTimeoutError, process_group
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": "2"}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    frozen = subprocess.Popen(
+        [sys.executable, "-c", FROZEN_RANK],
+        env={**os.environ, **env, "RANK": "1", "LOCAL_RANK": "1"},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    monkeypatch.setenv("RANK", "0")
+    expected = pytest.raises(DistributedTimeoutError, match=r"rank 0 of 2 waited more than 1 s")
+    try:
+        assert frozen.stdout.readline().strip() == "ready"  # imported: joins at once
+        with expected, process_group(torch.device("cpu"), timeout_s=1):
+            assert frozen.stdout.readline().strip() == "joined"
+            dist.barrier()
+        assert not dist.is_initialized()
+    finally:
+        frozen.kill()
+        frozen.wait()
+    with (
+        pytest.raises(ValueError, match="--dist-timeout"),
+        process_group(torch.device("cpu"), timeout_s=0),
+    ):
+        pass

@@ -130,6 +130,14 @@ TRAIN_FLAGS = (
     Flag("--compile", "compile", _switch(True, "torch.compile the model")),
     Flag("--no-progress", "progress", _switch(False, "no progress bar")),
     Flag("--no-verify", "verify_store", _switch(False, NO_VERIFY_HELP)),
+    Flag(
+        "--dist-timeout",
+        "dist_timeout",
+        {
+            "type": float,
+            "help": "seconds a torchrun rank waits for the others before the job stops",
+        },
+    ),
 )
 
 EXTRACT_FLAGS = (
@@ -197,6 +205,14 @@ EXTRACT_FLAGS = (
     Flag("--shard-size", "shard_size", {"type": int, "help": "videos per shard (256)"}),
     Flag("--limit", "limit", {"type": int, "help": "only the first N videos"}),
     Flag("--no-progress", "progress", _switch(False)),
+    Flag(
+        "--dist-timeout",
+        "dist_timeout",
+        {
+            "type": float,
+            "help": "seconds a torchrun rank waits for the others before the job stops",
+        },
+    ),
 )
 
 EVAL_FLAGS = (

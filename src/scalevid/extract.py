@@ -41,7 +41,7 @@ from scalevid.data.decode import VideoError
 from scalevid.data.list_formats import load_video_list
 from scalevid.data.lists import VideoItem, VideoList
 from scalevid.data.read import sample_and_read
-from scalevid.distributed import process_group
+from scalevid.distributed import DEFAULT_TIMEOUT_S, process_group
 from scalevid.hardware import resolve_device
 from scalevid.outfiles import open_append, write_text
 from scalevid.progress import progress_bar
@@ -91,6 +91,7 @@ class ExtractConfig:
     seed: int = 0
     shard_size: int = runtime(256)
     flush_seconds: float = runtime(120.0)
+    dist_timeout: float = runtime(DEFAULT_TIMEOUT_S)  # s a torchrun rank waits for the others
     limit: int | None = None  # only the first N videos of the list (smoke tests)
     progress: bool = runtime(True)
 
@@ -305,7 +306,7 @@ class _Outcomes:
 def extract(config: ExtractConfig) -> ExtractReport:
     """Extract the clip features of every listed video into the store `config.out`. Under
     torchrun every process calls this and takes every world-th video."""
-    with process_group(resolve_device(config.device)) as procs:
+    with process_group(resolve_device(config.device), timeout_s=config.dist_timeout) as procs:
         lock = _lock_store(Path(config.out), procs.rank, procs.world)
         try:
             return _extract(config, procs.rank, procs.world, procs.device)

@@ -221,7 +221,7 @@ def _duplicate_problems(shards: list[Shard], root: Path) -> Iterator[StoreError]
 # A healthy writer publishes a shard (rename) and commits it to manifest.json moments later: a
 # reader that sees an unlisted shard reads the manifest again for up to this long before
 # calling the shard interrupted.
-_SETTLE_SECONDS = 2.0
+_SETTLE_SECONDS = 1.0
 
 
 def _settled_listing(root: Path) -> tuple[Manifest, list[Path]]:

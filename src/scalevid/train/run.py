@@ -40,7 +40,8 @@ def train(config: TrainConfig, *, resume: bool = False) -> Path:
     calls this and takes its share of each global batch."""
     if not config.store or not config.out:
         raise ValueError("train needs both a store (--store) and a run folder (--out)")
-    with process_group(resolve_device(config.device)) as procs:
+    device = resolve_device(config.device)
+    with process_group(device, timeout_s=config.dist_timeout) as procs:
         gather = Gather(rank=procs.rank, world=procs.world)
         lock = _lock_run(Path(config.out), gather)
         try:
