@@ -579,8 +579,9 @@ OLD_RUNTIME_KEYS = {
         "flush_seconds",
         "progress",
         "compile",  # added since, as a runtime field (features within cosine 0.999 of eager)
+        "dist_timeout",  # added since, as a runtime field (how long ranks wait)
     },
-    "train": {"store", "out", "device", "progress", "log_every", "tensorboard"},
+    "train": {"store", "out", "device", "progress", "log_every", "tensorboard", "dist_timeout"},
     "eval": {"device", "progress", "embed_batch_size"},
 }
 EXTRACT_SETTINGS = {

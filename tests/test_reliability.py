@@ -1267,19 +1267,29 @@ def test_checkpoint_on_a_full_disk_is_one_line_leaves_nothing_and_resumes(
 # ------------------------------------------ R11. a reader while a writer appends
 
 
-def test_a_reader_sees_one_snapshot_while_a_writer_appends(tmp_path):
+def test_a_reader_sees_one_snapshot_while_a_writer_appends(tmp_path, monkeypatch):
     """R11: a reader opening a store while `import` appended to it failed about 1 open in 200
     with "shard ... is not listed in manifest.json (a writer was interrupted)" though the writer
     was healthy. A reader now reads the manifest again while a published shard awaits its
     commit: no open fails, and each sees whole committed shards only."""
     import threading
+    import time
+
+    from scalevid.store import writer as writer_module
 
     root = make_store(tmp_path / "s", videos=8, shard_size=8)
     manifest = FeatureStore.open(root).manifest
+    commit = writer_module.update_manifest_shards
+
+    def slow_commit(*args, **kwargs):  # as on a slow disk: 20 ms from publish to commit
+        time.sleep(0.02)
+        return commit(*args, **kwargs)
+
+    monkeypatch.setattr(writer_module, "update_manifest_shards", slow_commit)
 
     def append() -> None:
         with StoreWriter(root, manifest, shard_prefix="import", shard_size=1) as w:
-            for i in range(40):
+            for i in range(25):
                 w.add(video_id=f"late{i}", path="p", features=np.ones((1, DIM)), boxes=_boxes(1))
 
     writer = threading.Thread(target=append)
@@ -1293,8 +1303,8 @@ def test_a_reader_sees_one_snapshot_while_a_writer_appends(tmp_path):
             failures.append(str(e))
         opens += 1
     writer.join()
-    assert failures == [] and opens >= 10, (opens, failures[:3])
-    assert len(FeatureStore.open(root)) == 8 + 40
+    assert failures == [] and opens >= 3, (opens, failures[:3])
+    assert len(FeatureStore.open(root)) == 8 + 25
 
 
 # ------------------------------------------------------- R12. a frozen torchrun rank
