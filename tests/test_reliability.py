@@ -873,6 +873,26 @@ def test_checkpoint_save_never_writes_through_a_link(store, tmp_path):
     assert (outside / "keep.txt").read_text() == "precious"
 
 
+@pytest.mark.parametrize("command", ["import", "train", "eval"])
+def test_a_link_in_place_of_an_output_subfolder_is_refused(command, store, tmp_path, capsys):
+    """R1-2, folders: a link planted in place of a folder the tools create inside the output
+    folder (`STORE/shards`, `RUN/checkpoints`, `EVAL/splits`) would take every file written
+    into it outside; it is refused in one line naming it, and nothing lands outside."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    out = tmp_path / "out"
+    link, argv = {
+        "import": (out / "shards", _import_argv(tmp_path, out)),
+        "train": (out / "checkpoints", train_argv(store, out, tiny_settings(tmp_path))),
+        "eval": (out / "splits", _eval_argv(store, store, out)),
+    }[command]
+    plant_link(link, outside)
+    assert main(argv) == 2
+    line = one_line_error(capsys)
+    assert str(link) in line and "symbolic link" in line
+    assert list(outside.iterdir()) == []
+
+
 EVAL_FILES = ["results.json", "results.md", "predictions.npz", "splits/seed0.npz", "probes.png"]
 
 

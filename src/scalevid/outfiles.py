@@ -79,6 +79,16 @@ def reraise_if_full(err: BaseException, path: Path) -> None:
         raise NoSpaceError(path) from None
 
 
+def make_folder(path: Path) -> Path:
+    """A folder inside an output folder (created with its parents if missing); a link planted
+    in its place is refused, since everything written into it would land where it points."""
+    path = Path(path)
+    if path.is_symlink():
+        raise LinkedOutputError(path)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def create_new(path: Path) -> BinaryIO:
     """A new file opened for binary writing; fails if anything (a link too) is at `path`."""
     return _open_fd(Path(path), os.O_WRONLY | os.O_CREAT | os.O_EXCL, "wb")  # type: ignore[return-value]

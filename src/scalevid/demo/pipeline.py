@@ -40,7 +40,7 @@ from scalevid.eval.config import LABELS, PROBES, EvalConfig
 from scalevid.eval.protocol import evaluate
 from scalevid.eval.report import format_table, markdown_table, results_markdown
 from scalevid.extract import ExtractConfig, extract
-from scalevid.outfiles import write_text
+from scalevid.outfiles import make_folder, write_text
 from scalevid.train import TrainConfig, train
 
 logger = logging.getLogger(__name__)
@@ -211,7 +211,7 @@ def _extract(
 def _write_ceiling(
     out: Path, ceiling: Ceiling, config: DemoConfig, timings: dict[str, float]
 ) -> Path:
-    (out / "report").mkdir(parents=True, exist_ok=True)
+    make_folder(out / "report")
     path = out / "report" / "ceiling.json"
     record = {**ceiling.to_dict(), "timings": timings, "dataset": config.dataset.to_dict()}
     write_text(path, json.dumps(record, indent=2) + "\n")

@@ -93,7 +93,7 @@ from scalevid.eval.splits import (
 )
 from scalevid.hardware import resolve_device
 from scalevid.model import ModelConfig, ScaleModel
-from scalevid.outfiles import replace_file
+from scalevid.outfiles import make_folder, replace_file
 from scalevid.store import FeatureStore
 
 logger = logging.getLogger(__name__)
@@ -634,7 +634,7 @@ def _run_seeds(
     runs: dict[str, list[ProbeRun]] = {p: [] for p in probes}
     reused: list[str] = []
     seed_info = []
-    (out / "splits").mkdir(exist_ok=True)
+    make_folder(out / "splits")
     for seed in ctx.config.seeds:
         split = _seed_split(seed, ctx, scored, out=out)
         seed_info.append(_seed_info(seed, split, ctx))

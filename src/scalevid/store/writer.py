@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from scalevid.outfiles import create_new, is_full, reraise_if_full, save_npy
+from scalevid.outfiles import create_new, is_full, make_folder, reraise_if_full, save_npy
 from scalevid.store.check import box_problems, checksum_problems
 from scalevid.store.errors import IncompatibleStoreError, StoreDataError, StoreError
 from scalevid.store.files import file_crc32, fsync_path
@@ -224,7 +224,7 @@ class StoreWriter:
             raise
 
     def _open(self, manifest: Manifest) -> None:
-        (self.path / SHARDS_DIR).mkdir(parents=True, exist_ok=True)
+        make_folder(self.path / SHARDS_DIR)
         fresh = dataclasses.replace(manifest, shards={}, format_version=FORMAT_VERSION)
         if write_manifest_if_absent(self.path, fresh):
             self.manifest = fresh

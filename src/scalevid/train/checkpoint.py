@@ -29,7 +29,7 @@ from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
 from scalevid.folders import CONFIG, TRAINER_STATE, WEIGHTS
-from scalevid.outfiles import replace_file, reraise_if_full
+from scalevid.outfiles import make_folder, replace_file, reraise_if_full
 from scalevid.store import fsync_path
 
 logger = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ def save_checkpoint(
     directory = Path(directory)
     tmp = directory.with_name(f".tmp-{directory.name}-{os.getpid()}")
     _remove(tmp)
-    tmp.mkdir(parents=True)
+    make_folder(tmp.parent).joinpath(tmp.name).mkdir()
     state = {
         "optimizer": optimizer.state_dict(),
         "trainer": trainer_state,
