@@ -20,6 +20,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "scalevid.distributed",
         "scalevid.progress",
         "scalevid.folders",
+        "scalevid.outfiles",
     ),
     ("scalevid.data",),
     ("scalevid.backbones",),

@@ -8,7 +8,9 @@ bad input gives a one-line error naming the file and the fix (exit code 2, no tr
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -74,6 +76,8 @@ def make_store(
     shard_size: int = 16,
     seed: int = 0,
     by_class_name: bool = False,
+    backbone: str = "toy",
+    dim: int = DIM,
 ) -> Path:
     """A store of `videos` videos in shards of `shard_size` (3 shards by default). With
     `by_class_name` a video's features are near a centre chosen by its class *name*, so a
@@ -81,9 +85,9 @@ def make_store(
     rng = np.random.default_rng(seed)
     names = class_names if class_names is not None else [f"c{i}" for i in range(CLASSES)]
     manifest = Manifest(
-        dim=DIM,
+        dim=dim,
         clips_per_video=clips,
-        backbone="toy",
+        backbone=backbone,
         sampling={"mode": "train"},
         dataset="toy",
         class_names=names,
@@ -91,10 +95,10 @@ def make_store(
     with StoreWriter(path, manifest, shard_size=shard_size) as w:
         for i in range(videos):
             label = i % len(names)
-            features = rng.standard_normal((clips, DIM))
+            features = rng.standard_normal((clips, dim))
             if by_class_name:
                 centre = np.random.default_rng(zlib.crc32(names[label].encode()))
-                features = 0.3 * features + 3 * centre.standard_normal(DIM)
+                features = 0.3 * features + 3 * centre.standard_normal(dim)
             w.add(
                 video_id=f"v{i:03d}",
                 path=f"v{i:03d}.mp4",
@@ -755,3 +759,621 @@ def test_object_array_npy_given_to_import_is_reported_as_such(tmp_path):
     )
     [failure] = report.failures
     assert "Python objects" in failure.reason and "truncated" not in failure.reason
+
+
+# ====================================================================== round 2 (issue 20)
+
+TINY_YAML = {"model": TINY_MODEL, "epochs": 1, "batch_size": 16, "log_every": 1}
+
+
+def tiny_settings(tmp_path: Path) -> Path:
+    settings = tmp_path / "tiny.yaml"
+    settings.write_text(json.dumps(TINY_YAML))
+    return settings
+
+
+def train_argv(store: Path, run: Path, settings: Path, *extra: str) -> list[str]:
+    return [
+        "-q",
+        "train",
+        "--store",
+        str(store),
+        "--out",
+        str(run),
+        "--config",
+        str(settings),
+        "--no-progress",
+        *extra,
+    ]
+
+
+def plant_link(path: Path, outside: Path) -> None:
+    """A symbolic link at an output path, pointing at a file outside the output folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    path.symlink_to(outside)
+
+
+def assert_not_written_through(outside: Path, code: int, link: Path, capsys) -> None:
+    """The file behind the link is untouched; the command either replaced the link by its own
+    file (exit 0) or refused in one line naming the link (exit 2)."""
+    assert outside.read_text() == "precious", link
+    if code == 0:
+        assert not link.is_symlink() and link.is_file(), link
+    else:
+        assert code == 2, link
+        line = one_line_error(capsys)
+        assert str(link) in line and "symbolic link" in line, line
+
+
+# ---------------------------------------------------- R1-2. writes never follow a link
+
+
+def _import_argv(tmp_path: Path, out: Path) -> list[str]:
+    npy = tmp_path / "npy"
+    npy.mkdir(exist_ok=True)
+    np.save(npy / "a.npy", np.ones((CLIPS, DIM), np.float32))
+    (tmp_path / "list.txt").write_text("a.mp4 0\nmissing.mp4 1\n")
+    return [
+        "-q",
+        "import",
+        "--features",
+        str(npy),
+        "--list",
+        str(tmp_path / "list.txt"),
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
+
+
+@pytest.mark.parametrize("name", ["failures.jsonl", ".writer.lock", ".commit.lock"])
+def test_import_never_writes_through_a_link(name, tmp_path, capsys):
+    """R1: `STORE/failures.jsonl` (or a lock file) replaced by a link to a file outside the
+    store: `import` used to truncate the outside file. Now nothing outside is written."""
+    outside = tmp_path / "outside.txt"
+    outside.write_text("precious")
+    out = tmp_path / "s"
+    plant_link(out / name, outside)
+    code = main(_import_argv(tmp_path, out))
+    assert_not_written_through(outside, code, out / name, capsys)
+
+
+RUN_FILES = ["curves.png", "config.json", "metrics.jsonl"]
+
+
+@pytest.mark.parametrize("name", RUN_FILES)
+def test_train_never_writes_through_a_link(name, store, tmp_path, capsys):
+    """R2: `RUN/curves.png` (or any other file of a run folder) replaced by a link to an
+    outside file: `train --resume` overwrote it. Now the link is replaced, or refused."""
+    settings, run = tiny_settings(tmp_path), tmp_path / "run"
+    assert main(train_argv(store, run, settings)) == 0
+    outside = tmp_path / "outside.txt"
+    outside.write_text("precious")
+    plant_link(run / name, outside)
+    code = main(train_argv(store, run, settings, "--resume"))
+    assert_not_written_through(outside, code, run / name, capsys)
+
+
+def test_checkpoint_save_never_writes_through_a_link(store, tmp_path):
+    """R2, checkpoints: a link planted at the checkpoint's temporary folder, or at the
+    checkpoint folder itself, is removed or renamed, never written through or deleted into."""
+    settings, run = tiny_settings(tmp_path), tmp_path / "run"
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep.txt").write_text("precious")
+    plant_link(run / "checkpoints" / f".tmp-last-{os.getpid()}", outside)
+    assert main(train_argv(store, run, settings)) == 0
+    assert sorted(p.name for p in outside.iterdir()) == ["keep.txt"]
+    run = tmp_path / "run2"
+    plant_link(run / "checkpoints" / "last", outside)
+    assert main(train_argv(store, run, settings)) == 0
+    assert sorted(p.name for p in outside.iterdir()) == ["keep.txt"]
+    assert (run / "checkpoints" / "last" / "model.safetensors").is_file()
+    assert (outside / "keep.txt").read_text() == "precious"
+
+
+@pytest.mark.parametrize("command", ["import", "train", "eval"])
+def test_a_link_in_place_of_an_output_subfolder_is_refused(command, store, tmp_path, capsys):
+    """R1-2, folders: a link planted in place of a folder the tools create inside the output
+    folder (`STORE/shards`, `RUN/checkpoints`, `EVAL/splits`) would take every file written
+    into it outside; it is refused in one line naming it, and nothing lands outside."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    out = tmp_path / "out"
+    link, argv = {
+        "import": (out / "shards", _import_argv(tmp_path, out)),
+        "train": (out / "checkpoints", train_argv(store, out, tiny_settings(tmp_path))),
+        "eval": (out / "splits", _eval_argv(store, store, out)),
+    }[command]
+    plant_link(link, outside)
+    assert main(argv) == 2
+    line = one_line_error(capsys)
+    assert str(link) in line and "symbolic link" in line
+    assert list(outside.iterdir()) == []
+
+
+EVAL_FILES = ["results.json", "results.md", "predictions.npz", "splits/seed0.npz", "probes.png"]
+
+
+@pytest.mark.parametrize("name", EVAL_FILES)
+def test_eval_never_writes_through_a_link(name, store, tmp_path, capsys):
+    """R1-2, evaluation: a link at any file of the report folder is replaced, not followed."""
+    outside = tmp_path / "outside.txt"
+    outside.write_text("precious")
+    out = tmp_path / "e"
+    plant_link(out / name, outside)
+    argv = ["-q", "eval", "--train", str(store), "--test", str(store), "--out", str(out)]
+    code = main([*argv, "--probes", "knn", "--seeds", "0", "--no-progress"])
+    assert_not_written_through(outside, code, out / name, capsys)
+
+
+@pytest.mark.parametrize("name", ["embeddings.npy", "video_ids.txt"])
+def test_embed_never_writes_through_a_link(name, store, run_folder, tmp_path, capsys):
+    """R1-2, embeddings: a link at either output file is replaced, not followed."""
+    outside = tmp_path / "outside.txt"
+    outside.write_text("precious")
+    out = tmp_path / "m"
+    plant_link(out / name, outside)
+    argv = ["-q", "embed", "--store", str(store), "--run", str(run_folder), "--out", str(out)]
+    code = main([*argv, "--no-progress"])
+    assert_not_written_through(outside, code, out / name, capsys)
+
+
+@pytest.mark.parametrize("name", ["extract-config.json", "failures.jsonl"])
+def test_extract_never_writes_through_a_link(name, two_videos, tmp_path, capsys):
+    """R1-2, extraction: a link at the store's config record or failure logs is replaced or
+    refused, never followed."""
+    outside = tmp_path / "outside.txt"
+    outside.write_text("precious")
+    listing = tmp_path / "list.csv"
+    listing.write_text(f"{two_videos[0]} 0\n{tmp_path / 'gone.mp4'} 1\n")
+    out = tmp_path / "s"
+    plant_link(out / name, outside)
+    argv = ["-q", "extract", "--list", str(listing), "--out", str(out), "--workers", "0"]
+    argv += ["--num-clips", "2", "--backbone", "module", "--no-progress"]
+    code = main([*argv, "--weights", "tests.tiny_backbone:build_pair"])
+    if code == 1:  # finished with the missing video recorded
+        code = 0
+    assert_not_written_through(outside, code, out / name, capsys)
+
+
+# -------------------------------------------------------- R3. a label with spaces
+
+
+def test_unquoted_label_with_spaces_is_an_error_naming_the_line(tmp_path, capsys):
+    """R3: `v1.mp4 class a` used to become the path `v1.mp4 class` with the class `a`, merging
+    "class a" and "type a". An unquoted label with spaces is an error naming file:line; a
+    quoted one is read as written."""
+    features = tmp_path / "npy"
+    features.mkdir()
+    for i in (1, 2, 3):
+        np.save(features / f"v{i}.npy", np.ones((2, DIM), np.float32))
+    listing = tmp_path / "list.txt"
+    listing.write_text("v1.mp4 class a\nv2.mp4 type a\nv3.mp4 class b\n")
+    argv = ["-q", "import", "--features", str(features), "--list", str(listing)]
+    assert main([*argv, "--out", str(tmp_path / "s"), "--no-progress"]) == 2
+    line = one_line_error(capsys)
+    assert f"{listing}:1:" in line and "quote the label" in line
+    assert not (tmp_path / "s" / MANIFEST_FILE).exists()
+    listing.write_text('v1.mp4 "class a"\nv2.mp4 "type a"\nv3.mp4,class b\n')
+    assert [(v.video_id, v.label) for v in parse_csv(listing)] == [("v1", 0), ("v2", 2), ("v3", 1)]
+    assert parse_csv(listing).class_names == ["class a", "class b", "type a"]
+
+
+# ------------------------------------------- R4. a re-import that would change a video
+
+
+def _reimport(tmp_path: Path, listing: str, dim: int = DIM) -> int:
+    features = tmp_path / f"npy{dim}"
+    features.mkdir(exist_ok=True)
+    for i in range(3):
+        np.save(features / f"v{i}.npy", np.ones((2, dim), np.float32))
+    (tmp_path / "list.txt").write_text(listing)
+    argv = ["-q", "import", "--features", str(features), "--list", str(tmp_path / "list.txt")]
+    return main([*argv, "--out", str(tmp_path / "s"), "--no-progress"])
+
+
+def test_reimport_with_other_labels_or_feature_size_is_an_error_naming_the_ids(tmp_path, capsys):
+    """R4: re-importing a list with corrected labels (or features of another dimension) for
+    ids already in the store said "3 already there" and kept the old ones. Now it is an error
+    naming the ids, and the store is unchanged; an identical re-run still resumes."""
+    assert _reimport(tmp_path, "v0.mp4 a\nv1.mp4 b\nv2.mp4 a\n") == 0
+    before = json.loads((tmp_path / "s" / MANIFEST_FILE).read_text())
+    assert _reimport(tmp_path, "v0.mp4 a\nv1.mp4 a\nv2.mp4 b\n") == 2
+    line = one_line_error(capsys)
+    assert "another label" in line and "v1 ('b' -> 'a')" in line and "v2" in line
+    assert str(tmp_path / "s") in line and "v0 " not in line
+    assert _reimport(tmp_path, "v0.mp4 a\nv1.mp4 b\nv2.mp4 a\n", dim=DIM * 2) == 2
+    line = one_line_error(capsys)
+    assert "features of another size" in line and f"v0 (2x{DIM} -> 2x{2 * DIM})" in line
+    assert json.loads((tmp_path / "s" / MANIFEST_FILE).read_text()) == before
+    assert _reimport(tmp_path, "v0.mp4 a\nv1.mp4 b\nv2.mp4 a\n") == 0
+    assert "3 already there" in capsys.readouterr().out
+
+
+# ------------------------------------------ R5. stores and runs of different backbones
+
+
+def _eval_argv(train_store: Path, test_store: Path, out: Path, *extra: str) -> list[str]:
+    argv = ["-q", "eval", "--train", str(train_store), "--test", str(test_store)]
+    return [*argv, "--out", str(out), "--probes", "knn", "--seeds", "0", "--no-progress", *extra]
+
+
+def test_stores_and_runs_of_other_backbones_are_refused_unless_asked(
+    store, run_folder, tmp_path, capsys
+):
+    """R5: a train store, test store and run from different backbones (same D) were evaluated
+    without a word. Now eval, embed and search refuse in one line naming what differs, unless
+    --allow-other-features says it is meant."""
+    other = make_store(tmp_path / "other", videos=16, backbone="videomae")
+    assert main(_eval_argv(store, other, tmp_path / "e")) == 2
+    line = one_line_error(capsys)
+    assert "backbone" in line and "'toy'" in line and "'videomae'" in line
+    assert str(other) in line and "--allow-other-features" in line
+    assert not (tmp_path / "e" / "results.json").exists()
+    for command in (
+        ["embed", "--store", str(other), "--run", str(run_folder), "--out", str(tmp_path / "m")],
+        ["search", "--store", str(other), "--run", str(run_folder), "--query", "v000"],
+    ):
+        assert main(["-q", *command]) == 2, command
+        line = one_line_error(capsys)
+        assert "the run's training store" in line and "'videomae'" in line, command
+    assert main(_eval_argv(store, other, tmp_path / "e", "--allow-other-features")) == 0
+
+
+# ------------------------------------------------ R6. a run that is still training
+
+
+def test_a_run_without_final_weights_is_refused_and_the_step_is_recorded(
+    store, run_folder, tmp_path, capsys
+):
+    """R6: `eval --run RUN` while RUN was still training loaded checkpoints/last at an unknown
+    step. Now a run folder without its final weights is refused (naming the checkpoint to pass
+    instead), and results.json records the training step of the weights it used."""
+    run = Path(shutil.copytree(run_folder, tmp_path / "run"))
+    (run / "model.safetensors").unlink()  # as while training: only checkpoints/last exists
+    for argv in (
+        _eval_argv(store, store, tmp_path / "e", "--run", str(run)),
+        ["-q", "embed", "--store", str(store), "--run", str(run), "--out", str(tmp_path / "m")],
+    ):
+        assert main(argv) == 2
+        line = one_line_error(capsys)
+        assert "no final model.safetensors" in line and str(run / "checkpoints" / "last") in line
+    last = run / "checkpoints" / "last"
+    assert main(_eval_argv(store, store, tmp_path / "e", "--run", str(last))) == 0
+    assert json.loads((tmp_path / "e" / "results.json").read_text())["run_step"] == 3
+    assert main(_eval_argv(store, store, tmp_path / "f", "--run", str(run_folder))) == 0
+    assert json.loads((tmp_path / "f" / "results.json").read_text())["run_step"] == 3
+
+
+# ------------------------------------------------ R7. two trainers on one run folder
+
+
+def test_second_trainer_on_one_run_folder_is_refused_at_once(store, tmp_path, capsys):
+    """R7: two `scalevid train` on the same --out both exited 0 and metrics.jsonl held every
+    step twice. A run folder has an OS lock as a store does: the second trainer stops at once,
+    naming the first one's pid, and writes nothing."""
+    run = tmp_path / "run"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from scalevid.train.run import RUN_REFUSAL; from scalevid.store import StoreLock; "
+            f"lock = StoreLock({str(run)!r}, refusal=RUN_REFUSAL).acquire(); "
+            "print('ready', flush=True); input()",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        assert main(train_argv(store, run, tiny_settings(tmp_path))) == 2
+        line = one_line_error(capsys)
+        assert "being trained by another process" in line and str(holder.pid) in line
+        assert str(run) in line
+        assert not (run / "metrics.jsonl").exists()
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+    assert main(train_argv(store, run, tiny_settings(tmp_path))) == 0
+
+
+# ----------------------------------------- R8-9, R15-18. one line for every user mistake
+
+
+def test_negative_loss_weights_are_refused_up_front(store, tmp_path, capsys):
+    """R8: `--mcm-weight -1` switched MCM off silently and config.json recorded -1."""
+    for flag in ("--mcm-weight", "--set-weight"):
+        argv = train_argv(store, tmp_path / "r", tiny_settings(tmp_path), flag, "-1")
+        assert main(argv) == 2, flag
+        line = one_line_error(capsys)
+        assert flag in line and "must be >= 0" in line, flag
+        assert not (tmp_path / "r" / "config.json").exists()
+
+
+def test_search_k_below_one_is_refused(store, run_folder, capsys):
+    """R9: `search -k 0` / `-k -5` exited 0 with no output."""
+    for k in ("0", "-5"):
+        argv = ["-q", "search", "--store", str(store), "--run", str(run_folder), "--query", "v000"]
+        assert main([*argv, "-k", k]) == 2, k
+        assert f"-k {k}" in one_line_error(capsys)
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "key"),
+    [("model: {hidden: [1, 2]}\n", "'model.hidden' must be an integer"), ("model: 5\n", "'model'")],
+)
+def test_config_values_of_the_wrong_kind_are_named(yaml_text, key, store, tmp_path, capsys):
+    """R15: YAML `model: {hidden: [1, 2]}` and `model: 5` gave raw TypeError / AttributeError
+    tracebacks. Now one line names the file and the key."""
+    settings = tmp_path / "bad.yaml"
+    settings.write_text(yaml_text)
+    assert main(train_argv(store, tmp_path / "r", settings)) == 2
+    line = one_line_error(capsys)
+    assert str(settings) in line and key in line
+
+
+def test_cuda_device_without_cuda_is_one_line(store, tmp_path, capsys, monkeypatch):
+    """R16: `--device cuda` on a machine without CUDA ended in a 16-line traceback."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    argv = train_argv(store, tmp_path / "r", tiny_settings(tmp_path), "--device", "cuda")
+    assert main(argv) == 2
+    line = one_line_error(capsys)
+    assert "--device 'cuda'" in line and "CUDA is not available" in line
+
+
+def test_embed_and_search_with_a_run_of_another_feature_size_are_one_line(
+    run_folder, tmp_path, capsys
+):
+    """R17: embed / search with a run of one D on a store of another ended in a raw matmul
+    traceback (eval refused the same mismatch in one line)."""
+    wide = make_store(tmp_path / "wide", videos=16, dim=2 * DIM)
+    for command in (
+        ["embed", "--store", str(wide), "--run", str(run_folder), "--out", str(tmp_path / "m")],
+        ["search", "--store", str(wide), "--run", str(run_folder), "--query", "v000"],
+    ):
+        assert main(["-q", *command, "--allow-other-features"]) == 2, command
+        line = one_line_error(capsys)
+        assert f"dim: store {wide} has {2 * DIM}" in line and f"has {DIM}" in line, command
+
+
+def test_repeated_probe_names_are_refused_before_any_probe_runs(store, tmp_path, capsys):
+    """R18: `eval --probes knn knn` failed with "zip() argument 2 is longer than argument 1"
+    after the probes ran."""
+    argv = _eval_argv(store, store, tmp_path / "e")
+    argv.insert(argv.index("knn") + 1, "knn")
+    assert main(argv) == 2
+    line = one_line_error(capsys)
+    assert "--probes" in line and "knn" in line and "more than once" in line
+    assert not (tmp_path / "e").exists() or not any((tmp_path / "e").iterdir())
+
+
+# ------------------------------------------------------- R19. a file name too long
+
+
+def test_a_file_name_too_long_fails_that_video_only(tmp_path, capsys):
+    """R19: a 300-character file name in an import list aborted the whole import (Errno 36).
+    Now that one video is recorded as failed and the others are imported."""
+    features = tmp_path / "npy"
+    features.mkdir()
+    np.save(features / "ok.npy", np.ones((2, DIM), np.float32))
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"ok.mp4 0\n{'x' * 300}.mp4 1\n")
+    argv = ["-q", "import", "--features", str(features), "--list", str(listing)]
+    assert main([*argv, "--out", str(tmp_path / "s"), "--no-progress"]) == 1
+    assert "Traceback" not in capsys.readouterr().err
+    [failure] = [
+        json.loads(x) for x in (tmp_path / "s" / "failures.jsonl").read_text().splitlines()
+    ]
+    assert failure["video_id"] == "x" * 300 and "too long" in failure["reason"]
+    assert FeatureStore.open(tmp_path / "s").video_ids == ["ok"]
+
+
+# ------------------------------------------- R10. a killed job's workers keep no lock
+
+FORKING_HOLDER = """
+import multiprocessing, sys, time
+from scalevid.store import StoreLock
+lock = StoreLock(sys.argv[1]).acquire()
+worker = multiprocessing.get_context("fork").Process(target=time.sleep, args=(60,))
+worker.start()  # as a DataLoader decode worker is
+print(worker.pid, flush=True)
+input()
+"""
+
+
+def test_a_killed_jobs_forked_worker_keeps_no_lock(store):
+    """R10: kill -9 of `extract` left its orphaned decode worker holding `.writer.lock` for
+    seconds, and an immediate re-run was refused naming the dead pid. Forked workers close
+    their copy of the lock, so the lock dies with the job."""
+    from scalevid.store import StoreLock
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c", FORKING_HOLDER, str(store)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    worker = int(holder.stdout.readline())
+    try:
+        holder.kill()
+        holder.wait(timeout=30)
+        with StoreLock(store):  # at once: the orphaned worker is still alive
+            os.kill(worker, 0)
+    finally:
+        os.kill(worker, 9)
+
+
+# ---------------------------------------------------------------- R13-14. a full disk
+
+
+class _FullDisk:
+    """Files written through `scalevid.outfiles` whose name contains `name` fail with ENOSPC
+    from the `nth` such file on, after a few bytes, as a write on a full disk does."""
+
+    def __init__(self, name: str, nth: int) -> None:
+        self.name, self.nth, self.seen = name, nth, 0
+
+    def __call__(self, fd: int, mode: str, path: Path):
+        f = os.fdopen(fd, mode)
+        if self.name not in str(path):
+            return f
+        self.seen += 1
+        if self.seen < self.nth:
+            return f
+        real_write = f.write
+
+        def write(data):
+            real_write(data[:10])
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        f.write = write
+        return f
+
+
+def test_import_on_a_full_disk_names_the_file_keeps_the_store_and_resumes(
+    tmp_path, monkeypatch, capsys
+):
+    """R13: import (or extract) on a full disk said "1228800 requested and 260032 written",
+    naming no file. Now one line says "no space left on device" and names the shard; no
+    half-written shard is left, the store stays valid, and the next run resumes."""
+    from scalevid import outfiles
+
+    features = tmp_path / "npy"
+    features.mkdir()
+    for i in range(12):
+        np.save(features / f"v{i}.npy", np.ones((CLIPS, DIM), np.float32))
+    (tmp_path / "list.txt").write_text("".join(f"v{i}.mp4 {i % 3}\n" for i in range(12)))
+    kw = dict(features_dir=features, list_file=tmp_path / "list.txt", out=tmp_path / "s")
+    monkeypatch.setattr(outfiles, "_file", _FullDisk("features.npy", nth=2))
+    with pytest.raises(OSError, match=r"import-000001: no space left on device"):
+        import_npy_folder(**kw, shard_size=5, progress=False)
+    monkeypatch.undo()
+    shards = tmp_path / "s" / "shards"
+    assert sorted(p.name for p in shards.iterdir()) == ["import-000000"]
+    assert len(FeatureStore.open(tmp_path / "s")) == 5
+    report = import_npy_folder(**kw, shard_size=5, progress=False)
+    assert report.imported == 7 and report.skipped_existing == 5
+    monkeypatch.setattr(outfiles, "_file", _FullDisk("features.npy", nth=1))
+    argv = ["-q", "import", "--features", str(features), "--list", str(tmp_path / "list.txt")]
+    (tmp_path / "list.txt").write_text("".join(f"v{i}.mp4 {i % 3}\n" for i in range(12)) + "x 0\n")
+    np.save(features / "x.npy", np.ones((CLIPS, DIM), np.float32))
+    assert main([*argv, "--out", str(tmp_path / "s"), "--no-progress"]) == 2
+    line = one_line_error(capsys)
+    assert "no space left on device" in line and str(shards) in line
+
+
+def test_checkpoint_on_a_full_disk_is_one_line_leaves_nothing_and_resumes(
+    store, tmp_path, monkeypatch, capsys
+):
+    """R14: a checkpoint save on a full disk ended in a 30-line SafetensorError traceback and
+    left an empty `checkpoints/.tmp-last-PID`. Now one line names the checkpoint, nothing
+    half-written is left, and `--resume` continues from the last good checkpoint."""
+    from scalevid import outfiles
+
+    run, settings = tmp_path / "run", tiny_settings(tmp_path)
+    monkeypatch.setattr(outfiles, "_file", _FullDisk("model.safetensors", nth=2))
+    assert main(train_argv(store, run, settings, "--checkpoint-every", "1")) == 2
+    line = one_line_error(capsys)
+    assert "no space left on device" in line and str(run / "checkpoints" / "last") in line
+    monkeypatch.undo()
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["last"]
+    assert main(train_argv(store, run, settings, "--checkpoint-every", "1", "--resume")) == 0
+    assert [r["step"] for r in rows(run)] == [1, 2, 3]
+
+
+# ------------------------------------------ R11. a reader while a writer appends
+
+
+def test_a_reader_sees_one_snapshot_while_a_writer_appends(tmp_path, monkeypatch):
+    """R11: a reader opening a store while `import` appended to it failed about 1 open in 200
+    with "shard ... is not listed in manifest.json (a writer was interrupted)" though the writer
+    was healthy. A reader now reads the manifest again while a published shard awaits its
+    commit: no open fails, and each sees whole committed shards only."""
+    import threading
+    import time
+
+    from scalevid.store import writer as writer_module
+
+    root = make_store(tmp_path / "s", videos=8, shard_size=8)
+    manifest = FeatureStore.open(root).manifest
+    commit = writer_module.update_manifest_shards
+
+    def slow_commit(*args, **kwargs):  # as on a slow disk: 20 ms from publish to commit
+        time.sleep(0.02)
+        return commit(*args, **kwargs)
+
+    monkeypatch.setattr(writer_module, "update_manifest_shards", slow_commit)
+
+    def append() -> None:
+        with StoreWriter(root, manifest, shard_prefix="import", shard_size=1) as w:
+            for i in range(25):
+                w.add(video_id=f"late{i}", path="p", features=np.ones((1, DIM)), boxes=_boxes(1))
+
+    writer = threading.Thread(target=append)
+    writer.start()
+    opens, failures = 0, []
+    while writer.is_alive():
+        try:
+            opened = FeatureStore.open(root, check_values=False, verify_checksums=False)
+            assert len(opened) == opened.manifest.num_videos
+        except CorruptShardError as e:
+            failures.append(str(e))
+        opens += 1
+    writer.join()
+    assert failures == [] and opens >= 3, (opens, failures[:3])
+    assert len(FeatureStore.open(root)) == 8 + 25
+
+
+# ------------------------------------------------------- R12. a frozen torchrun rank
+
+FROZEN_RANK = """
+import time, torch
+from scalevid.distributed import process_group
+print("ready", flush=True)
+with process_group(torch.device("cpu"), timeout_s=60):
+    print("joined", flush=True)
+    time.sleep(60)  # frozen: never reaches the next collective
+"""
+
+
+def test_a_frozen_rank_stops_the_job_after_the_timeout(tmp_path, monkeypatch):
+    """R12: under torchrun, with one rank frozen (SIGSTOP), the other waited silently for
+    minutes. Jobs take a timeout (dist_timeout / --dist-timeout, default a few minutes); a rank
+    that waits longer stops with an error saying so."""
+    import socket
+
+    import torch.distributed as dist
+
+    from scalevid.distributed import DistributedTimeoutError, process_group
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": "2"}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    frozen = subprocess.Popen(
+        [sys.executable, "-c", FROZEN_RANK],
+        env={**os.environ, **env, "RANK": "1", "LOCAL_RANK": "1"},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    monkeypatch.setenv("RANK", "0")
+    expected = pytest.raises(DistributedTimeoutError, match=r"rank 0 of 2 waited more than 1 s")
+    try:
+        assert frozen.stdout.readline().strip() == "ready"  # imported: joins at once
+        with expected, process_group(torch.device("cpu"), timeout_s=1):
+            assert frozen.stdout.readline().strip() == "joined"
+            dist.barrier()
+        assert not dist.is_initialized()
+    finally:
+        frozen.kill()
+        frozen.wait()
+    with (
+        pytest.raises(ValueError, match="--dist-timeout"),
+        process_group(torch.device("cpu"), timeout_s=0),
+    ):
+        pass

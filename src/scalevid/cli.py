@@ -23,6 +23,11 @@ from scalevid.eval.rows import PROBES
 logger = logging.getLogger("scalevid")
 
 
+OTHER_FEATURES_HELP = (
+    "evaluate even when the stores (or the run's training store) come from different "
+    "backbones or preprocessing; by default that is refused"
+)
+
 NO_VERIFY_HELP = (
     "do not verify the store's checksums on open (for very large stores that `scalevid store "
     "check` verifies on a schedule; the default verifies, see docs/reliability.md)"
@@ -125,6 +130,14 @@ TRAIN_FLAGS = (
     Flag("--compile", "compile", _switch(True, "torch.compile the model")),
     Flag("--no-progress", "progress", _switch(False, "no progress bar")),
     Flag("--no-verify", "verify_store", _switch(False, NO_VERIFY_HELP)),
+    Flag(
+        "--dist-timeout",
+        "dist_timeout",
+        {
+            "type": float,
+            "help": "seconds a torchrun rank waits for the others before the job stops",
+        },
+    ),
 )
 
 EXTRACT_FLAGS = (
@@ -192,6 +205,14 @@ EXTRACT_FLAGS = (
     Flag("--shard-size", "shard_size", {"type": int, "help": "videos per shard (256)"}),
     Flag("--limit", "limit", {"type": int, "help": "only the first N videos"}),
     Flag("--no-progress", "progress", _switch(False)),
+    Flag(
+        "--dist-timeout",
+        "dist_timeout",
+        {
+            "type": float,
+            "help": "seconds a torchrun rank waits for the others before the job stops",
+        },
+    ),
 )
 
 EVAL_FLAGS = (
@@ -395,6 +416,10 @@ def _eval(args: argparse.Namespace) -> int:
     from scalevid.eval.report import format_table
 
     config = load_eval_config(args.config, **_overrides(args, EVAL_FLAGS))
+    repeated = sorted({p for p in config.probes if list(config.probes).count(p) > 1})
+    if repeated:
+        raise ValueError(f"--probes names {', '.join(repeated)} more than once; name each once")
+    _check_inputs({"train store": args.train, "test store": args.test}, args.run, args)
     results = evaluate(
         train_store=args.train,
         test_store=args.test,
@@ -431,12 +456,21 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
         "(evaluating several SCALE runs on the same stores trains the baselines once)",
     )
     p.add_argument("--no-verify", action="store_true", help=NO_VERIFY_HELP)
+    p.add_argument("--allow-other-features", action="store_true", help=OTHER_FEATURES_HELP)
     p.set_defaults(handler=_eval)
+
+
+def _check_inputs(stores: dict[str, str], run: str | None, args: argparse.Namespace) -> None:
+    """Before any work: features of one kind throughout (stores and the run's training store)."""
+    from scalevid.eval.identity import check_same_features
+
+    check_same_features(stores, run, allow=args.allow_other_features)
 
 
 def _embed(args: argparse.Namespace) -> int:
     from scalevid.eval.embed import export_embeddings
 
+    _check_inputs({"store": args.store}, args.run, args)
     vectors, ids = export_embeddings(
         store=args.store,
         run=args.run,
@@ -454,6 +488,9 @@ def _search(args: argparse.Namespace) -> int:
 
     if not (args.run or args.embeddings):
         raise ValueError("search needs --run or --embeddings (a `scalevid embed` folder)")
+    if args.k < 1:
+        raise ValueError(f"-k {args.k}: the number of videos to list must be at least 1")
+    _check_inputs({"store": args.store}, args.run, args)
     hits = search(
         store=args.store,
         query=args.query,
@@ -478,6 +515,7 @@ def _add_embed_search(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--no-verify", action="store_true", help=NO_VERIFY_HELP)
+    p.add_argument("--allow-other-features", action="store_true", help=OTHER_FEATURES_HELP)
     p.set_defaults(handler=_embed)
     p = sub.add_parser("search", help="the videos nearest to a query video")
     p.add_argument("--store", required=True)
@@ -487,6 +525,7 @@ def _add_embed_search(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-k", type=int, default=10)
     p.add_argument("--device")
     p.add_argument("--no-verify", action="store_true", help=NO_VERIFY_HELP)
+    p.add_argument("--allow-other-features", action="store_true", help=OTHER_FEATURES_HELP)
     p.set_defaults(handler=_search)
 
 

@@ -35,7 +35,11 @@ REQUIRED = _Required()
 
 
 def merge(
-    base: Mapping[str, Any], new: Mapping[str, Any], *, source: str | None = None
+    base: Mapping[str, Any],
+    new: Mapping[str, Any],
+    *,
+    source: str | None = None,
+    check_kinds: bool = False,
 ) -> dict[str, Any]:
     """A copy of `base` with `new` laid over it.
 
@@ -43,16 +47,25 @@ def merge(
     dotted paths (`pretext.mask_ratio`, `eval.finetune.lr`) of any depth; keys inside its nested
     mappings are taken as written. With `source` the keys of `base` are all there is (a config):
     an unknown key is a ValueError naming `source` and the known keys. Without it (free-form
-    documents such as recipes) new keys are added.
+    documents such as recipes) new keys are added. With `check_kinds` a value must be of its
+    base value's kind (a number for a number, a section for a section), else a ValueError
+    names `source` and the key.
     """
     merged = copy.deepcopy(dict(base))
     for key, value in new.items():
-        _put(merged, str(key).split("."), copy.deepcopy(value), source=source, parent="")
+        parts = str(key).split(".")
+        _put(merged, parts, copy.deepcopy(value), source=source, parent="", kinds=check_kinds)
     return merged
 
 
 def _put(
-    node: dict[str, Any], parts: list[str], value: Any, *, source: str | None, parent: str
+    node: dict[str, Any],
+    parts: list[str],
+    value: Any,
+    *,
+    source: str | None,
+    parent: str,
+    kinds: bool = False,
 ) -> None:
     head, *rest = parts
     where = f"{parent}.{head}" if parent else head
@@ -64,12 +77,38 @@ def _put(
             if source is not None:
                 raise ValueError(f"{source}: {where!r} is a value, not a section of keys")
             node[head] = {}
-        _put(node[head], rest, value, source=source, parent=where)
+        _put(node[head], rest, value, source=source, parent=where, kinds=kinds)
     elif isinstance(node.get(head), dict) and isinstance(value, Mapping):
         for key, item in value.items():
-            _put(node[head], [str(key)], item, source=source, parent=where)
+            _put(node[head], [str(key)], item, source=source, parent=where, kinds=kinds)
     else:
+        if kinds and source is not None:
+            _check_kind(node[head], value, source=source, where=where)
         node[head] = value
+
+
+_KINDS: tuple[tuple[tuple[type, ...], tuple[type, ...], str], ...] = (
+    # (default's type, accepted value types, what to call it); bool before int: a bool is an int
+    ((bool,), (bool,), "true or false"),
+    ((int,), (int,), "an integer"),
+    ((float,), (int, float), "a number"),
+    ((str,), (str,), "a string"),
+    ((list, tuple), (list, tuple), "a list"),
+    ((dict,), (Mapping,), "a section of keys"),
+)
+
+
+def _check_kind(default: Any, value: Any, *, source: str, where: str) -> None:
+    """A config value must be of its default's kind (a number where the default is a number,
+    a section where it is a section), so that a wrong one is an error naming its key here
+    rather than a TypeError deep inside a stage. None and required defaults take anything."""
+    if value is None or default is None or default is REQUIRED:
+        return
+    for default_types, accepted, what in _KINDS:
+        if isinstance(default, default_types):
+            if isinstance(value, bool) and bool not in accepted or not isinstance(value, accepted):
+                raise ValueError(f"{source}: {where!r} must be {what}, got {value!r}")
+            return
 
 
 def config_dict(base: type | Any) -> dict[str, Any]:
@@ -100,7 +139,7 @@ def build_config(base: type[C] | C, *layers: Layer) -> C:
     cls = base if isinstance(base, type) else type(base)
     data = config_dict(base)
     for source, values in layers:
-        data = merge(data, values, source=source)
+        data = merge(data, values, source=source, check_kinds=True)
     missing = sorted(k for k, v in data.items() if v is REQUIRED)
     if missing:
         raise ValueError(f"{cls.__name__} needs a value for {missing}")

@@ -5,11 +5,21 @@ unset or 1) nothing happens: one process on the CPU or one GPU never needs it.""
 from __future__ import annotations
 
 import contextlib
+import datetime
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
+
+# Seconds a rank waits for the others in one collective before the job stops: long enough for
+# a slow step or a checkpoint save, short enough that a frozen rank does not hold the job for
+# the backends' defaults (30 minutes for gloo, 10 for NCCL).
+DEFAULT_TIMEOUT_S = 300.0
+
+
+class DistributedTimeoutError(TimeoutError):
+    """A rank waited longer than the job's timeout for the others (one is stuck or dead)."""
 
 
 @dataclass(frozen=True)
@@ -22,10 +32,16 @@ class Processes:
 
 
 @contextlib.contextmanager
-def process_group(device: torch.device) -> Iterator[Processes]:
+def process_group(
+    device: torch.device, *, timeout_s: float = DEFAULT_TIMEOUT_S
+) -> Iterator[Processes]:
     """gloo on CPU, NCCL on GPU, when launched by torchrun. A group created here is destroyed on
     the way out, after a barrier so that no rank tears it down while a peer still uses it; a
-    group the caller already made is left alone."""
+    group the caller already made is left alone. A collective that waits more than
+    `timeout_s` for another rank raises DistributedTimeoutError on the waiting ranks, and the
+    launcher then stops the rest."""
+    if not timeout_s > 0:
+        raise ValueError(f"dist_timeout (--dist-timeout) must be positive, got {timeout_s}")
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
         yield Processes(rank=0, world=1, device=device)
@@ -36,11 +52,18 @@ def process_group(device: torch.device) -> Iterator[Processes]:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
     owned = not dist.is_initialized()
+    rank = int(os.environ.get("RANK", "0"))
     if owned:
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        with _timeouts(rank, world, timeout_s):
+            dist.init_process_group(
+                backend="nccl" if device.type == "cuda" else "gloo",
+                timeout=datetime.timedelta(seconds=timeout_s),
+            )
     ok = False
+    rank, world = dist.get_rank(), dist.get_world_size()
     try:
-        yield Processes(rank=dist.get_rank(), world=dist.get_world_size(), device=device)
+        with _timeouts(rank, world, timeout_s):
+            yield Processes(rank=rank, world=world, device=device)
         ok = True
     finally:
         if owned:
@@ -85,3 +108,18 @@ class Gather:
         from torch.distributed.nn.functional import all_reduce
 
         return all_reduce(x)
+
+
+@contextlib.contextmanager
+def _timeouts(rank: int, world: int, timeout_s: float) -> Iterator[None]:
+    """A backend's timeout (a RuntimeError saying "timed out") as DistributedTimeoutError."""
+    try:
+        yield
+    except RuntimeError as e:
+        if "timed out" not in str(e).lower() and "timeout" not in str(e).lower():
+            raise
+        raise DistributedTimeoutError(
+            f"rank {rank} of {world} waited more than {timeout_s:g} s (dist_timeout, "
+            "--dist-timeout) for another rank, which is stuck or dead; every rank stops. Find "
+            "the frozen process, or raise the timeout if a step is just slow"
+        ) from None

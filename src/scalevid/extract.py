@@ -41,8 +41,9 @@ from scalevid.data.decode import VideoError
 from scalevid.data.list_formats import load_video_list
 from scalevid.data.lists import VideoItem, VideoList
 from scalevid.data.read import sample_and_read
-from scalevid.distributed import process_group
+from scalevid.distributed import DEFAULT_TIMEOUT_S, process_group
 from scalevid.hardware import resolve_device
+from scalevid.outfiles import open_append, write_text
 from scalevid.progress import progress_bar
 from scalevid.store import Manifest, StoreLock, StoreLockedError, StoreWriter
 from scalevid.store.layout import (
@@ -98,6 +99,7 @@ class ExtractConfig:
     seed: int = 0
     shard_size: int = runtime(256)
     flush_seconds: float = runtime(120.0)
+    dist_timeout: float = runtime(DEFAULT_TIMEOUT_S)  # s a torchrun rank waits for the others
     limit: int | None = None  # only the first N videos of the list (smoke tests)
     progress: bool = runtime(True)
 
@@ -304,7 +306,7 @@ class _Outcomes:
         """Record a video that is skipped; the run goes on."""
         failure = {"video_id": item.video_id, "path": str(item.path), "reason": reason}
         self.report.failures.append(failure)
-        with open(self.failures_file, "a") as f:
+        with open_append(self.failures_file) as f:
             f.write(json.dumps(failure) + "\n")
         logger.warning("skipping %s: %s", item.path, reason)
 
@@ -312,7 +314,7 @@ class _Outcomes:
 def extract(config: ExtractConfig) -> ExtractReport:
     """Extract the clip features of every listed video into the store `config.out`. Under
     torchrun every process calls this and takes every world-th video."""
-    with process_group(resolve_device(config.device)) as procs:
+    with process_group(resolve_device(config.device), timeout_s=config.dist_timeout) as procs:
         lock = _lock_store(Path(config.out), procs.rank, procs.world)
         try:
             return _extract(config, procs.rank, procs.world, procs.device)
@@ -356,8 +358,9 @@ def _extract(config: ExtractConfig, rank: int, world: int, device: torch.device)
         out, manifest, shard_prefix=prefix, shard_size=config.shard_size, lock=False
     )  # the job's lock is held by `extract`
     if rank == 0:
-        (out / EXTRACT_CONFIG_FILE).write_text(
-            json.dumps({**asdict(config), "scalevid_version": __version__}, indent=2)
+        write_text(
+            out / EXTRACT_CONFIG_FILE,
+            json.dumps({**asdict(config), "scalevid_version": __version__}, indent=2),
         )
     done = writer.done_ids()
     mine = [it for i, it in enumerate(items) if i % world == rank]
@@ -520,5 +523,5 @@ def merge_failures(store: Path) -> Path:
     for part in sorted(store.glob(RANK_FAILURES_GLOB)):
         rows.extend(line for line in part.read_text().splitlines() if line.strip())
     path = store / FAILURES_FILE
-    path.write_text("".join(row + "\n" for row in rows))
+    write_text(path, "".join(row + "\n" for row in rows))
     return path

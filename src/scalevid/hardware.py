@@ -14,13 +14,29 @@ logger = logging.getLogger(__name__)
 Precision = Literal["auto", "fp32", "bf16"]
 
 
+class DeviceError(ValueError):
+    """A device that does not exist on this machine (or is not a device name)."""
+
+
 def resolve_device(name: str = "auto") -> torch.device:
-    """`auto` -> cuda when available, else cpu; anything else is passed to torch.device."""
+    """`auto` -> cuda when available, else cpu; anything else is passed to torch.device.
+    DeviceError (one line, naming --device) when this machine has no such device."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise DeviceError(
+            f"--device {name!r} is not a device name; use auto, cpu, cuda or cuda:N"
+        ) from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {name!r} requested but CUDA is not available; use --device cpu")
+        raise DeviceError(
+            f"--device {name!r} requested but CUDA is not available here; use --device cpu"
+        )
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise DeviceError(
+            f"--device {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s)"
+        )
     return device
 
 

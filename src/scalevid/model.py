@@ -12,6 +12,7 @@ Shapes: B videos, N clips per set, D feature dim, H hidden dim, E embedding dim 
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
@@ -23,6 +24,8 @@ from torch import nn
 
 from scalevid.folders import CONFIG, LAST_CHECKPOINT, WEIGHTS
 from scalevid.store.layout import BOX_DIM
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -168,6 +171,7 @@ class ScaleModel(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
+        self.weights_step: int | None = None  # the training step of loaded weights, if known
         h = config.hidden
         self.input_proj = nn.Linear(config.input_dim, h)
         self.box_embed = nn.Sequential(nn.Linear(BOX_DIM, 2 * h), nn.ReLU(), nn.Linear(2 * h, h))
@@ -279,6 +283,9 @@ class ScaleModel(nn.Module):
             raise ValueError(f"{weights}: not a readable safetensors file ({e}); {fix}") from None
         model.load_state_dict(state)
         model.eval()
+        step = config.get("step")
+        model.weights_step = step if isinstance(step, int) and not isinstance(step, bool) else None
+        logger.info("loaded %s (weights of training step %s)", weights, model.weights_step)
         return model
 
 
@@ -286,11 +293,16 @@ def _resolve_checkpoint(path: Path) -> tuple[Path, Path]:
     """Find (weights.safetensors, config.json) from a run dir, checkpoint dir or file."""
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such run folder or checkpoint")
-    candidates = [path] if path.is_file() else [path / WEIGHTS, path / LAST_CHECKPOINT / WEIGHTS]
-    for weights in candidates:
-        config = weights.parent / CONFIG
-        if weights.is_file() and config.is_file():
-            return weights, config
+    weights = path if path.is_file() else path / WEIGHTS
+    if weights.is_file() and (weights.parent / CONFIG).is_file():
+        return weights, weights.parent / CONFIG
+    if (path / LAST_CHECKPOINT / WEIGHTS).is_file():
+        # A run folder without its final weights is still training (or was stopped): its
+        # checkpoint, of some step, is used only when named.
+        raise FileNotFoundError(
+            f"{path} has no final {WEIGHTS}: the run is still training or was stopped; wait "
+            f"for it to finish, or pass {path / LAST_CHECKPOINT} to use its last checkpoint"
+        )
     raise FileNotFoundError(
         f"{path}: no model.safetensors with a config.json beside it; pass a run folder written "
         "by `scalevid train`, one of its checkpoints/ folders, or a model.safetensors file"

@@ -38,6 +38,14 @@ class PretextConfig:
     set_weight: float = 1.0
 
     def __post_init__(self) -> None:
+        for name in ("mcm_weight", "set_weight"):
+            if not getattr(self, name) >= 0:  # NaN too
+                raise ValueError(
+                    f"pretext.{name} (--{name.replace('_', '-')}) must be >= 0 (0 switches that "
+                    f"loss off), got {getattr(self, name)}"
+                )
+        if not self.temperature > 0:
+            raise ValueError(f"pretext.temperature must be positive, got {self.temperature}")
         if self.mcm_weight <= 0 and self.set_weight <= 0:
             raise ValueError("at least one of mcm_weight and set_weight must be positive")
         if not 0.0 < self.mask_ratio < 1.0:

@@ -70,6 +70,7 @@ from scalevid.eval.protocol import evaluate
 from scalevid.eval.report import combine, combined_markdown
 from scalevid.extract import ExtractConfig, extract
 from scalevid.folders import EXTRACT_RECORD, POINT_RECORD, RESULTS, RESULTS_TABLE, WEIGHTS
+from scalevid.outfiles import write_text
 from scalevid.train import TrainConfig, train
 from scalevid.train.config import drop_retired
 
@@ -440,7 +441,7 @@ def ensure_store(config: ExtractConfig) -> dict[str, Any]:
             return record
     store.mkdir(parents=True, exist_ok=True)
     record = {"settings": settings, "paths": paths, "complete": False}
-    record_file.write_text(json.dumps(record, indent=2))
+    write_text(record_file, json.dumps(record, indent=2))
     report = extract(config)
     logger.info("%s", report.summary())
     if report.failed:
@@ -456,7 +457,7 @@ def ensure_store(config: ExtractConfig) -> dict[str, Any]:
         failed=report.failed,
         seconds=report.seconds,
     )
-    record_file.write_text(json.dumps(record, indent=2))
+    write_text(record_file, json.dumps(record, indent=2))
     return record
 
 
@@ -487,7 +488,7 @@ def check_point(recipe: Recipe, point: Point, *, folder: Path, stores: Path) -> 
             )
         return
     folder.mkdir(parents=True, exist_ok=True)
-    record_file.write_text(json.dumps(settings, indent=2))
+    write_text(record_file, json.dumps(settings, indent=2))
 
 
 def run_point(
@@ -574,8 +575,8 @@ def run_recipe(
                 logger.info("%s / %s: done (%s)", recipe.name, point.label, done)
                 results[point.slug] = json.loads(done.read_text())
     combined = combine(recipe, results, extraction=extraction)
-    (folder / RESULTS).write_text(json.dumps(combined, indent=2))
-    (folder / RESULTS_TABLE).write_text(combined_markdown(combined))
+    write_text(folder / RESULTS, json.dumps(combined, indent=2))
+    write_text(folder / RESULTS_TABLE, combined_markdown(combined))
     return combined
 
 

@@ -12,7 +12,9 @@ Formats
     ``path label`` per line, separated by whitespace or a comma (the VideoMAE / PySlowFast
     convention). The label is the last field (after the last comma, else the last whitespace),
     so a path may contain spaces only when a label follows it; ``"a path.mp4",3`` (quoted) also
-    works. The first line is skipped as a header when its first field is one of
+    works. A label with spaces needs quotes (``v1.mp4 "class a"``): an unquoted line whose path
+    part holds a space but does not end in a video file name (``v1.mp4 class a``) is an
+    error naming the line, since it could be either. The first line is skipped as a header when its first field is one of
     ``path, video, video_path, filename, file, name, id``. Labels are integers (-1 =
     unlabelled; class names from a ``classes.txt`` beside the list, one per line, else
     ``"0".."max"``) or class names (mapped to indices in sorted order), not a mix: a name
@@ -138,15 +140,28 @@ def _id_from(written: str) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def _split_path_label(line: str) -> list[str]:
-    """Split at the last comma if there is one, else at the last whitespace, so paths may
-    contain spaces; a path in double quotes is taken as written."""
+def _unquoted(text: str) -> str:
+    return text[1:-1] if len(text) >= 2 and text[0] == text[-1] == '"' else text
+
+
+def _split_path_label(line: str) -> tuple[list[str], bool]:
+    """(fields, unambiguous). Split at the last comma if there is one, else at the last
+    whitespace, so paths may contain spaces; a path or a label in double quotes is taken as
+    written. A whitespace split whose path part holds a space is ambiguous unless that part
+    ends in a video file name: it may as well be a label with spaces (``v1.mp4 class a``)."""
     if line.startswith('"') and line.count('"') >= 2:
         end = line.index('"', 1)
-        rest = line[end + 1 :].strip().removeprefix(",").strip()
-        return [line[1:end], rest] if rest else [line[1:end]]
-    parts = line.rsplit(",", 1) if "," in line else line.rsplit(None, 1)
-    return [part.strip() for part in parts]
+        rest = _unquoted(line[end + 1 :].strip().removeprefix(",").strip())
+        return ([line[1:end], rest] if rest else [line[1:end]]), True
+    if line.endswith('"') and line.count('"') >= 2:
+        start = line.rindex('"', 0, len(line) - 1)
+        return [line[:start].strip().removesuffix(",").strip(), line[start + 1 : -1]], True
+    if "," in line:
+        return [part.strip() for part in line.rsplit(",", 1)], True
+    parts = line.rsplit(None, 1)
+    head = parts[0]
+    clear = len(head.split()) == 1 or Path(head).suffix.lower() in (*VIDEO_EXTENSIONS, ".npy")
+    return parts, clear
 
 
 def _check_label_kinds(raw: list[str], path: Path, lines: list[int]) -> None:
@@ -202,16 +217,27 @@ def parse_csv(path: Path, *, root: Path | None = None) -> VideoList:
     """``path label`` lines (see the module docstring)."""
     root = root if root is not None else path.parent
     written, raw, numbers = [], [], []
+    ambiguous: tuple[int, str] | None = None
     for k, (number, line) in enumerate(read_lines(path)):
-        parts = _split_path_label(line)
+        parts, clear = _split_path_label(line)
         if k == 0 and parts[0].lower() in CSV_HEADER_WORDS:
             continue
         if len(parts) != 2 or not parts[0] or not parts[1]:
             raise DatasetFormatError(path, number, f"expected 'path label', got {line!r}")
+        if not clear and ambiguous is None:
+            ambiguous = (number, line)
         written.append(parts[0])
         raw.append(parts[1])
         numbers.append(number)
     _check_label_kinds(raw, path, numbers)
+    if ambiguous is not None:
+        raise DatasetFormatError(
+            path,
+            ambiguous[0],
+            f"{ambiguous[1]!r} is ambiguous: a label with spaces, or a path with spaces that "
+            'does not end in a video file name; quote the label (v1.mp4 "class a") or the path '
+            '("my clip",3)',
+        )
     labels, class_names = _labels_to_indices(raw, path, numbers)
     names_file = path.parent / CLASSES_FILE
     if names_file.is_file() and class_names == [str(i) for i in range(len(class_names))]:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import logging
 import multiprocessing
-import os
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -44,6 +43,7 @@ from scalevid.demo.synthetic import (
     video_id,
     video_label,
 )
+from scalevid.outfiles import write_text
 from scalevid.progress import progress_bar
 
 logger = logging.getLogger(__name__)
@@ -132,9 +132,7 @@ def _write_if_changed(path: Path, text: str) -> bool:
     """Write ``text`` atomically unless ``path`` already holds it; True when written."""
     if path.is_file() and path.read_text() == text:
         return False
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_text(path, text)
     return True
 
 

@@ -41,6 +41,7 @@ from scalevid.eval.protocol import evaluate
 from scalevid.eval.report import format_table, markdown_table, results_markdown
 from scalevid.eval.rows import LABELS, PROBES
 from scalevid.extract import ExtractConfig, extract
+from scalevid.outfiles import make_folder, write_text
 from scalevid.train import TrainConfig, train
 
 logger = logging.getLogger(__name__)
@@ -211,10 +212,10 @@ def _extract(
 def _write_ceiling(
     out: Path, ceiling: Ceiling, config: DemoConfig, timings: dict[str, float]
 ) -> Path:
-    (out / "report").mkdir(parents=True, exist_ok=True)
+    make_folder(out / "report")
     path = out / "report" / "ceiling.json"
     record = {**ceiling.to_dict(), "timings": timings, "dataset": config.dataset.to_dict()}
-    path.write_text(json.dumps(record, indent=2) + "\n")
+    write_text(path, json.dumps(record, indent=2) + "\n")
     return path
 
 
@@ -672,6 +673,6 @@ def write_report(out: Path, report: DemoReport) -> Path:
         *_report_rows(report),
     ]
     path = report_dir / "report.md"
-    path.write_text("\n".join(lines))
-    (report_dir / "demo.json").write_text(json.dumps(_demo_json(report), indent=2, default=str))
+    write_text(path, "\n".join(lines))
+    write_text(report_dir / "demo.json", json.dumps(_demo_json(report), indent=2, default=str))
     return path

@@ -340,6 +340,7 @@ def write_video(
     """Render and encode one video to ``path`` atomically (temporary file, then rename)."""
     codec = codec or resolve_codec(config.codec)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}{TMP_SUFFIX}")
+    tmp.unlink(missing_ok=True)  # a link planted there is removed, never written through
     try:
         _encode(iter_video_frames(config, split, index), tmp, config, codec)
         os.replace(tmp, path)

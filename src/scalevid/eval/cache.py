@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ import numpy as np
 import torch
 
 from scalevid.eval.config import EvalConfig, Task, baseline_settings
+from scalevid.outfiles import replace_file
 from scalevid.store import FeatureStore
 
 logger = logging.getLogger(__name__)
@@ -112,10 +112,9 @@ def save_probe_run(result: ProbeRun, path: Path) -> None:
         "num_train": result.num_train,
         "curves": result.curves,
     }
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        np.savez(f, test_scores=result.test_scores, meta=np.array(json.dumps(meta)))
-    os.replace(tmp, path)
+    replace_file(
+        path, lambda f: np.savez(f, test_scores=result.test_scores, meta=np.array(json.dumps(meta)))
+    )
 
 
 def load_probe_run(path: Path) -> ProbeRun | None:

@@ -14,6 +14,7 @@ import numpy as np
 from scalevid.eval.representations import load_model, open_store, video_embeddings
 from scalevid.hardware import resolve_device
 from scalevid.model import ScaleModel
+from scalevid.outfiles import replace_file, write_text
 from scalevid.store import FeatureStore
 
 logger = logging.getLogger(__name__)
@@ -43,8 +44,8 @@ def export_embeddings(
     )
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    np.save(out / EMBEDDINGS, vectors.astype(np.float32))
-    (out / VIDEO_IDS).write_text("".join(f"{v}\n" for v in store.video_ids))
+    replace_file(out / EMBEDDINGS, lambda f: np.save(f, vectors.astype(np.float32)))
+    write_text(out / VIDEO_IDS, "".join(f"{v}\n" for v in store.video_ids))
     logger.info("wrote %d embeddings of size %d to %s", *vectors.shape, out)
     return out / EMBEDDINGS, out / VIDEO_IDS
 

@@ -10,6 +10,8 @@ import numpy as np
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from scalevid.outfiles import replace_file  # noqa: E402
+
 
 def plot_probe_comparison(
     names: list[str],
@@ -40,7 +42,7 @@ def plot_probe_comparison(
     ax.set_xticks(x, names, rotation=30, ha="right")
     ax.set(ylabel=metric, title=f"probes: {metric} (mean ± std over seeds)")
     fig.tight_layout()
-    fig.savefig(out, dpi=100)
+    replace_file(Path(out), lambda f: fig.savefig(f, format="png", dpi=100))
     plt.close(fig)
     return Path(out)
 
@@ -94,7 +96,7 @@ def plot_confusion_matrix(
         ax.set_yticks(range(c), names, fontsize=7)
     ax.set(xlabel="predicted", ylabel="true", title=title or "confusion matrix")
     fig.tight_layout()
-    fig.savefig(out, dpi=100)
+    replace_file(Path(out), lambda f: fig.savefig(f, format="png", dpi=100))
     plt.close(fig)
     return Path(out)
 
@@ -129,6 +131,6 @@ def plot_embedding_map(
             ax.legend(fontsize=7, markerscale=2, loc="best")
     ax.set(xticks=[], yticks=[], title=title or "video embeddings")
     fig.tight_layout()
-    fig.savefig(out, dpi=100)
+    replace_file(Path(out), lambda f: fig.savefig(f, format="png", dpi=100))
     plt.close(fig)
     return Path(out)

@@ -72,6 +72,7 @@ from scalevid.eval.splits import Split, make_split
 from scalevid.eval.summary import summarise, test_metrics
 from scalevid.hardware import resolve_device
 from scalevid.model import ScaleModel
+from scalevid.outfiles import make_folder, replace_file
 from scalevid.store import FeatureStore
 
 logger = logging.getLogger(__name__)
@@ -127,6 +128,7 @@ def evaluate(
         cache = BaselineCache(Path(baseline_cache), train_store, test_store)
     runs, seed_info, reused = _run_seeds(probes, ctx, scored, out=out, cache=cache)
     meta = _meta(train_store, test_store, run, scored, skipped=skipped, reused=reused)
+    meta["run_step"] = None if model is None else model.weights_step  # which weights were used
     results = summarise(
         runs, y_test=scored.y_test, task=task, config=config, seed_info=seed_info, meta=meta
     )
@@ -186,7 +188,7 @@ def _run_seeds(
     runs: dict[str, list[ProbeRun]] = {p: [] for p in probes}
     reused: list[str] = []
     seed_info = []
-    (out / "splits").mkdir(exist_ok=True)
+    make_folder(out / "splits")
     for seed in ctx.config.seeds:
         split = _seed_split(seed, ctx, scored, out=out)
         seed_info.append(_seed_info(seed, split, ctx))
@@ -210,7 +212,8 @@ def _seed_split(seed: int, ctx: Context, scored: Scored, *, out: Path) -> Split:
         min_val_videos=cfg.min_val_videos,
         cv_folds=cfg.cv_folds,
     )
-    np.savez(out / "splits" / f"seed{seed}.npz", **split.arrays())
+    arrays = split.arrays()
+    replace_file(out / "splits" / f"seed{seed}.npz", lambda f: np.savez(f, **arrays))
     return split
 
 

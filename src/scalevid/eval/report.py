@@ -20,6 +20,7 @@ from scalevid.eval.probes import video_vectors
 from scalevid.eval.representations import Representations
 from scalevid.eval.rows import LABELS, PROBES
 from scalevid.folders import PREDICTIONS, RESULTS, RESULTS_TABLE
+from scalevid.outfiles import replace_file, write_text
 from scalevid.store import FeatureStore
 
 logger = logging.getLogger(__name__)
@@ -191,11 +192,10 @@ def write_report(
     task = results["task"]
     files = {"results": RESULTS, "table": RESULTS_TABLE, "predictions": PREDICTIONS}
     predictions = _predictions(test_scores, task=task, num_test=len(test_rows))
-    np.savez(
+    video_ids = np.asarray([test_store.video_ids[i] for i in test_rows])
+    replace_file(
         out / PREDICTIONS,
-        video_ids=np.asarray([test_store.video_ids[i] for i in test_rows]),
-        labels=y_test,
-        **predictions,
+        lambda f: np.savez(f, video_ids=video_ids, labels=y_test, **predictions),
     )
     if plots:
         files.update(_plot_probes(results, out))
@@ -204,8 +204,8 @@ def write_report(
             files.update(_plot_confusion(results, predictions, y_test, out))
         files.update(_plot_embedding_map(results, test, y_test, method=embedding_map, out=out))
     results["files"] = files
-    (out / RESULTS_TABLE).write_text(results_markdown(results))
-    (out / RESULTS).write_text(json.dumps(results, indent=2))
+    write_text(out / RESULTS_TABLE, results_markdown(results))
+    write_text(out / RESULTS, json.dumps(results, indent=2))
     logger.info("wrote %s", out / RESULTS)
 
 

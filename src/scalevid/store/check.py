@@ -10,6 +10,7 @@ its values (num_clips, boxes, labels, NaN/Inf features), and duplicate video ids
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -226,6 +227,28 @@ def _duplicate_problems(shards: list[Shard], root: Path) -> Iterator[StoreError]
         )
 
 
+# A healthy writer publishes a shard (rename) and commits it to manifest.json moments later: a
+# reader that sees an unlisted shard reads the manifest again for up to this long before
+# calling the shard interrupted.
+_SETTLE_SECONDS = 1.0
+
+
+def _settled_listing(root: Path) -> tuple[Manifest, list[Path]]:
+    """manifest.json and the shard folders, read again while some folder is not listed yet
+    (a writer between publishing and committing it), so a reader opening a store while an
+    import appends to it sees one consistent snapshot."""
+    deadline = time.monotonic() + _SETTLE_SECONDS
+    while True:
+        manifest = read_manifest(root)
+        dirs = shard_dirs(root)
+        listed = manifest.shards
+        if listed is None or all(d.name in listed for d in dirs):
+            return manifest, dirs
+        if time.monotonic() > deadline:
+            return manifest, dirs
+        time.sleep(0.01)
+
+
 def scan_store(
     root: Path,
     *,
@@ -239,8 +262,7 @@ def scan_store(
 
     Shards that cannot be loaded at all, or that manifest.json does not list, are left out.
     """
-    manifest = read_manifest(root)
-    dirs = shard_dirs(root)
+    manifest, dirs = _settled_listing(root)
     for problem in _listing_problems(root, manifest, dirs):
         report(problem)
     if manifest.shards is not None:

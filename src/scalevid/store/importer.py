@@ -13,12 +13,14 @@ from typing import IO
 import numpy as np
 
 from scalevid.data.lists import VideoList, parse_csv
+from scalevid.outfiles import open_truncate
 from scalevid.progress import progress_bar
-from scalevid.store.errors import StoreDataError, StoreError
+from scalevid.store.errors import IncompatibleStoreError, StoreDataError, StoreError
 from scalevid.store.files import npy_header
-from scalevid.store.layout import BOX_DIM, FAILURES_FILE, MANIFEST_FILE
+from scalevid.store.layout import BOX_DIM, FAILURES_FILE, MANIFEST_FILE, SHARDS_DIR
 from scalevid.store.lock import StoreLock
 from scalevid.store.manifest import Manifest
+from scalevid.store.shards import read_shard_json
 from scalevid.store.writer import StoreWriter, complete_ids, reconcile_shards
 
 logger = logging.getLogger(__name__)
@@ -153,8 +155,10 @@ def import_npy_folder(
     with StoreLock(out):  # before anything is written, failures.jsonl included
         existing = reconcile_shards(out) if (out / MANIFEST_FILE).exists() else None
         done = set(complete_ids(out)) if existing else set()
+        if existing is not None:
+            _check_already_there(videos, features_dir, out, existing)
         report = ImportReport(store=out, listed=len(videos), imported=0, skipped_existing=0)
-        with open(out / FAILURES_FILE, "w") as failures_log:
+        with open_truncate(out / FAILURES_FILE) as failures_log:
             failures = _FailureLog(report, failures_log)
             # Pass 1 reads every header, to fix K and D before anything is written.
             candidates = _find_features(videos, features_dir, done, report, failures, progress)
@@ -219,7 +223,11 @@ def _find_features(
             continue
         seen.add(video_id)
         looked = _feature_candidates(video_id, features_dir)
-        found = next((p for p in looked if p.is_file()), None)
+        try:
+            found = next((p for p in looked if p.is_file()), None)
+        except OSError as e:  # a name too long for the file system, a folder without access
+            fail(video_id, stored_path, f"cannot look up its features file: {e.strerror}")
+            continue
         if found is None:
             fail(
                 video_id,
@@ -234,6 +242,58 @@ def _find_features(
             continue
         candidates.append(_Candidate(video_id, stored_path, label, found, clips, dim))
     return candidates
+
+
+def _stored_videos(out: Path) -> dict[str, tuple[int, int]]:
+    """video id -> (label, clip count) of every committed video of the store at `out`."""
+    by_shard: dict[str, list[str]] = {}
+    for vid, shard in complete_ids(out).items():
+        by_shard.setdefault(shard, []).append(vid)
+    stored: dict[str, tuple[int, int]] = {}
+    for shard, ids in by_shard.items():
+        folder = out / SHARDS_DIR / shard
+        order = read_shard_json(folder)["video_ids"]
+        labels = np.load(folder / "labels.npy", allow_pickle=False)
+        clips = np.load(folder / "num_clips.npy", allow_pickle=False)
+        row = {vid: i for i, vid in enumerate(order)}
+        stored.update({vid: (int(labels[row[vid]]), int(clips[row[vid]])) for vid in ids})
+    return stored
+
+
+def _check_already_there(
+    videos: VideoList, features_dir: Path, out: Path, manifest: Manifest
+) -> None:
+    """A video already in the store is skipped on a re-run, so a re-run that would change it
+    (another label, features of another size) is an error naming the ids, not a silent no-op."""
+    stored = _stored_videos(out)
+    names = manifest.class_names or []
+    relabelled, resized = [], []
+    for item in videos.items:
+        if item.video_id not in stored:
+            continue
+        label, clips = stored[item.video_id]
+        old = names[label] if 0 <= label < len(names) else str(label)
+        new = videos.class_names[item.label] if item.label >= 0 else "-1"
+        if old != new:
+            relabelled.append(f"{item.video_id} ({old!r} -> {new!r})")
+        looked = _feature_candidates(item.video_id, features_dir)
+        try:
+            found = next((p for p in looked if p.is_file()), None)
+            shape = None if found is None else _features_shape(found)
+        except (OSError, ValueError, SyntaxError):
+            continue  # a file it would not import anyway
+        if shape is None:
+            continue
+        if shape != (clips, manifest.dim):
+            resized.append(f"{item.video_id} ({clips}x{manifest.dim} -> {shape[0]}x{shape[1]})")
+    for problem, ids in (("another label", relabelled), ("features of another size", resized)):
+        if ids:
+            raise IncompatibleStoreError(
+                f"{out} already holds {len(ids)} listed video(s) with {problem}: "
+                f"{', '.join(ids[:5])}{' ...' if len(ids) > 5 else ''}; a re-run never changes a "
+                "stored video: import into a new --out (or delete the store to import it again)",
+                path=out,
+            )
 
 
 def _features_shape(path: Path) -> tuple[int, int]:

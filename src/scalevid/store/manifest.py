@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from scalevid import __version__
+from scalevid.outfiles import create_new, open_lock_file, reraise_if_full
 from scalevid.store.errors import StoreFormatError, StoreNotFoundError
 from scalevid.store.files import fsync_path
 from scalevid.store.layout import COMMIT_LOCK_FILE, MANIFEST_FILE
@@ -173,6 +174,23 @@ def manifest_differences(store: Manifest, writer: Manifest) -> list[str]:
     ]
 
 
+# What makes two stores' features the same kind of vector (a probe or a run trained on one
+# reads the other): the backbone, its preprocessing, the clip length and the feature size.
+FEATURE_IDENTITY_FIELDS = ("backbone", "preprocessing", "clip_frames", "clip_stride", "dim")
+
+
+def feature_differences(named: dict[str, Manifest]) -> list[str]:
+    """One "key: A has ..., B has ..." line per identity field that differs between the first
+    manifest of `named` (name -> manifest) and any other."""
+    (first, base), *others = named.items()
+    return [
+        f"{key}: {first} has {getattr(base, key)!r}, {name} has {getattr(other, key)!r}"
+        for name, other in others
+        for key in FEATURE_IDENTITY_FIELDS
+        if getattr(base, key) != getattr(other, key)
+    ]
+
+
 def read_manifest(root: Path) -> Manifest:
     """Parse root/manifest.json; StoreNotFoundError or StoreFormatError say what is wrong."""
     if not root.is_dir():
@@ -199,7 +217,8 @@ def write_manifest_if_absent(root: Path, manifest: Manifest) -> bool:
     target = root / MANIFEST_FILE
     text = json.dumps(manifest.to_dict(), indent=2) + "\n"
     tmp = root / f".{MANIFEST_FILE}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp.write_text(text)
+    with create_new(tmp) as f:
+        f.write(text.encode())
     try:
         os.link(tmp, target)  # fails if target exists: atomic create-if-absent, complete content
         return True
@@ -226,7 +245,7 @@ def update_manifest_shards(
     a short flock on STORE/.commit.lock; manifest.json is replaced by rename, so a reader sees
     the old or the new list, never half of one. A format-1 manifest becomes format 2 here.
     """
-    fd = os.open(root / COMMIT_LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = open_lock_file(root / COMMIT_LOCK_FILE)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         manifest = read_manifest(root)
@@ -240,11 +259,14 @@ def update_manifest_shards(
         target = root / MANIFEST_FILE
         tmp = root / f".{MANIFEST_FILE}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         try:
-            with open(tmp, "w") as f:
-                f.write(json.dumps(manifest.to_dict(), indent=2) + "\n")
+            with create_new(tmp) as f:
+                f.write((json.dumps(manifest.to_dict(), indent=2) + "\n").encode())
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, target)
+        except OSError as e:
+            reraise_if_full(e, target)
+            raise
         finally:
             tmp.unlink(missing_ok=True)
         fsync_path(root)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from scalevid.outfiles import create_new, is_full, make_folder, reraise_if_full, save_npy
 from scalevid.store.check import box_problems, checksum_problems
 from scalevid.store.errors import IncompatibleStoreError, StoreDataError, StoreError
 from scalevid.store.files import file_crc32, fsync_path
@@ -186,10 +187,14 @@ def _shard_arrays(videos: Sequence[_PendingVideo], k: int, d: int) -> dict[str, 
 
 def _save_npy(path: Path, array: np.ndarray) -> dict[str, int]:
     """np.save + fsync; returns the {"bytes", "crc32"} entry for shard.json."""
-    with open(path, "wb") as f:
-        np.save(f, array, allow_pickle=False)
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with create_new(path) as f:
+            save_npy(f, array)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        reraise_if_full(e, path)
+        raise
     return {"bytes": path.stat().st_size, "crc32": file_crc32(path)}
 
 
@@ -233,7 +238,7 @@ class StoreWriter:
             raise
 
     def _open(self, manifest: Manifest) -> None:
-        (self.path / SHARDS_DIR).mkdir(parents=True, exist_ok=True)
+        make_folder(self.path / SHARDS_DIR)
         fresh = dataclasses.replace(manifest, shards={}, format_version=FORMAT_VERSION)
         if write_manifest_if_absent(self.path, fresh):
             self.manifest = fresh
@@ -338,7 +343,9 @@ class StoreWriter:
             self._next_seq += 1
         name = shard_name(self.shard_prefix, self._next_seq)
         tmp = shards / temp_shard_name(name, os.getpid())
-        if tmp.exists():
+        if tmp.is_symlink():
+            tmp.unlink()
+        elif tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir()
         videos = self._buffer
@@ -352,13 +359,14 @@ class StoreWriter:
                 "paths": [v.path for v in videos],
                 "files": files,
             }
-            with open(tmp / SHARD_FILE, "w") as f:
-                json.dump(meta, f)
+            with create_new(tmp / SHARD_FILE) as f:
+                f.write(json.dumps(meta).encode())
                 f.flush()
                 os.fsync(f.fileno())
             os.rename(tmp, shards / name)
-        except BaseException:
+        except BaseException as e:
             shutil.rmtree(tmp, ignore_errors=True)
+            reraise_if_full(e, shards / name)
             raise
         fsync_path(shards)
         # The commit: a kill before it leaves a complete, unlisted shard that the next writer
@@ -386,11 +394,15 @@ class StoreWriter:
         if exc_type is None:
             self.close()
             return
+        if is_full(exc):  # flushing again would fail the same way, and say it twice
+            self._buffer = []
+            self.close()
+            return
         # The buffered videos are complete and valid: keep them, but never mask the error.
         try:
             self.close()
-        except Exception:
-            logger.exception("could not flush the last shard of %s", self.path)
+        except Exception as e:  # a full disk, usually: the error being raised says more
+            logger.error("could not flush the last shard of %s: %s", self.path, e)
 
     def _remove_stale_temp_dirs(self) -> None:
         # Temp dirs with our own prefix belong to an earlier, killed run of this writer.

@@ -25,9 +25,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 
 from scalevid.folders import CONFIG, TRAINER_STATE, WEIGHTS
+from scalevid.outfiles import make_folder, replace_file, reraise_if_full
 from scalevid.store import fsync_path
 
 logger = logging.getLogger(__name__)
@@ -37,26 +39,15 @@ class CheckpointError(ValueError):
     """A checkpoint or run folder file that is incomplete, damaged or unsafe; names the file."""
 
 
-def _replace_file(target: Path, write: Any) -> None:
-    """Write `target` through a temporary file and rename it into place: a reader (or a crash)
-    sees the old file or the new one, never half of one."""
-    tmp = target.with_name(f".tmp-{target.name}-{os.getpid()}")
-    try:
-        write(tmp)
-        fsync_path(tmp)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def save_weights(directory: Path, model: torch.nn.Module, config: dict[str, Any]) -> None:
     """Write model.safetensors + config.json into `directory` (which must exist), each file
     replaced atomically."""
     directory = Path(directory)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    _replace_file(directory / WEIGHTS, lambda p: save_file(state, str(p)))
+    data = safetensors_bytes(state)
+    replace_file(directory / WEIGHTS, lambda f: f.write(data))
     text = json.dumps(config, indent=2, sort_keys=True)
-    _replace_file(directory / CONFIG, lambda p: p.write_text(text))
+    replace_file(directory / CONFIG, lambda f: f.write(text.encode()))
 
 
 def save_checkpoint(
@@ -70,26 +61,35 @@ def save_checkpoint(
     """Atomically (re)write a checkpoint folder (the steps of the module docstring)."""
     directory = Path(directory)
     tmp = directory.with_name(f".tmp-{directory.name}-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    save_weights(tmp, model, config)
+    _remove(tmp)
+    make_folder(tmp.parent).joinpath(tmp.name).mkdir()
     state = {
         "optimizer": optimizer.state_dict(),
         "trainer": trainer_state,
         "torch_rng": torch.get_rng_state(),
     }
-    torch.save(state, tmp / TRAINER_STATE)
-    for name in (WEIGHTS, CONFIG, TRAINER_STATE):
-        fsync_path(tmp / name)
+    try:
+        save_weights(tmp, model, config)
+        replace_file(tmp / TRAINER_STATE, lambda f: torch.save(state, f))
+    except BaseException as e:
+        shutil.rmtree(tmp, ignore_errors=True)  # a full disk leaves no half-written checkpoint
+        reraise_if_full(e, directory)
+        raise
     fsync_path(tmp)
     old = directory.with_name(f".old-{directory.name}-{os.getpid()}")
     if directory.exists():
         directory.rename(old)
     tmp.rename(directory)
     fsync_path(directory.parent)
-    if old.exists():
-        shutil.rmtree(old)
+    _remove(old)
+
+
+def _remove(path: Path) -> None:
+    """Delete a leftover folder, or a link planted in its place (never what the link points to)."""
+    if path.is_symlink():
+        path.unlink()
+    elif path.exists():
+        shutil.rmtree(path)
 
 
 def recover_checkpoint(directory: Path) -> None:

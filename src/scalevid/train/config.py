@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from scalevid.config import load_config as load_stage_config
 from scalevid.config import runtime
+from scalevid.distributed import DEFAULT_TIMEOUT_S
 from scalevid.hardware import Precision
 from scalevid.model import ModelConfig
 from scalevid.pretext import PretextConfig
@@ -42,6 +43,7 @@ class TrainConfig:
     tensorboard: bool = runtime(False)
     progress: bool = runtime(True)
     verify_store: bool = True  # crc32 of every store file on open (False: very large stores)
+    dist_timeout: float = runtime(DEFAULT_TIMEOUT_S)  # s a torchrun rank waits for the others
 
     def __post_init__(self) -> None:
         problems = [

@@ -10,6 +10,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from scalevid.outfiles import replace_file  # noqa: E402
+
 
 def plot_training_curves(metrics_file: Path, out: Path) -> Path | None:
     """Loss and contrastive-accuracy curves from a run's metrics.jsonl; None if it is empty."""
@@ -27,6 +29,8 @@ def plot_training_curves(metrics_file: Path, out: Path) -> Path | None:
     ax_acc.set(xlabel="step", ylabel="accuracy", title="contrastive accuracy", ylim=(0, 1))
     ax_acc.legend()
     fig.tight_layout()
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
+    try:
+        replace_file(Path(out), lambda f: fig.savefig(f, format="png", dpi=100))
+    finally:
+        plt.close(fig)
     return Path(out)

@@ -19,6 +19,7 @@ import torch
 from scalevid.distributed import Gather
 from scalevid.folders import CURVES, LAST_CHECKPOINT, METRICS_LOG
 from scalevid.model import ScaleModel
+from scalevid.outfiles import open_append, reraise_if_full
 from scalevid.pretext import pretext_step
 from scalevid.progress import progress_bar
 from scalevid.train.checkpoint import save_checkpoint
@@ -259,8 +260,12 @@ class Trainer:
             "videos_per_s": steps * self.config.batch_size / max(seconds, 1e-9),
         }
         if self.main:
-            with open(self.run / METRICS_LOG, "a") as f:
-                f.write(json.dumps(row) + "\n")
+            try:
+                with open_append(self.run / METRICS_LOG) as f:
+                    f.write(json.dumps(row) + "\n")
+            except OSError as e:
+                reraise_if_full(e, self.run / METRICS_LOG)
+                raise
             if self.writer is not None:
                 for key, value in row.items():
                     if key not in ("step", "epoch"):
@@ -286,7 +291,7 @@ class Trainer:
         save_checkpoint(
             self.run / LAST_CHECKPOINT,
             model=self.model,
-            config=self.full_config,
+            config={**self.full_config, "step": step},  # the step its weights are of
             optimizer=self.optimizer,
             trainer_state={"step": step, "epoch": step // max(1, self.steps_per_epoch)},
         )

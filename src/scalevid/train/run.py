@@ -17,7 +17,8 @@ from scalevid.distributed import Gather, process_group
 from scalevid.folders import CONFIG, LAST_CHECKPOINT, METRICS_LOG
 from scalevid.hardware import autocast_dtype, resolve_device
 from scalevid.model import ScaleModel
-from scalevid.store import FeatureStore
+from scalevid.outfiles import write_text
+from scalevid.store import FeatureStore, StoreLock, StoreLockedError
 from scalevid.train.checkpoint import (
     CheckpointError,
     load_checkpoint,
@@ -38,8 +39,44 @@ def train(config: TrainConfig, *, resume: bool = False) -> Path:
     calls this and takes its share of each global batch."""
     if not config.store or not config.out:
         raise ValueError("train needs both a store (--store) and a run folder (--out)")
-    with process_group(resolve_device(config.device)) as procs:
-        return _train(config, resume, Gather(rank=procs.rank, world=procs.world), procs.device)
+    device = resolve_device(config.device)
+    with process_group(device, timeout_s=config.dist_timeout) as procs:
+        gather = Gather(rank=procs.rank, world=procs.world)
+        lock = _lock_run(Path(config.out), gather)
+        try:
+            return _train(config, resume, gather, procs.device)
+        finally:
+            lock.release()
+
+
+RUN_REFUSAL = (
+    "{path} is being trained by another process (pid {pid}, lock {lock}); wait for it to "
+    "finish, or choose another --out. Two trainers on one run folder would overwrite each "
+    "other's checkpoints and log every step twice"
+)
+
+
+def _lock_run(run: Path, gather: Gather) -> StoreLock:
+    """One training job per run folder: rank 0 takes the folder's OS lock (the one a store
+    has) for the whole job and tells the other ranks whether it got it, so every rank of a
+    second job stops before writing anything."""
+    lock = StoreLock(run, refusal=RUN_REFUSAL)
+    error: StoreLockedError | None = None
+    if gather.rank == 0:
+        try:
+            lock.acquire()
+        except StoreLockedError as e:
+            error = e
+    if gather.world > 1:
+        import torch.distributed as dist
+
+        flag = [error is None]
+        dist.broadcast_object_list(flag, src=0)
+        if not flag[0] and error is None:
+            raise StoreLockedError(f"{run} is being trained by another job", path=run)
+    if error is not None:
+        raise error
+    return lock
 
 
 def _train(config: TrainConfig, resume: bool, gather: Gather, device: torch.device) -> Path:
@@ -63,7 +100,7 @@ def _train(config: TrainConfig, resume: bool, gather: Gather, device: torch.devi
         "scalevid_version": __version__,
     }
     if gather.rank == 0:
-        (run / CONFIG).write_text(json.dumps(full_config, indent=2, sort_keys=True))
+        write_text(run / CONFIG, json.dumps(full_config, indent=2, sort_keys=True))
     data = load_train_data(store, config, device)
     trainer = Trainer(
         config=config,
@@ -78,7 +115,7 @@ def _train(config: TrainConfig, resume: bool, gather: Gather, device: torch.devi
     )
     trainer.fit(start_step)
     if gather.rank == 0:
-        save_weights(run, model, full_config)
+        save_weights(run, model, {**full_config, "step": trainer.total_steps})
         logger.info("finished: %s", run)
     return run
 
@@ -195,7 +232,7 @@ def _truncate_metrics(path: Path, step: int) -> None:
                 kept.append(line)
         except (ValueError, KeyError, TypeError):  # a row torn by a kill; redone anyway
             continue
-    path.write_text("".join(line + "\n" for line in kept))
+    write_text(path, "".join(line + "\n" for line in kept))
 
 
 def _check_resumable(saved: TrainConfig, now: TrainConfig) -> None:
