@@ -86,7 +86,7 @@ def test_embed_single_and_batched_agree_and_restores_mode():
     model = small_model().train()
     f, bx = inputs(b=1, n=5)
     one = model.embed(f[0].numpy(), bx[0].numpy())
-    many = model.embed(f, bx, mask=torch.ones(1, 5, dtype=torch.bool))
+    many = model.embed(f, bx, valid=torch.ones(1, 5, dtype=torch.bool))
     torch.testing.assert_close(one.set, many.set[0])
     assert model.training
 

@@ -11,6 +11,8 @@ An evaluation folder (`scalevid eval --out DIR`):
     results.json           every row, seed, chosen config and the EvalConfig
     results.md             the same as markdown tables
     predictions.npz        test predictions per row and seed
+    splits/seed<S>.npz     the train rows each seed fits, validates and retrains on
+    curves_<row>.png       validation and training curves of a set / attentive row
 A recipe's output folder (`scalevid recipe --out DIR`):
     <recipe>/<point>/point.json                 the point's resolved settings
     stores/<dataset>/<split>/recipe-extract.json the settings and outcome of the store's extraction
@@ -31,6 +33,19 @@ CURVES = "curves.png"
 RESULTS = "results.json"
 RESULTS_TABLE = "results.md"
 PREDICTIONS = "predictions.npz"
+SPLITS = "splits"
+
+
+def split_file(seed: int) -> Path:
+    """splits/seed<S>.npz inside an evaluation folder."""
+    return Path(SPLITS) / f"seed{seed}.npz"
+
+
+def learning_curves_file(row: str) -> str:
+    """The learning-curve figure of one row inside an evaluation folder."""
+    return f"curves_{row}.png"
+
+
 # a recipe
 POINT_RECORD = "point.json"
 EXTRACT_RECORD = "recipe-extract.json"

@@ -233,12 +233,12 @@ class ScaleModel(nn.Module):
         self,
         features: torch.Tensor | np.ndarray,
         boxes: torch.Tensor | np.ndarray,
-        mask: torch.Tensor | np.ndarray | None = None,
+        valid: torch.Tensor | np.ndarray | None = None,
     ) -> ScaleOutput:
         """Inference: contextualised clip tokens (B, N, H) and SET output (B, H).
 
-        features (B, N, D) or (N, D) for one video; boxes matching with 7 columns; `mask`
-        (B, N) bool marks the *valid* clips (True = real clip, False = padding); None = all valid.
+        features (B, N, D) or (N, D) for one video; boxes matching with 7 columns; `valid`
+        (B, N) bool marks the real clips (False = padding), as in `forward`; None = all valid.
         Runs in eval mode (no dropout) and restores the previous mode afterwards.
         """
         device = next(self.parameters()).device
@@ -247,7 +247,7 @@ class ScaleModel(nn.Module):
         single = feats.ndim == 2
         if single:
             feats, bx = feats[None], bx[None]
-        valid = None if mask is None else torch.as_tensor(mask, device=device).bool()
+        valid = None if valid is None else torch.as_tensor(valid, device=device).bool()
         if valid is not None and single:
             valid = valid[None]
         was_training = self.training

@@ -199,8 +199,10 @@ def test_clip_set_head_outputs_per_clip_and_averages_softmax():
     out = probe(feats, boxes, valid)
     assert out.shape == (2, 5, 3)  # one output per clip
     pooled = predictor(feats, boxes, valid=valid).set  # (2, H)
-    by_hand = torch.cat([feats[1, 2], pooled[1]]) @ probe.head.weight.T + probe.head.bias
-    torch.testing.assert_close(out[1, 2], by_hand)  # W [clip feature, SET] + b
+    clip = feats[1, 2]
+    normed = (clip - clip.mean()) / torch.sqrt(clip.var(unbiased=False) + 1e-5)
+    by_hand = torch.cat([normed, pooled[1]]) @ probe.head.weight.T + probe.head.bias
+    torch.testing.assert_close(out[1, 2], by_hand)  # W [LayerNorm(clip feature), SET] + b
     set_only = SetProbe(predictor, out_dim=3, dropout=0.0, task="classification", head="set")
     assert set_only(feats, boxes, valid).shape == (2, 1, 3)
 

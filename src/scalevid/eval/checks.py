@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from scalevid.eval.config import EvalConfig, Task
+from scalevid.eval.probes import is_regression
 from scalevid.eval.rows import ROWS, ProbeName
 from scalevid.model import ScaleModel
 from scalevid.store import FeatureStore
@@ -97,7 +98,7 @@ def scored_videos(
 
 
 def _labelled(labels: np.ndarray) -> np.ndarray:
-    if np.issubdtype(labels.dtype, np.floating):
+    if is_regression(labels):
         return np.flatnonzero(~np.isnan(labels))
     return np.flatnonzero(labels >= 0)
 

@@ -10,6 +10,7 @@ import numpy as np
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from scalevid.eval.probes import is_regression
 from scalevid.outfiles import replace_file  # noqa: E402
 
 
@@ -113,7 +114,7 @@ def plot_embedding_map(
     classes; -1 = unlabelled, grey) or float targets (colour bar)."""
     points, labels = np.asarray(points), np.asarray(labels)
     fig, ax = plt.subplots(figsize=(6, 5))
-    if np.issubdtype(labels.dtype, np.floating):
+    if is_regression(labels):
         sc = ax.scatter(points[:, 0], points[:, 1], c=labels, s=8, cmap="viridis")
         fig.colorbar(sc, ax=ax, label="target")
     else:

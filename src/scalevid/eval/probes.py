@@ -29,6 +29,16 @@ Task = Literal["classification", "regression"]
 Device = str | torch.device
 
 
+def is_regression(labels: np.ndarray | torch.Tensor) -> bool:
+    """Float labels are regression targets, integer labels class ids: the one place that says
+    so."""
+    return (
+        bool(labels.dtype.is_floating_point)
+        if isinstance(labels, torch.Tensor)
+        else bool(np.issubdtype(np.asarray(labels).dtype, np.floating))
+    )
+
+
 def to_numpy(a: np.ndarray | torch.Tensor) -> np.ndarray:
     return a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
 
@@ -64,7 +74,7 @@ class ProbeData:
             labels = to_numpy(self.labels)
             if labels.shape[0] != n:
                 raise ValueError(f"labels have {labels.shape[0]} rows, x has {n}")
-            if not np.issubdtype(labels.dtype, np.floating):
+            if not is_regression(labels):
                 labels = labels.astype(np.int64)
                 if labels.ndim != 1 or (labels < 0).any():
                     raise ValueError("class labels must be (N,) ints >= 0")
@@ -78,7 +88,7 @@ class ProbeData:
         """classification for integer labels, regression for float labels."""
         if self.labels is None:
             raise ValueError("this ProbeData has no labels")
-        return "regression" if np.issubdtype(self.labels.dtype, np.floating) else "classification"
+        return "regression" if is_regression(self.labels) else "classification"
 
     def subset(self, idx: np.ndarray) -> ProbeData:
         """The rows `idx` (copied into memory, also for a memmap)."""
@@ -140,7 +150,7 @@ def make_grid(
 
 
 def num_outputs(config: ProbeConfig, labels: np.ndarray) -> int:
-    if np.issubdtype(labels.dtype, np.floating):
+    if is_regression(labels):
         return 1 if labels.ndim == 1 else int(labels.shape[1])
     return config.num_classes if config.num_classes is not None else int(labels.max()) + 1
 

@@ -70,6 +70,7 @@ from scalevid.eval.representations import load_model, open_store, representation
 from scalevid.eval.rows import ROWS, ProbeName
 from scalevid.eval.splits import Split, make_split
 from scalevid.eval.summary import summarise, test_metrics
+from scalevid.folders import SPLITS, split_file
 from scalevid.hardware import resolve_device
 from scalevid.model import ScaleModel
 from scalevid.outfiles import make_folder, replace_file
@@ -188,7 +189,7 @@ def _run_seeds(
     runs: dict[str, list[ProbeRun]] = {p: [] for p in probes}
     reused: list[str] = []
     seed_info = []
-    make_folder(out / "splits")
+    make_folder(out / SPLITS)
     for seed in ctx.config.seeds:
         split = _seed_split(seed, ctx, scored, out=out)
         seed_info.append(_seed_info(seed, split, ctx))
@@ -213,7 +214,7 @@ def _seed_split(seed: int, ctx: Context, scored: Scored, *, out: Path) -> Split:
         cv_folds=cfg.cv_folds,
     )
     arrays = split.arrays()
-    replace_file(out / "splits" / f"seed{seed}.npz", lambda f: np.savez(f, **arrays))
+    replace_file(out / split_file(seed), lambda f: np.savez(f, **arrays))
     return split
 
 

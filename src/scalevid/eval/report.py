@@ -19,7 +19,7 @@ import numpy as np
 from scalevid.eval.probes import video_vectors
 from scalevid.eval.representations import Representations
 from scalevid.eval.rows import LABELS, PROBES
-from scalevid.folders import PREDICTIONS, RESULTS, RESULTS_TABLE
+from scalevid.folders import PREDICTIONS, RESULTS, RESULTS_TABLE, learning_curves_file
 from scalevid.outfiles import replace_file, write_text
 from scalevid.store import FeatureStore
 
@@ -248,7 +248,7 @@ def _plot_learning_curves(results: dict[str, Any], out: Path) -> dict[str, str]:
         seed = results["probes"][name]["seeds"][0]
         if "curves" not in seed:
             continue
-        path = out / f"curves_{name}.png"
+        path = out / learning_curves_file(name)
         figures.plot_learning_curves(
             seed["curves"]["grid"],
             labels=[

@@ -162,7 +162,7 @@ def scale_outputs(
     for start in range(0, n, batch_size):
         stop = min(start + batch_size, n)
         feats = np.asarray(store.features(slice(start, stop)), dtype=np.float32)  # (B, K, D)
-        out = model.embed(feats, store.boxes[start:stop], mask=valid[start:stop])
+        out = model.embed(feats, store.boxes[start:stop], valid=valid[start:stop])
         sets[start:stop] = out.set.float().cpu().numpy()  # (B, H)
         if toks is not None:
             clip_tokens = out.clips.float().cpu().numpy() * valid[start:stop, :, None]

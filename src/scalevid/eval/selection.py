@@ -20,7 +20,7 @@ import numpy as np
 
 from scalevid.eval.heads import fit_heads, grid_key, predict_heads
 from scalevid.eval.knn import knn_predict
-from scalevid.eval.probes import Device, ProbeConfig, ProbeData, to_numpy
+from scalevid.eval.probes import Device, ProbeConfig, ProbeData, is_regression, to_numpy
 from scalevid.eval.splits import mean_squared_error, topk_accuracy
 
 logger = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ def validation_loss(scores: np.ndarray, labels: np.ndarray) -> float:
     targets: the mean squared error."""
     scores = to_numpy(scores).astype(np.float64)
     labels = to_numpy(labels)
-    if np.issubdtype(labels.dtype, np.floating):
+    if is_regression(labels):
         return mean_squared_error(scores, labels)
     if len(labels) == 0:
         return 0.0
@@ -120,7 +120,7 @@ def _fit_grid(
 
 
 def _grid_result(config: ProbeConfig, scores: np.ndarray, labels: np.ndarray) -> GridResult:
-    if np.issubdtype(labels.dtype, np.floating):
+    if is_regression(labels):
         metric, name = -mean_squared_error(scores, labels), "neg_mse"
     else:
         metric, name = topk_accuracy(scores, labels, ks=(1,))[1], "top1"

@@ -10,9 +10,10 @@ targets):
 
 The head (``FinetuneConfig.head``) is the paper's by default (section 4.1: "a linear softmax head
 on the concatenation of the individual clip features and the [SET] token before averaging"):
-``clip_set`` gives every clip i its own output ``W [x_i, SET] + b``, where ``x_i`` is the clip's
-*backbone feature* (the paper's clip encoding C_i, the predictor's input; the same vector
-SCALE_linear concatenates) and SET the predictor's SET output over the whole set; the video's
+``clip_set`` gives every clip i its own output ``W [LN(x_i), SET] + b``, where ``x_i`` is the
+clip's *backbone feature* (the paper's clip encoding C_i, the predictor's input; the same vector
+SCALE_linear concatenates), LN a LayerNorm without parameters (so a head on raw features of any
+scale trains stably; docs/evaluation.md) and SET the predictor's SET output over the whole set; the video's
 prediction is the mean of the clips' softmax probabilities (regression: of their outputs), as the
 linear baseline averages its clips' softmax. Training applies the cross-entropy to every valid
 clip's output (averaged per video). ``set`` is the older head: one output from SET alone.
@@ -51,6 +52,7 @@ from torch.func import functional_call, vmap
 
 from scalevid.eval.attentive import AttentiveConfig, AttentiveProbe
 from scalevid.eval.engine import Curve, EarlyStopping, GridTrainer
+from scalevid.eval.probes import is_regression
 from scalevid.eval.stacked import StackedAdamW
 from scalevid.hardware import resolve_device
 from scalevid.model import ModelConfig, ScaleModel
@@ -156,7 +158,7 @@ class SetData:
             labels = np.asarray(self.labels)
             if labels.shape[0] != len(self.rows):
                 raise ValueError(f"{labels.shape[0]} labels for {len(self.rows)} videos")
-            if not np.issubdtype(labels.dtype, np.floating):
+            if not is_regression(labels):
                 labels = labels.astype(np.int64)
             self.labels = labels
 
@@ -185,7 +187,7 @@ class SetData:
         """classification for integer labels, regression for float labels."""
         if self.labels is None:
             raise ValueError("this SetData has no labels")
-        return "regression" if np.issubdtype(self.labels.dtype, np.floating) else "classification"
+        return "regression" if is_regression(self.labels) else "classification"
 
     def subset(self, idx: np.ndarray) -> SetData:
         """The videos at positions `idx` of this selection (nothing is read)."""
@@ -265,6 +267,10 @@ class SetProbe(nn.Module):
         width = predictor.config.hidden
         if head == "clip_set":
             width += predictor.config.input_dim
+            # Backbone features come at any scale (I3D's have norms near 80): a linear head on
+            # them raw steps its logits by lr x that norm. A parameter-free LayerNorm puts the
+            # clip part on the scale of the SET part (the predictor's normed output).
+            self.clip_norm = nn.LayerNorm(predictor.config.input_dim, elementwise_affine=False)
         self.head = nn.Linear(width, out_dim)
         nn.init.trunc_normal_(self.head.weight, std=0.02)
         nn.init.zeros_(self.head.bias)
@@ -279,7 +285,7 @@ class SetProbe(nn.Module):
         if self.head_kind == "set":
             return self.head(self.drop(pooled))[:, None]  # (B, 1, C)
         per_clip = torch.cat(
-            [features, pooled[:, None].expand(-1, features.shape[1], -1)], dim=-1
+            [self.clip_norm(features), pooled[:, None].expand(-1, features.shape[1], -1)], dim=-1
         )  # (B, S, D + H)
         return self.head(self.drop(per_clip))  # (B, S, C)
 
@@ -318,7 +324,7 @@ def set_probe_loss(
 
 def _num_outputs(config: FinetuneConfig, labels: Sequence[np.ndarray]) -> int:
     first = labels[0]
-    if np.issubdtype(first.dtype, np.floating):
+    if is_regression(first):
         return 1 if first.ndim == 1 else int(first.shape[1])
     if config.num_classes is not None:
         return config.num_classes

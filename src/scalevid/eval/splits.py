@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from scalevid.eval.probes import to_numpy
+from scalevid.eval.probes import is_regression, to_numpy
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ def train_val_split(
     """
     labels = to_numpy(labels)
     rng = np.random.default_rng(seed)
-    if np.issubdtype(labels.dtype, np.floating):
+    if is_regression(labels):
         perm = rng.permutation(labels.shape[0])
         n_val = _round_half_up(val_fraction * labels.shape[0])
         return np.sort(perm[n_val:]), np.sort(perm[:n_val])
@@ -64,7 +64,7 @@ def stratified_folds(
         raise ValueError(f"k-fold cross-validation needs 2 <= folds <= {n} videos, got {folds}")
     rng = np.random.default_rng(seed)
     assignment = np.empty(n, dtype=np.int64)
-    if np.issubdtype(labels.dtype, np.floating):
+    if is_regression(labels):
         assignment[rng.permutation(n)] = np.arange(n) % folds
     else:
         offset = 0  # continue the deal where the last class stopped, to balance fold sizes
@@ -182,7 +182,7 @@ def make_split(
     instead (fewer folds when the subset has fewer videos). labels (N,) over the whole store."""
     pool = np.asarray(labelled, dtype=np.int64)
     if low_shot is not None and low_shot < 1.0:
-        if np.issubdtype(labels.dtype, np.floating):
+        if is_regression(labels):
             raise ValueError("low-shot subsets are defined for class labels only")
         pool = pool[low_shot_subset(labels[pool], fraction=low_shot, seed=seed)]
     fit, val = train_val_split(labels[pool], val_fraction=val_fraction, seed=seed)
