@@ -226,3 +226,20 @@ def test_early_stopping_waits_for_min_steps():
     )
     stopped = [flat.validate(step, lambda m: {}, [0]) for step in range(6)]
     assert stopped == [set(), set(), set(), set(), {0}, {0}]
+
+
+def test_every_probe_row_is_declared_once_and_consistently():
+    from dataclasses import fields
+
+    from scalevid.eval.config import EvalConfig
+    from scalevid.eval.rows import BASELINES, PROBES, ROWS
+
+    assert tuple(ROWS) == PROBES  # the report lists rows in the registry's order
+    names = {f.name for f in fields(EvalConfig)}
+    for row in ROWS.values():
+        assert set(row.cache_fields) <= names, row.name
+        if row.baseline is not None:
+            base = ROWS[row.baseline]
+            assert row.scale and not base.scale and base.family == row.family, row.name
+            assert row.classification_only == base.classification_only
+    assert set(BASELINES) == {r.name for r in ROWS.values() if not r.needs_run}

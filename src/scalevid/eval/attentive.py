@@ -36,7 +36,7 @@ class AttentiveConfig:
     each clip's box to its token; ``heads`` must divide the token width."""
 
     heads: int = 16
-    mlp_ratio: float = 4.0
+    mlp_ratio: float = 2.0
     blocks: int = 0
     boxes: bool = True
     box_hidden: int = 64

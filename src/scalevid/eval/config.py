@@ -79,7 +79,7 @@ class EvalConfig:
     validate_every: int = 0  # steps between validations; 0 = two passes, at least 10 steps
     patience: int = 5  # validations without a better point before a grid point stops
     # transformer / scale_ft
-    finetune_lrs: tuple[float, ...] = (1e-3, 3e-3)
+    finetune_lrs: tuple[float, ...] = (3e-3,)
     finetune_heads: tuple[SetHead, ...] = SET_HEADS
     scale_ft_lr_scale: float = field(default=1.0, metadata=NOT_CACHED)  # predictor lr / head lr
     transformer_hidden: int = 256
@@ -88,7 +88,7 @@ class EvalConfig:
     # attentive / scale_attentive
     attentive: AttentiveConfig = field(default_factory=AttentiveConfig)
     attentive_lrs: tuple[float, ...] = (1e-3, 3e-3)
-    attentive_weight_decays: tuple[float, ...] = (0.01, 0.1)
+    attentive_weight_decays: tuple[float, ...] = (0.05,)
     # running
     embed_batch_size: int = runtime(256, metadata=NOT_CACHED)
     # A runtime setting, yet in every baseline key: a cached row is not reused across devices.

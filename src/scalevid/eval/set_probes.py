@@ -40,7 +40,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -58,6 +58,7 @@ from scalevid.hardware import resolve_device
 from scalevid.model import ModelConfig, ScaleModel
 from scalevid.pretext import shuffle_valid_first
 from scalevid.store import FeatureStore
+from scalevid.store.layout import BOX_DIM
 from scalevid.train.schedule import param_groups, warmup_steps
 
 logger = logging.getLogger(__name__)
@@ -452,7 +453,7 @@ class _StackLoss:
 def predict_with(
     template: nn.Module,
     weights: dict[str, torch.Tensor],
-    batches: Sequence[tuple[torch.Tensor, ...]],
+    batches: Iterable[tuple[torch.Tensor, ...]],
 ) -> np.ndarray:
     """Video predictions (N, C) of the template with `weights`, in eval mode, on prepared
     batches of whole videos ((B, K, D) features, (B, K, 7) boxes, (B, K) valid)."""
@@ -466,19 +467,42 @@ def predict_with(
     return torch.cat(out).numpy()
 
 
-def video_batches(
-    data: SetData, *, batch_size: int, device: torch.device
-) -> list[tuple[torch.Tensor, ...]]:
+# Validation batches up to this size are read once and kept (they are scored every few steps);
+# larger validation sets are read from the store at every validation.
+RESIDENT_VAL_BYTES = 512 << 20
+
+
+class VideoBatches:
     """Every video of `data` as one set of all its valid views, in batches on `device`:
-    (features (B, K, D), boxes (B, K, 7), valid (B, K))."""
-    batches = []
-    for start in range(0, len(data), batch_size):
-        feats, boxes, num_valid = data.read(np.arange(start, min(start + batch_size, len(data))))
-        x = torch.from_numpy(np.ascontiguousarray(feats)).to(device).float()  # (B, K, D)
-        bx = torch.from_numpy(np.ascontiguousarray(boxes)).to(device).float()  # (B, K, 7)
-        valid = torch.arange(x.shape[1])[None, :] < torch.as_tensor(num_valid)[:, None]
-        batches.append((x, bx, valid.to(device)))  # (B, K) valid
-    return batches
+    iterating yields (features (B, K, D), boxes (B, K, 7), valid (B, K)). Kept in memory after
+    the first pass when the whole fits in `RESIDENT_VAL_BYTES`."""
+
+    def __init__(self, data: SetData, *, batch_size: int, device: torch.device) -> None:
+        self.data, self.batch_size, self.device = data, batch_size, device
+        size = len(data) * data.num_views * (data.dim + BOX_DIM) * 4
+        self.kept: list[tuple[torch.Tensor, ...]] | None = (
+            [] if size <= RESIDENT_VAL_BYTES else None
+        )
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
+        if self.kept:
+            yield from self.kept
+            return
+        for start in range(0, len(self.data), self.batch_size):
+            stop = min(start + self.batch_size, len(self.data))
+            feats, boxes, num_valid = self.data.read(np.arange(start, stop))
+            x = torch.from_numpy(np.ascontiguousarray(feats)).to(self.device).float()  # (B, K, D)
+            bx = torch.from_numpy(np.ascontiguousarray(boxes)).to(self.device).float()
+            valid = torch.arange(x.shape[1])[None, :] < torch.as_tensor(num_valid)[:, None]
+            batch = (x, bx, valid.to(self.device))  # (B, K, D), (B, K, 7), (B, K)
+            if self.kept is not None:
+                self.kept.append(batch)
+            yield batch
+
+
+def video_batches(data: SetData, *, batch_size: int, device: torch.device) -> VideoBatches:
+    """Every video of `data` as one set of all its valid views, in batches (see VideoBatches)."""
+    return VideoBatches(data, batch_size=batch_size, device=device)
 
 
 def _check_training_sets(configs: Sequence[FinetuneConfig], trains: Sequence[SetData]) -> str:
