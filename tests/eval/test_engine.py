@@ -243,3 +243,23 @@ def test_every_probe_row_is_declared_once_and_consistently():
             assert row.scale and not base.scale and base.family == row.family, row.name
             assert row.classification_only == base.classification_only
     assert set(BASELINES) == {r.name for r in ROWS.values() if not r.needs_run}
+
+
+def test_loss_target_waits_for_min_steps_then_for_the_windowed_loss():
+    from scalevid.eval.engine import LossTarget
+
+    target = LossTarget(loss=0.5, min_steps=3, window=2)
+    losses = [torch.tensor(v) for v in (0.1, 0.1, 0.9, 0.6, 0.3)]
+    reached = [target.reached(losses[:n]) for n in range(1, 6)]
+    # n=3: min_steps met but mean(0.1, 0.9) = 0.5 <= 0.5; n=4: mean(0.9, 0.6) > 0.5
+    assert reached == [False, False, True, False, True]
+
+
+def test_a_refit_with_a_loss_target_stops_between_its_min_steps_and_its_budget():
+    from scalevid.eval.engine import LossTarget
+
+    data, _ = mean_direction_task(32)
+    config = dataclasses.replace(CFG, steps=15, schedule_steps=15)
+    easy, never = LossTarget(1e9, min_steps=4, window=2), LossTarget(-1.0, min_steps=4, window=2)
+    grid = train_set_grid([config, config], [data, data], init=ARCH, targets=[easy, never])
+    assert grid.stopped_at == [4, 15]

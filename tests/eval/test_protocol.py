@@ -307,6 +307,10 @@ def test_set_probes_choose_their_step_on_validation(stores, tmp_path, monkeypatc
     stopped_early = len(curve["steps"]) - 1 - best >= 2
     assert stopped_early or curve["steps"][-1] == 48
     assert point["val"] == curve["metric"][best]
+    # the refit trains at least the chosen steps, then until the selection run's training loss
+    refit = curves["seeds"][0]["curves"]
+    assert seed["chosen"]["steps"] <= refit["refit_steps"] <= 48
+    assert refit["refit_loss_target"] == curve["train_loss"][best]
     assert (tmp_path / "curves_transformer.png").is_file()
 
 

@@ -126,6 +126,24 @@ class EarlyStopping:
         return stopped
 
 
+@dataclass(frozen=True)
+class LossTarget:
+    """Train past `min_steps` until the mean training loss of the last `window` steps is at most
+    `loss` (and at most to the model's stop step). This is how a refit on more data reaches
+    the point that validation chose: its step count alone may not suffice, because a run can
+    find the signal later than the validated run did (Goodfellow, Bengio and Courville, *Deep
+    Learning*, section 7.8, the second way to use all the data after early stopping)."""
+
+    loss: float
+    min_steps: int
+    window: int
+
+    def reached(self, history: list[torch.Tensor]) -> bool:
+        if len(history) < self.min_steps:
+            return False
+        return float(torch.stack(history[-self.window :]).mean()) <= self.loss
+
+
 @dataclass
 class TrainedGrid:
     """What a grid run leaves: each model's final weights (name -> (*shape)), its per-step
@@ -144,7 +162,7 @@ class GridTrainer:
     streams: one per training set; stream_of[m] the training set of model m.
     lrs: (M,) peak learning rates; schedule_steps[m] the length of model m's schedule (warm-up
     over its first warmups[m] steps, then cosine to 0); stop_steps[m] <= schedule_steps[m] the
-    steps it trains at most.
+    steps it trains at most; targets[m] (optional) stops it earlier (``LossTarget``).
     """
 
     def __init__(
@@ -159,6 +177,7 @@ class GridTrainer:
         warmups: Sequence[int],
         stop_steps: Sequence[int],
         stopping: EarlyStopping | None = None,
+        targets: Sequence[LossTarget | None] | None = None,
         device: torch.device,
     ) -> None:
         m = len(lrs)
@@ -171,6 +190,7 @@ class GridTrainer:
         self.lrs = torch.tensor(list(lrs), dtype=torch.float32, device=device)  # (M,)
         self.schedule, self.warmups = list(schedule_steps), list(warmups)
         self.stop_steps, self.stopping = list(stop_steps), stopping
+        self.targets = list(targets) if targets is not None else [None] * m
         self.active = list(range(m))  # model index of each row of the stacks
         self.final: dict[int, Weights] = {}
         self.stopped_at = [0] * m
@@ -183,6 +203,11 @@ class GridTrainer:
         while self.active and step < total:
             self._step(step)
             done = [m for m in self.active if self.stop_steps[m] == step + 1]
+            done += [
+                m
+                for m in self.active
+                if m not in done and self.targets[m] and self.targets[m].reached(self.history[m])
+            ]
             if self.stopping is not None and (done or (step + 1) % self.stopping.every == 0):
                 groups = self.stopping.validate(step, self._weights_of, self.active)
                 done += [m for m in self.active if self.stopping.groups[m] in groups]

@@ -24,7 +24,7 @@ from torch import nn
 
 from scalevid.eval.cache import ProbeRun
 from scalevid.eval.config import EvalConfig, Task
-from scalevid.eval.engine import EarlyStopping, Weights
+from scalevid.eval.engine import EarlyStopping, LossTarget, Weights
 from scalevid.eval.probes import ProbeConfig, ProbeData, make_grid
 from scalevid.eval.representations import Representations
 from scalevid.eval.rows import ROWS, Family
@@ -242,9 +242,27 @@ def _run_set_row(name: str, ctx: Context, split: Split, seed: int) -> ProbeRun:
         chosen.schedule_steps,
         entries[i]["curve"]["metric"][j],
     )
+    # The refit trains at least the chosen steps, then on (to the end of the schedule at most)
+    # until its training loss reaches the selection run's at the chosen step.
+    every = validation_interval(ctx.config, len(split.train))
+    target = LossTarget(entries[i]["train_loss"][j], min_steps=chosen.steps, window=every)
     train = _labelled(data, split.train, ctx.train_labels[split.train])
-    refit = train_set_grid([chosen], [train], init=init, progress=ctx.config.progress)
+    refit = train_set_grid(
+        [dataclasses.replace(chosen, steps=chosen.schedule_steps)],
+        [train],
+        init=init,
+        targets=[target],
+        progress=ctx.config.progress,
+    )
     ((probe, losses),) = refit.probes
+    logger.info(
+        "%s seed %d: refit on %d videos stopped at step %d (loss target %.4f)",
+        ROWS[name].label,
+        seed,
+        len(split.train),
+        refit.stopped_at[0],
+        target.loss,
+    )
     scores = predict_set_probes([probe], test, batch_size=chosen.eval_batch_size)[0]
     grid = [
         {"config": asdict(c), "val": e["val"], "val_loss": e["val_loss"], "best_step": e["step"]}
@@ -252,7 +270,9 @@ def _run_set_row(name: str, ctx: Context, split: Split, seed: int) -> ProbeRun:
     ]
     curves = {
         "chosen": i,
-        "every": validation_interval(ctx.config, len(split.train)),
+        "every": every,
+        "refit_steps": refit.stopped_at[0],
+        "refit_loss_target": target.loss,
         "grid": [{"train_loss": e["train_loss"], **e["curve"]} for e in entries],
         "refit_loss": _window_means(losses, 10),
     }

@@ -51,7 +51,7 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from scalevid.eval.attentive import AttentiveConfig, AttentiveProbe
-from scalevid.eval.engine import Curve, EarlyStopping, GridTrainer
+from scalevid.eval.engine import Curve, EarlyStopping, GridTrainer, LossTarget
 from scalevid.eval.probes import is_regression
 from scalevid.eval.stacked import StackedAdamW
 from scalevid.hardware import resolve_device
@@ -561,11 +561,13 @@ def train_set_grid(
     *,
     init: ProbeInit,
     stopping: Callable[[nn.Module], EarlyStopping] | None = None,
+    targets: Sequence[LossTarget | None] | None = None,
     progress: bool = False,
 ) -> SetGrid:
     """Train probe m with configs[m] on trains[m], all M probes in one pass of the grid trainer
     (``eval.engine``); `stopping(template)` gives its early stopping, None trains every probe to
-    its budget. See :func:`fit_set_probes` for what may differ between the configs."""
+    its budget; `targets` (per config) stop probes at a training loss (``engine.LossTarget``).
+    See :func:`fit_set_probes` for what may differ between the configs."""
     task = _check_training_sets(configs, trains)
     cfg = configs[0]
     device = resolve_device(cfg.device)
@@ -592,6 +594,7 @@ def train_set_grid(
             warmups=[warmup_steps(cfg.warmup_fraction, t) for t in schedules],
             stop_steps=stops,
             stopping=None if stopping is None else stopping(template),
+            targets=targets,
             device=device,
         )
         trained = trainer.run(progress=progress, desc="set probes")
