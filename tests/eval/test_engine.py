@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from scalevid.eval import set_probes
 from scalevid.eval.attentive import AttentiveConfig, AttentivePooling, AttentiveProbe
+from scalevid.eval.clip_sets import ClipSetBatches
 from scalevid.eval.engine import Curve, EarlyStopping
 from scalevid.eval.heads import fit_heads
 from scalevid.eval.probes import ProbeConfig, ProbeData
@@ -50,7 +50,9 @@ def _plain_loop(init, config: FinetuneConfig, data, *, schedule: int) -> tuple[n
     model = build_probe(init, config, in_dim=data.dim, out_dim=2, task="classification")
     model.train()
     optimizer = torch.optim.AdamW(param_groups(model, config.weight_decay), lr=config.lr)
-    batches = set_probes._Batches(data, config)
+    batches = ClipSetBatches(
+        data, batch_size=config.batch_size, num_views=config.num_views, seed=config.seed
+    )
     warmup = warmup_steps(config.warmup_fraction, schedule)
     losses = []
     for step in range(config.steps):

@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from scalevid.eval import families as ev
+from scalevid.eval.clip_sets import SetData
 from scalevid.eval.config import EvalConfig
 from scalevid.eval.probes import ProbeConfig, ProbeData, video_vectors
 from scalevid.eval.representations import ClipVectors, Representations
 from scalevid.eval.selection import fit_predict
-from scalevid.eval.set_probes import SetData
 from scalevid.eval.splits import topk_accuracy
 from scalevid.model import ModelConfig, ScaleModel
 

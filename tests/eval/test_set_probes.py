@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from scalevid.eval import set_probes
+from scalevid.eval.clip_sets import SetData, sample_views
 from scalevid.eval.set_probes import (
     FinetuneConfig,
-    SetData,
     SetProbe,
     build_predictor,
     combine_views,
@@ -20,7 +20,6 @@ from scalevid.eval.set_probes import (
     fit_set_probe,
     fit_set_probes,
     predict_set_probe,
-    sample_views,
     set_probe_loss,
 )
 from scalevid.model import ModelConfig, ScaleModel

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from scalevid.eval.cache import ProbeRun
+from scalevid.eval.clip_sets import SetData, steps_per_epoch, video_batches
 from scalevid.eval.config import EvalConfig, Task
 from scalevid.eval.engine import EarlyStopping, LossTarget, Weights
 from scalevid.eval.probes import ProbeConfig, ProbeData, make_grid
@@ -38,12 +39,9 @@ from scalevid.eval.selection import (
 from scalevid.eval.set_probes import (
     FinetuneConfig,
     ProbeInit,
-    SetData,
     predict_set_probes,
     predict_with,
-    steps_per_epoch,
     train_set_grid,
-    video_batches,
 )
 from scalevid.eval.splits import Split
 from scalevid.eval.summary import selection_metric
@@ -219,7 +217,7 @@ def _labelled(data: SetData, rows: np.ndarray, labels: np.ndarray | None) -> Set
 def _run_set_row(name: str, ctx: Context, split: Split, seed: int) -> ProbeRun:
     """Transformer / SCALE_ft / Attentive / SCALE_attentive: the grid trained on every fold with
     early stopping, the best (point, step) chosen on the pooled validation scores, the chosen
-    point refit on the train split up to the chosen step, then scored on test."""
+    point refit on the train split (``_refit``), then scored on test."""
     init = set_probe_init(name, ctx)
     data, test = _set_inputs(name, ctx)
     configs = _set_grid(name, ctx, split, seed)
@@ -242,10 +240,43 @@ def _run_set_row(name: str, ctx: Context, split: Split, seed: int) -> ProbeRun:
         chosen.schedule_steps,
         entries[i]["curve"]["metric"][j],
     )
-    # The refit trains at least the chosen steps, then on (to the end of the schedule at most)
-    # until its training loss reaches the selection run's at the chosen step.
     every = validation_interval(ctx.config, len(split.train))
     target = LossTarget(entries[i]["train_loss"][j], min_steps=chosen.steps, window=every)
+    probe, refit = _refit(name, ctx, split, seed, chosen, target, init=init, data=data)
+    grid = [
+        {"config": asdict(c), "val": e["val"], "val_loss": e["val_loss"], "best_step": e["step"]}
+        for c, e in zip(configs, entries, strict=True)
+    ]
+    curves = {
+        "chosen": i,
+        "every": every,
+        "refit_loss_target": target.loss,
+        "grid": [{"train_loss": e["train_loss"], **e["curve"]} for e in entries],
+        **refit,
+    }
+    return ProbeRun(
+        chosen=asdict(chosen),
+        grid=grid,
+        num_train=len(split.train),
+        test_scores=predict_set_probes([probe], test, batch_size=chosen.eval_batch_size)[0],
+        curves=curves,
+    )
+
+
+def _refit(
+    name: str,
+    ctx: Context,
+    split: Split,
+    seed: int,
+    chosen: FinetuneConfig,
+    target: LossTarget,
+    *,
+    init: ProbeInit,
+    data: SetData,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """The chosen point on the whole train split: at least its chosen steps, then on (to the
+    end of its schedule at most) until its training loss reaches the selection run's at the
+    chosen step. Returns the probe and its curve entries (stop step, loss curve)."""
     train = _labelled(data, split.train, ctx.train_labels[split.train])
     refit = train_set_grid(
         [dataclasses.replace(chosen, steps=chosen.schedule_steps)],
@@ -263,26 +294,7 @@ def _run_set_row(name: str, ctx: Context, split: Split, seed: int) -> ProbeRun:
         refit.stopped_at[0],
         target.loss,
     )
-    scores = predict_set_probes([probe], test, batch_size=chosen.eval_batch_size)[0]
-    grid = [
-        {"config": asdict(c), "val": e["val"], "val_loss": e["val_loss"], "best_step": e["step"]}
-        for c, e in zip(configs, entries, strict=True)
-    ]
-    curves = {
-        "chosen": i,
-        "every": every,
-        "refit_steps": refit.stopped_at[0],
-        "refit_loss_target": target.loss,
-        "grid": [{"train_loss": e["train_loss"], **e["curve"]} for e in entries],
-        "refit_loss": _window_means(losses, 10),
-    }
-    return ProbeRun(
-        chosen=asdict(chosen),
-        grid=grid,
-        num_train=len(split.train),
-        test_scores=scores,
-        curves=curves,
-    )
+    return probe, {"refit_steps": refit.stopped_at[0], "refit_loss": _window_means(losses, 10)}
 
 
 def _select_steps(

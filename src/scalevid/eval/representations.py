@@ -20,8 +20,8 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from scalevid.eval.clip_sets import SetData
 from scalevid.eval.probes import video_vectors
-from scalevid.eval.set_probes import SetData
 from scalevid.hardware import resolve_device
 from scalevid.model import ScaleModel
 from scalevid.progress import progress_bar
