@@ -37,11 +37,11 @@ from pathlib import Path
 
 import numpy as np
 
-from scalevid.store import FeatureStore, Manifest, StoreWriter
+import method_checks  # a sibling script: benchmarks/ is on sys.path when this one runs
+from scalevid.store import FeatureStore
 
 ROOT = Path(__file__).resolve().parents[1]
-EVENTS, DIM = 4, 1024
-PAIRS = [(a, b) for a in range(EVENTS) for b in range(EVENTS) if a != b]
+DIM = 1024
 STORES = {"order1k": (800, 200), "order600": (480, 120)}
 TRAIN_CLIPS, TEST_VIEWS = 16, 8
 # The default predictor (hidden 256, 2 blocks, 8 heads) with narrower contrastive heads, so the
@@ -54,48 +54,12 @@ RUN_HEADS = {
 
 
 def write_order_store(path: Path, *, videos: int, mode: str, seed: int) -> Path:
-    """An order-of-events store (see the module docstring); kept when it already exists."""
-    if (path / "manifest.json").exists():
-        return path
+    """An order-of-events store (see the module docstring): `method_checks`' stand-in at
+    D = 1024, 16 random train clips or 8 test views per video."""
     clips = TRAIN_CLIPS if mode == "train" else TEST_VIEWS
-    directions = 1.5 * np.random.default_rng(12345).normal(size=(EVENTS, DIM))
-    rng = np.random.default_rng(seed)
-    sampling = (
-        {"mode": "train", "passes": 1}
-        if mode == "train"
-        else {"mode": "test", "temporal_views": clips, "spatial_views": 1}
+    return method_checks.write_order_store(
+        path, videos=videos, clips=clips, mode=mode, seed=seed, dim=DIM, dataset="order-of-events"
     )
-    manifest = Manifest(
-        dim=DIM,
-        clips_per_video=clips,
-        backbone="synthetic",
-        sampling=sampling,
-        dataset="order-of-events",
-        class_names=[f"{a}-{b}" for a, b in PAIRS],
-    )
-    length = 0.2  # clip duration as a fraction of the video
-    with StoreWriter(path, manifest, shard_size=256) as writer:
-        for i in range(videos):
-            label = i % len(PAIRS)
-            t_events = (rng.uniform(0.05, 0.4), rng.uniform(0.6, 0.95))
-            if mode == "train":
-                t0 = rng.uniform(0, 1 - length, size=clips)
-            else:
-                t0 = np.linspace(0, 1 - length, clips)
-            t1 = t0 + length
-            feats = rng.normal(size=(clips, DIM)) + 0.5 * rng.normal(size=DIM)
-            for t_event, kind in zip(t_events, PAIRS[label], strict=True):
-                feats[(t0 <= t_event) & (t_event <= t1)] += directions[kind]
-            y0 = x0 = rng.uniform(0, 0.2, size=clips)
-            boxes = np.stack([np.ones(clips), t0, y0, x0, t1, y0 + 0.8, x0 + 0.8], axis=1)
-            writer.add(
-                video_id=f"{mode}{i:05d}",
-                path=f"{mode}/{i:05d}.mp4",
-                features=feats.astype(np.float16),
-                boxes=boxes.astype(np.float32),
-                label=label,
-            )
-    return path
 
 
 def prepare(folder: Path, name: str, *, run_epochs: int) -> dict[str, Path]:

@@ -52,11 +52,21 @@ HEADS = {
 }
 
 
-def write_order_store(path: Path, *, videos: int, clips: int, mode: str, seed: int) -> Path:
-    """Train: `clips` random clips per video; test: `clips` evenly spaced views."""
+def write_order_store(
+    path: Path,
+    *,
+    videos: int,
+    clips: int,
+    mode: str,
+    seed: int,
+    dim: int = DIM,
+    dataset: str = "order-standin",
+) -> Path:
+    """Train: `clips` random clips per video; test: `clips` evenly spaced views; `dim`-wide
+    features. Kept when it already exists."""
     if (path / "manifest.json").exists():
         return path
-    directions = 1.5 * np.random.default_rng(12345).normal(size=(EVENTS, DIM))
+    directions = 1.5 * np.random.default_rng(12345).normal(size=(EVENTS, dim))
     rng = np.random.default_rng(seed)
     sampling = (
         {"mode": "train", "passes": 1}
@@ -64,11 +74,11 @@ def write_order_store(path: Path, *, videos: int, clips: int, mode: str, seed: i
         else {"mode": "test", "temporal_views": clips, "spatial_views": 1}
     )
     manifest = Manifest(
-        dim=DIM,
+        dim=dim,
         clips_per_video=clips,
         backbone="synthetic",
         sampling=sampling,
-        dataset="order-standin",
+        dataset=dataset,
         class_names=[f"{a}-{b}" for a, b in PAIRS],
     )
     length = 0.2  # clip duration as a fraction of the video
@@ -83,7 +93,7 @@ def write_order_store(path: Path, *, videos: int, clips: int, mode: str, seed: i
             else:
                 t0 = np.linspace(0, 1 - length, clips)
             t1 = t0 + length
-            feats = rng.normal(size=(clips, DIM)) + 0.5 * rng.normal(size=DIM)
+            feats = rng.normal(size=(clips, dim)) + 0.5 * rng.normal(size=dim)
             for t_event, kind in ((t_first, first), (t_second, second)):
                 covers = (t0 <= t_event) & (t_event <= t1)
                 feats[covers] += directions[kind]
