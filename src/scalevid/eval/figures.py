@@ -74,7 +74,7 @@ def plot_learning_curves(
     ax_metric.set(ylabel=f"validation {metric}", title="validation (pooled folds)")
     ax_loss.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(out, dpi=100)
+    replace_file(Path(out), lambda f: fig.savefig(f, format="png", dpi=100))
     plt.close(fig)
     return Path(out)
 
