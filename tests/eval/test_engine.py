@@ -265,3 +265,17 @@ def test_a_refit_with_a_loss_target_stops_between_its_min_steps_and_its_budget()
     easy, never = LossTarget(1e9, min_steps=4, window=2), LossTarget(-1.0, min_steps=4, window=2)
     grid = train_set_grid([config, config], [data, data], init=ARCH, targets=[easy, never])
     assert grid.stopped_at == [4, 15]
+
+
+def test_bf16_autocast_trains_the_same_probe_to_bf16_rounding(monkeypatch):
+    """precision="bf16" runs the forward passes in bf16 autocast (weights and optimizer stay
+    fp32): the losses follow the fp32 run's to bf16 rounding, and are not bit-identical."""
+    from scalevid import hardware
+
+    monkeypatch.setattr(hardware, "cpu_has_bf16_matmul", lambda: True)  # emulated where absent
+    data, _ = mean_direction_task(40)
+    _, fp32 = fit_set_probe(CFG, data, init=ARCH)
+    probe, bf16 = fit_set_probe(dataclasses.replace(CFG, precision="bf16"), data, init=ARCH)
+    assert all(p.dtype == torch.float32 for p in probe.parameters())
+    np.testing.assert_allclose(bf16, fp32, rtol=0.05, atol=0.02)
+    assert not np.array_equal(bf16, fp32)

@@ -417,7 +417,7 @@ def test_baseline_cache_keys_hold_the_settings_each_row_reads():
     heads = ["clips_per_sample", "head_batch_size", "head_epochs", "head_lrs"]
     heads += ["head_weight_decays", "mlp_dropout", "mlp_hidden"]
     stopping = ["finetune", "finetune_max_epochs", "finetune_max_steps", "finetune_min_steps"]
-    stopping += ["patience", "validate_every"]
+    stopping += ["patience", "precision", "validate_every"]
     expected = {
         "knn": [*common, "knn_k", "knn_temperature"],
         "linear": [*common, *heads, "linear_batchnorm"],

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from scalevid.eval.config import EvalConfig, Task, baseline_settings
+from scalevid.hardware import autocast_dtype
 from scalevid.outfiles import replace_file
 from scalevid.store import FeatureStore
 
@@ -95,6 +96,8 @@ def baseline_file(
         "settings": baseline_settings(config, name),
         "task": task,
         "device": device.type,
+        # "auto" precision resolves per machine: the dtype it ran in keys the run
+        "autocast": str(autocast_dtype(config.precision, device)),
         "version": __version__,
     }
     if architecture is not None:

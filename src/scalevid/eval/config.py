@@ -16,6 +16,7 @@ from scalevid.config import runtime
 from scalevid.eval.attentive import AttentiveConfig
 from scalevid.eval.rows import BASELINES, PROBES, ROWS, ProbeName
 from scalevid.eval.set_probes import SET_HEADS, FinetuneConfig, SetHead
+from scalevid.hardware import Precision
 
 Task = Literal["classification", "regression"]
 # Field metadata of the settings that no baseline row's runs depend on (only SCALE rows, the
@@ -85,6 +86,9 @@ class EvalConfig:
     transformer_hidden: int = 256
     transformer_depth: int = 2
     transformer_heads: int = 8
+    # The set and attentive probes' forward passes: "auto" runs them in bf16 autocast where the
+    # device has bf16 matrix units (hardware.autocast_dtype), fp32 elsewhere; "fp32" always.
+    precision: Precision = "auto"
     # attentive / scale_attentive
     attentive: AttentiveConfig = field(default_factory=AttentiveConfig)
     attentive_lrs: tuple[float, ...] = (1e-3, 3e-3)

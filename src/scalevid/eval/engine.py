@@ -163,6 +163,8 @@ class GridTrainer:
     lrs: (M,) peak learning rates; schedule_steps[m] the length of model m's schedule (warm-up
     over its first warmups[m] steps, then cosine to 0); stop_steps[m] <= schedule_steps[m] the
     steps it trains at most; targets[m] (optional) stops it earlier (``LossTarget``).
+    autocast: the forward passes' autocast dtype (None: fp32); weights, gradients and the
+    optimizer stay fp32.
     """
 
     def __init__(
@@ -178,6 +180,7 @@ class GridTrainer:
         stop_steps: Sequence[int],
         stopping: EarlyStopping | None = None,
         targets: Sequence[LossTarget | None] | None = None,
+        autocast: torch.dtype | None = None,
         device: torch.device,
     ) -> None:
         m = len(lrs)
@@ -191,6 +194,7 @@ class GridTrainer:
         self.schedule, self.warmups = list(schedule_steps), list(warmups)
         self.stop_steps, self.stopping = list(stop_steps), stopping
         self.targets = list(targets) if targets is not None else [None] * m
+        self.autocast = autocast
         self.active = list(range(m))  # model index of each row of the stacks
         self.final: dict[int, Weights] = {}
         self.stopped_at = [0] * m
@@ -236,7 +240,12 @@ class GridTrainer:
             if index != list(range(len(self.active))):  # a part of the stacks reads this set
                 picked = torch.tensor(index, device=self.device)
                 weights = {k: v[picked] for k, v in params.items()}
-            per_model = self.loss(weights, batch)  # (len(live),)
+            with torch.autocast(
+                self.device.type,
+                dtype=self.autocast or torch.float32,
+                enabled=self.autocast is not None,
+            ):
+                per_model = self.loss(weights, batch).float()  # (len(live),)
             loss = loss + per_model.sum()  # models share nothing: each gets its own gradients
             for m, value in zip(live, per_model.detach(), strict=True):
                 self.history[m].append(value)

@@ -45,6 +45,7 @@ from scalevid.eval.set_probes import (
 )
 from scalevid.eval.splits import Split
 from scalevid.eval.summary import selection_metric
+from scalevid.hardware import autocast_dtype
 from scalevid.model import ModelConfig, ScaleModel
 
 logger = logging.getLogger(__name__)
@@ -194,6 +195,7 @@ def _set_grid(name: str, ctx: Context, split: Split, seed: int) -> list[Finetune
         num_classes=ctx.num_classes,
         seed=seed,
         device=str(ctx.device),
+        precision=cfg.precision,
         steps=total,
         schedule_steps=total,
     )
@@ -325,7 +327,9 @@ def _select_steps(
         def stopping(template: nn.Module, jobs: list[tuple[int, int]] = jobs) -> EarlyStopping:
             return EarlyStopping(
                 groups=[i for i, _ in jobs],
-                score=_pooled_scorer(template, jobs, vals, y_val, ctx.task),
+                score=_pooled_scorer(
+                    template, jobs, vals, y_val, ctx.task, autocast_dtype(cfg.precision, ctx.device)
+                ),
                 every=every,
                 patience=cfg.patience,
                 min_steps=cfg.finetune_min_steps,
@@ -357,6 +361,7 @@ def _pooled_scorer(
     vals: list[list[tuple[torch.Tensor, ...]]],
     y_val: np.ndarray,
     task: Task,
+    autocast: torch.dtype | None,
 ) -> Callable[[Callable[[int], Weights], list[int]], dict[int, tuple[float, float]]]:
     """Scores each grid point with an active model on its folds' val videos, pooled in fold
     order: (metric, loss) per point. jobs[m] = (grid point, fold) of model m."""
@@ -368,7 +373,10 @@ def _pooled_scorer(
             if models[0] not in active:
                 continue
             pooled = np.concatenate(
-                [predict_with(template, weights_of(m), vals[jobs[m][1]]) for m in models]
+                [
+                    predict_with(template, weights_of(m), vals[jobs[m][1]], autocast=autocast)
+                    for m in models
+                ]
             )
             out[point] = (selection_metric(pooled, y_val, task), validation_loss(pooled, y_val))
         return out

@@ -55,7 +55,7 @@ from scalevid.eval.clip_sets import ClipSetBatches, SetData, steps_per_epoch, vi
 from scalevid.eval.engine import Curve, EarlyStopping, GridTrainer, LossTarget
 from scalevid.eval.probes import is_regression
 from scalevid.eval.stacked import StackedAdamW
-from scalevid.hardware import resolve_device
+from scalevid.hardware import Precision, autocast_dtype, resolve_device
 from scalevid.model import ModelConfig, ScaleModel
 from scalevid.train.schedule import param_groups, warmup_steps
 
@@ -83,7 +83,8 @@ class FinetuneConfig:
     (``train.schedule.param_groups``). ``dropout`` replaces the predictor's dropout and is also
     applied to the head's input. ``head``: ``clip_set`` (the paper's per-clip [clip feature, SET]
     head, see the module docstring) or ``set`` (SET output only). ``num_classes`` None = max
-    label + 1.
+    label + 1. ``precision``: the forward passes' autocast (``hardware.autocast_dtype``: "auto"
+    is bf16 where the device has bf16 matrix units, else fp32).
     """
 
     lr: float = 1e-4
@@ -102,6 +103,7 @@ class FinetuneConfig:
     eval_batch_size: int = 256
     seed: int = 0
     device: str = "auto"
+    precision: Precision = "fp32"
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.num_views < 1:
@@ -315,15 +317,19 @@ def predict_with(
     template: nn.Module,
     weights: dict[str, torch.Tensor],
     batches: Iterable[tuple[torch.Tensor, ...]],
+    *,
+    autocast: torch.dtype | None = None,
 ) -> np.ndarray:
     """Video predictions (N, C) of the template with `weights`, in eval mode, on prepared
     batches of whole videos ((B, K, D) features, (B, K, 7) boxes, (B, K) valid)."""
     was_training = template.training
     template.eval()
     out = []
-    for x, bx, valid in batches:
-        outputs = functional_call(template, weights, (x, bx, valid))
-        out.append(combine_views(outputs, valid, task=template.task).float().cpu())
+    device = next(iter(weights.values())).device
+    with torch.autocast(device.type, dtype=autocast or torch.float32, enabled=autocast is not None):
+        for x, bx, valid in batches:
+            outputs = functional_call(template, weights, (x, bx, valid)).float()
+            out.append(combine_views(outputs, valid, task=template.task).cpu())
     template.train(was_training)
     return torch.cat(out).numpy()
 
@@ -423,6 +429,7 @@ def train_set_grid(
             stop_steps=stops,
             stopping=None if stopping is None else stopping(template),
             targets=targets,
+            autocast=autocast_dtype(cfg.precision, device),
             device=device,
         )
         trained = trainer.run(progress=progress, desc="set probes")
