@@ -14,15 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from scalevid.eval.probes import is_regression
+from scalevid.eval.probes import fitted_batch, is_regression, steps_per_epoch
 from scalevid.pretext import shuffle_valid_first
 from scalevid.store import FeatureStore
 from scalevid.store.layout import BOX_DIM
-
-
-def steps_per_epoch(num_videos: int, batch_size: int) -> int:
-    """Full batches in one pass over `num_videos` (at least 1; the batch shrinks to N < batch)."""
-    return max(1, num_videos // max(1, min(batch_size, num_videos)))
 
 
 @dataclass
@@ -123,7 +118,7 @@ class ClipSetBatches:
     def __init__(self, data: SetData, *, batch_size: int, num_views: int, seed: int) -> None:
         self.data = data
         self.n = len(data)
-        self.batch = min(batch_size, self.n)
+        self.batch = fitted_batch(batch_size, self.n)
         self.per_pass = steps_per_epoch(self.n, batch_size)
         self.num_views = num_views
         self.generator = torch.Generator().manual_seed(seed)

@@ -23,10 +23,10 @@ import torch
 from torch import nn
 
 from scalevid.eval.cache import ProbeRun
-from scalevid.eval.clip_sets import SetData, steps_per_epoch, video_batches
+from scalevid.eval.clip_sets import SetData, video_batches
 from scalevid.eval.config import EvalConfig, Task
 from scalevid.eval.engine import EarlyStopping, LossTarget, Weights
-from scalevid.eval.probes import ProbeConfig, ProbeData, make_grid
+from scalevid.eval.probes import ProbeConfig, ProbeData, make_grid, steps_per_epoch
 from scalevid.eval.representations import Representations
 from scalevid.eval.rows import ROWS, Family
 from scalevid.eval.selection import (

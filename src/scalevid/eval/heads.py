@@ -27,9 +27,11 @@ from scalevid.eval.probes import (
     ProbeConfig,
     ProbeData,
     Task,
+    fitted_batch,
     gather_views,
     mean_over_valid,
     num_outputs,
+    steps_per_epoch,
 )
 from scalevid.eval.stacked import StackedAdamW, StackedSGD
 from scalevid.pretext import shuffle_valid_first
@@ -199,8 +201,8 @@ class _ClipBatches:
     def __init__(self, train: ProbeData, config: ProbeConfig) -> None:
         self.train, self.config = train, config
         self.targets, self.num_valid = _targets(train), torch.as_tensor(train.num_valid)
-        self.batch = min(config.batch_size, len(train))
-        self.per_epoch = len(train) // self.batch
+        self.batch = fitted_batch(config.batch_size, len(train))
+        self.per_epoch = steps_per_epoch(len(train), config.batch_size)
         self.generator = torch.Generator().manual_seed(config.seed)
         self.perm = torch.empty(0, dtype=torch.long)
 

@@ -39,6 +39,16 @@ def is_regression(labels: np.ndarray | torch.Tensor) -> bool:
     )
 
 
+def fitted_batch(batch_size: int, num_videos: int) -> int:
+    """The batch a probe trains with: `batch_size` videos, or all of them when it has fewer."""
+    return max(1, min(batch_size, num_videos))
+
+
+def steps_per_epoch(num_videos: int, batch_size: int) -> int:
+    """Full batches in one pass over `num_videos` (at least 1; see `fitted_batch`)."""
+    return max(1, num_videos // fitted_batch(batch_size, num_videos))
+
+
 def to_numpy(a: np.ndarray | torch.Tensor) -> np.ndarray:
     return a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
 

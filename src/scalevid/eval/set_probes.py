@@ -51,9 +51,9 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from scalevid.eval.attentive import AttentiveConfig, AttentiveProbe
-from scalevid.eval.clip_sets import ClipSetBatches, SetData, steps_per_epoch, video_batches
+from scalevid.eval.clip_sets import ClipSetBatches, SetData, video_batches
 from scalevid.eval.engine import Curve, EarlyStopping, GridTrainer, LossTarget
-from scalevid.eval.probes import is_regression
+from scalevid.eval.probes import is_regression, steps_per_epoch
 from scalevid.eval.stacked import StackedAdamW
 from scalevid.hardware import Precision, autocast_dtype, resolve_device
 from scalevid.model import ModelConfig, ScaleModel
