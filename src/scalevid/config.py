@@ -266,7 +266,7 @@ def _coerce(tp: Any, value: Any) -> Any:
     if tp is Any:
         return value
     if tp is type(None) or value is None:
-        if tp is type(None) or _is_union(tp) and type(None) in args:
+        if value is None and (tp is type(None) or _is_union(tp) and type(None) in args):
             return None
         raise _Mismatch
     if origin is Literal:
@@ -323,7 +323,7 @@ def describe(annotation: Any) -> str:
     if origin in (tuple, list):
         if args and args[-1] is not Ellipsis:
             return f"a list of {len(args)} ({', '.join(describe(a) for a in args)})"
-        return f"a list of ({describe(args[0])})" if args else "a list"
+        return f"a list, each {describe(args[0])}" if args else "a list"
     words = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
     if annotation in words:
         return words[annotation]
