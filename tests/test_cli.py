@@ -343,3 +343,21 @@ def test_one_spelling_per_switch_across_subcommands():
     assert {"--compile", "--progress", "--verify"} <= set(kinds)
     mixed = {option: kind for option, kind in kinds.items() if len(kind) > 1}
     assert mixed == {}
+
+
+def test_only_user_errors_become_one_line_messages(capsys, monkeypatch):
+    """A wrong setting is the user's to fix: one line, exit 2. An exception from inside a stage
+    that no check raised is a bug: it keeps its traceback (here: main raises it)."""
+    error = one_line_error(capsys, ["train", "--store", "s", "--out", "r", "--set", "epochs=0"])
+    assert "epochs must be a positive integer" in error  # TrainConfig's own check
+    import scalevid.train
+
+    def broken(config, resume):
+        raise ValueError("an internal invariant broke")
+
+    monkeypatch.setattr(scalevid.train, "train", broken)
+    with pytest.raises(ValueError, match="internal invariant"):
+        main(["-q", "train", "--store", "s", "--out", "r"])
+    monkeypatch.setattr(scalevid.train, "train", lambda c, resume: [][1])
+    with pytest.raises(IndexError):
+        main(["-q", "train", "--store", "s", "--out", "r"])

@@ -49,6 +49,10 @@ VERIFY_HELP = (
 )
 TIMEOUT_HELP = "seconds a torchrun rank waits for the others before the job stops"
 
+# The input checks of eval, embed and search (scalevid/eval/checks.py, embed.py) raise plain
+# ValueErrors, so for those subcommands a ValueError is still taken for the user's mistake.
+EVAL_INPUT_ERRORS = (ValueError,)
+
 
 class Flag(NamedTuple):
     """A named flag for one config key (dotted for nested configs).
@@ -574,7 +578,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     )
     _add_switch(p, "--verify", True, VERIFY_HELP)
     p.add_argument("--allow-other-features", action="store_true", help=OTHER_FEATURES_HELP)
-    p.set_defaults(handler=_eval)
+    p.set_defaults(handler=_eval, user_errors=EVAL_INPUT_ERRORS)
 
 
 def _check_inputs(stores: dict[str, str], run: str | None, args: argparse.Namespace) -> None:
@@ -604,9 +608,9 @@ def _search(args: argparse.Namespace) -> int:
     from scalevid.eval.embed import search
 
     if not (args.run or args.embeddings):
-        raise ValueError("search needs --run or --embeddings (a `scalevid embed` folder)")
+        raise ConfigError("search needs --run or --embeddings (a `scalevid embed` folder)")
     if args.k < 1:
-        raise ValueError(f"-k {args.k}: the number of videos to list must be at least 1")
+        raise ConfigError(f"-k {args.k}: the number of videos to list must be at least 1")
     _check_inputs({"store": args.store}, args.run, args)
     hits = search(
         store=args.store,
@@ -633,7 +637,7 @@ def _add_embed_search(sub: argparse._SubParsersAction) -> None:
     _add_switch(p, "--progress", True, "progress bar")
     _add_switch(p, "--verify", True, VERIFY_HELP)
     p.add_argument("--allow-other-features", action="store_true", help=OTHER_FEATURES_HELP)
-    p.set_defaults(handler=_embed)
+    p.set_defaults(handler=_embed, user_errors=EVAL_INPUT_ERRORS)
     p = sub.add_parser("search", help="the videos nearest to a query video")
     p.add_argument("--store", required=True)
     p.add_argument("--query", required=True, help="video id of the query (see video_ids.txt)")
@@ -643,7 +647,7 @@ def _add_embed_search(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device")
     _add_switch(p, "--verify", True, VERIFY_HELP)
     p.add_argument("--allow-other-features", action="store_true", help=OTHER_FEATURES_HELP)
-    p.set_defaults(handler=_search)
+    p.set_defaults(handler=_search, user_errors=EVAL_INPUT_ERRORS)
 
 
 def _make_dataset(args: argparse.Namespace) -> int:
@@ -810,14 +814,38 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _user_errors(args: argparse.Namespace) -> tuple[type[BaseException], ...]:
+    """The exceptions that are the user's to fix (a setting, a path, a file, a store, a video,
+    a device, a diverging run): `main` prints them as one line. Any other exception is a bug in
+    scalevid and keeps its traceback. A subcommand may add its own (`user_errors` default)."""
     from scalevid.backbones import BackboneError
+    from scalevid.data.decode import VideoError
     from scalevid.data.lists import DatasetError
+    from scalevid.demo.synthetic import SyntheticDatasetError
+    from scalevid.eval.identity import FeatureIdentityError
+    from scalevid.hardware import DeviceError
     from scalevid.store import StoreError
+    from scalevid.train.checkpoint import CheckpointError
     from scalevid.train.engine import NonFiniteLossError
 
-    ScalevidInputError = (BackboneError, DatasetError, NonFiniteLossError)  # noqa: N806
+    return (
+        ConfigError,
+        OSError,
+        StoreError,
+        BackboneError,
+        DatasetError,
+        VideoError,
+        SyntheticDatasetError,
+        DeviceError,
+        CheckpointError,
+        NonFiniteLossError,
+        FeatureIdentityError,
+        *getattr(args, "user_errors", ()),
+    )
 
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run `scalevid ARGV`; returns the exit code (2 for a user error, printed as one line)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
@@ -829,7 +857,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         logger.error("interrupted; re-run the same command (with --resume for train) to continue")
         return 130
-    except (OSError, ValueError, StoreError, *ScalevidInputError) as err:
+    except _user_errors(args) as err:
         logger.debug("details", exc_info=True)
         logger.error("%s", err)
         return 2

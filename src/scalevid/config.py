@@ -42,7 +42,9 @@ REQUIRED = _Required()
 
 
 class ConfigError(ValueError):
-    """A config key or value that its user gave is wrong; the message names where it came from."""
+    """A setting, or a combination of settings and inputs, that the user has to change: the
+    command line prints it as one line (any other exception is a bug and keeps its traceback).
+    The message names the key or flag and where it came from."""
 
 
 def merge(
@@ -155,7 +157,12 @@ def build_config(base: type[C] | C, *layers: Layer) -> C:
     if missing:
         raise ConfigError(f"{cls.__name__} needs a value for {missing}")
     from_dict = getattr(cls, "from_dict", None)
-    return from_dict(data) if from_dict is not None else cls(**data)
+    try:
+        return from_dict(data) if from_dict is not None else cls(**data)
+    except ConfigError:
+        raise
+    except ValueError as err:  # a config's own checks (`__post_init__`): the user's values
+        raise ConfigError(str(err)) from err
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
