@@ -7,6 +7,7 @@ from typing import Literal
 import pytest
 
 from scalevid import cli
+from scalevid.cli import stages
 from scalevid.config import (
     ConfigError,
     build_config,
@@ -121,7 +122,7 @@ def test_every_flag_names_a_config_key(table, config):
 
     module, name = config.split(":")
     defaults = config_dict(getattr(importlib.import_module(module), name))
-    for flag in getattr(cli, table):
+    for flag in getattr(stages, table):
         merge(defaults, {flag.key: 1}, source=flag.flag)  # an unknown key raises
 
 
