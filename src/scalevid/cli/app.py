@@ -14,6 +14,7 @@ logger = logging.getLogger("scalevid")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The `scalevid` parser: global options and one subparser per subcommand."""
     parser = argparse.ArgumentParser(
         prog="scalevid",
         description="SCALE: long-range video representations from frozen backbones.",

@@ -174,6 +174,7 @@ def _extract(args: argparse.Namespace) -> int:
 
 
 def add_extract(sub: argparse._SubParsersAction) -> None:
+    """The `extract` subcommand: ExtractConfig from its layers, then videos -> store."""
     from scalevid.extract import ExtractConfig
 
     p = sub.add_parser(
@@ -203,6 +204,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def add_train(sub: argparse._SubParsersAction) -> None:
+    """The `train` subcommand: TrainConfig from its layers, then pretraining."""
     from scalevid.train import TrainConfig
 
     p = sub.add_parser(
@@ -246,6 +248,7 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def add_eval(sub: argparse._SubParsersAction) -> None:
+    """The `eval` subcommand: EvalConfig from its layers, then the probes and the report."""
     from scalevid.eval.config import EvalConfig
 
     p = sub.add_parser(
@@ -298,6 +301,7 @@ def _make_dataset(args: argparse.Namespace) -> int:
 
 
 def add_make_dataset(sub: argparse._SubParsersAction) -> None:
+    """The `make-dataset` subcommand: DatasetConfig (or --quick's), then the videos."""
     from scalevid.demo.synthetic import DatasetConfig, quick_config
 
     p = sub.add_parser(
@@ -339,6 +343,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def add_demo(sub: argparse._SubParsersAction) -> None:
+    """The `demo` subcommand: DemoConfig (or --quick's), then the whole pipeline."""
     from scalevid.demo.pipeline import DemoConfig
 
     p = sub.add_parser(

@@ -35,6 +35,7 @@ def _import(args: argparse.Namespace) -> int:
 
 
 def add_import(sub: argparse._SubParsersAction) -> None:
+    """The `import` subcommand: a store from per-video .npy files."""
     p = sub.add_parser(
         "import",
         help="build a store from per-video .npy features and a `path label` list",
@@ -83,6 +84,7 @@ def _store_upgrade(args: argparse.Namespace) -> int:
 
 
 def add_store(sub: argparse._SubParsersAction) -> None:
+    """The `store` subcommand and its actions: check, info, upgrade."""
     p = sub.add_parser("store", help="inspect and verify feature stores")
     store_sub = p.add_subparsers(dest="store_command", required=True, metavar="ACTION")
     check = store_sub.add_parser(
@@ -141,6 +143,7 @@ def _search(args: argparse.Namespace) -> int:
 
 
 def add_embed_search(sub: argparse._SubParsersAction) -> None:
+    """The `embed` and `search` subcommands."""
     p = sub.add_parser(
         "embed", help="export per-video SCALE embeddings (embeddings.npy + video_ids.txt)"
     )
@@ -183,6 +186,7 @@ def _recipe(args: argparse.Namespace) -> int:
 
 
 def add_recipe(sub: argparse._SubParsersAction) -> None:
+    """The `recipe` subcommand (a recipe file is its own config, with its own --set)."""
     p = sub.add_parser(
         "recipe",
         help="run a paper recipe (recipes/*.yaml): extract, pretrain, probes, combined table",
