@@ -269,6 +269,7 @@ class _Mismatch(Exception):
 
 
 def _coerce(tp: Any, value: Any) -> Any:
+    """`value` as a value of annotation `tp` (ints as floats, lists for tuples), else _Mismatch."""
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if tp is Any:
         return value
@@ -320,17 +321,17 @@ def _coerce_plain(tp: Any, value: Any) -> Any:
     return value
 
 
-def describe(annotation: Any) -> str:
+def _describe(annotation: Any) -> str:
     """What a value of `annotation` is, in words for an error message."""
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
     if origin is Literal:
         return "one of " + ", ".join(map(str, args))
     if _is_union(annotation):
-        return " or ".join("null" if a is type(None) else describe(a) for a in args)
+        return " or ".join("null" if a is type(None) else _describe(a) for a in args)
     if origin in (tuple, list):
         if args and args[-1] is not Ellipsis:
-            return f"a list of {len(args)} ({', '.join(describe(a) for a in args)})"
-        return f"a list, each {describe(args[0])}" if args else "a list"
+            return f"a list of {len(args)} ({', '.join(_describe(a) for a in args)})"
+        return f"a list, each {_describe(args[0])}" if args else "a list"
     words = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
     if annotation in words:
         return words[annotation]
@@ -360,6 +361,7 @@ def parse_settings(cls: type, items: Sequence[str], *, source: str = "--set") ->
 
 
 def _parse_value(annotation: Any, text: str, *, where: str) -> Any:
+    """The first of (`text` read as YAML, `text` itself, a list of the one value) that fits."""
     try:
         value = yaml.safe_load(text)
     except yaml.YAMLError:
@@ -372,7 +374,7 @@ def _parse_value(annotation: Any, text: str, *, where: str) -> Any:
             return _coerce(annotation, candidate)
         except _Mismatch:
             continue
-    raise ConfigError(f"{where}: must be {describe(annotation)}, got {text!r}")
+    raise ConfigError(f"{where}: must be {_describe(annotation)}, got {text!r}")
 
 
 def config_yaml(config: Any) -> str:
