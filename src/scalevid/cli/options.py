@@ -42,7 +42,8 @@ TIMEOUT_HELP = "seconds a torchrun rank waits for the others before the job stop
 
 
 # The input checks of eval, embed and search (scalevid/eval/checks.py, embed.py) raise plain
-# ValueErrors, so for those subcommands a ValueError is still taken for the user's mistake.
+# ValueErrors, so for those subcommands (and recipe, which runs eval) a ValueError is still
+# taken for the user's mistake.
 EVAL_INPUT_ERRORS = (ValueError,)
 
 

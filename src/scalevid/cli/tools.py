@@ -208,4 +208,4 @@ def add_recipe(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--datasets", help="comma-separated dataset keys to run (e.g. LVU tasks)")
     p.add_argument("--device", help="device for every stage (default: auto)")
     p.add_argument("--dry-run", action="store_true", help="print the plan and exit")
-    p.set_defaults(handler=_recipe)
+    p.set_defaults(handler=_recipe, user_errors=EVAL_INPUT_ERRORS)  # it runs eval
