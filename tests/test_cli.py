@@ -1,13 +1,24 @@
-"""The command line end to end on small local files: import -> check -> train -> load."""
+"""The command line end to end on small local files: import -> check -> train -> load; and how
+every subcommand builds its config (--config < flags < --set, --print-config, generated help)."""
 
+import argparse
+import dataclasses
 import json
+import typing
 
 import numpy as np
 import pytest
+import yaml
 
 from scalevid import ScaleModel
-from scalevid.cli import main
+from scalevid.cli import build_parser, main
+from scalevid.config import config_dict
+from scalevid.data.list_formats import Format
+from scalevid.demo.pipeline import DemoConfig
+from scalevid.eval.config import EvalConfig
+from scalevid.extract import ExtractConfig
 from scalevid.store import FeatureStore
+from scalevid.train import TrainConfig
 
 
 def write_npy_folder(root, videos=40, clips=6, dim=16, *, classes=("jump", "run"), seed=0):
@@ -144,11 +155,14 @@ def test_eval_classifies_a_store_of_separable_classes(separable, tmp_path, capsy
             "--baseline-cache",
             str(tmp_path / "baselines"),
             "--no-progress",
+            "--set",
+            "knn_k=5",
         ]
     )
     assert code == 0
     assert "SCALE_kNN" in capsys.readouterr().out
     results = json.loads((report / "results.json").read_text())
+    assert results["config"]["knn_k"] == 5  # --set reached the run
     assert results["num_test_videos"] == 24
     for row in ("knn", "scale_knn"):
         assert results["probes"][row]["mean"]["top1"] >= 90.0, row
@@ -167,3 +181,184 @@ def test_embed_and_search_find_neighbours_of_the_same_class(separable, tmp_path,
     assert lines[0][1] == "+1.0000" and lines[0][2] == "videos/vid007"
     neighbours = [int(line[2].removeprefix("videos/vid")) for line in lines[1:4]]
     assert len(neighbours) == 3 and all(i % 4 == 7 % 4 for i in neighbours)  # vid007 is "throw"
+
+
+# ------------------------------------------------------------------ one override path
+
+
+def printed_config(capsys, argv: list[str]) -> str:
+    """What `scalevid ARGV --print-config` prints (it must exit 0 and do no work)."""
+    capsys.readouterr()
+    assert main([*argv, "--print-config"]) == 0
+    return capsys.readouterr().out
+
+
+def one_line_error(capsys, argv: list[str]) -> str:
+    """The error of a command that must fail as a user error: exit 2 and one line on stderr."""
+    capsys.readouterr()
+    assert main(["-q", *argv]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+def test_set_reaches_nested_keys_of_train_and_eval(tmp_path, capsys, monkeypatch):
+    import scalevid.train
+
+    seen = {}
+    monkeypatch.setattr(scalevid.train, "train", lambda c, resume: seen.update(c=c) or "run")
+    argv = ["train", "--store", "s", "--out", "r", "--epochs", "3"]
+    sets = ["--set", "model.hidden=64", "--set", "model.heads=4", "--set", "lr=1e-3"]
+    assert main([*argv, *sets, "--set", "epochs=5"]) == 0
+    config = seen["c"]
+    assert (config.model.hidden, config.model.heads, config.lr) == (64, 4, 1e-3)
+    assert config.epochs == 5  # --set wins over the flag
+    assert config.model.depth == TrainConfig().model.depth  # the rest untouched
+
+    out = printed_config(capsys, ["eval", "--set", "finetune.batch_size=32", "--set", "seeds=7"])
+    printed = yaml.safe_load(out)
+    assert printed["finetune"]["batch_size"] == 32 and printed["seeds"] == [7]
+    default = EvalConfig()
+    assert printed["finetune"]["lr"] == default.finetune.lr
+    assert printed["attentive"] == dataclasses.asdict(default.attentive)
+
+
+@pytest.mark.parametrize(
+    ("setting", "named"),
+    [
+        ("model.hiden=3", ["'hiden'", "'model'"]),  # unknown key: named with where it is
+        ("frobnicate=1", ["'frobnicate'"]),
+        ("model.hidden=wide", ["model.hidden", "an integer", "'wide'"]),  # wrong type
+        ("lr=fast", ["lr", "a number"]),
+        ("precision=fp16", ["precision", "auto, fp32, bf16"]),  # not in the Literal
+        ("model.set_head=[1, x]", ["model.set_head", "a list"]),
+        ("epochs", ["KEY=VALUE"]),
+    ],
+)
+def test_a_bad_set_is_a_one_line_error_naming_the_key(capsys, setting, named):
+    error = one_line_error(capsys, ["train", "--store", "s", "--out", "r", "--set", setting])
+    for word in named:
+        assert word in error, (word, error)
+
+
+def test_bad_sets_fail_for_every_stage_before_any_work(capsys, tmp_path):
+    for argv in (
+        ["extract", "--list", "l", "--out", "o", "--set", "num_clips=many"],
+        ["eval", "--train", "a", "--test", "b", "--out", "o", "--set", "finetune.bogus=1"],
+        ["demo", "--out", str(tmp_path / "d"), "--set", "dataset.train=1.5"],
+        ["make-dataset", "--out", str(tmp_path / "m"), "--set", "codec=divx"],
+    ):
+        error = one_line_error(capsys, argv)
+        assert argv[-1].partition("=")[0].split(".")[-1] in error, error
+    assert list(tmp_path.iterdir()) == []
+
+
+ROUND_TRIPS = [
+    ["train", "--store", "s", "--out", "r", "--set", "model.hidden=64", "--set", "model.heads=4"],
+    ["extract", "--list", "l", "--out", "o", "--no-compile", "--set", "flip=false"],
+    ["eval", "--probes", "knn", "linear", "--set", "finetune.head=set", "--set", "low_shot=0.5"],
+    ["demo", "--quick", "--epochs", "2", "--set", "ceiling.cs=[0.1, 1.0]"],
+    ["make-dataset", "--quick", "--task", "count", "--set", "motions=[sweep, orbit]"],
+]
+
+
+@pytest.mark.parametrize("argv", ROUND_TRIPS, ids=lambda argv: argv[0])
+def test_print_config_round_trips_through_config(tmp_path, capsys, argv):
+    """The printed YAML, given back as --config (and nothing else), prints the same config."""
+    out = printed_config(capsys, argv)
+    path = tmp_path / "printed.yaml"
+    path.write_text(out)
+    again = printed_config(capsys, [argv[0], *(["--quick"] if "--quick" in argv else [])])
+    assert again != out  # the settings above are not all defaults ...
+    assert printed_config(capsys, [argv[0], "--config", str(path)]) == out  # ... and survive
+
+
+def test_print_config_does_no_work(tmp_path, capsys, monkeypatch):
+    import scalevid.extract
+
+    monkeypatch.setattr(scalevid.extract, "extract", lambda c: pytest.fail("extract ran"))
+    out = printed_config(capsys, ["extract", "--list", "l", "--out", str(tmp_path / "s")])
+    assert yaml.safe_load(out)["out"] == str(tmp_path / "s")
+    assert not (tmp_path / "s").exists()
+    # a required path left out is printed as null: the file still needs it
+    assert yaml.safe_load(printed_config(capsys, ["train"]))["store"] is None
+    assert "--store required" in one_line_error(capsys, ["train", "--out", "r"])
+
+
+def help_text(argv: list[str], capsys) -> str:
+    """`scalevid ARGV --help` with its line breaks undone."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main([*argv, "--help"])
+    return " ".join(capsys.readouterr().out.split())
+
+
+def test_help_shows_defaults_and_choices_read_from_the_dataclasses(capsys):
+    train = help_text(["train"], capsys)
+    defaults = config_dict(TrainConfig)
+    for flag, key in (("--epochs", "epochs"), ("--batch-size", "batch_size"), ("--lr", "lr")):
+        # the flag's own entry: up to the next option, its default as the dataclass has it
+        entry = train.split(f" {flag} {key.upper()} ")[1].split(" --")[0]
+        assert entry.endswith(f"default: {defaults[key]})") or entry == f"default: {defaults[key]}"
+    num_views = TrainConfig().pretext.num_views
+    assert f"clips per set (two disjoint sets per video) (default: {num_views})" in train
+    assert "--compile, --no-compile torch.compile the model (default: --no-compile)" in train
+
+    extract = help_text(["extract"], capsys)
+    assert f"train clips per video per pass (default: {ExtractConfig.num_clips})" in extract
+    assert "{" + ",".join(typing.get_args(Format)) + "}" in extract
+    assert f"(default: {ExtractConfig.compile})" in extract
+
+    demo = help_text(["demo"], capsys)
+    full, quick = DemoConfig(), DemoConfig.quick()
+    assert f"(default: {full.epochs}; with --quick: {quick.epochs})" in demo
+    assert f"default: {full.dataset.train}; with --quick: {quick.dataset.train}" in demo
+
+
+def _subcommand_options() -> dict[str, dict[str, argparse.Action]]:
+    """Every subcommand's options: {command: {option string: action}}."""
+    found: dict[str, dict[str, argparse.Action]] = {}
+    todo = [("", build_parser())]
+    while todo:
+        name, parser = todo.pop()
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                todo += [(f"{name} {n}".strip(), p) for n, p in action.choices.items()]
+            for option in action.option_strings:
+                found.setdefault(name, {})[option] = action
+    return found
+
+
+def test_one_spelling_per_switch_across_subcommands():
+    """`--no-X` always comes with `--X` (one switch), and an option means one kind of thing
+    (a switch, a value, a list) in every subcommand that has it."""
+    kinds: dict[str, set[tuple[str, object]]] = {}
+    for command, options in _subcommand_options().items():
+        for option, action in options.items():
+            if option.startswith("--no-"):
+                assert "--" + option.removeprefix("--no-") in action.option_strings, (
+                    command,
+                    option,
+                )
+            kinds.setdefault(option, set()).add((type(action).__name__, action.nargs))
+    assert {"--compile", "--progress", "--verify"} <= set(kinds)
+    mixed = {option: kind for option, kind in kinds.items() if len(kind) > 1}
+    assert mixed == {}
+
+
+def test_only_user_errors_become_one_line_messages(capsys, monkeypatch):
+    """A wrong setting is the user's to fix: one line, exit 2. An exception from inside a stage
+    that no check raised is a bug: it keeps its traceback (here: main raises it)."""
+    error = one_line_error(capsys, ["train", "--store", "s", "--out", "r", "--set", "epochs=0"])
+    assert "epochs must be a positive integer" in error  # TrainConfig's own check
+    import scalevid.train
+
+    def broken(config, resume):
+        raise ValueError("an internal invariant broke")
+
+    monkeypatch.setattr(scalevid.train, "train", broken)
+    with pytest.raises(ValueError, match="internal invariant"):
+        main(["-q", "train", "--store", "s", "--out", "r"])
+    monkeypatch.setattr(scalevid.train, "train", lambda c, resume: [][1])
+    with pytest.raises(IndexError):
+        main(["-q", "train", "--store", "s", "--out", "r"])

@@ -1,11 +1,23 @@
 """The one config merge: dataclass defaults < YAML < flags; runtime fields left out of results."""
 
+import re
 from dataclasses import dataclass, field
+from typing import Literal
 
 import pytest
 
 from scalevid import cli
-from scalevid.config import build_config, config_dict, load_config, merge, result_settings, runtime
+from scalevid.cli import stages
+from scalevid.config import (
+    ConfigError,
+    build_config,
+    config_dict,
+    load_config,
+    merge,
+    parse_settings,
+    result_settings,
+    runtime,
+)
 
 
 @dataclass
@@ -110,7 +122,7 @@ def test_every_flag_names_a_config_key(table, config):
 
     module, name = config.split(":")
     defaults = config_dict(getattr(importlib.import_module(module), name))
-    for flag in getattr(cli, table):
+    for flag in getattr(stages, table):
         merge(defaults, {flag.key: 1}, source=flag.flag)  # an unknown key raises
 
 
@@ -164,3 +176,44 @@ def test_required_paths_may_come_from_the_config_file(tmp_path, captured_extract
     assert "--out required" in error and "`out:` in a --config file" in error
     assert cli.main(["train", "--out", str(tmp_path / "run")]) == 2
     assert "--store required" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------ --set values
+
+
+@dataclass
+class Typed:
+    lr: float = 0.1
+    steps: int | None = None
+    mode: Literal["auto", "on", "off"] = "auto"
+    name: str = "x"
+    seeds: tuple[int, ...] = (0,)
+    pair: tuple[int, int] = (1, 2)
+    flag: bool = False
+    inner: Inner = field(default_factory=Inner)
+
+
+def test_parse_settings_reads_yaml_and_checks_the_annotation():
+    settings = parse_settings(
+        Typed,
+        ["lr=1e-3", "steps=null", "mode=on", "name=1", "seeds=3", "pair=[4, 5]", "inner.depth=7"],
+    )
+    assert settings == {
+        "lr": 1e-3,  # YAML 1.1 reads 1e-3 as text; a float field takes it as the number
+        "steps": None,
+        "mode": "on",  # YAML reads `on` as true; the Literal takes the text
+        "name": "1",
+        "seeds": [3],  # one value for a list field
+        "pair": [4, 5],
+        "inner.depth": 7,
+    }
+    assert parse_settings(Typed, ["lr=2", "flag=true"]) == {"lr": 2.0, "flag": True}
+    for item, words in (
+        ("steps=1.5", "steps: must be an integer or null"),
+        ("pair=[1, 2, 3]", "pair: must be a list of 2"),
+        ("flag=maybe", "flag: must be true or false"),
+        ("inner.deep=1", "unknown config key 'deep' in 'inner'"),
+        ("lr.x=1", "'lr' is a value"),
+    ):
+        with pytest.raises(ConfigError, match=re.escape(words)):
+            parse_settings(Typed, [item])

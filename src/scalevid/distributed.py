@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
+from scalevid.config import ConfigError
+
 # Seconds a rank waits for the others in one collective before the job stops: long enough for
 # a slow step or a checkpoint save, short enough that a frozen rank does not hold the job for
 # the backends' defaults (30 minutes for gloo, 10 for NCCL).
@@ -41,7 +43,7 @@ def process_group(
     `timeout_s` for another rank raises DistributedTimeoutError on the waiting ranks, and the
     launcher then stops the rest."""
     if not timeout_s > 0:
-        raise ValueError(f"dist_timeout (--dist-timeout) must be positive, got {timeout_s}")
+        raise ConfigError(f"dist_timeout (--dist-timeout) must be positive, got {timeout_s}")
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
         yield Processes(rank=0, world=1, device=device)

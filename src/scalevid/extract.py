@@ -38,7 +38,7 @@ from scalevid.backbones import (
 from scalevid.config import runtime
 from scalevid.data.clips import ColourJitter, SamplingConfig
 from scalevid.data.decode import VideoError
-from scalevid.data.list_formats import load_video_list
+from scalevid.data.list_formats import Format, load_video_list
 from scalevid.data.lists import VideoItem, VideoList
 from scalevid.data.read import sample_and_read
 from scalevid.distributed import DEFAULT_TIMEOUT_S, process_group
@@ -69,7 +69,7 @@ class ExtractConfig:
     list: str = runtime()
     out: str = runtime()
     root: str | None = runtime(None)
-    format: str = "auto"
+    format: Format = "auto"
     split: Literal["train", "val", "test"] = "train"
     fold: int = 1
     sampling: Literal["auto", "train", "test"] = "auto"  # auto: train for train, else test

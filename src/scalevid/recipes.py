@@ -64,7 +64,7 @@ from typing import Any, Literal
 
 import yaml
 
-from scalevid.config import Layer, build_config, merge, result_settings
+from scalevid.config import ConfigError, Layer, build_config, merge, result_settings
 from scalevid.eval.config import EvalConfig
 from scalevid.eval.protocol import evaluate
 from scalevid.eval.report import combine, combined_markdown
@@ -130,7 +130,7 @@ EXTRACT_OWN_KEYS = frozenset({"list", "out", "root", "format", "split", "fold"})
 STAGES = ("extract", "train", "eval")
 
 
-class RecipeError(ValueError):
+class RecipeError(ConfigError):
     """A recipe that cannot run as written; names the file and the offending entry."""
 
 

@@ -39,7 +39,7 @@ from scalevid.demo.synthetic import DatasetConfig, quick_config
 from scalevid.eval.config import EvalConfig
 from scalevid.eval.protocol import evaluate
 from scalevid.eval.report import format_table, markdown_table, results_markdown
-from scalevid.eval.rows import LABELS, PROBES
+from scalevid.eval.rows import LABELS, PROBES, ProbeName
 from scalevid.extract import ExtractConfig, extract
 from scalevid.outfiles import make_folder, write_text
 from scalevid.train import TrainConfig, train
@@ -98,7 +98,7 @@ class DemoConfig:
     epochs: int = 30
     batch_size: int = 64
     seeds: tuple[int, ...] = (0, 1, 2)
-    probes: tuple[str, ...] = tuple(p for p in PROBES if p != "mlp")
+    probes: tuple[ProbeName, ...] = tuple(p for p in PROBES if p != "mlp")
     head_epochs: int = 30
     # Hold-out selection (min_val_videos 0): the demo's 48-video validation split would
     # otherwise switch to 5-fold cross-validation, 5x the set probes' cost.
@@ -107,7 +107,7 @@ class DemoConfig:
     finetune_min_steps: int = 100  # EvalConfig's: ... and at least this many steps
     min_val_videos: int = 0  # EvalConfig's: a smaller val split -> 5-fold cross-validation
     low_shot: float | None = 0.1
-    low_shot_probes: tuple[str, ...] = ("linear", "scale_linear", "transformer", "scale_ft")
+    low_shot_probes: tuple[ProbeName, ...] = ("linear", "scale_linear", "transformer", "scale_ft")
     ceiling: CeilingConfig = field(default_factory=CeilingConfig)
     workers: int = 2
 

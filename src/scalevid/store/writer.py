@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from scalevid.config import ConfigError
 from scalevid.outfiles import create_new, is_full, make_folder, reraise_if_full, save_npy
 from scalevid.store.check import box_problems, checksum_problems
 from scalevid.store.errors import IncompatibleStoreError, StoreDataError, StoreError
@@ -224,7 +225,7 @@ class StoreWriter:
         if not _PREFIX_RE.match(shard_prefix):
             raise ValueError(f"shard_prefix must match {_PREFIX_RE.pattern}, got {shard_prefix!r}")
         if shard_size < 1:
-            raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+            raise ConfigError(f"shard_size (--shard-size) must be >= 1, got {shard_size}")
         self.path = Path(path)
         self.shard_prefix = shard_prefix
         self.shard_size = shard_size

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from scalevid import __version__
+from scalevid.config import ConfigError
 from scalevid.distributed import Gather, process_group
 from scalevid.folders import CONFIG, LAST_CHECKPOINT, METRICS_LOG
 from scalevid.hardware import autocast_dtype, resolve_device
@@ -38,7 +39,7 @@ def train(config: TrainConfig, *, resume: bool = False) -> Path:
     """Pretrain SCALE on a feature store; returns the run folder. Under torchrun every process
     calls this and takes its share of each global batch."""
     if not config.store or not config.out:
-        raise ValueError("train needs both a store (--store) and a run folder (--out)")
+        raise ConfigError("train needs both a store (--store) and a run folder (--out)")
     device = resolve_device(config.device)
     with process_group(device, timeout_s=config.dist_timeout) as procs:
         gather = Gather(rank=procs.rank, world=procs.world)
@@ -125,7 +126,7 @@ def _fit_config_to_store(config: TrainConfig, store: FeatureStore, gather: Gathe
     store's feature dim; the global batch is at most the store's videos, split evenly over the
     processes."""
     if store.clips_per_video < 2:
-        raise ValueError(
+        raise ConfigError(
             f"{config.store}: {store.clips_per_video} clip(s) per video; SCALE needs at least 2 "
             "(extract with more clips per video)"
         )
@@ -141,7 +142,7 @@ def _fit_config_to_store(config: TrainConfig, store: FeatureStore, gather: Gathe
         world_batch = len(store)
     world_batch -= world_batch % gather.world
     if world_batch < 2 * gather.world:
-        raise ValueError(
+        raise ConfigError(
             f"{config.store}: {len(store)} videos cannot fill a batch of at least 2 videos per "
             f"process on {gather.world} process(es)"
         )
@@ -200,14 +201,14 @@ def _check_something_to_mask(store: FeatureStore, config: TrainConfig) -> None:
         return
     fix = "or set --mcm-weight 0 to train with the SET loss only"
     if pretext.num_views < 2:
-        raise ValueError(
+        raise ConfigError(
             f"--num-views {pretext.num_views}: a set of one clip has nothing to mask (masked "
             f"clip modelling needs at least 2 clips per set); use --num-views 2 or more, {fix}"
         )
     largest = np.minimum(pretext.num_views, (np.asarray(store.num_clips) + 1) // 2)  # (N,)
     maskable = float((largest >= 2).mean()) if len(largest) else 0.0
     if maskable == 0.0:
-        raise ValueError(
+        raise ConfigError(
             f"{config.store}: every video has at most {int(store.num_clips.max())} clip(s), so "
             "each of its two sets holds one clip and nothing can be masked; extract at least 3 "
             f"clips per video (--num-clips), {fix}"
@@ -244,7 +245,7 @@ def _check_resumable(saved: TrainConfig, now: TrainConfig) -> None:
     if saved.pretext != now.pretext:
         changed.append("pretext")
     if changed:
-        raise ValueError(
+        raise ConfigError(
             f"cannot resume: {', '.join(changed)} differ from the checkpoint's config; "
             "resume with the same settings or start a new run folder"
         )

@@ -1,0 +1,89 @@
+"""The `scalevid` parser and `main(argv)`: logging configured once; user errors as one line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Sequence
+
+from scalevid.cli.stages import add_demo, add_eval, add_extract, add_make_dataset, add_train
+from scalevid.cli.tools import add_embed_search, add_import, add_recipe, add_store
+from scalevid.config import ConfigError
+
+logger = logging.getLogger("scalevid")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `scalevid` parser: global options and one subparser per subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="scalevid",
+        description="SCALE: long-range video representations from frozen backbones.",
+    )
+    from scalevid import __version__
+
+    parser.add_argument("--version", action="version", version=f"scalevid {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (
+        add_demo,
+        add_make_dataset,
+        add_extract,
+        add_import,
+        add_store,
+        add_train,
+        add_eval,
+        add_embed_search,
+        add_recipe,
+    ):
+        add(sub)
+    return parser
+
+
+def _user_errors(args: argparse.Namespace) -> tuple[type[BaseException], ...]:
+    """The exceptions that are the user's to fix (a setting, a path, a file, a store, a video,
+    a device, a diverging run): `main` prints them as one line. Any other exception is a bug in
+    scalevid and keeps its traceback. A subcommand may add its own (`user_errors` default)."""
+    from scalevid.backbones import BackboneError
+    from scalevid.data.decode import VideoError
+    from scalevid.data.lists import DatasetError
+    from scalevid.demo.synthetic import SyntheticDatasetError
+    from scalevid.eval.identity import FeatureIdentityError
+    from scalevid.hardware import DeviceError
+    from scalevid.store import StoreError
+    from scalevid.train.checkpoint import CheckpointError
+    from scalevid.train.engine import NonFiniteLossError
+
+    return (
+        ConfigError,
+        OSError,
+        StoreError,
+        BackboneError,
+        DatasetError,
+        VideoError,
+        SyntheticDatasetError,
+        DeviceError,
+        CheckpointError,
+        NonFiniteLossError,
+        FeatureIdentityError,
+        *getattr(args, "user_errors", ()),
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run `scalevid ARGV`; returns the exit code (2 for a user error, printed as one line)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
+    )
+    try:
+        return args.handler(args)
+    except KeyboardInterrupt:
+        logger.error("interrupted; re-run the same command (with --resume for train) to continue")
+        return 130
+    except _user_errors(args) as err:
+        logger.debug("details", exc_info=True)
+        logger.error("%s", err)
+        return 2
