@@ -253,7 +253,7 @@ def add_eval(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser(
         "eval",
-        help="probes on raw features and on SCALE: kNN, linear, MLP, transformer, fine-tuning",
+        help="probes on raw features and on SCALE: kNN, linear, MLP, transformer, attentive",
         description="Evaluate with frozen-backbone probes. Hyperparameters are chosen on a "
         "class-balanced validation split of TRAIN (never on TEST), the chosen config is "
         "retrained on all of TRAIN and scored once on TEST, for every seed. Writes "
