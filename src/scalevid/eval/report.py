@@ -18,7 +18,7 @@ import numpy as np
 
 from scalevid.eval.probes import video_vectors
 from scalevid.eval.representations import Representations
-from scalevid.eval.rows import LABELS, PROBES
+from scalevid.eval.rows import LABELS, PROBES, ROWS
 from scalevid.folders import PREDICTIONS, RESULTS, RESULTS_TABLE, learning_curves_file
 from scalevid.outfiles import replace_file, write_text
 from scalevid.store import FeatureStore
@@ -88,22 +88,22 @@ def results_markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _chosen_summary(chosen: dict[str, Any]) -> str:
-    """A short description of a chosen config: what the grid searched for that probe kind."""
-    if "head" in chosen:  # a set or attentive probe (FinetuneConfig)
+def _chosen_summary(chosen: dict[str, Any], row: str) -> str:
+    """A short description of row `row`'s chosen config: what its grid searched."""
+    family = ROWS[row].family
+    if family in ("set", "attentive"):  # a FinetuneConfig
         steps = f"{chosen['steps']} of {chosen.get('schedule_steps') or chosen['steps']} steps"
-        if chosen["head"] == "set" and chosen.get("predictor_lr_scale") == 1.0:
-            choice = f"lr {chosen['lr']:g}, wd {chosen['weight_decay']:g}"
-            return f"{choice}, {steps}" if "weight_decay" in chosen else steps
+        if family == "attentive":
+            return f"lr {chosen['lr']:g}, wd {chosen['weight_decay']:g}, {steps}"
         return f"{chosen['head']} head, lr {chosen['lr']:g}, {steps}"
-    if chosen.get("kind") == "knn":
+    if family == "knn":
         return f"k {chosen['k']}"
     return f"lr {chosen['lr']:g}, wd {chosen['weight_decay']:g}"
 
 
-def _seed_choice(seed: dict[str, Any]) -> str:
+def _seed_choice(seed: dict[str, Any], row: str) -> str:
     """The chosen config of one probe on one seed; a one-point grid had nothing to select."""
-    summary = _chosen_summary(seed["chosen"])
+    summary = _chosen_summary(seed["chosen"], row)
     return summary if seed["val"] is not None else f"{summary} (fixed, no selection)"
 
 
@@ -114,7 +114,7 @@ def _selection_table(results: dict[str, Any]) -> str:
     header = ["Seed", "Selection", "Val videos", *(LABELS[p] for p in names)]
     rows = []
     for i, info in enumerate(results["seeds"]):
-        chosen = [_seed_choice(results["probes"][p]["seeds"][i]) for p in names]
+        chosen = [_seed_choice(results["probes"][p]["seeds"][i], p) for p in names]
         selection = info.get("selection", "hold-out")
         rows.append([str(info["seed"]), selection, str(info["num_val"]), *chosen])
     table = markdown_table(header, rows, align="rlr" + "l" * len(names))
@@ -252,7 +252,8 @@ def _plot_learning_curves(results: dict[str, Any], out: Path) -> dict[str, str]:
         figures.plot_learning_curves(
             seed["curves"]["grid"],
             labels=[
-                _chosen_summary({**g["config"], "steps": g["best_step"]}) for g in seed["grid"]
+                _chosen_summary({**g["config"], "steps": g["best_step"]}, name)
+                for g in seed["grid"]
             ],
             chosen=seed["curves"]["chosen"],
             chosen_step=seed["chosen"]["steps"],
