@@ -162,14 +162,14 @@ class VideoBatches:
     def __init__(self, data: SetData, *, batch_size: int, device: torch.device) -> None:
         self.data, self.batch_size, self.device = data, batch_size, device
         size = len(data) * data.num_views * (data.dim + BOX_DIM) * 4
-        self.kept: list[tuple[torch.Tensor, ...]] | None = (
-            [] if size <= RESIDENT_VAL_BYTES else None
-        )
+        self.keep = size <= RESIDENT_VAL_BYTES
+        self.kept: list[tuple[torch.Tensor, ...]] | None = None  # set after a whole pass
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
-        if self.kept:
+        if self.kept is not None:
             yield from self.kept
             return
+        read = []
         for start in range(0, len(self.data), self.batch_size):
             stop = min(start + self.batch_size, len(self.data))
             feats, boxes, num_valid = self.data.read(np.arange(start, stop))
@@ -177,9 +177,11 @@ class VideoBatches:
             bx = torch.from_numpy(np.ascontiguousarray(boxes)).to(self.device).float()
             valid = torch.arange(x.shape[1])[None, :] < torch.as_tensor(num_valid)[:, None]
             batch = (x, bx, valid.to(self.device))  # (B, K, D), (B, K, 7), (B, K)
-            if self.kept is not None:
-                self.kept.append(batch)
+            if self.keep:
+                read.append(batch)
             yield batch
+        if self.keep:  # only a pass read to its end is kept: a partial one would cut the data
+            self.kept = read
 
 
 def video_batches(data: SetData, *, batch_size: int, device: torch.device) -> VideoBatches:

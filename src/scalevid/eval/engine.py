@@ -22,7 +22,6 @@ Shapes: M models, M' of them still training.
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -34,8 +33,6 @@ import torch
 from scalevid.eval.stacked import StackedAdamW, StackedSGD
 from scalevid.progress import progress_bar
 from scalevid.train.schedule import warmup_cosine
-
-logger = logging.getLogger(__name__)
 
 Weights = dict[str, torch.Tensor]
 Batch = tuple[torch.Tensor, ...]

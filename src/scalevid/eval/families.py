@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from scalevid.eval.cache import ProbeRun
-from scalevid.eval.clip_sets import SetData, video_batches
+from scalevid.eval.clip_sets import SetData, VideoBatches, video_batches
 from scalevid.eval.config import EvalConfig, Task
 from scalevid.eval.engine import EarlyStopping, LossTarget, Weights
 from scalevid.eval.probes import ProbeConfig, ProbeData, make_grid, steps_per_epoch
@@ -41,6 +41,7 @@ from scalevid.eval.set_probes import (
     ProbeInit,
     predict_set_probes,
     predict_with,
+    stack_key,
     train_set_grid,
 )
 from scalevid.eval.splits import Split
@@ -308,8 +309,8 @@ def _select_steps(
     data: SetData,
 ) -> list[dict[str, Any]]:
     """Per grid point: its validation curve over the pooled folds, its best point and its
-    training loss at each validated step. Points that train together (one head kind) share one
-    pass of the grid trainer, every fold of each point a model of it."""
+    training loss at each validated step. Points that can train together (``stack_key``: e.g.
+    one head kind) share one pass of the grid trainer, every fold of each point a model of it."""
     cfg = ctx.config
     fits = [_labelled(data, fit, ctx.train_labels[fit]) for fit, _ in split.folds]
     batch = configs[0].eval_batch_size
@@ -320,8 +321,8 @@ def _select_steps(
     y_val = np.concatenate([ctx.train_labels[val] for _, val in split.folds])
     every = validation_interval(cfg, len(split.train))
     entries: list[dict[str, Any]] = [{}] * len(configs)
-    for head in dict.fromkeys(c.head for c in configs):
-        members = [i for i, c in enumerate(configs) if c.head == head]
+    for key in dict.fromkeys(stack_key(c) for c in configs):
+        members = [i for i, c in enumerate(configs) if stack_key(c) == key]
         jobs = [(i, f) for i in members for f in range(len(fits))]
 
         def stopping(template: nn.Module, jobs: list[tuple[int, int]] = jobs) -> EarlyStopping:
@@ -358,7 +359,7 @@ def _select_steps(
 def _pooled_scorer(
     template: nn.Module,
     jobs: list[tuple[int, int]],
-    vals: list[list[tuple[torch.Tensor, ...]]],
+    vals: list[VideoBatches],
     y_val: np.ndarray,
     task: Task,
     autocast: torch.dtype | None,

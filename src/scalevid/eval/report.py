@@ -101,12 +101,6 @@ def _chosen_summary(chosen: dict[str, Any], row: str) -> str:
     return f"lr {chosen['lr']:g}, wd {chosen['weight_decay']:g}"
 
 
-def _seed_choice(seed: dict[str, Any], row: str) -> str:
-    """The chosen config of one probe on one seed; a one-point grid had nothing to select."""
-    summary = _chosen_summary(seed["chosen"], row)
-    return summary if seed["val"] is not None else f"{summary} (fixed, no selection)"
-
-
 def _selection_table(results: dict[str, Any]) -> str:
     """Markdown: per seed, how the grid was scored, on how many videos, and each probe's
     chosen config (a choice that flips with the seed shows here)."""
@@ -114,7 +108,7 @@ def _selection_table(results: dict[str, Any]) -> str:
     header = ["Seed", "Selection", "Val videos", *(LABELS[p] for p in names)]
     rows = []
     for i, info in enumerate(results["seeds"]):
-        chosen = [_seed_choice(results["probes"][p]["seeds"][i], p) for p in names]
+        chosen = [_chosen_summary(results["probes"][p]["seeds"][i]["chosen"], p) for p in names]
         selection = info.get("selection", "hold-out")
         rows.append([str(info["seed"]), selection, str(info["num_val"]), *chosen])
     table = markdown_table(header, rows, align="rlr" + "l" * len(names))

@@ -242,11 +242,17 @@ def _rng_devices(device: torch.device) -> list[int]:
 # --------------------------------------------------------------------------- train / predict
 
 
-def _batch_key(config: FinetuneConfig) -> FinetuneConfig:
+def stack_key(config: FinetuneConfig) -> FinetuneConfig:
     """What probes trained in one batched pass must share: all but lr, lr scale, weight decay
-    and the budget."""
+    and the budget (epochs, steps, schedule)."""
     return dataclasses.replace(
-        config, lr=0.0, predictor_lr_scale=1.0, weight_decay=0.0, epochs=1, steps=None
+        config,
+        lr=0.0,
+        predictor_lr_scale=1.0,
+        weight_decay=0.0,
+        epochs=1,
+        steps=None,
+        schedule_steps=None,
     )
 
 
@@ -338,8 +344,8 @@ def _check_training_sets(configs: Sequence[FinetuneConfig], trains: Sequence[Set
     """The task of probes that can train together; raises where they cannot."""
     if not configs or len(configs) != len(trains):
         raise ValueError("fit_set_probes needs one training set per config")
-    key = _batch_key(configs[0])
-    if any(_batch_key(c) != key for c in configs):
+    key = stack_key(configs[0])
+    if any(stack_key(c) != key for c in configs):
         raise ValueError(
             "probes trained together may differ only in lr, predictor_lr_scale, weight_decay "
             "and budget"
