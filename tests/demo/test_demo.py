@@ -230,7 +230,10 @@ def test_ceiling_separates_order_aware_from_order_blind_vectors():
     assert ceiling.oracle >= 75.0  # early vs late halves tell the first and last motion
     assert ceiling.baseline <= 30.0  # every class shows the same three motions
     assert ceiling.chance == pytest.approx(100 / 6) and ceiling.num_val == 60
-    assert ceiling.passes() and not ceiling.passes(oracle_min=101.0)
+    assert ceiling.passes() and not dataclasses.replace(ceiling, oracle_min=101.0).passes()
+    gain = ceiling.oracle - ceiling.baseline
+    assert not dataclasses.replace(ceiling, min_order_gain=gain + 0.1).passes()
+    assert dataclasses.replace(ceiling, min_order_gain=gain - 0.1).passes()
     # with the boxes' times scrambled the oracle loses the order
     shuffled = np.random.default_rng(1).permuted(starts, axis=1)
     blind = ceiling_from_arrays(feats, shuffled, np.full(300, 16), labels, 6, config)
