@@ -376,16 +376,22 @@ def test_clip_vectors_match_the_dense_array(stores, run, resident, monkeypatch):
     # resident: read once and kept; else assembled from the memory map on every read
     monkeypatch.setattr(representations, "RESIDENT_BYTES", 1 << 30 if resident else 0)
     store = FeatureStore.open(stores["train"])
-    sets = np.random.default_rng(0).normal(size=(len(store), 5)).astype(np.float32)
+    rng = np.random.default_rng(0)
+    sets = rng.normal(size=(len(store), 5)).astype(np.float32)
+    tokens = rng.normal(size=(len(store), store.clips_per_video, 3)).astype(np.float16)
     dense = np.concatenate(
-        [store.features().astype(np.float32), np.repeat(sets[:, None], store.clips_per_video, 1)],
+        [
+            store.features().astype(np.float32),
+            tokens.astype(np.float32),
+            np.repeat(sets[:, None], store.clips_per_video, 1),
+        ],
         axis=2,
     )
-    x = ClipVectors(store, extra=sets)
+    x = ClipVectors(store, more=tokens, extra=sets)  # [clip feature, token, per-video part]
     assert x.shape == dense.shape
     rows = np.array([70, 3, 3, 41])
     view = x[rows]  # lazy
-    assert view.shape == (4, store.clips_per_video, DIM + 5)
+    assert view.shape == (4, store.clips_per_video, DIM + 3 + 5)
     np.testing.assert_array_equal(np.asarray(view), dense[rows])
     cols = np.array([[0, 7], [1, 1], [2, 3], [6, 5]])
     np.testing.assert_array_equal(view[np.arange(4)[:, None], cols], dense[rows[:, None], cols])

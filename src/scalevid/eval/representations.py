@@ -52,11 +52,11 @@ RESIDENT_BYTES = 1 << 30
 
 
 class ClipVectors:
-    """A lazy (N, V, F) array of per-clip vectors: clip part (N, V, Fc) with an optional
-    per-video part (N, Fe) appended to every view, F = Fc + Fe. Rows are read on demand; the
-    whole array is read once and kept when it is at most `RESIDENT_BYTES` (views made by
-    indexing share it). Either way the values and dtype are the same: the clip part's dtype
-    without a per-video part, float32 with one.
+    """A lazy (N, V, F) array of per-clip vectors: clip part (N, V, Fc), an optional second
+    per-clip part `more` (N, V, Fm) and an optional per-video part `extra` (N, Fe) appended to
+    every view, F = Fc + Fm + Fe. Rows are read on demand; the whole array is read once and kept
+    when it is at most `RESIDENT_BYTES` (views made by indexing share it). Either way the values
+    and dtype are the same: the clip part's dtype alone, float32 with any other part.
 
     Supports what the probes index with: `x[rows]` (a lazy view of those videos),
     `x[rows[:, None], cols]` (B, S, F) with cols (B, S), and `np.asarray(x)`.
@@ -66,11 +66,13 @@ class ClipVectors:
         self,
         clips: FeatureStore | np.ndarray,
         *,
+        more: np.ndarray | None = None,
         extra: np.ndarray | None = None,
         rows: np.ndarray | None = None,
         resident: dict[str, np.ndarray] | None = None,
     ) -> None:
         self.clips = clips
+        self.more = more
         self.extra = extra
         n = len(clips)
         self.rows = np.arange(n) if rows is None else np.asarray(rows, dtype=np.int64)
@@ -80,6 +82,10 @@ class ClipVectors:
             views, width = clips.clips_per_video, clips.dim
         else:
             views, width = clips.shape[1], clips.shape[2]
+        if more is not None:
+            if more.shape[:2] != (n, views):
+                raise ValueError(f"more has shape {more.shape}, clips ({n}, {views}, ...)")
+            width += more.shape[2]
         self.shape = (len(self.rows), views, width + (0 if extra is None else extra.shape[1]))
         self.ndim = 3
         # {"all": (N, V, F)} once read; shared by every view of the same vectors
@@ -99,7 +105,11 @@ class ClipVectors:
             return block[np.arange(block.shape[0])[:, None], np.asarray(cols)]  # (B, S, F)
         idx = np.arange(len(self))[key]
         return ClipVectors(
-            self.clips, extra=self.extra, rows=self.rows[idx], resident=self._resident
+            self.clips,
+            more=self.more,
+            extra=self.extra,
+            rows=self.rows[idx],
+            resident=self._resident,
         )
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
@@ -111,11 +121,16 @@ class ClipVectors:
         are larger than `RESIDENT_BYTES`."""
         if "all" not in self._resident:
             n, (views, width) = len(self.clips), self.shape[1:]
-            itemsize = 4 if self.extra is not None else self._clip_dtype().itemsize
+            itemsize = 4 if self._mixed else self._clip_dtype().itemsize
             if n * views * width * itemsize > RESIDENT_BYTES:
                 return None
             self._resident["all"] = self._assemble(np.arange(n))
         return self._resident["all"]
+
+    @property
+    def _mixed(self) -> bool:
+        """Whether parts are concatenated (then the vectors are float32)."""
+        return self.more is not None or self.extra is not None
 
     def _clip_dtype(self) -> np.dtype:
         return np.dtype(np.float16) if isinstance(self.clips, FeatureStore) else self.clips.dtype
@@ -132,12 +147,19 @@ class ClipVectors:
             clips = self.clips.features(rows)  # (B, V, Fc) float16
         else:
             clips = np.asarray(self.clips[rows])
-        if self.extra is None:
+        if not self._mixed:
             return clips
-        per_video = np.broadcast_to(
-            self.extra[rows][:, None, :], (len(rows), clips.shape[1], self.extra.shape[1])
-        )
-        return np.concatenate([clips.astype(np.float32), per_video.astype(np.float32)], axis=2)
+        parts = [clips.astype(np.float32)]
+        if self.more is not None:
+            parts.append(np.asarray(self.more[rows], dtype=np.float32))
+        if self.extra is not None:
+            parts.append(
+                np.broadcast_to(
+                    self.extra[rows][:, None, :].astype(np.float32),
+                    (len(rows), clips.shape[1], self.extra.shape[1]),
+                )
+            )
+        return np.concatenate(parts, axis=2)
 
 
 def scale_outputs(
