@@ -1,0 +1,48 @@
+"""The demo's picture from hand-made comparisons."""
+
+import matplotlib.image as mpimg
+import pytest
+
+from scalevid.demo.ceiling import Ceiling
+from scalevid.demo.figure import plot_pairs
+from scalevid.demo.pipeline import Comparison
+
+
+def _comparison(scale: str, base: str, s: float, b: float, setting: str) -> Comparison:
+    return Comparison(
+        setting=setting,
+        scale=scale,
+        baseline=base,
+        scale_mean=s,
+        baseline_mean=b,
+        scale_std=1.0,
+        baseline_std=1.0,
+        delta=s - b,
+        delta_std=0.5,
+        seeds=3,
+        num_test=300,
+        scale_se=2.5,
+        baseline_se=2.5,
+    )
+
+
+def test_pairs_figure_is_written(tmp_path):
+    ceiling = Ceiling(
+        baseline=35.0,
+        oracle=84.0,
+        baseline_per_seed=(35.0,),
+        oracle_per_seed=(84.0,),
+        chance=100 / 6,
+        num_fit=384,
+        num_val=96,
+    )
+    pairs = [
+        _comparison("scale_linear", "linear", 60.0, 40.0, "all labels"),
+        _comparison("scale_ft", "transformer", 80.0, 79.0, "10% labels"),
+    ]
+    path = plot_pairs(pairs, ceiling, out=tmp_path / "pairs.png", title="seed 0")
+    image = mpimg.imread(path)
+    assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 300
+    with pytest.raises(ValueError, match="no comparisons"):
+        plot_pairs([], ceiling, out=tmp_path / "none.png")
+    assert not (tmp_path / "none.png").exists()
