@@ -96,6 +96,19 @@ CANDIDATES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
         {"task": "order", "motions": ("sweep", "pulse", "bounce"), "train": 960},
         {"train_clips": 16},
     ),
+    # Added after s2 (which met the ceiling rule, but SET matched views by their look: SCALE_linear
+    # +3.3 over Linear, within the noise): s2 with one look shared by every video and no
+    # distractors, so that only the events tell two videos apart, which is what SET must learn.
+    "s6-order3-shared-k16-n480": (
+        {
+            "task": "order",
+            "motions": ("sweep", "pulse", "bounce"),
+            "train": 480,
+            "look": "shared",
+            "distractors": (0, 0),
+        },
+        {"train_clips": 16},
+    ),
 }
 
 # Validation videos of a --full run: 300 keep a row's binomial SE near 2.6 points at 70%.

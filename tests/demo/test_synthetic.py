@@ -203,6 +203,21 @@ def test_the_actor_moves_exactly_during_its_events() -> None:
         assert changed[both_inside].mean() > 0.8
 
 
+def test_a_shared_look_leaves_only_what_happens_to_tell_videos_apart() -> None:
+    still = dataclasses.replace(TINY, distractors=(0, 0), camera_jitter=0.0, noise_std=0.0)
+    shared = dataclasses.replace(still, look="shared")
+    # before any event (frame 0) every video of a shared look shows the same picture ...
+    first = [render(shared, "train", i)[0] for i in range(4)]
+    assert all(np.array_equal(first[0], f) for f in first[1:])
+    # ... and another dataset seed another one; a varied look differs from video to video
+    assert not np.array_equal(first[0], render(dataclasses.replace(shared, seed=1), "train", 0)[0])
+    assert not np.array_equal(render(still, "train", 0)[0], render(still, "train", 1)[0])
+    # what happens still differs
+    assert not np.array_equal(render(shared, "train", 0), render(shared, "train", 1))
+    with pytest.raises(ValueError, match="look"):
+        dataclasses.replace(TINY, look="same")
+
+
 # -------------------------------------------------------------------------------- folders
 
 

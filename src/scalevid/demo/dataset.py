@@ -113,7 +113,8 @@ def _check_same(stored: dict[str, Any], header: dict[str, Any], where: Path) -> 
         for key in ("generator", "version", "codec")
         if stored.get(key) != header[key]
     ]
-    old = stored.get("config") or {}
+    # a field missing from an older folder was made with that field's default behaviour
+    old = {**DatasetConfig().to_dict(), **(stored.get("config") or {})}
     new = header["config"]
     differences += [
         f"config.{key}: {old.get(key)!r} here, {new.get(key)!r} asked"

@@ -171,14 +171,16 @@ def _scene(config: DatasetConfig, events: Sequence[Event], rng: np.random.Genera
     h, w, frames = config.height, config.width, config.frames
     short = min(h, w)
     margin = math.ceil(config.camera_jitter) + 1
-    background = _background(config, rng, margin)
+    # the scene's look: the video's own draw, or one draw per dataset seed ("shared")
+    look = rng if config.look == "varied" else np.random.default_rng([config.seed, 8101])
+    background = _background(config, look, margin)
     luma = _luminance(background.reshape(-1, 3).mean(axis=0))
     actor = _Sprite(
-        shape=_SHAPES[int(rng.integers(len(_SHAPES)))],
-        colour=_contrasting_colour(rng, luma),
-        radius=float(rng.uniform(*config.actor_size) * short),
+        shape=_SHAPES[int(look.integers(len(_SHAPES)))],
+        colour=_contrasting_colour(look, luma),
+        radius=float(look.uniform(*config.actor_size) * short),
     )
-    home = (float(rng.uniform(0.58, 0.70) * h), float(rng.uniform(0.40, 0.60) * w))
+    home = (float(look.uniform(0.58, 0.70) * h), float(look.uniform(0.40, 0.60) * w))
 
     count = int(rng.integers(config.distractors[0], config.distractors[1] + 1))
     sprites, paths = [], []

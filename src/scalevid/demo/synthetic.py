@@ -68,6 +68,7 @@ Task = Literal["order", "count", "permutation"]
 Motion = Literal["sweep", "bounce", "orbit", "pulse"]
 Background = Literal["flat", "gradient", "noise", "stripes"]
 Codec = Literal["auto", "libx264", "mpeg4"]
+Look = Literal["varied", "shared"]
 Split = Literal["train", "val", "test"]
 
 SPLITS: tuple[Split, ...] = ("train", "val", "test")
@@ -142,6 +143,9 @@ class DatasetConfig:
         camera_jitter: largest camera shift in pixels (each video draws its own in [0, this]).
         noise_std: standard deviation of the per-pixel luminance noise, in grey levels.
         backgrounds: the background kinds to draw from.
+        look: ``"varied"``: every video draws its own background, actor shape, colour, size
+            and resting place; ``"shared"``: every video of the dataset (seed) shows the same
+            ones, so videos differ only in what happens in them (events, distractors, noise).
         seed: the dataset seed (>= 0).
         codec: ``"libx264"``, ``"mpeg4"``, or ``"auto"`` (libx264 when PyAV has it).
         crf: libx264 constant rate factor (lower = better quality, bigger files).
@@ -167,6 +171,7 @@ class DatasetConfig:
     camera_jitter: float = 3.0
     noise_std: float = 1.0
     backgrounds: tuple[Background, ...] = ("flat", "gradient", "noise", "stripes")
+    look: Look = "varied"
     seed: int = 0
     codec: Codec = "auto"
     crf: int = 23
@@ -216,6 +221,8 @@ class DatasetConfig:
             raise ValueError("camera_jitter and noise_std must be >= 0")
         if not self.backgrounds or any(b not in get_args(Background) for b in self.backgrounds):
             raise ValueError(f"backgrounds must be a non-empty subset of {get_args(Background)}")
+        if self.look not in get_args(Look):
+            raise ValueError(f"look must be one of {get_args(Look)}, got {self.look!r}")
         if self.codec not in get_args(Codec):
             raise ValueError(f"codec must be one of {get_args(Codec)}, got {self.codec!r}")
         events = self.max_events
