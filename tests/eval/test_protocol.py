@@ -385,7 +385,7 @@ def test_reports_written_and_deltas_match_per_seed_numbers(evaluated):
     selection = [line for line in text.splitlines() if line.startswith(("| 0 |", "| 1 |"))]
     assert [row.split("|")[2].strip() for row in selection] == ["hold-out", "hold-out"]
     num_val = results["seeds"][0]["num_val"]
-    assert f"held-out validation split of train ({num_val} videos; seed(s) 0, 1)" in text
+    assert f"held-out validation split of train ({num_val} videos; seeds 0, 1)" in text
     assert "cross-validation" not in text
     assert "kNN nothing (one setting: k 20)" in text
     assert "Transformer 2 settings and the step count" in text
@@ -632,7 +632,7 @@ def test_small_validation_switches_to_cross_validation_and_is_reported(stores, t
     linear = results["probes"]["linear"]["seeds"][0]["chosen"]
     text = (tmp_path / "results.md").read_text()
     assert "## Model selection" in text
-    assert "4-fold cross-validation on train (all 64 of its videos scored once; seed(s) 3)" in text
+    assert "4-fold cross-validation on train (all 64 of its videos scored once; seed 3)" in text
     assert "held-out" not in text
     row = next(line for line in text.splitlines() if line.startswith("| 3 |"))
     assert row == (

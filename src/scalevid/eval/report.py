@@ -85,13 +85,13 @@ def uncertainty_lines(results: dict[str, Any]) -> list[str]:
         f"{results['chance'][m]:.2f} {_METRIC_SHORT.get(m, m)}" for m in results["metrics"]
     )
     best = results["best_probe"]
-    verdict = f"{LABELS[best]}" if best is not None else "none named"
+    verdict = LABELS[best] if best is not None else "none named"
     return [
         f"Chance: {chance} ({rules['chance']}).",
         f"SE: the test set's standard error, {rules['se']}; n = {results['num_test_videos']} "
         "test videos.",
-        f"A difference between two rows counts beyond {rules['margin']}: the last column for "
-        "each Δ; the best probe must lead the runner-up by more.",
+        f"A difference between two rows counts beyond {rules['margin']} (the last column, for "
+        "each SCALE row's Δ); the best probe must lead the runner-up by more.",
         f"Best probe: {verdict}. {results['best_probe_reason']}.",
     ]
 
@@ -104,15 +104,17 @@ def _selection_sentence(results: dict[str, Any]) -> str:
         by_method.setdefault(info.get("selection", "hold-out"), []).append(info)
     how = []
     for method, infos in by_method.items():
-        seeds = ", ".join(str(i["seed"]) for i in infos)
+        seeds = ("seed " if len(infos) == 1 else "seeds ") + ", ".join(
+            str(i["seed"]) for i in infos
+        )
         val = "/".join(sorted({str(i["num_val"]) for i in infos}))
         if method == "hold-out":
-            how.append(f"a held-out validation split of train ({val} videos; seed(s) {seeds})")
+            how.append(f"a held-out validation split of train ({val} videos; {seeds})")
         else:
             folds = method.split("-")[0]
             how.append(
                 f"{folds}-fold cross-validation on train (all {val} of its videos scored once; "
-                f"seed(s) {seeds})"
+                f"{seeds})"
             )
     searched = []
     for name in (p for p in PROBES if p in results["probes"]):
@@ -126,7 +128,7 @@ def _selection_sentence(results: dict[str, Any]) -> str:
             searched.append(f"{LABELS[name]} {points}{' and the step count' if step else ''}")
     return (
         f"Hyperparameters chosen per seed on {' and '.join(how)}, then retrained on all of train "
-        f"and scored once on test. Chosen per seed: {'; '.join(searched)}."
+        f"and scored once on test. Searched per seed: {'; '.join(searched)}."
     )
 
 
