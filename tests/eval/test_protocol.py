@@ -324,6 +324,10 @@ def test_regression_targets(tmp_path):
     assert list(results["probes"]) == ["linear", "mlp", "transformer", "attentive"]
     assert all(np.isfinite(e["mean"]["mse"]) for e in results["probes"].values())
     assert "MSE" in (tmp_path / "results.md").read_text()
+    targets = FeatureStore.open(test_store).targets
+    assert results["chance"]["mse"] == pytest.approx(np.var(targets.astype(np.float64)))
+    assert all(e["se"]["mse"] > 0 for e in results["probes"].values())
+    assert "Chance: " in (tmp_path / "results.md").read_text()
 
 
 # --------------------------------------------------------------------------- reports
@@ -352,23 +356,60 @@ def test_reports_written_and_deltas_match_per_seed_numbers(evaluated):
         assert probes[scale]["delta"]["top1"] == pytest.approx(np.mean(diffs))
     assert probes["mlp"]["delta"] is None and probes["knn"]["delta"] is None
 
+    # the test SE of every row: binomial on the test videos; the margin of every Δ
+    n = results["num_test_videos"]
+    for entry in probes.values():
+        p = entry["mean"]["top1"] / 100
+        assert entry["se"]["top1"] == pytest.approx(100 * np.sqrt(p * (1 - p) / n))
+    for scale, base in pairs.items():
+        diffs = [
+            s["test"]["top1"] - b["test"]["top1"]
+            for s, b in zip(probes[scale]["seeds"], probes[base]["seeds"], strict=True)
+        ]
+        two_se = 2 * np.hypot(probes[scale]["se"]["top1"], probes[base]["se"]["top1"])
+        margin = max(two_se, np.std(diffs, ddof=1))
+        assert probes[scale]["delta_margin"]["top1"] == pytest.approx(margin)
+    # chance: the majority class rate of the test labels
+    labels = np.load(out / "predictions.npz")["labels"]
+    assert results["chance"]["top1"] == pytest.approx(100 * np.bincount(labels).max() / n)
+    # the best probe is named only when it leads the runner-up by more than the margin
+    ranking = results["ranking"]
+    means = {k: e["mean"]["top1"] for k, e in probes.items()}
+    assert means[ranking["leader"]] == max(means.values())
+    clear = ranking["difference"] > ranking["margin"]
+    assert results["best_probe"] == (ranking["leader"] if clear else None)
+
     text = (out / "results.md").read_text()
     lines = text.split("## Model selection")[0].splitlines()  # the results table
     rows = [line for line in lines if line.startswith("| ") and "Probe" not in line]
     selection = [line for line in text.splitlines() if line.startswith(("| 0 |", "| 1 |"))]
     assert [row.split("|")[2].strip() for row in selection] == ["hold-out", "hold-out"]
+    num_val = results["seeds"][0]["num_val"]
+    assert f"held-out validation split of train ({num_val} videos; seeds 0, 1)" in text
+    assert "cross-validation" not in text
+    assert "kNN nothing (one setting: k 20)" in text
+    assert "Transformer 2 settings and the step count" in text
     expected = ["kNN", "SCALE_kNN", "Linear", "SCALE_linear", "MLP", "Transformer", "SCALE_ft"]
     expected += ["Attentive", "SCALE_attentive"]
     assert [r.split("|")[1].strip() for r in rows] == expected
     for row, name in zip(rows, PROBES, strict=True):
         cells = [c.strip() for c in row.strip("|").split("|")]
         entry = probes[name]
+        margin = entry["delta_margin"]
         assert cells[1] == f"{entry['mean']['top1']:.2f} ± {entry['std']['top1']:.2f}"
-        assert cells[2] == (f"{entry['delta']['top1']:+.2f}" if entry["delta"] else "")
+        assert cells[2] == f"{entry['se']['top1']:.2f}"
+        assert cells[3] == (f"{entry['delta']['top1']:+.2f}" if entry["delta"] else "")
+        assert cells[4] == (f"±{margin['top1']:.2f}" if margin else "")
+    best = "none named" if results["best_probe"] is None else probes[results["best_probe"]]["label"]
+    assert f"Best probe: {best}. {results['best_probe_reason']}." in text
+    assert f"Chance: {results['chance']['top1']:.2f} top-1 %" in text
 
     text = format_table(results)
-    assert "|" not in text and len(text.strip().splitlines()) == 2 + len(expected)
+    table, notes = text.strip().split("\n\n")
+    assert "|" not in text and len(table.splitlines()) == 2 + len(expected)
     assert text.splitlines()[2].split()[0] == "kNN"
+    assert notes.splitlines()[0].startswith("Chance:")
+    assert notes.splitlines()[-1].startswith("Best probe:")
 
 
 @pytest.mark.parametrize("resident", [True, False])
@@ -597,6 +638,8 @@ def test_small_validation_switches_to_cross_validation_and_is_reported(stores, t
     linear = results["probes"]["linear"]["seeds"][0]["chosen"]
     text = (tmp_path / "results.md").read_text()
     assert "## Model selection" in text
+    assert "4-fold cross-validation on train (all 64 of its videos scored once; seed 3)" in text
+    assert "held-out" not in text
     row = next(line for line in text.splitlines() if line.startswith("| 3 |"))
     assert row == (
         f"| 3 | 4-fold CV | 64 | lr {linear['lr']:g}, wd {linear['weight_decay']:g} | "

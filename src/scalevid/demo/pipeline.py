@@ -40,6 +40,7 @@ from scalevid.eval.config import EvalConfig
 from scalevid.eval.protocol import evaluate
 from scalevid.eval.report import format_table, markdown_table, results_markdown
 from scalevid.eval.rows import LABELS, PROBES, ProbeName
+from scalevid.eval.summary import binomial_se, difference_margin
 from scalevid.extract import ExtractConfig, extract
 from scalevid.outfiles import make_folder, write_text
 from scalevid.train import TrainConfig, train
@@ -380,7 +381,7 @@ class Comparison:
     def noise(self) -> float:
         """How large a difference must be to count: twice the combined standard error, and at
         least the seed spread of the difference."""
-        return max(2.0 * self.combined_se, self.delta_std)
+        return difference_margin(self.scale_se, self.baseline_se, spread=self.delta_std)
 
     @property
     def verdict(self) -> Literal["helped", "hurt", "no clear difference"]:
@@ -389,12 +390,6 @@ class Comparison:
         if self.delta < -self.noise:
             return "hurt"
         return "no clear difference"
-
-
-def binomial_se(accuracy: float, n: int) -> float:
-    """Standard error (points) of a top-1 of `accuracy` % measured on n test videos."""
-    p = min(max(accuracy / 100.0, 0.0), 1.0)
-    return 100.0 * math.sqrt(p * (1.0 - p) / max(n, 1))
 
 
 def compare(results: dict[str, Any], *, setting: str) -> list[Comparison]:

@@ -39,7 +39,9 @@ Protocol, for every seed:
        same schedule, up to the chosen step) and scored once on test.
 Test labels are read only in step 4's scoring (and by the report's confusion matrix and map).
 Mean and sample std over seeds are reported for top-1 (and top-5 with more than 5 classes),
-or MSE for regression targets. The seed loop, the input checks (``eval/checks.py``), the
+or MSE for regression targets, with each row's test standard error, the chance level, the margin
+each SCALE row's difference to its baseline must clear, and the best row only where it leads the
+runner-up by more than that margin (`eval/summary.py` says how each is computed). The seed loop, the input checks (``eval/checks.py``), the
 families' runners (``eval/families.py``) and the summaries (``eval/summary.py``) are apart.
 """
 

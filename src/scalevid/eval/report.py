@@ -52,10 +52,14 @@ def markdown_table(
 
 def _table(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """(header, rows) of the paper-style table: one row per probe in the paper's order, the
-    metrics as mean ± std, and Δ columns against the matching baseline row."""
-    metrics = results["metrics"]
-    header = ["Probe"] + [METRIC_TITLES.get(m, m) for m in metrics]
+    metrics as mean ± std with the test set's standard error beside each, Δ columns against the
+    matching baseline row, and the margin the primary metric's Δ must clear to count."""
+    metrics, primary = results["metrics"], results["primary_metric"]
+    header = ["Probe"]
+    for m in metrics:
+        header += [METRIC_TITLES.get(m, m), f"SE {_METRIC_SHORT.get(m, m)}"]
     header += [f"Δ {METRIC_TITLES.get(m, m).split(' (')[0]}" for m in metrics]
+    header.append(f"Δ {_METRIC_SHORT.get(primary, primary)} counts beyond")
     rows = []
     for name in PROBES:
         entry = results["probes"].get(name)
@@ -65,24 +69,83 @@ def _table(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         for m in metrics:
             mean, std = entry["mean"][m], entry["std"][m]
             row.append(f"{mean:.2f} ± {std:.2f}" if len(entry["seeds"]) > 1 else f"{mean:.2f}")
-        delta = entry["delta"]
+            row.append(f"{entry['se'][m]:.2f}")
+        delta, margin = entry["delta"], entry["delta_margin"]
         row += [f"{delta[m]:+.2f}" if delta else "" for m in metrics]
+        row.append(f"±{margin[primary]:.2f}" if margin else "")
         rows.append(row)
     return header, rows
 
 
+def uncertainty_lines(results: dict[str, Any]) -> list[str]:
+    """The lines under the results table: the chance level, what SE and the Δ margin are, and
+    the best probe or why none is named."""
+    rules = results["uncertainty"]
+    chance = ", ".join(
+        f"{results['chance'][m]:.2f} {_METRIC_SHORT.get(m, m)}" for m in results["metrics"]
+    )
+    best = results["best_probe"]
+    verdict = LABELS[best] if best is not None else "none named"
+    return [
+        f"Chance: {chance} ({rules['chance']}).",
+        f"SE: the test set's standard error, {rules['se']}; n = {results['num_test_videos']} "
+        "test videos.",
+        f"A difference between two rows counts beyond {rules['margin']} (the last column, for "
+        "each SCALE row's Δ); the best probe must lead the runner-up by more.",
+        f"Best probe: {verdict}. {results['best_probe_reason']}.",
+    ]
+
+
+def _selection_sentence(results: dict[str, Any]) -> str:
+    """How selection ran, generated from what it did: per seed the selection (hold-out or
+    k-fold CV) and its validation videos, and per row what its grid searched."""
+    by_method: dict[str, list[dict[str, Any]]] = {}
+    for info in results["seeds"]:
+        by_method.setdefault(info.get("selection", "hold-out"), []).append(info)
+    how = []
+    for method, infos in by_method.items():
+        seeds = ("seed " if len(infos) == 1 else "seeds ") + ", ".join(
+            str(i["seed"]) for i in infos
+        )
+        val = "/".join(sorted({str(i["num_val"]) for i in infos}))
+        if method == "hold-out":
+            how.append(f"a held-out validation split of train ({val} videos; {seeds})")
+        else:
+            folds = method.split("-")[0]
+            how.append(
+                f"{folds}-fold cross-validation on train (all {val} of its videos scored once; "
+                f"{seeds})"
+            )
+    searched = []
+    for name in (p for p in PROBES if p in results["probes"]):
+        grid = results["probes"][name]["seeds"][0]["grid"]
+        step = ROWS[name].family in ("set", "attentive")
+        if len(grid) == 1 and not step:
+            chosen = _chosen_summary(results["probes"][name]["seeds"][0]["chosen"], name)
+            searched.append(f"{LABELS[name]} nothing (one setting: {chosen})")
+        else:
+            points = f"{len(grid)} setting{'s' if len(grid) != 1 else ''}"
+            searched.append(f"{LABELS[name]} {points}{' and the step count' if step else ''}")
+    return (
+        f"Hyperparameters chosen per seed on {' and '.join(how)}, then retrained on all of train "
+        f"and scored once on test. Searched per seed: {'; '.join(searched)}."
+    )
+
+
 def results_markdown(results: dict[str, Any]) -> str:
-    """results.md: a short description line, the paper-style table and the selection table."""
+    """results.md: a short description, the paper-style table with its uncertainty lines and
+    the selection table."""
     shot = "" if results["low_shot"] is None else f", low-shot {results['low_shot']:g}"
     lines = [
         f"# {results['dataset']} ({results['backbone']})",
         "",
         f"{results['task']}: {results['num_train_videos']} train / "
-        f"{results['num_test_videos']} test videos, {len(results['seeds'])} seed(s){shot}; "
-        "hyperparameters chosen on a validation split of train (k-fold cross-validation when "
-        "it would be small), then retrained on all of train.",
+        f"{results['num_test_videos']} test videos, {len(results['seeds'])} seed(s){shot}. "
+        + _selection_sentence(results),
         "",
         markdown_table(*_table(results)),
+        "\n\n".join(uncertainty_lines(results)),
+        "",
         _selection_table(results),
     ]
     return "\n".join(lines)
@@ -126,7 +189,8 @@ def format_table(results: dict[str, Any]) -> str:
         return "  ".join([first, *rest]).rstrip()
 
     rule = "-" * len(line(header))
-    return "\n".join([line(header), rule, *[line(r) for r in rows]]) + "\n"
+    lines = [line(header), rule, *[line(r) for r in rows], "", *uncertainty_lines(results)]
+    return "\n".join(lines) + "\n"
 
 
 # --------------------------------------------------------------------------- figures' data
@@ -262,10 +326,11 @@ def _plot_learning_curves(results: dict[str, Any], out: Path) -> dict[str, str]:
 def _plot_confusion(
     results: dict[str, Any], predictions: dict[str, np.ndarray], y_test: np.ndarray, out: Path
 ) -> dict[str, str]:
-    """The best probe's confusion matrix on the first seed."""
+    """The leading probe's confusion matrix on the first seed (the leader on the primary metric,
+    whether or not it clears the margin to be named best)."""
     from scalevid.eval import figures
 
-    best = results["best_probe"]
+    best = results["ranking"]["leader"]
     matrix = confusion_matrix(predictions[best][0], y_test, num_classes=results["num_classes"])
     figures.plot_confusion_matrix(
         matrix,
