@@ -18,6 +18,16 @@ from scalevid.outfiles import replace_file  # noqa: E402
 BASELINE_COLOUR, SCALE_COLOUR = "tab:blue", "tab:orange"
 
 
+def chance_level(metric: str, num_classes: int | None) -> float | None:
+    """A uniform random guess's score in a results metric (`top1`, `top5`, ...: percent of test
+    videos), for `plot_probe_comparison`'s `chance`: top-k is 100 * min(k, C) / C over C
+    classes; None for a metric without one (`mse`) or without classes."""
+    if not metric.startswith("top") or not num_classes:
+        return None
+    k = int(metric.removeprefix("top"))
+    return 100.0 * min(k, num_classes) / num_classes
+
+
 def plot_probe_comparison(
     names: list[str],
     means: list[float],
