@@ -131,7 +131,7 @@ def show_defaults(parser: argparse.ArgumentParser) -> None:
                 show_defaults(child)
             continue
         default = action.default
-        if action.help == argparse.SUPPRESS or "default" in (action.help or ""):
+        if action.help == argparse.SUPPRESS or "default:" in (action.help or ""):
             continue
         if any(default is unset for unset in (None, False, argparse.SUPPRESS)) or default == []:
             continue

@@ -199,9 +199,9 @@ def _extract(args: argparse.Namespace) -> int:
         return 0
     if not any(key in values for _, values in layers for key in ("split", "sampling")):
         logger.info(
-            "--split not given: sampling as for train, %d random clips per video (random "
-            "start, scale and crop, and flips), x%d passes; a validation or test list needs "
-            "--split val or --split test (T x S fixed views)",
+            "--split not given: sampling the list as for train, %d random clips per video "
+            "and pass (random start, scale, crop and flip), %d pass(es); a validation or test "
+            "list needs --split val or --split test (T x S fixed views)",
             config.num_clips,
             config.passes,
         )
