@@ -43,6 +43,15 @@ def test_csv_space_separated_int_labels(tmp_path: Path) -> None:
     assert videos.class_names == ["0", "1", "2"]
 
 
+def test_a_detected_format_is_said_in_one_line(tmp_path: Path, caplog) -> None:
+    spec = write(tmp_path / "train.csv", "a/x.mp4 0\n")
+    with caplog.at_level("INFO", logger="scalevid.data.list_formats"):
+        load_video_list(spec)
+        load_video_list(spec, format="csv")
+    said = [r.getMessage() for r in caplog.records if "detected" in r.getMessage()]
+    assert said == [f"{spec}: read as a csv list (detected; --format to choose)"]
+
+
 def test_csv_comma_header_class_names_and_root(tmp_path: Path) -> None:
     spec = write(tmp_path / "list.csv", "path,label\nv1.avi,walk\nv2.avi,run\nv3.avi,walk\n")
     videos = load_video_list(spec, root=tmp_path / "videos")

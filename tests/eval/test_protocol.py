@@ -522,12 +522,17 @@ def test_export_embeddings_and_search(stores, run, tmp_path):
     np.testing.assert_allclose(vectors[7, :DIM], feats.mean(axis=0), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(vectors[7, DIM:], expected_set, rtol=1e-4, atol=1e-5)
 
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
     for query in ("test0000", "test0013", "test0039"):
         hits = search(store=store, query=query, k=5, embeddings=tmp_path)
-        assert len(hits) == 5
-        assert hits[0] == (query, f"test/{query[4:]}.mp4", 1.0)
+        assert len(hits) == 5 and query not in [h[0] for h in hits]  # k neighbours, not the query
+        q = store.video_ids.index(query)
+        others = [i for i in np.argsort(-(unit @ unit[q]), kind="stable") if i != q]
+        assert [h[0] for h in hits] == [store.video_ids[i] for i in others[:5]]
         sims = [s for _, _, s in hits]
         assert sims == sorted(sims, reverse=True) and all(s <= 1.0 + 1e-6 for s in sims)
+    everyone = search(store=store, query="test0000", k=len(store) + 3, embeddings=tmp_path)
+    assert len(everyone) == len(store) - 1
     from_run = search(store=store, query="test0013", k=5, run=run, device="cpu")
     assert [h[0] for h in from_run] == [
         h[0] for h in search(store=store, query="test0013", k=5, embeddings=tmp_path)

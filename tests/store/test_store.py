@@ -504,6 +504,60 @@ def test_import_with_timestamps_and_relative_layout(tmp_path: Path) -> None:
     np.testing.assert_allclose(store.boxes[1, :3, [1, 4]].T, [[0, 0.25], [0.25, 0.5], [0.75, 1]])
 
 
+def test_import_reads_full_boxes_and_says_where_every_video_s_boxes_came_from(
+    tmp_path: Path,
+) -> None:
+    """<id>.boxes.npy (K, 7) is stored as given (crop and flip included), timestamps become
+    times, the rest uniform; the summary counts each kind and names the folder looked in."""
+    feats = tmp_path / "feats"
+    write_npy_folder(feats, {"boxed": 2, "timed": 2, "plain": 2})
+    given = np.array(
+        [[-1, 0.1, 0.2, 0.3, 0.4, 0.9, 0.8], [1, 0.5, 0.0, 0.1, 0.7, 0.6, 1.0]], np.float32
+    )
+    np.save(feats / "boxed.boxes.npy", given)
+    np.save(feats / "timed.timestamps.npy", np.array([[0.0, 1.0], [1.0, 2.0]]))
+    (tmp_path / "list.txt").write_text("boxed.mp4 0\ntimed.mp4 1\nplain.mp4 0\n")
+    report = import_npy_folder(
+        features_dir=feats, list_file=tmp_path / "list.txt", out=tmp_path / "s", progress=False
+    )
+    assert report.imported == 3 and report.failed == 0
+    store = FeatureStore.open(tmp_path / "s")
+    np.testing.assert_array_equal(store.boxes[0, :2], given)
+    np.testing.assert_allclose(store.boxes[1, :2, [1, 4]].T, [[0, 0.5], [0.5, 1]])
+    np.testing.assert_allclose(store.boxes[2, :2, [1, 4]].T, [[0, 0.5], [0.5, 1]])
+    last = report.summary().splitlines()[-1]
+    assert last.startswith("boxes: 1 from <id>.boxes.npy, 1 from <id>.timestamps.npy, 1 uniform")
+    assert str(feats) in last
+
+
+def test_import_finds_boxes_in_another_folder_and_refuses_bad_or_doubled_ones(
+    tmp_path: Path,
+) -> None:
+    feats, side = tmp_path / "feats", tmp_path / "side"
+    write_npy_folder(feats / "a", {"x": 2})
+    write_npy_folder(feats, {"y": 2, "z": 2, "w": 2})
+    (side / "a").mkdir(parents=True)
+    np.save(side / "a" / "x.timestamps.npy", np.array([[0.0, 2.0], [4.0, 6.0]]))
+    (side / "a" / "x.json").write_text('{"duration": 10.0}')
+    np.save(side / "y.boxes.npy", np.zeros((3, 7), np.float32))  # 3 boxes for 2 clips
+    np.save(side / "z.boxes.npy", np.ones((2, 7), np.float32))
+    np.save(side / "z.timestamps.npy", np.ones((2, 2)))  # which one was meant?
+    (tmp_path / "list.txt").write_text("a/x.mp4 0\ny.mp4 1\nz.mp4 0\nw.mp4 1\n")
+    report = import_npy_folder(
+        features_dir=feats,
+        list_file=tmp_path / "list.txt",
+        out=tmp_path / "s",
+        boxes_dir=side,
+        progress=False,
+    )
+    assert report.imported == 2 and report.box_sources == {"timestamps": 1, "uniform": 1}
+    reasons = {f.video_id: f.reason for f in report.failures}
+    assert "(2, 7)" in reasons["y"] and "keep one" in reasons["z"]
+    store = FeatureStore.open(tmp_path / "s")
+    np.testing.assert_allclose(store.boxes[0, :2, [1, 4]].T, [[0.0, 0.2], [0.4, 0.6]])
+    assert str(side) in report.summary().splitlines()[-1]
+
+
 def test_import_resumes(tmp_path: Path) -> None:
     write_npy_folder(tmp_path / "feats", {"a": 2, "b": 2})
     (tmp_path / "list.txt").write_text("a.mp4 0\nb.mp4 1\nc.mp4 1\n")

@@ -150,6 +150,16 @@ def test_refuses_to_overwrite_a_run(store, tmp_path):
         train(small_config(store, tmp_path / "run", epochs=1, batch_size=64))
 
 
+def test_a_run_draws_the_chance_of_its_own_batch(store, tmp_path, monkeypatch):
+    from scalevid.train import curves
+
+    seen = {}
+    monkeypatch.setattr(curves, "plot_training_curves", lambda m, o, *, chance: seen.update(chance))
+    cfg = small_config(store, tmp_path / "run", epochs=1, batch_size=64)
+    train(cfg)
+    assert seen == curves.chance_accuracies(batch_size=64, num_views=cfg.pretext.num_views)
+
+
 def test_cli_train_with_config_file(store, tmp_path):
     cfg = tmp_path / "small.yaml"
     cfg.write_text(yaml.safe_dump(SMALL))

@@ -1,4 +1,7 @@
-"""The `scalevid` parser and `main(argv)`: logging configured once; user errors as one line."""
+"""The `scalevid` parser and `main(argv)`: logging configured once; user errors as one line.
+
+The global options (-v, -q) work before or after the subcommand; every option's help ends with
+its default (`scalevid.cli.options.show_defaults`)."""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ import argparse
 import logging
 from collections.abc import Sequence
 
+from scalevid.cli.options import show_defaults
 from scalevid.cli.stages import add_demo, add_eval, add_extract, add_make_dataset, add_train
 from scalevid.cli.tools import add_embed_search, add_import, add_recipe, add_store
 from scalevid.config import ConfigError
@@ -22,8 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     from scalevid import __version__
 
     parser.add_argument("--version", action="version", version=f"scalevid {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    _add_global_options(parser, default=False)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (
         add_demo,
@@ -37,7 +40,33 @@ def build_parser() -> argparse.ArgumentParser:
         add_recipe,
     ):
         add(sub)
+    for subparser in _subparsers(parser):
+        # SUPPRESS: a subcommand that is not given -q leaves the value set before it alone
+        _add_global_options(subparser, default=argparse.SUPPRESS)
+    show_defaults(parser)
     return parser
+
+
+def _add_global_options(parser: argparse.ArgumentParser, *, default: object) -> None:
+    """-v and -q: on the top-level parser and again on every subcommand's, so that both
+    `scalevid -q train ...` and `scalevid train ... -q` work."""
+    group = parser.add_argument_group("global options")
+    group.add_argument(
+        "-v", "--verbose", action="store_true", default=default, help="debug logging"
+    )
+    group.add_argument(
+        "-q", "--quiet", action="store_true", default=default, help="warnings and errors only"
+    )
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """Every subcommand's parser, nested ones (`store check`) included."""
+    found = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                found += [child, *_subparsers(child)]
+    return found
 
 
 def _user_errors(args: argparse.Namespace) -> tuple[type[BaseException], ...]:

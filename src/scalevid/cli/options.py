@@ -10,6 +10,7 @@ flags and `--set KEY=VALUE` over the dataclass defaults, in that order; `printed
 from __future__ import annotations
 
 import argparse
+import inspect
 import typing
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
@@ -112,6 +113,32 @@ def _shown(value: Any) -> str:
     return "none" if value is None else str(value)
 
 
+def signature_default(func: Callable[..., Any], name: str) -> Any:
+    """The default of parameter `name` of `func`: the value an option of a subcommand without
+    a stage config starts from (`search`'s `k`), so that the option and the help show it and
+    nothing here restates it."""
+    return inspect.signature(func).parameters[name].default
+
+
+def show_defaults(parser: argparse.ArgumentParser) -> None:
+    """End the help of every option of `parser` and of its subcommands that has a default and
+    does not name it yet with `(default: VALUE)`: a value option's default as argparse holds it
+    (read from a dataclass or a signature where it is set). Flags (`add_flags`) and switches
+    (`add_switch`) name theirs already; an option without a value (None, off) shows none."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                show_defaults(child)
+            continue
+        default = action.default
+        if action.help == argparse.SUPPRESS or "default:" in (action.help or ""):
+            continue
+        if any(default is unset for unset in (None, False, argparse.SUPPRESS)) or default == []:
+            continue
+        shown = f"default: {_shown(default)}".replace("%", "%%")
+        action.help = f"{action.help} ({shown})" if action.help else shown
+
+
 def _flag_options(cls: type, flag: Flag) -> dict[str, Any]:
     """argparse options for `flag` read from the annotation of its field in `cls`."""
     annotation = field_type(cls, flag.key)
@@ -130,8 +157,9 @@ def _flag_options(cls: type, flag: Flag) -> dict[str, Any]:
     return {**options, "metavar": flag.flag.lstrip("-").replace("-", "_").upper()}
 
 
-def _flag_help(flag: Flag, default: Any, other: tuple[str, Any] | None) -> str:
-    """`flag.help` with the field's default (and, with `other`, its default under an option)."""
+def _flag_help(flag: Flag, default: Any, others: Sequence[tuple[str, Any]]) -> str:
+    """`flag.help` with the field's default (and its default under each of `others`' options
+    where that differs)."""
     if flag.required:
         return f"{flag.help} (required)"
     unset = flag.unset() if callable(flag.unset) else flag.unset
@@ -141,10 +169,10 @@ def _flag_help(flag: Flag, default: Any, other: tuple[str, Any] | None) -> str:
         if default in values:  # a switch: name the spelling that is the default
             name = flag.flag.removeprefix("--")
             shown = flag.flag if default == values[0] else f"--no-{name}"
-    if other is not None:
-        alternative = field_default(other[1], flag.key)
+    for option, config in others:
+        alternative = field_default(config, flag.key)
         if alternative != default:
-            shown = f"{shown}; with {other[0]}: {_shown(alternative)}"
+            shown = f"{shown}; with {option}: {_shown(alternative)}"
     return f"{flag.help} (default: {shown})" if flag.help else f"default: {shown}"
 
 
@@ -153,14 +181,15 @@ def add_flags(
     flags: Sequence[Flag],
     base: type | Any,
     *,
-    other: tuple[str, Any] | None = None,
+    others: Sequence[tuple[str, Any]] = (),
 ) -> None:
     """Add `flags` for config `base` (a dataclass config class, or an instance whose values are
-    the defaults shown); `other` = (option, config) also shows the defaults under an option."""
+    the defaults shown); each of `others`, (option, config), also shows the defaults under an
+    option."""
     cls = base if isinstance(base, type) else type(base)
     for flag in flags:
         options = {**_flag_options(cls, flag), **flag.options}
-        options["help"] = _flag_help(flag, field_default(base, flag.key), other)
+        options["help"] = _flag_help(flag, field_default(base, flag.key), others)
         if "choices" in options and "metavar" in options:  # argparse would not list them
             options["help"] += f"; from {' '.join(map(str, options['choices']))}"
         parser.add_argument(flag.flag, dest=flag.key, default=None, **options)

@@ -4,7 +4,9 @@ table of the settings typed daily (`scalevid.cli.options.Flag`) and a handler.""
 from __future__ import annotations
 
 import argparse
+import logging
 from functools import partial
+from typing import TYPE_CHECKING
 
 from scalevid.cli.options import (
     EVAL_INPUT_ERRORS,
@@ -18,10 +20,16 @@ from scalevid.cli.options import (
     check_inputs,
     need,
     printed,
+    signature_default,
     stage_config,
     stage_layers,
 )
 from scalevid.config import ConfigError, build_config, field_type, literal_choices
+
+if TYPE_CHECKING:
+    from scalevid.demo.synthetic import DatasetConfig
+
+logger = logging.getLogger(__name__)
 
 
 def _positive_int(text: str) -> int:
@@ -51,14 +59,14 @@ def _preset_default(name: str) -> str:
 TRAIN_FLAGS = (
     Flag("--store", "store", "feature store folder (training split)", required=True),
     Flag("--out", "out", "run folder to write", required=True),
-    Flag("--epochs", "epochs"),
+    Flag("--epochs", "epochs", "passes over the store"),
     Flag("--batch-size", "batch_size", "videos per step (global across processes)"),
-    Flag("--lr", "lr"),
-    Flag("--seed", "seed"),
+    Flag("--lr", "lr", "peak learning rate (warm-up, then cosine decay)"),
+    Flag("--seed", "seed", "seed of the initial weights, the video order, clip sets and masks"),
     Flag("--device", "device", "auto, cpu, cuda, cuda:1 ..."),
-    Flag("--precision", "precision"),
+    Flag("--precision", "precision", "auto: bf16 where the device has bf16 units, else fp32"),
     Flag("--num-views", "pretext.num_views", "clips per set (two disjoint sets per video)"),
-    Flag("--mask-ratio", "pretext.mask_ratio"),
+    Flag("--mask-ratio", "pretext.mask_ratio", "share of each set's clips masked for MCM"),
     Flag("--mcm-weight", "pretext.mcm_weight", "0 switches masked clip modelling off"),
     Flag("--set-weight", "pretext.set_weight", "0 switches the SET loss off"),
     Flag("--log-every", "log_every", "steps between log lines"),
@@ -76,7 +84,13 @@ EXTRACT_FLAGS = (
     Flag("--out", "out", "store folder to write", required=True),
     Flag("--root", "root", "folder that relative list paths are under"),
     Flag("--format", "format", "the list's format"),
-    Flag("--split", "split"),
+    Flag(
+        "--split",
+        "split",
+        "the list's split: decides the sampling (train: --num-clips random clips with random "
+        "crops and flips; val, test: T x S fixed views) and, for benchmark formats, which part "
+        "of the list is read; when not given, train, and the log says so",
+    ),
     Flag("--fold", "fold", "UCF101/HMDB51 split number"),
     Flag("--sampling", "sampling", "override the split's (auto: train for train, else test)"),
     Flag("--preset", "preset", "ssv2: stride 2, no flip, 2x3 test views"),
@@ -103,8 +117,12 @@ EXTRACT_FLAGS = (
     Flag("--colour-jitter", "colour_jitter", "random colour jitter on train clips"),
     Flag("--batch-size", "batch_size", "clips per backbone call"),
     Flag("--workers", "workers", "decoding processes"),
-    Flag("--device", "device"),
-    Flag("--precision", "precision"),
+    Flag("--device", "device", "auto, cpu, cuda, cuda:1 ..."),
+    Flag(
+        "--precision",
+        "precision",
+        "auto: fp16 on CUDA, bf16 on CPUs with bf16 units (i3d), else fp32; fp32: exact features",
+    ),
     Flag(
         "--compile",
         "compile",
@@ -112,7 +130,7 @@ EXTRACT_FLAGS = (
         "CPU jobs in fp32, where it pays (docs/performance.md)",
         switch=("on", "off"),
     ),
-    Flag("--seed", "seed"),
+    Flag("--seed", "seed", "seed of the train clips' random positions, crops and flips"),
     Flag("--shard-size", "shard_size", "videos per shard"),
     Flag("--limit", "limit", "only the first N videos", unset="all"),
     Flag("--progress", "progress", "progress bar"),
@@ -121,24 +139,24 @@ EXTRACT_FLAGS = (
 
 
 EVAL_FLAGS = (
-    Flag("--probes", "probes"),
-    Flag("--seeds", "seeds"),
+    Flag("--probes", "probes", "probe rows to run (docs/evaluation.md)"),
+    Flag("--seeds", "seeds", "one run of every probe per seed; tables show mean ± std"),
     Flag("--low-shot", "low_shot", "fraction of train labels per class", unset="all labels"),
-    Flag("--val-fraction", "val_fraction"),
-    Flag("--device", "device"),
+    Flag("--val-fraction", "val_fraction", "share of TRAIN held out to choose hyperparameters"),
+    Flag("--device", "device", "auto, cpu, cuda, cuda:1 ..."),
     Flag("--progress", "progress", "progress bar"),
 )
 
 
 MAKE_DATASET_FLAGS = (
-    Flag("--task", "task"),
+    Flag("--task", "task", "what the label is (see `scalevid.demo.synthetic`)"),
     *(Flag(f"--{name}", name, f"videos in the {name} split") for name in ("train", "val", "test")),
     Flag("--frames", "frames", "frames per video"),
-    Flag("--fps", "fps"),
-    Flag("--height", "height"),
-    Flag("--width", "width"),
-    Flag("--seed", "seed"),
-    Flag("--codec", "codec"),
+    Flag("--fps", "fps", "frames per second"),
+    Flag("--height", "height", "frame height in pixels (even)"),
+    Flag("--width", "width", "frame width in pixels (even)"),
+    Flag("--seed", "seed", "dataset seed: the same seed gives the same files"),
+    Flag("--codec", "codec", "auto: libx264 when PyAV has it, else mpeg4"),
 )
 
 
@@ -153,8 +171,18 @@ DEMO_FLAGS = (
 
 
 DEMO_SIZE_FLAGS = (  # shown as one group in --help
-    Flag("--train-videos", "dataset.train", "", {"type": _positive_int, "metavar": "N"}),
-    Flag("--test-videos", "dataset.test", "", {"type": _positive_int, "metavar": "N"}),
+    Flag(
+        "--train-videos",
+        "dataset.train",
+        "videos in the train split",
+        {"type": _positive_int, "metavar": "N"},
+    ),
+    Flag(
+        "--test-videos",
+        "dataset.test",
+        "videos in the test split",
+        {"type": _positive_int, "metavar": "N"},
+    ),
     Flag("--epochs", "epochs", "SCALE pretraining", {"type": _positive_int, "metavar": "N"}),
     Flag("--batch-size", "batch_size", "videos per step", {"type": _positive_int, "metavar": "N"}),
     Flag("--seeds", "seeds", "probe seeds", {"metavar": "S"}),
@@ -165,9 +193,18 @@ DEMO_SIZE_FLAGS = (  # shown as one group in --help
 def _extract(args: argparse.Namespace) -> int:
     from scalevid.extract import ExtractConfig, extract
 
-    config = stage_config(args, ExtractConfig, EXTRACT_FLAGS)
+    layers = stage_layers(args, ExtractConfig, EXTRACT_FLAGS)
+    config = build_config(ExtractConfig, *layers)
     if printed(args, config):
         return 0
+    if not any(key in values for _, values in layers for key in ("split", "sampling")):
+        logger.info(
+            "--split not given: sampling the list as for train, %d random clips per video "
+            "and pass (random start, scale, crop and flip), %d pass(es); a validation or test "
+            "list needs --split val or --split test (T x S fixed views)",
+            config.num_clips,
+            config.passes,
+        )
     report = extract(config)
     print(report.summary())
     return 1 if report.failed else 0
@@ -278,6 +315,14 @@ def add_eval(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_eval, user_errors=EVAL_INPUT_ERRORS)
 
 
+def _demo_design() -> DatasetConfig:
+    """The demo's dataset design, as the demo module declares it (read, not copied, so that
+    `make-dataset --demo` follows it)."""
+    from scalevid.demo.pipeline import DEMO_DATASET
+
+    return DEMO_DATASET
+
+
 def _make_dataset(args: argparse.Namespace) -> int:
     from scalevid.demo.dataset import make_dataset
     from scalevid.demo.synthetic import DatasetConfig, quick_config
@@ -285,12 +330,24 @@ def _make_dataset(args: argparse.Namespace) -> int:
     layers = stage_layers(args, DatasetConfig, MAKE_DATASET_FLAGS)
     if args.quick:  # the quick design of the task the layers name (the last one wins)
         task = next((v["task"] for _, v in reversed(layers) if "task" in v), "order")
-        config = build_config(quick_config(task), *layers)
+        design, config = "--quick's", build_config(quick_config(task), *layers)
+    elif args.demo:
+        design, config = "the demo's (--demo)", build_config(_demo_design(), *layers)
     else:
-        config = build_config(DatasetConfig, *layers)
+        design, config = "DatasetConfig's defaults", build_config(DatasetConfig, *layers)
     if printed(args, config):
         return 0
     need(args, "make-dataset", ("out",))
+    logger.info(
+        "design: %s under any --config/flags/--set: task %s, %d classes, %d frames of %d x %d "
+        "(--demo: the demo's design, --quick: short videos)",
+        design,
+        config.task,
+        config.num_classes,
+        config.frames,
+        config.width,
+        config.height,
+    )
     info = make_dataset(args.out, config, progress=args.progress, workers=args.workers)
     print(
         f"{info.root}: {sum(info.counts.values())} videos ({info.written} written, "
@@ -301,24 +358,40 @@ def _make_dataset(args: argparse.Namespace) -> int:
 
 
 def add_make_dataset(sub: argparse._SubParsersAction) -> None:
-    """The `make-dataset` subcommand: DatasetConfig (or --quick's), then the videos."""
+    """The `make-dataset` subcommand: DatasetConfig (or --quick's, or --demo's), then the
+    videos."""
+    from scalevid.demo.dataset import make_dataset
     from scalevid.demo.synthetic import DatasetConfig, quick_config
 
     p = sub.add_parser(
         "make-dataset",
         help="generate labelled synthetic videos whose label needs the whole video",
         description="Write synthetic mp4s whose label depends on the whole video (the order of "
-        "two motions, or how many times an event happens), with random backgrounds, colours, "
-        "distractors and camera jitter; deterministic by seed; train/val/test lists in the "
-        "`path label` format. Re-running completes or reuses the folder. Defaults come from "
-        "DatasetConfig (or --quick's); --config (YAML) overrides them, flags override the file "
-        "and --set overrides everything.",
+        "two motions, how many times an event happens, or the order of all motions), with "
+        "random backgrounds, colours, distractors and camera jitter; deterministic by seed; "
+        "train/val/test lists in the `path label` format. Re-running completes or reuses the "
+        "folder. Defaults come from DatasetConfig (or --quick's, or --demo's: the design "
+        "`scalevid demo` runs); --config (YAML) overrides them, flags override the file and "
+        "--set overrides everything.",
     )
     p.add_argument("--out", help="dataset folder to write (required)")
-    p.add_argument("--quick", action="store_true", help="short videos for 8-frame clips")
+    design = p.add_mutually_exclusive_group()
+    design.add_argument("--quick", action="store_true", help="short videos for 8-frame clips")
+    design.add_argument(
+        "--demo",
+        action="store_true",
+        help="the demo's design (scalevid.demo.pipeline.DEMO_DATASET: the task, sizes and "
+        "motions `scalevid demo` generates)",
+    )
     add_config_args(p, "DatasetConfig", "motions=[sweep,orbit]")
-    add_flags(p, MAKE_DATASET_FLAGS, DatasetConfig, other=("--quick", quick_config()))
-    p.add_argument("--workers", type=int, default=1, help="rendering processes (default: 1)")
+    others = [("--quick", quick_config()), ("--demo", _demo_design())]
+    add_flags(p, MAKE_DATASET_FLAGS, DatasetConfig, others=others)
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=signature_default(make_dataset, "workers"),
+        help="rendering processes",
+    )
     add_switch(p, "--progress", True, "progress bar")
     p.set_defaults(handler=_make_dataset)
 
@@ -361,8 +434,8 @@ def add_demo(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--quick", action="store_true", help="a ~1 minute version (what CI runs)")
     add_config_args(p, "DemoConfig", "dataset.noise_std=2")
-    quick = ("--quick", DemoConfig.quick())
-    add_flags(p, DEMO_FLAGS, DemoConfig(), other=quick)
+    quick = [("--quick", DemoConfig.quick())]
+    add_flags(p, DEMO_FLAGS, DemoConfig(), others=quick)
     p.add_argument(
         "--ceiling-only",
         action="store_true",
@@ -370,6 +443,6 @@ def add_demo(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--weights", help="local I3D weights (.ckpt or .safetensors)")
     sizes = p.add_argument_group("sizes (defaults: the 5-minute demo, or --quick's)")
-    add_flags(sizes, DEMO_SIZE_FLAGS, DemoConfig(), other=quick)
+    add_flags(sizes, DEMO_SIZE_FLAGS, DemoConfig(), others=quick)
     add_switch(p, "--progress", True, "progress bars")
     p.set_defaults(handler=_demo)

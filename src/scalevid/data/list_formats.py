@@ -109,6 +109,8 @@ def load_video_list(
     if not spec.exists():
         raise DatasetError(f"{spec}: no such file or folder")
     fmt = detect_format(spec) if format == "auto" else format
+    if format == "auto":  # a guess made for the user: one line says which (--format overrides)
+        logger.info("%s: read as a %s list (detected; --format to choose)", spec, fmt)
     logger.debug("reading %s as %s (split %s, fold %d)", spec, fmt, split, fold)
     if fmt == "csv":
         return parse_csv(spec, root=root_path)

@@ -1,7 +1,8 @@
 """`scalevid embed` and `scalevid search`: per-video SCALE embeddings and nearest videos.
 
-An embedding is the mean over a video's valid clips of [clip feature, SET output] (N, D + H),
-the vector the SCALE_kNN probe uses; similarity is cosine.
+A video's embedding is the vector the SCALE_kNN probe uses, (D + H,): columns [0, D) the mean of
+its valid clips' features (D: the backbone's feature size), columns [D, D + H) its SET output
+(H: the run's `model.hidden`, 256 by default), not normalised; similarity is cosine.
 """
 
 from __future__ import annotations
@@ -33,9 +34,10 @@ def export_embeddings(
     progress: bool = True,
     verify_checksums: bool = True,
 ) -> tuple[Path, Path]:
-    """Write `out`/embeddings.npy (N, D + H) float32 (mean-pooled [clip feature, SET]) and
-    `out`/video_ids.txt (one id per line, same order); returns both paths. A store path is
-    opened with its checksums verified unless `verify_checksums` is False."""
+    """Write `out`/embeddings.npy (N, D + H) float32 (the mean clip feature, then the SET
+    output: see the module docstring) and `out`/video_ids.txt (one id per line, same order);
+    returns both paths. A store path is opened with its checksums verified unless
+    `verify_checksums` is False."""
     store = open_store(store, verify_checksums=verify_checksums)
     model = load_model(run, resolve_device(device))
     assert model is not None
@@ -46,7 +48,16 @@ def export_embeddings(
     out.mkdir(parents=True, exist_ok=True)
     replace_file(out / EMBEDDINGS, lambda f: np.save(f, vectors.astype(np.float32)))
     write_text(out / VIDEO_IDS, "".join(f"{v}\n" for v in store.video_ids))
-    logger.info("wrote %d embeddings of size %d to %s", *vectors.shape, out)
+    n, width = vectors.shape
+    logger.info(
+        "wrote %s (%d, %d): columns 0-%d the mean clip feature, %d-%d the SET output",
+        out / EMBEDDINGS,
+        n,
+        width,
+        store.dim - 1,
+        store.dim,
+        width - 1,
+    )
     return out / EMBEDDINGS, out / VIDEO_IDS
 
 
@@ -72,7 +83,8 @@ def search(
     verify_checksums: bool = True,
 ) -> list[tuple[str, str, float]]:
     """The k videos of `store` most similar to video `query` (cosine of the SCALE embeddings),
-    best first, as (video_id, path, similarity); the query itself comes first with 1.0.
+    best first, as (video_id, path, similarity); the query itself is not one of them (fewer
+    than k when the store holds k videos or fewer).
 
     Embeddings come from an :func:`export_embeddings` folder when given, else from `run`. A
     store path is opened with its checksums verified unless `verify_checksums` is False.
@@ -94,7 +106,6 @@ def search(
         raise ValueError(f"video {query!r} is not in {store.path}") from None
     unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
     sims = unit @ unit[q]  # (N,)
-    sims[q] = 1.0  # exactly (not 1 - 1e-7), and first even if another video is identical
-    others = np.delete(np.arange(len(sims)), q)
-    order = np.concatenate([[q], others[np.argsort(-sims[others], kind="stable")]])[: max(0, k)]
+    others = np.delete(np.arange(len(sims)), q)  # by index: an identical video still counts
+    order = others[np.argsort(-sims[others], kind="stable")][: max(0, k)]
     return [(store.video_ids[i], store.paths[i], float(sims[i])) for i in order]

@@ -9,9 +9,23 @@ import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
 
 from scalevid.eval.probes import is_regression
 from scalevid.outfiles import replace_file  # noqa: E402
+
+BASELINE_COLOUR, SCALE_COLOUR = "tab:blue", "tab:orange"
+
+
+def chance_level(metric: str, num_classes: int | None) -> float | None:
+    """A uniform random guess's score in a results metric (`top1`, `top5`, ...: percent of test
+    videos), for `plot_probe_comparison`'s `chance`: top-k is 100 * min(k, C) / C over C
+    classes; None for a metric without one (`mse`) or without classes."""
+    if not metric.startswith("top") or not num_classes:
+        return None
+    k = int(metric.removeprefix("top"))
+    return 100.0 * min(k, num_classes) / num_classes
 
 
 def plot_probe_comparison(
@@ -22,30 +36,58 @@ def plot_probe_comparison(
     metric: str,
     out: Path,
     scale_rows: list[bool] | None = None,
+    chance: float | None = None,
 ) -> Path:
     """Bar chart of one metric per probe (mean over seeds) with ±std error bars; SCALE rows
-    (`scale_rows`) drawn in a second colour."""
+    (`scale_rows`) drawn in a second colour, named in the legend; each mean written above its
+    error bar; `chance` (the metric of a random guess, e.g. 100 / classes for top-1 %) as a
+    dashed line."""
+    fig = probe_comparison_figure(
+        names, means, stds, metric=metric, scale_rows=scale_rows, chance=chance
+    )
+    replace_file(Path(out), lambda f: fig.savefig(f, format="png", dpi=100))
+    plt.close(fig)
+    return Path(out)
+
+
+def probe_comparison_figure(
+    names: list[str],
+    means: list[float],
+    stds: list[float],
+    *,
+    metric: str,
+    scale_rows: list[bool] | None = None,
+    chance: float | None = None,
+) -> Figure:
+    """The figure of `plot_probe_comparison`."""
     scale_rows = scale_rows or [False] * len(names)
-    colours = ["tab:orange" if s else "tab:blue" for s in scale_rows]
+    colours = [SCALE_COLOUR if s else BASELINE_COLOUR for s in scale_rows]
     fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(names) + 1.5), 4))
     x = np.arange(len(names))
     ax.bar(x, means, yerr=stds, color=colours, capsize=4)
-    for xi, m in zip(x, means, strict=True):
-        ax.annotate(
+    for xi, m, s in zip(x, means, stds, strict=True):
+        ax.annotate(  # above the error bar's cap, not across it
             f"{m:.1f}",
-            (xi, m),
+            (xi, m + (s if np.isfinite(s) else 0.0)),
             ha="center",
             va="bottom",
             fontsize=8,
             xytext=(0, 3),
             textcoords="offset points",
         )
+    handles = [Patch(color=BASELINE_COLOUR, label="baseline (raw clip features)")]
+    if any(scale_rows):
+        handles.append(Patch(color=SCALE_COLOUR, label="SCALE"))
+    if chance is not None:
+        handles.append(
+            ax.axhline(chance, color="grey", ls="--", lw=1, label=f"chance ({chance:.3g})")
+        )
+    ax.margins(y=0.12)  # room for the labels over the highest bar
+    ax.legend(handles=handles, fontsize=8, loc="best")
     ax.set_xticks(x, names, rotation=30, ha="right")
     ax.set(ylabel=metric, title=f"probes: {metric} (mean ± std over seeds)")
     fig.tight_layout()
-    replace_file(Path(out), lambda f: fig.savefig(f, format="png", dpi=100))
-    plt.close(fig)
-    return Path(out)
+    return fig
 
 
 def plot_learning_curves(

@@ -8,7 +8,7 @@ import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Literal
 
 import numpy as np
 
@@ -17,7 +17,7 @@ from scalevid.outfiles import open_truncate
 from scalevid.progress import progress_bar
 from scalevid.store.errors import IncompatibleStoreError, StoreDataError, StoreError
 from scalevid.store.files import npy_header
-from scalevid.store.layout import BOX_DIM, FAILURES_FILE, MANIFEST_FILE, SHARDS_DIR
+from scalevid.store.layout import BOX_DIM, BOX_FIELDS, FAILURES_FILE, MANIFEST_FILE, SHARDS_DIR
 from scalevid.store.lock import StoreLock
 from scalevid.store.manifest import Manifest
 from scalevid.store.shards import read_shard_json
@@ -35,6 +35,14 @@ class ImportFailure:
     reason: str
 
 
+# Where a video's clip boxes come from, looked up in this order beside its features file (or in
+# `boxes_dir`): its own boxes, its clips' times, else uniform positions (`_uniform_boxes`).
+BoxSource = Literal["boxes", "timestamps", "uniform"]
+BOXES_SUFFIX = ".boxes.npy"  # (K, 7) [flip, t0, y0, x0, t1, y1, x1], normalised
+TIMESTAMPS_SUFFIX = ".timestamps.npy"  # (K, 2) [start, end] seconds
+DURATION_SUFFIX = ".json"  # {"duration": seconds}, for the timestamps
+
+
 @dataclass
 class ImportReport:
     """Outcome of `import_npy_folder`."""
@@ -44,6 +52,8 @@ class ImportReport:
     imported: int  # videos written by this run
     skipped_existing: int  # already in the store (resume)
     failures: list[ImportFailure] = field(default_factory=list)
+    boxes_dir: Path | None = None  # where <id>.boxes.npy / <id>.timestamps.npy were looked for
+    box_sources: Counter[BoxSource] = field(default_factory=Counter)  # of the imported videos
 
     @property
     def failed(self) -> int:
@@ -51,13 +61,30 @@ class ImportReport:
         return len(self.failures)
 
     def summary(self) -> str:
-        """One line for the log and the CLI: counts, and where the failures are listed."""
+        """For the log and the CLI: one line of counts (and where the failures are listed), and
+        one saying where the imported videos' boxes came from."""
         text = (
             f"imported {self.imported} of {self.listed} listed videos into {self.store} "
             f"({self.skipped_existing} already there, {self.failed} failed)"
         )
         if self.failures:
             text += f"; failures are listed in {self.store / FAILURES_FILE}"
+        if self.imported:
+            text += "\n" + self.boxes_summary()
+        return text
+
+    def boxes_summary(self) -> str:
+        """Where the imported videos' boxes came from, and where they were looked for."""
+        count = self.box_sources
+        text = (
+            f"boxes: {count['boxes']} from <id>{BOXES_SUFFIX}, {count['timestamps']} from "
+            f"<id>{TIMESTAMPS_SUFFIX}, {count['uniform']} uniform"
+        )
+        if count["uniform"]:
+            text += (
+                f" (neither file in {self.boxes_dir}: clip i of n spans [i/n, (i+1)/n] of the "
+                "video, full frame, unflipped)"
+            )
         return text
 
 
@@ -79,23 +106,41 @@ def _uniform_boxes(k: int) -> np.ndarray:
     return boxes
 
 
-def _timestamp_boxes(feature_file: Path, k: int) -> np.ndarray | None:
-    """(k, 7) boxes from <id>.timestamps.npy (k, 2) [start, end] seconds, or None if absent.
+def _clip_boxes(side: Path, k: int) -> tuple[np.ndarray, BoxSource]:
+    """(k, 7) boxes of a video with k clips and where they came from. `side` is where the
+    video's features file would be in the boxes folder: <id>.boxes.npy beside it, else
+    <id>.timestamps.npy, else uniform boxes. Raises ValueError when a file is unusable or both
+    are there (which one was meant is the user's to say)."""
+    base = side.name[: -len(".npy")]
+    boxes_file = side.with_name(base + BOXES_SUFFIX)
+    ts_file = side.with_name(base + TIMESTAMPS_SUFFIX)
+    if boxes_file.is_file() and ts_file.is_file():
+        raise ValueError(f"both {boxes_file.name} and {ts_file.name} are there; keep one")
+    if boxes_file.is_file():
+        boxes = np.load(boxes_file, allow_pickle=False)
+        if boxes.shape != (k, BOX_DIM) or boxes.dtype.kind not in "fiu":
+            raise ValueError(
+                f"{boxes_file.name} holds {boxes.dtype} {boxes.shape}, expected ({k}, {BOX_DIM}) "
+                f"numbers [{', '.join(BOX_FIELDS)}]"
+            )
+        return boxes.astype(np.float32), "boxes"  # ranges: checked by the writer
+    if ts_file.is_file():
+        return _timestamp_boxes(ts_file, side.with_name(base + DURATION_SUFFIX), k), "timestamps"
+    return _uniform_boxes(k), "uniform"
 
-    The duration comes from <id>.json {"duration": seconds}, else the largest end time.
-    Raises ValueError when the timestamps are unusable.
+
+def _timestamp_boxes(ts_file: Path, meta_file: Path, k: int) -> np.ndarray:
+    """(k, 7) boxes from `ts_file` (k, 2) [start, end] seconds over the full, unflipped frame.
+
+    The duration comes from `meta_file` {"duration": seconds} when it exists, else the largest
+    end time. Raises ValueError when the timestamps are unusable.
     """
-    base = feature_file.name[: -len(".npy")]
-    ts_file = feature_file.with_name(f"{base}.timestamps.npy")
-    if not ts_file.is_file():
-        return None
     ts = np.load(ts_file, allow_pickle=False).astype(np.float64)
     if ts.shape != (k, 2):
         raise ValueError(f"{ts_file.name} has shape {ts.shape}, expected ({k}, 2)")
     if not np.isfinite(ts).all() or (ts < 0).any() or (ts[:, 0] > ts[:, 1]).any():
         raise ValueError(f"{ts_file.name} needs finite 0 <= start <= end per clip")
     duration = float(ts[:, 1].max())
-    meta_file = feature_file.with_name(f"{base}.json")
     if meta_file.is_file():
         meta = json.loads(meta_file.read_text())
         if not isinstance(meta, dict) or not isinstance(meta.get("duration"), (int, float)):
@@ -131,6 +176,7 @@ def import_npy_folder(
     backbone: str = "imported",
     clip_frames: int | None = None,
     clip_stride: int | None = None,
+    boxes_dir: str | os.PathLike[str] | None = None,
     shard_size: int = 1024,
     progress: bool = True,
 ) -> ImportReport:
@@ -143,6 +189,11 @@ def import_npy_folder(
     or broken is recorded in the report and in ``out/failures.jsonl`` and skipped. Videos
     already in the store are skipped.
 
+    A video's boxes come from ``<name>.boxes.npy`` (clips, 7), else ``<name>.timestamps.npy``
+    (clips, 2) seconds (with ``<name>.json`` {"duration": seconds}), else are uniform in time;
+    they are looked for where the features file is, or at the same relative place under
+    ``boxes_dir``. The report counts each kind.
+
     Raises:
         DatasetFormatError: a malformed list line (names file and line number).
         IncompatibleStoreError: ``out`` holds a store with another D/backbone/classes.
@@ -151,13 +202,16 @@ def import_npy_folder(
     """
     features_dir, list_file, out = Path(features_dir), Path(list_file), Path(out)
     root_dir = Path(root) if root is not None else None
+    side_dir = features_dir if boxes_dir is None else Path(boxes_dir)
     videos = parse_csv(list_file, root=root_dir)
     with StoreLock(out):  # before anything is written, failures.jsonl included
         existing = reconcile_shards(out) if (out / MANIFEST_FILE).exists() else None
         done = set(complete_ids(out)) if existing else set()
         if existing is not None:
             _check_already_there(videos, features_dir, out, existing)
-        report = ImportReport(store=out, listed=len(videos), imported=0, skipped_existing=0)
+        report = ImportReport(
+            store=out, listed=len(videos), imported=0, skipped_existing=0, boxes_dir=side_dir
+        )
         with open_truncate(out / FAILURES_FILE) as failures_log:
             failures = _FailureLog(report, failures_log)
             # Pass 1 reads every header, to fix K and D before anything is written.
@@ -179,7 +233,8 @@ def import_npy_folder(
                 class_names=list(videos.class_names),
             )
             # Pass 2: load, derive boxes, write.
-            _write_videos(out, manifest, candidates, shard_size, report, failures, progress)
+            boxes = _BoxFolder(features_dir, side_dir)
+            _write_videos(out, manifest, candidates, boxes, shard_size, report, failures, progress)
         logger.info(report.summary())
         return report
 
@@ -328,10 +383,23 @@ def _common_shape(candidates: list[_Candidate]) -> tuple[int, int]:
     return k, d
 
 
+@dataclass(frozen=True)
+class _BoxFolder:
+    """The folder of the boxes and timestamps files, laid out as the features folder."""
+
+    features_dir: Path
+    boxes_dir: Path
+
+    def side(self, feature_file: Path) -> Path:
+        """Where `feature_file` would be in the boxes folder."""
+        return self.boxes_dir / feature_file.relative_to(self.features_dir)
+
+
 def _write_videos(
     out: Path,
     manifest: Manifest,
     candidates: list[_Candidate],
+    box_folder: _BoxFolder,
     shard_size: int,
     report: ImportReport,
     fail: _FailureLog,
@@ -352,12 +420,10 @@ def _write_videos(
                 continue
             try:
                 array = np.load(c.feature_file, allow_pickle=False).reshape(c.clips, c.dim)
-                boxes = _timestamp_boxes(c.feature_file, c.clips)
+                boxes, source = _clip_boxes(box_folder.side(c.feature_file), c.clips)
             except (OSError, ValueError, json.JSONDecodeError) as e:
-                fail(c.video_id, c.path, f"unreadable {c.feature_file} or its timestamps: {e}")
+                fail(c.video_id, c.path, f"unreadable {c.feature_file} or its boxes: {e}")
                 continue
-            if boxes is None:
-                boxes = _uniform_boxes(c.clips)
             try:
                 writer.add(
                     video_id=c.video_id, path=c.path, features=array, boxes=boxes, label=c.label
@@ -366,3 +432,4 @@ def _write_videos(
                 fail(c.video_id, c.path, str(e))
                 continue
             report.imported += 1
+            report.box_sources[source] += 1

@@ -158,9 +158,10 @@ class Trainer:
         if self.writer is not None:
             self.writer.close()
         if self.main:
-            from scalevid.train.curves import plot_training_curves
+            from scalevid.train.curves import chance_accuracies, plot_training_curves
 
-            plot_training_curves(self.run / METRICS_LOG, self.run / CURVES)
+            chance = chance_accuracies(batch_size=cfg.batch_size, num_views=cfg.pretext.num_views)
+            plot_training_curves(self.run / METRICS_LOG, self.run / CURVES, chance=chance)
 
     def stop_if_nonfinite(self, first_bad: torch.Tensor, metrics: dict[str, torch.Tensor]) -> None:
         """Raise NonFiniteLossError, before anything is logged or saved, when a step since the
