@@ -4,7 +4,7 @@ the error bars."""
 import matplotlib.pyplot as plt
 import pytest
 
-from scalevid.eval.figures import chance_level, plot_probe_comparison, probe_comparison_figure
+from scalevid.eval.figures import plot_probe_comparison, probe_comparison_figure
 
 NAMES = ["kNN", "SCALE_kNN", "Linear", "SCALE_Linear"]
 MEANS = [40.0, 62.5, 45.0, 70.0]
@@ -35,10 +35,3 @@ def test_without_scale_rows_or_chance_the_legend_names_the_baseline_only(tmp_pat
     plt.close(fig)
     out = plot_probe_comparison(NAMES, MEANS, STDS, metric="MSE", out=tmp_path / "p.png")
     assert out.read_bytes()[:4] == b"\x89PNG"
-
-
-def test_chance_of_each_metric():
-    assert chance_level("top1", 4) == 25.0
-    assert chance_level("top5", 4) == 100.0  # five guesses among four classes always hit
-    assert chance_level("top5", 10) == 50.0
-    assert chance_level("mse", None) is None and chance_level("top1", None) is None

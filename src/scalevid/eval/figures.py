@@ -18,16 +18,6 @@ from scalevid.outfiles import replace_file  # noqa: E402
 BASELINE_COLOUR, SCALE_COLOUR = "tab:blue", "tab:orange"
 
 
-def chance_level(metric: str, num_classes: int | None) -> float | None:
-    """A uniform random guess's score in a results metric (`top1`, `top5`, ...: percent of test
-    videos), for `plot_probe_comparison`'s `chance`: top-k is 100 * min(k, C) / C over C
-    classes; None for a metric without one (`mse`) or without classes."""
-    if not metric.startswith("top") or not num_classes:
-        return None
-    k = int(metric.removeprefix("top"))
-    return 100.0 * min(k, num_classes) / num_classes
-
-
 def plot_probe_comparison(
     names: list[str],
     means: list[float],
@@ -40,7 +30,7 @@ def plot_probe_comparison(
 ) -> Path:
     """Bar chart of one metric per probe (mean over seeds) with ±std error bars; SCALE rows
     (`scale_rows`) drawn in a second colour, named in the legend; each mean written above its
-    error bar; `chance` (the metric of a random guess, e.g. 100 / classes for top-1 %) as a
+    error bar; `chance` (a constant guess's metric: results.json's `chance`) as a
     dashed line."""
     fig = probe_comparison_figure(
         names, means, stds, metric=metric, scale_rows=scale_rows, chance=chance

@@ -292,6 +292,7 @@ def _plot_probes(results: dict[str, Any], out: Path) -> dict[str, str]:
         metric=METRIC_TITLES[primary],
         scale_rows=[p.startswith("scale_") for p in names],
         out=out / "probes.png",
+        chance=(results.get("chance") or {}).get(primary) if primary != "mse" else None,
     )
     return {"probes_plot": "probes.png"}
 
