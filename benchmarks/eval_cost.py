@@ -126,7 +126,9 @@ def source_of(ref: str, tmp: Path) -> Path:
 
 
 def time_one(src: Path, payload: dict, timeout: float) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(src)}
+    # src first; the rest of PYTHONPATH stays (device_check.sh puts offline wheels there)
+    path = os.pathsep.join(filter(None, [str(src), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": path}
     tick = time.perf_counter()
     try:
         done = subprocess.run(

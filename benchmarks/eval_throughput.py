@@ -191,7 +191,9 @@ def old_worktree(ref: str, where: Path) -> Path:
 
 
 def run_one(src: Path, payload: dict) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(src)}
+    # src first; the rest of PYTHONPATH stays (device_check.sh puts offline wheels there)
+    path = os.pathsep.join(filter(None, [str(src), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": path}
     done = subprocess.run(
         [sys.executable, "-c", RUNNER, json.dumps(payload)], env=env, capture_output=True, text=True
     )
