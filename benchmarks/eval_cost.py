@@ -7,7 +7,7 @@ plus a per-video nuisance vector plus the direction of every event its box cover
 mean clip sees which events occur but not their order; the order is in the boxes, which the set
 and attentive probes (and the SCALE rows) read. Train videos hold 16 random clips, test videos
 8 evenly spaced views. Sizes: `order1k` (800 train, 200 test), `order600` (480 train, 120
-test) and `order300` (240 train, 60 test: run_all.py's short mode), each with a SCALE run
+test) and `order360` (300 train, 60 test: run_all.py's short mode), each with a SCALE run
 pretrained for `--run-epochs` epochs on its train store.
 
     python benchmarks/eval_cost.py time --store order600 --refs HEAD da53f5f --timeout 1200 \
@@ -47,7 +47,7 @@ from scalevid.store import FeatureStore
 
 ROOT = Path(__file__).resolve().parents[1]
 DIM = 1024
-STORES = {"order1k": (800, 200), "order600": (480, 120), "order300": (240, 60)}
+STORES = {"order1k": (800, 200), "order600": (480, 120), "order360": (300, 60)}
 TRAIN_CLIPS, TEST_VIEWS = 16, 8
 # The default predictor (hidden 256, 2 blocks, 8 heads) with narrower contrastive heads, so the
 # run pretrains in minutes on a CPU; the evaluation reads only the predictor.

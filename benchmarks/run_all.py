@@ -15,7 +15,7 @@ back:
            plain (an fp32 port) against the default path; random weights (the same speed, no
            download)
   eval     eval_cost.py time: the default `scalevid eval` (every row, one seed) of a generated
-           order-of-events store (240 + 60 videos, D = 1024, a 5-epoch SCALE run), fp32 (plain)
+           order-of-events store (300 + 60 videos, D = 1024, a 5-epoch SCALE run), fp32 (plain)
            against `precision: auto` (the default) where that is bf16; where it is fp32 the two
            are the same and it runs once
   verify   store_verify.py: opening a 0.25 GiB store with its checksums verified, crc32 on one
@@ -48,6 +48,7 @@ from machine import DTYPES, Machine, choose_precisions, describe, matmul_peak  #
 from scalevid.hardware import DeviceError, resolve_device
 
 HERE = Path(__file__).resolve().parent
+EVAL_STORE = "order360"  # 300 train videos: enough for a hold-out validation split
 PART_TIMEOUT_S = 420  # a part past this is stopped, so a slow machine still finishes the rest
 
 
@@ -149,7 +150,7 @@ def eval_argv(ctx: Context) -> list[str]:
     return [
         "time",
         "--store",
-        "order300",
+        EVAL_STORE,
         "--folder",
         str(ctx.work / "eval"),
         "--run-epochs",
@@ -179,7 +180,7 @@ def eval_rows(result: dict, peaks: dict[str, float]) -> list[Row]:
         rows.append(
             Row(
                 part="eval",
-                measure=f"evaluation, order300 store (every row, 1 seed): {name}",
+                measure=f"evaluation, {EVAL_STORE} store (300 + 60 videos, every row, 1 seed): {name}",
                 precision="bf16" if precision == "auto" and native_bf16 else "fp32",
                 value=run["seconds"],
                 unit="s" + (" (stopped)" if run.get("timed_out") else ""),
