@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from scalevid.hardware import cpuinfo_has_bf16
+from scalevid.hardware import cpuinfo_has_bf16, resolve_device
 
 # The CPU flags that decide a benchmark's speed: vector width, int8 / bf16 dot products, tiles.
 SHOWN_FLAGS = (
@@ -127,8 +127,9 @@ def cpu_name(cpuinfo: str) -> str:
 
 
 def describe(device: torch.device | str = "cpu") -> Machine:
-    """This machine, as seen from `device`."""
-    device = torch.device(device)
+    """This machine, as seen from `device` ("auto" allowed; `hardware.DeviceError` when this
+    machine has no such device)."""
+    device = resolve_device(str(device))
     cpuinfo = read_cpuinfo()
     flags = cpu_flags(cpuinfo)
     cuda = device.type == "cuda"
