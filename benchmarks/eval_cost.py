@@ -157,6 +157,8 @@ def cmd_time(args: argparse.Namespace) -> dict:
             for repeat in range(args.repeats):
                 for ref, precision in itertools.product(args.refs, precisions):
                     config = {"device": args.device, "progress": False, "seeds": args.seeds}
+                    if args.probes:
+                        config["probes"] = args.probes
                     if precision:
                         config["precision"] = precision
                     payload = {
@@ -292,6 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=1800.0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="cpu", help="for `time`: the evaluation's device")
+    p.add_argument("--probes", nargs="+", help="for `time`: these rows only (default: every row)")
     p.add_argument(
         "--precisions",
         nargs="+",

@@ -14,10 +14,11 @@ back:
   extract  extract_throughput.py: the I3D backbone on 16 x 64 x 64 clips (and 224 on CUDA),
            plain (an fp32 port) against the default path; random weights (the same speed, no
            download)
-  eval     eval_cost.py time: the default `scalevid eval` (every row, one seed) of a generated
-           order-of-events store (300 + 60 videos, D = 1024, a 5-epoch SCALE run), fp32 (plain)
-           against `precision: auto` (the default) where that is bf16; where it is fp32 the two
-           are the same and it runs once
+  eval     eval_cost.py time: `scalevid eval` with its default settings, one row of each probe
+           family (kNN, linear, Transformer, attentive) and one seed, of a generated
+           order-of-events store (300 + 60 videos, D = 1024), fp32 (plain) against
+           `precision: auto` (the default) where that is bf16; where it is fp32 the two are the
+           same and it runs once
   verify   store_verify.py: opening a 0.25 GiB store with its checksums verified, crc32 on one
            thread (plain) against the default thread pool
 
@@ -34,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -49,6 +51,7 @@ from scalevid.hardware import DeviceError, resolve_device
 
 HERE = Path(__file__).resolve().parent
 EVAL_STORE = "order360"  # 300 train videos: enough for a hold-out validation split
+EVAL_PROBES = ("knn", "linear", "transformer", "attentive")  # a row of each probe family
 PART_TIMEOUT_S = 420  # a part past this is stopped, so a slow machine still finishes the rest
 
 
@@ -157,6 +160,8 @@ def eval_argv(ctx: Context) -> list[str]:
         "5",
         "--seeds",
         "0",
+        "--probes",
+        *EVAL_PROBES,
         "--device",
         ctx.device,
         "--threads",
@@ -180,7 +185,7 @@ def eval_rows(result: dict, peaks: dict[str, float]) -> list[Row]:
         rows.append(
             Row(
                 part="eval",
-                measure=f"evaluation, {EVAL_STORE} store (300 + 60 videos, every row, 1 seed): {name}",
+                measure=f"evaluation, {EVAL_STORE} store ({', '.join(EVAL_PROBES)}; 1 seed): {name}",
                 precision="bf16" if precision == "auto" and native_bf16 else "fp32",
                 value=run["seconds"],
                 unit="s" + (" (stopped)" if run.get("timed_out") else ""),
@@ -247,12 +252,16 @@ def run_part(part: Part, ctx: Context, logs: Path) -> dict:
     log = logs / f"{part.name}.log"
     start = time.perf_counter()
     with log.open("w") as sink:
+        # Its own session, so that a part stopped at the timeout takes its children with it.
+        child = subprocess.Popen(
+            command, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True
+        )
         try:
-            done = subprocess.run(
-                command, stdout=sink, stderr=subprocess.STDOUT, timeout=PART_TIMEOUT_S
-            )
-            error = f"exit {done.returncode}" if done.returncode else None
+            code = child.wait(timeout=PART_TIMEOUT_S)
+            error = f"exit {code}" if code else None
         except subprocess.TimeoutExpired:
+            os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
             error = f"stopped after {PART_TIMEOUT_S} s"
     report = {
         "command": command[1:],
@@ -265,8 +274,11 @@ def run_part(part: Part, ctx: Context, logs: Path) -> dict:
     return report
 
 
-def table(machine: Machine, peaks: dict[str, float], rows: list[Row]) -> str:
-    """The markdown table of `rows`, headed by the machine and its matmul peaks."""
+def table(
+    machine: Machine, peaks: dict[str, float], rows: list[Row], failed: dict[str, str]
+) -> str:
+    """The markdown table of `rows`, headed by the machine and its matmul peaks; `failed`: the
+    parts that measured nothing, and why."""
     peak_text = ", ".join(f"{p} {v / 1e12:.3f} TFLOP/s" for p, v in peaks.items())
     lines = [
         f"Machine: {machine.line()}",
@@ -280,6 +292,7 @@ def table(machine: Machine, peaks: dict[str, float], rows: list[Row]) -> str:
         peak = "" if r.of_peak is None else f"{100 * r.of_peak:.0f}"
         value = f"{r.value:.3g}" if r.value < 100 else f"{r.value:.0f}"
         lines.append(f"| {r.measure} | {r.precision} | {value} {r.unit} | {ratio} | {peak} |")
+    lines += [f"\nNot measured: {name} ({why})" for name, why in failed.items()]
     return "\n".join(lines)
 
 
@@ -327,7 +340,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"    done in {report['seconds']:.0f} s", flush=True)
         seconds = time.perf_counter() - start
         load_after = os.getloadavg()
-        text = table(machine, peaks, rows)
+        failed = {n: r["error"] for n, r in reports.items() if r["error"]}
+        text = table(machine, peaks, rows, failed)
         print(f"\n{text}\n")
         print(
             f"{seconds:.0f} s in all; load average {load_before[0]:.2f} before, "
@@ -347,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
             }
             args.json.write_text(json.dumps(summary, indent=2) + "\n")
             print(f"wrote {args.json}")
-    return 1 if any(r["error"] for r in reports.values()) else 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -82,9 +84,10 @@ def test_table_names_the_machine_and_every_row():
     rows = [
         run_all.Row("train", "training step, batch 512: fast", "fp32", 141.0, "videos/s", 1.4, 0.79)
     ]
-    text = run_all.table(here, {"fp32": 1.35e11}, rows)
+    text = run_all.table(here, {"fp32": 1.35e11}, rows, {"eval": "exit 1"})
     assert here.line() in text and "fp32 0.135 TFLOP/s" in text
     assert "| training step, batch 512: fast | fp32 | 141 videos/s | 1.40 | 79 |" in text
+    assert "Not measured: eval (exit 1)" in text
 
 
 def test_every_part_has_a_script_whose_options_it_passes(tmp_path):
@@ -100,3 +103,23 @@ def test_every_part_has_a_script_whose_options_it_passes(tmp_path):
 def test_cuda_without_a_card_fails_in_one_line(capsys):
     assert run_all.main(["--device", "cuda"]) == 2
     assert "CUDA is not available" in capsys.readouterr().err
+
+
+def test_a_part_past_its_timeout_is_stopped_with_its_children(tmp_path, monkeypatch):
+    script = tmp_path / "hangs.py"
+    script.write_text(
+        "import subprocess, sys, time\n"
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+        f"open({str(tmp_path / 'pid')!r}, 'w').write(str(child.pid))\n"
+        "time.sleep(60)\n"
+    )
+    part = run_all.Part("hangs", str(script), lambda ctx: [], run_all.verify_rows)
+    monkeypatch.setattr(run_all, "PART_TIMEOUT_S", 2)
+    ctx = run_all.Context("cpu", fake_machine(AVX2), tmp_path, 1)
+    report = run_all.run_part(part, ctx, tmp_path)
+    assert report["error"] == "stopped after 2 s" and "result" not in report
+    pid = int((tmp_path / "pid").read_text())
+    with pytest.raises(ProcessLookupError):
+        for _ in range(50):  # the killed grandchild is reaped by init shortly after
+            os.kill(pid, 0)
+            time.sleep(0.1)
