@@ -4,7 +4,11 @@
 #   1. tests/test_cuda.py: no host sync in a training step, sparse == plain, bf16 ~ fp32, chunked
 #      InfoNCE == whole logits, all on CUDA;
 #      and, when the converted I3D weights are present, I3D in fp16 on CUDA against fp32 on CPU;
-#   2. the training throughput benchmark on CUDA (Table 1 setting, batch 8 ... 2048);
+#   2. benchmarks/run_all.py --device cuda: every benchmark's short mode (training step plain vs
+#      fast, extraction plain vs default, evaluation of a generated store, store verification)
+#      and its one table, the same table as a CPU run (docs/performance.md), to
+#      $OUT/run_all_cuda.json with each part's log in $OUT/run_all_logs;
+#      then the training throughput benchmark on CUDA (Table 1 setting, batch 8 ... 2048);
 #   3. extraction on CUDA (benchmarks/extract_throughput.py): I3D's default path (fp16,
 #      BatchNorm folded, channels_last_3d) against a plain fp32 channels-first port at 64 and
 #      224 px, and the whole `scalevid extract` pipeline (8 decode workers + backbone + store
@@ -39,18 +43,25 @@ python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_devic
     tee -a "$out/device.txt"
 python3 -m pytest -q --noconftest -p no:cacheprovider tests/test_cuda.py 2>&1 | tee "$out/cuda_tests.log"
 tests=${PIPESTATUS[0]}
-python3 benchmarks/train_throughput.py --device cuda --batch-sizes 8 19 57 512 2048 \
-    --min-seconds 3 --json "$out/train_throughput_cuda.json" 2>&1 | tee "$out/train_throughput_cuda.log"
-bench=${PIPESTATUS[0]}
 
-# 3. extraction
-extract=0
+# The wheels first: run_all's extraction part needs safetensors.
 if [ -n "${WHEELS:-}" ] && compgen -G "$WHEELS/*.whl" > /dev/null; then
     pylib="$(mktemp -d)"
     trap 'rm -rf "$pylib"' EXIT
     python3 -m pip install -q --no-index --no-deps --target "$pylib" "$WHEELS"/*.whl 2>&1 | tail -3
     export PYTHONPATH="$PYTHONPATH:$pylib"
 fi
+
+# 2. every benchmark's short mode, one table; then the full training sweep
+timeout 600 python3 benchmarks/run_all.py --device cuda --logs "$out/run_all_logs" \
+    --json "$out/run_all_cuda.json" 2>&1 | tee "$out/run_all_cuda.log"
+runall=${PIPESTATUS[0]}
+python3 benchmarks/train_throughput.py --device cuda --batch-sizes 8 19 57 512 2048 \
+    --min-seconds 3 --json "$out/train_throughput_cuda.json" 2>&1 | tee "$out/train_throughput_cuda.log"
+bench=$((runall || PIPESTATUS[0]))
+
+# 3. extraction
+extract=0
 if python3 -c "import av, tqdm, safetensors" 2> /dev/null; then
     weights=(--random-weights)
     if [ -f "${SCALEVID_CACHE:-${HOME:-}/.cache/scalevid}/i3d/i3d-kinetics-400.safetensors" ]; then
@@ -77,5 +88,5 @@ timeout 240 python3 benchmarks/eval_throughput.py --shape store1k --device cuda 
     --rows "${rows[@]}" --json "$out/eval_throughput_cuda.json" 2>&1 |
     tee "$out/eval_throughput_cuda.log"
 evalrc=${PIPESTATUS[0]}
-echo "tests exit $tests, benchmark exit $bench, extraction exit $extract, eval exit $evalrc"
+echo "tests exit $tests, run_all exit $runall, benchmarks exit $bench, extraction exit $extract, eval exit $evalrc"
 exit $((tests || bench || extract || evalrc))

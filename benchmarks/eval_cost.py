@@ -6,17 +6,20 @@ second half; the label is the ordered pair (12 classes). A clip's D = 1024 featu
 plus a per-video nuisance vector plus the direction of every event its box covers in time. The
 mean clip sees which events occur but not their order; the order is in the boxes, which the set
 and attentive probes (and the SCALE rows) read. Train videos hold 16 random clips, test videos
-8 evenly spaced views. Sizes: `order1k` (800 train, 200 test) and `order600` (480 train, 120
-test), each with a SCALE run pretrained for `--run-epochs` epochs on its train store.
+8 evenly spaced views. Sizes: `order1k` (800 train, 200 test), `order600` (480 train, 120
+test) and `order360` (300 train, 60 test: run_all.py's short mode), each with a SCALE run
+pretrained for `--run-epochs` epochs on its train store.
 
     python benchmarks/eval_cost.py time --store order600 --refs HEAD da53f5f --timeout 1200 \
         --json benchmarks/results/eval_cost_order600.json
     python benchmarks/eval_cost.py accept --demo /tmp/demo0 /tmp/demo1 --store order600 \
         --json benchmarks/results/probe_acceptance.json
 
-`time`: the default `scalevid eval` (every row, 3 seeds) of the store, one subprocess per git
-ref (HEAD = this checkout; another ref is checked out into a temporary worktree), the refs
-alternating `--repeats` times; a run past `--timeout` seconds is stopped and recorded as such.
+`time`: the default `scalevid eval` (every row, `--seeds`: 3 by default) of the store, one
+subprocess per git ref (HEAD = this checkout; another ref is checked out into a temporary
+worktree) and per `--precisions` entry (`EvalConfig.precision`: `auto` is bf16 autocast only
+where the device has bf16 units, so nothing is emulated), alternating `--repeats` times; a run
+past `--timeout` seconds is stopped and recorded as such.
 `accept`: per store, an outer seeded split of the *train* store into train' (80%) and a held-out
 validation part; every set and attentive row is chosen on train' as `scalevid eval` would
 (its default settings, or the demo's own for a demo folder) and scored on the held-out part, next
@@ -26,6 +29,7 @@ to the ceiling the demo measured (its oracle, on validation splits of the same t
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -37,12 +41,13 @@ from pathlib import Path
 
 import numpy as np
 
-import method_checks  # a sibling script: benchmarks/ is on sys.path when this one runs
+import method_checks  # sibling scripts: benchmarks/ is on sys.path when this one runs
+from machine import describe
 from scalevid.store import FeatureStore
 
 ROOT = Path(__file__).resolve().parents[1]
 DIM = 1024
-STORES = {"order1k": (800, 200), "order600": (480, 120)}
+STORES = {"order1k": (800, 200), "order600": (480, 120), "order360": (300, 60)}
 TRAIN_CLIPS, TEST_VIEWS = 16, 8
 # The default predictor (hidden 256, 2 blocks, 8 heads) with narrower contrastive heads, so the
 # run pretrains in minutes on a CPU; the evaluation reads only the predictor.
@@ -62,7 +67,7 @@ def write_order_store(path: Path, *, videos: int, mode: str, seed: int) -> Path:
     )
 
 
-def prepare(folder: Path, name: str, *, run_epochs: int) -> dict[str, Path]:
+def prepare(folder: Path, name: str, *, run_epochs: int, device: str = "cpu") -> dict[str, Path]:
     """The store pair and its SCALE run under folder/name (each made once)."""
     from scalevid.train import load_config, train
 
@@ -78,7 +83,7 @@ def prepare(folder: Path, name: str, *, run_epochs: int) -> dict[str, Path]:
             out=str(run),
             epochs=run_epochs,
             batch_size=64,
-            device="cpu",
+            device=device,
             progress=False,
             **RUN_HEADS,
         )
@@ -121,7 +126,9 @@ def source_of(ref: str, tmp: Path) -> Path:
 
 
 def time_one(src: Path, payload: dict, timeout: float) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(src)}
+    # src first; the rest of PYTHONPATH stays (device_check.sh puts offline wheels there)
+    path = os.pathsep.join(filter(None, [str(src), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": path}
     tick = time.perf_counter()
     try:
         done = subprocess.run(
@@ -139,24 +146,35 @@ def time_one(src: Path, payload: dict, timeout: float) -> dict:
 
 
 def cmd_time(args: argparse.Namespace) -> dict:
-    paths = prepare(args.folder, args.store, run_epochs=args.run_epochs)
+    paths = prepare(args.folder, args.store, run_epochs=args.run_epochs, device=args.device)
     runs: dict[str, list[dict]] = {ref: [] for ref in args.refs}
+    # None: the ref's own default precision (an old ref may not know the setting)
+    precisions = args.precisions or [None]
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         sources = {ref: source_of(ref, tmp) for ref in args.refs}
         try:
             for repeat in range(args.repeats):
-                for ref in args.refs:
+                for ref, precision in itertools.product(args.refs, precisions):
+                    config = {"device": args.device, "progress": False, "seeds": args.seeds}
+                    if args.probes:
+                        config["probes"] = args.probes
+                    if precision:
+                        config["precision"] = precision
                     payload = {
                         **{k: str(v) for k, v in paths.items()},
-                        "out": str(tmp / f"{ref}-{repeat}"),
+                        "out": str(tmp / f"{ref}-{precision}-{repeat}"),
                         "threads": args.threads,
-                        "config": {"device": "cpu", "progress": False},
+                        "config": config,
                     }
                     result = time_one(sources[ref], payload, args.timeout)
-                    runs[ref].append(result)
+                    runs[ref].append({"precision": precision or "default", **result})
                     state = " (stopped: past the timeout)" if result["timed_out"] else ""
-                    print(f"{ref:10s} repeat {repeat}: {result['seconds']:7.1f} s{state}")
+                    print(
+                        f"{ref:10s} {precision or '':5s} repeat {repeat}: "
+                        f"{result['seconds']:7.1f} s{state}",
+                        flush=True,
+                    )
                     for name, probe in result.get("probes", {}).items():
                         top1 = ", ".join(f"{t:.1f}" for t in probe["top1"])
                         print(f"    {name:16s} test top-1 {top1}  seconds {probe['seconds']}")
@@ -275,8 +293,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--timeout", type=float, default=1800.0)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="cpu", help="for `time`: the evaluation's device")
+    p.add_argument("--probes", nargs="+", help="for `time`: these rows only (default: every row)")
+    p.add_argument(
+        "--precisions",
+        nargs="+",
+        choices=["auto", "fp32", "bf16"],
+        help="for `time`: evaluate at each (EvalConfig.precision); default: the ref's default",
+    )
     p.add_argument("--demo", type=Path, nargs="*", default=[])
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="evaluation seeds")
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
     if args.what == "time" and not args.store:
@@ -285,26 +311,15 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     result = cmd_time(args) if args.what == "time" else cmd_accept(args)
-    result["cpu"] = cpu_name()
+    machine = describe(args.device if args.what == "time" else "cpu")
+    print(f"device: {machine.line()}")
+    result["cpu"] = machine.line()
+    result["machine"] = machine.to_dict()
     result["platform"] = platform.platform()
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2))
     return 0
-
-
-def cpu_name() -> str:
-    """The CPU's model name and its vector / bf16 flags, as lscpu reports them."""
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.processor()
-    name = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if "model name" in ln), "")
-    flags = next(
-        (ln.split(":", 1)[1].split() for ln in info.splitlines() if ln.startswith("flags")), []
-    )
-    keep = [f for f in flags if f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "avx512_vnni")]
-    return f"{name} ({' '.join(keep)})"
 
 
 if __name__ == "__main__":

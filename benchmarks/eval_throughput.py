@@ -44,6 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
+from machine import describe  # a sibling script
 from scalevid.store import Manifest, StoreWriter
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -191,7 +192,9 @@ def old_worktree(ref: str, where: Path) -> Path:
 
 
 def run_one(src: Path, payload: dict) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(src)}
+    # src first; the rest of PYTHONPATH stays (device_check.sh puts offline wheels there)
+    path = os.pathsep.join(filter(None, [str(src), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": path}
     done = subprocess.run(
         [sys.executable, "-c", RUNNER, json.dumps(payload)], env=env, capture_output=True, text=True
     )
@@ -218,6 +221,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
+    # `precision: auto` picks bf16 only where the device has it natively: nothing is emulated.
+    machine = describe(args.device)
+    print(f"device: {machine.line()}")
     shape = dict(SHAPES[args.shape])
     if args.epochs:
         shape["epochs"] = args.epochs
@@ -299,6 +305,7 @@ def main(argv: list[str] | None = None) -> int:
                     "repeats": args.repeats,
                     "old_ref": args.old_ref,
                     "platform": platform.platform(),
+                    "machine": machine.to_dict(),
                     "median_seconds": medians,
                     "runs": timings,
                 },

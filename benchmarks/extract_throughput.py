@@ -17,7 +17,8 @@ Part 1, backbone alone, at each --sizes (16 frames by default), on the same rand
 All time `forward_clips` (normalisation included) in batches of --batch-size, interleaved
 --repeats times (plain, fast, compiled, plain, ...); the rows are medians and the ratios are
 over plain. The minimum per-clip cosine of each path's features against plain on those clips is
-printed too.
+printed too, and `flops_per_clip`: the convolutions' and matmuls' FLOPs of one clip
+(`torch.utils.flop_counter`, 2 per multiply-add), for a fraction of the matmul peak.
 
 Part 2, at each --pipeline-sizes: the whole `scalevid extract` (DataLoader decode workers +
 backbone + store writes, `scalevid.extract.extract`) on scalevid's synthetic videos (written once
@@ -49,7 +50,9 @@ from pathlib import Path
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
+from torch.utils.flop_counter import FlopCounterMode
 
+from machine import describe  # a sibling script
 from scalevid.backbones import InputSpec, create_backbone
 from scalevid.backbones.i3d import I3D, InceptionI3d, Unit3D, fetch_i3d_weights, load_i3d_state_dict
 from scalevid.data.list_formats import load_video_list
@@ -150,6 +153,8 @@ def compare_backbones(args: argparse.Namespace, size: int, device: torch.device)
         0, 256, (args.batch_size, args.frames, size, size, 3), generator=gen, dtype=torch.uint8
     ).to(device)
     reference = paths["plain"].forward_clips(clips)
+    with FlopCounterMode(display=False) as counter:  # convolutions and matmuls, 2 per MAC
+        paths["plain"].forward_clips(clips[:1])
     cosine = {
         name: float(
             nn.functional.cosine_similarity(reference, backbone.forward_clips(clips), dim=1).min()
@@ -174,6 +179,7 @@ def compare_backbones(args: argparse.Namespace, size: int, device: torch.device)
     result = {
         "clip": f"{args.frames}x{size}x{size}",
         "fast_dtype": str(paths["fast"].dtype).removeprefix("torch."),
+        "flops_per_clip": counter.get_total_flops(),
         "clips_per_s": rate,
         "cpu_s_per_clip": cpu_clip,
         "runs": runs,
@@ -283,6 +289,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
     device = torch.device(args.device)
+    machine = describe(device)
+    print(f"device: {machine.line()}")
+    # The fast path reduces precision only where the device runs it natively (`compute_dtype`):
+    # nothing here is emulated; the line says when fp32 stands in.
+    reduced = "fp16" if device.type == "cuda" else "bf16"
+    if reduced not in machine.native:
+        print(f"{reduced}: not measured, {machine.name} has none; the fast path runs fp32 here")
     # A cold compile: nothing from an earlier run's inductor cache.
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", tempfile.mkdtemp(prefix="scalevid-inductor-"))
     if args.random_weights:
@@ -293,6 +306,7 @@ def main(argv: list[str] | None = None) -> int:
         "device": torch.cuda.get_device_name()
         if device.type == "cuda"
         else f"cpu ({len(os.sched_getaffinity(0))} cores)",
+        "machine": machine.to_dict(),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
         "weights": "random" if args.random_weights else args.weights,

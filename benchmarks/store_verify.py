@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from machine import describe  # a sibling script
 from scalevid.store import FeatureStore, Manifest, StoreWriter
 from scalevid.store import check as check_module
 
@@ -53,13 +54,14 @@ def write_store(root: Path, gb: float, shard_size: int) -> tuple[int, int]:
     return videos, size
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gb", type=float, default=1.0, help="features to write, in GiB")
     parser.add_argument("--shard-size", type=int, default=1024, help="videos per shard")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--dir", help="where to write the store (default: a temp dir)")
-    args = parser.parse_args()
+    parser.add_argument("--json", type=Path, help="also write the result here")
+    args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         root = Path(tmp) / "store"
@@ -85,6 +87,7 @@ def main() -> None:
     median = {m: statistics.median(t) for m, t in times.items()}
     result = {
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+        "cpu": describe("cpu").line(),
         "cpus": os.cpu_count(),
         "hash_threads": threads,
         "videos": videos,
@@ -97,6 +100,9 @@ def main() -> None:
         "all_seconds": {m: [round(x, 3) for x in t] for m, t in times.items()},
     }
     print(json.dumps(result, indent=2))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -21,14 +21,18 @@ On CPU each (batch size, implementation) runs in its own subprocess so that its 
 memory (ru_maxrss, which includes the ~0.3-0.5 GB of the torch runtime) is its own; on CUDA the
 peak is torch.cuda.max_memory_allocated.
 
+The matmul peak (`machine.matmul_peak`) is timed in fp32, and in bf16 only where the device runs
+bf16 natively (`machine.native_precisions`; elsewhere one line says it was left out and
+`--emulated` times it anyway: an emulated bf16 peak takes minutes on a CPU).
+
     python benchmarks/train_throughput.py --device cpu --batch-sizes 8 19 57 512 2048 --json OUT.json
+    python benchmarks/train_throughput.py --one 512 fast    # one row, JSON on stdout
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
 import subprocess
 import sys
@@ -40,6 +44,7 @@ from unittest import mock
 import torch
 import torch.nn.functional as F
 
+from machine import DTYPES, choose_precisions, describe, matmul_peak, sync  # a sibling script
 from scalevid.distributed import Gather
 from scalevid.hardware import autocast_dtype
 from scalevid.model import ModelConfig, ScaleModel
@@ -109,27 +114,6 @@ def release_step(
     mcm_loss = F.cross_entropy(logits[rows], rows)
     loss = config.mcm_weight * mcm_loss + config.set_weight * set_loss
     return {"loss": loss, "mcm_loss": mcm_loss.detach(), "set_loss": set_loss.detach()}
-
-
-def matmul_peak(device: torch.device, dtype: torch.dtype) -> float:
-    """Best FLOP/s of plain matmuls on the device in `dtype`: square 4096 and the step's own
-    largest shape (8192 x 2048 @ 2048 x 2048), best of 8 runs each."""
-    best = 0.0
-    for m, k, n in ((4096, 4096, 4096), (8192, 2048, 2048)):
-        a = torch.randn(m, k, device=device, dtype=dtype)
-        b = torch.randn(k, n, device=device, dtype=dtype)
-        for _ in range(8):
-            sync(device)
-            t = time.perf_counter()
-            a @ b
-            sync(device)
-            best = max(best, 2 * m * k * n / (time.perf_counter() - t))
-    return best
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def run_one(
@@ -216,7 +200,7 @@ def run_one(
     flops = step_flops(batch, model_cfg, pretext, sparse=sparse)
     return {
         "device": device.type,
-        "device_name": device_name(device),
+        "device_name": describe(device).line(),
         "batch_size": batch,
         "implementation": impl,
         "precision": "bf16" if trainer.autocast is not None else "fp32",
@@ -227,18 +211,6 @@ def run_one(
         "step_flops": flops,
         "achieved_flops_per_s": flops * steps / seconds,
     }
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return f"{line.split(':', 1)[1].strip()} ({torch.get_num_threads()} threads)"
-    except OSError:
-        pass
-    return platform.processor() or "cpu"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -253,6 +225,17 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         default=1,
         help="runs of every configuration, interleaved; rows report the median",
+    )
+    p.add_argument(
+        "--peak-runs",
+        type=int,
+        default=8,
+        help="runs per shape of the matmul peak (0: no peak, no fraction of it)",
+    )
+    p.add_argument(
+        "--emulated",
+        action="store_true",
+        help="also time the matmul peak of a precision this device would emulate (slow)",
     )
     p.add_argument("--json", type=Path, help="write the rows here")
     p.add_argument(
@@ -276,14 +259,20 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(row))
         return 0
     impls = list(args.implementations) + (["fast+compile"] if args.compile else [])
-    peaks = {
-        "fp32": matmul_peak(device, torch.float32),
-        "bf16": matmul_peak(device, torch.bfloat16),
-    }
-    print(f"device: {device_name(device)}")
-    print(
-        f"measured matmul peak: fp32 {peaks['fp32'] / 1e12:.3f} TFLOP/s, bf16 {peaks['bf16'] / 1e12:.3f} TFLOP/s"
-    )
+    machine = describe(device)
+    print(f"device: {machine.line()}")
+    # The fast step runs bf16 only where it is native (`precision: auto`); its peak is timed
+    # there too, and elsewhere only when asked: an emulated bf16 matmul takes minutes.
+    precisions, skipped = choose_precisions(["fp32", "bf16"], machine, emulated=args.emulated)
+    for line in skipped:
+        print(line)
+    peaks = {}
+    if args.peak_runs:
+        peaks = {p: matmul_peak(device, DTYPES[p], runs=args.peak_runs) for p in precisions}
+        print(
+            "measured matmul peak: "
+            + ", ".join(f"{p} {peak / 1e12:.3f} TFLOP/s" for p, peak in peaks.items())
+        )
     runs: dict[tuple[int, str], list[dict]] = {}
     for repeat in range(args.repeats):  # interleaved, so drifts of a shared machine hit all rows
         for batch in args.batch_sizes:
@@ -307,17 +296,20 @@ def main(argv: list[str] | None = None) -> int:
         ranked = sorted(repeats, key=lambda r: r["samples_per_s"])
         row = dict(ranked[len(ranked) // 2])  # the median run (upper median for even counts)
         row["samples_per_s_runs"] = [r["samples_per_s"] for r in repeats]
-        row["peak_flops_per_s"] = peaks[row["precision"]]
-        row["flops_fraction"] = row["achieved_flops_per_s"] / row["peak_flops_per_s"]
+        row["peak_flops_per_s"] = peaks.get(row["precision"])
+        if row["peak_flops_per_s"]:
+            row["flops_fraction"] = row["achieved_flops_per_s"] / row["peak_flops_per_s"]
         rows.append(row)
     if args.repeats > 1:
         print(f"median of {args.repeats} runs:")
     for row in rows:
+        fraction = row.get("flops_fraction")
         print(
             f"batch {row['batch_size']:5d} {row['implementation']:13s} {row['precision']:4s} "
             f"{row['samples_per_s']:10.1f} videos/s  {row['step_ms']:9.1f} ms/step  "
             f"peak {row['peak_mem_bytes'] / 2**30:6.2f} GiB  "
-            f"{row['achieved_flops_per_s'] / 1e12:6.3f} TFLOP/s ({100 * row['flops_fraction']:.1f}% of peak)",
+            f"{row['achieved_flops_per_s'] / 1e12:6.3f} TFLOP/s"
+            + (f" ({100 * fraction:.1f}% of peak)" if fraction else ""),
             flush=True,
         )
     base = {r["batch_size"]: r["samples_per_s"] for r in rows if r["implementation"] == "plain"}
