@@ -10,8 +10,14 @@ import pytest
 from scalevid.backbones import WeightsUnavailableError
 from scalevid.backbones.i3d import fetch_i3d_weights
 from scalevid.cli import main
-from scalevid.demo.ceiling import CeilingConfig, ceiling_from_arrays, halves_vectors, mean_vectors
-from scalevid.demo.pipeline import binomial_se, compare, verdict_sentence
+from scalevid.demo.ceiling import (
+    Ceiling,
+    CeilingConfig,
+    ceiling_from_arrays,
+    halves_vectors,
+    mean_vectors,
+)
+from scalevid.demo.pipeline import binomial_se, compare, demo_verdict, verdict_sentence
 
 
 @pytest.fixture(scope="module")
@@ -204,6 +210,23 @@ def test_verdict_sentence_says_helped_only_beyond_the_noise():
     assert "hurt for SCALE_linear vs Linear (10% labels) -30.0 points" in mixed
     assert "no clear difference" not in mixed  # the unclear pair was left out
     assert verdict_sentence([]).startswith("No SCALE row ran")
+
+    # a dataset that fails the design rule gets no verdict, whatever the rows say
+    ceiling = Ceiling(
+        baseline=47.0,
+        oracle=60.0,
+        baseline_per_seed=(47.0,),
+        oracle_per_seed=(60.0,),
+        chance=50.0,
+        num_fit=192,
+        num_val=48,
+    )
+    assert demo_verdict(clear, ceiling).startswith("The dataset does not meet the design rule")
+    assert demo_verdict(clear, ceiling).endswith("no verdict.") and "oracle 60.0%" in demo_verdict(
+        clear, ceiling
+    )
+    passing = dataclasses.replace(ceiling, oracle=95.0)
+    assert demo_verdict(clear, passing) == sentence
 
 
 # ---------------------------------------------------------------------------- the ceiling
