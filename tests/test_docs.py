@@ -144,3 +144,36 @@ def test_masked_capacity_quoted_in_method_md():
     assert f"at batch 512 x 8 + 8 views that is {rows} of {512 * 16} rows" in (
         (ROOT / "docs" / "method.md").read_text()
     )
+
+
+# ------------------------------------------------------------------ the demo's design study
+
+DEMO = (ROOT / "docs" / "demo.md").read_text()
+SHORT = {"kNN": "knn", "Linear": "linear", "Transformer": "transformer", "Attentive": "attentive"}
+
+
+def test_design_study_log_is_the_committed_runs():
+    runs = [json.loads(line) for line in (RESULTS / "demo_study.jsonl").read_text().splitlines()]
+    rows = table(DEMO, "| candidate | ceiling: order-blind / oracle |")
+    candidate = None
+    for cells in rows:
+        candidate = cells[0] or candidate
+        run = next(r for r in runs if r["candidate"] == candidate and r.get("scored_on") == "val")
+        if cells[1]:
+            c = run["ceiling"]
+            rule = "rule met" if run["ceiling_passes"] else "rule not met"
+            assert cells[1] == f"{one(c['baseline'])} / {one(c['oracle'])} ({rule})"
+        scale_label, base_label = cells[2].split(" vs ")
+        setting = "all labels" if cells[3] == "all" else f"{cells[3]} labels"
+        pair = next(
+            p
+            for p in run["comparisons"]
+            if p["baseline"] == SHORT[base_label] and p["setting"] == setting
+        )
+        for cell, key in ((cells[4], "baseline"), (cells[5], "scale")):
+            mean, std = pair[f"{key}_mean"], pair[f"{key}_std"]
+            assert cell in (one(mean), f"{one(mean)} ± {one(std)}")
+        assert cells[6] == f"{pair['delta']:+.1f} ± {one(pair['delta_std'])}"
+        assert cells[7] == one(pair["noise"])
+        verdict = {"helped": "**helped**", "hurt": "hurt", "no clear difference": "no"}
+        assert cells[8] == verdict[pair["verdict"]]
