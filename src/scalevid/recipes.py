@@ -33,20 +33,23 @@ Recipe file (YAML; every section is optional except `data`):
 
 Layout of --out:
 
-    stores/<dataset>[/<entry>]/{train,test}/   feature stores + recipe-extract.json
-    <recipe>/<point>/point.json                the point's resolved settings
+    stores/<dataset>[/<entry>]/{train,test}/   feature stores
     <recipe>/<point>/run/                      the SCALE run (`scalevid train`)
     <recipe>/<point>/eval/                     results.json, results.md, predictions, plots
     <recipe>/results.md, results.json          the combined table
+    steps/<output>.json                        per store, run and evaluation: the settings it
+                                               was made with and its outcome
     baselines/                                 baseline rows (kNN, Linear, MLP, Transformer) per
                                                seed, shared by every point and recipe that
                                                evaluates the same stores with the same settings
 
-Everything resumes: a point whose eval/results.json exists is skipped, a finished run is not
-retrained (an interrupted one resumes from its checkpoint), and a dataset whose points are all
-done is not extracted again (an interrupted extraction resumes video by video). A store or point
-made with other settings (an edited recipe, another backbone, --tiny) is an error, never reused.
-"Settings" are a stage config's fields that affect results (`scalevid.config.result_settings`).
+A recipe is a list of steps (`recipe_steps`: per dataset its two stores, per point pretraining
+and the probes, then the combined table) run by `scalevid.steps`, the orchestrator the demo's
+recipe runs on too. Everything resumes: a finished step is reused, an interrupted extraction
+resumes video by video and an interrupted run from its checkpoint. A store or point made with
+other settings (an edited recipe, another backbone, --tiny) is an error, found before anything
+runs, never reused. "Settings" are a stage config's fields that affect results
+(`scalevid.config.result_settings`).
 
 This module is library code; the `scalevid recipe` command line lives in `scalevid.cli`.
 """

@@ -157,6 +157,11 @@ def check_steps(steps: Sequence[Step], out: str | Path) -> None:
             raise _refusal(step, Path(out), f"other settings ({', '.join(changed)} differ)")
 
 
+def say(text: str) -> None:
+    """Print `text` for the user from inside a step, above its progress line."""
+    tqdm.write(text, file=sys.stdout)
+
+
 class _Line:
     """One step's progress line: drawn and ticking while the step runs when `live` (on a
     terminal, log lines printed above it), else printed once when the step ends."""
@@ -167,15 +172,17 @@ class _Line:
         self.start = time.perf_counter()
 
     def __enter__(self) -> _Line:
-        logger.info("%s ...", self.text)
-        if self.live:
-            self._redirect = logging_redirect_tqdm()
-            self._redirect.__enter__()
-            self._bar = tqdm(total=None, file=sys.stdout, bar_format="{desc} ... {elapsed}")
-            self._bar.set_description_str(self.text)
-            self._stop = threading.Event()
-            self._ticker = threading.Thread(target=self._tick, daemon=True)
-            self._ticker.start()
+        if not self.live:
+            logger.info("%s ...", self.text)
+            return self
+        self._redirect = logging_redirect_tqdm()
+        self._redirect.__enter__()
+        self._bar = tqdm(
+            total=None, file=sys.stdout, desc=self.text, bar_format="{desc} ... {elapsed_s:.0f} s"
+        )
+        self._stop = threading.Event()
+        self._ticker = threading.Thread(target=self._tick, daemon=True)
+        self._ticker.start()
         return self
 
     def _tick(self) -> None:

@@ -42,8 +42,8 @@ from scalevid.eval.report import format_table, markdown_table, results_markdown
 from scalevid.eval.rows import LABELS, PROBES, ProbeName
 from scalevid.extract import ExtractConfig, extract
 from scalevid.folders import CONFIG, RESULTS
-from scalevid.outfiles import write_text
-from scalevid.steps import Step, record_path, run_steps, settings_of
+from scalevid.outfiles import make_folder, write_text
+from scalevid.steps import Step, record_path, run_steps, say, settings_of
 from scalevid.store import FeatureStore, Manifest
 from scalevid.train import TrainConfig, train
 
@@ -248,8 +248,9 @@ def _data_steps(out: Path, config: DemoConfig, weights: str | None) -> list[Step
         measured = measure_ceiling(out / "stores" / "train", config.ceiling)
         timings = {title: _record(out, key).get("seconds", 0.0) for key, title in EARLIER}
         record = {**measured.to_dict(), "timings": timings, "dataset": config.dataset.to_dict()}
+        make_folder((out / CEILING).parent)
         write_text(out / CEILING, json.dumps(record, indent=2) + "\n")
-        print(f"ceiling: {measured.summary()}")
+        say(f"ceiling: {measured.summary()}")
         return {}
 
     return [
@@ -420,11 +421,11 @@ def _render(out: Path, config: DemoConfig, keys: list[str]) -> dict[str, Any]:
         train=json.loads((out / "run" / CONFIG).read_text())["train"],
     )
     report_path = write_report(out, report)
-    print(format_table(results))
-    print(comparison_text(comparisons))
-    print(f"ceiling: {report.ceiling.summary()}")
-    print(sentence)
-    print(f"demo: {sum(report.timings.values()):.0f} s of work; report: {report_path}")
+    say(format_table(results))
+    say(comparison_text(comparisons))
+    say(f"ceiling: {report.ceiling.summary()}")
+    say(sentence)
+    say(f"demo: {sum(report.timings.values()):.0f} s of work; report: {report_path}")
     return {}
 
 
