@@ -27,7 +27,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -97,11 +97,11 @@ class _Record:
     """A step's record file."""
 
     path: Path
-    data: dict[str, Any] | None = field(default=None)
+    data: dict[str, Any] | None = None
 
     @classmethod
     def read(cls, out: Path, key: str) -> _Record:
-        path = out / STEPS / f"{key}.json"
+        path = record_path(out, key)
         data = json.loads(path.read_text()) if path.is_file() else None
         return cls(path, data)
 

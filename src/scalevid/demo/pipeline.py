@@ -44,7 +44,8 @@ from scalevid.extract import ExtractConfig, extract
 from scalevid.folders import CONFIG, RESULTS
 from scalevid.outfiles import make_folder, write_text
 from scalevid.steps import Step, record_path, run_steps, say, settings_of
-from scalevid.store import FeatureStore, Manifest
+from scalevid.store import Manifest
+from scalevid.store.manifest import read_manifest
 from scalevid.train import TrainConfig, train
 
 logger = logging.getLogger(__name__)
@@ -203,7 +204,16 @@ class DemoConfig:
         )
 
 
-def _stage_config(cls: type, config: DemoConfig, settings: dict[str, Any], **paths: Any) -> Any:
+# Outputs of the demo's recipe inside its folder (the stores, run and data are named by their
+# steps' keys).
+CEILING = Path("report") / "ceiling.json"
+LOW_SHOT = Path("report") / "low-shot"
+REPORT = Path("report") / "report.md"
+EARLIER = (("data", "generate videos"), ("stores/train", "extract train features"))
+
+
+def _stage_config(cls: type, settings: dict[str, Any], **paths: Any) -> Any:
+    """A stage's config: its defaults < the demo's settings < this run's paths."""
     return build_config(cls, ("demo", settings), ("demo run", paths))
 
 
@@ -215,7 +225,6 @@ def _extract_step(
     key = f"stores/{split}"
     extract_config = _stage_config(
         ExtractConfig,
-        config,
         config.extract_settings(),
         list=str(dataset_list(out / "data", split)),
         root=str(out / "data"),
@@ -267,11 +276,6 @@ def _data_steps(out: Path, config: DemoConfig, weights: str | None) -> list[Step
     ]
 
 
-EARLIER = (("data", "generate videos"), ("stores/train", "extract train features"))
-CEILING = Path("report") / "ceiling.json"
-LOW_SHOT = Path("report") / "low-shot"
-
-
 def _scale_steps(out: Path, config: DemoConfig, weights: str | None) -> list[Step]:
     """The scored split's features, SCALE pretraining (an interrupted run resumes from its
     checkpoint) and the probes with all labels and with `low_shot` of them."""
@@ -279,13 +283,12 @@ def _scale_steps(out: Path, config: DemoConfig, weights: str | None) -> list[Ste
     run = out / "run"
     train_config = _stage_config(
         TrainConfig,
-        config,
         config.train_settings(),
         store=str(out / "stores" / "train"),
         out=str(run),
         progress=False,
     )
-    eval_config = _stage_config(EvalConfig, config, config.eval_settings(), progress=False)
+    eval_config = _stage_config(EvalConfig, config.eval_settings(), progress=False)
     low_shot_config = build_config(
         eval_config,
         ("demo low-shot", {"probes": config.low_shot_probes, "low_shot": config.low_shot}),
@@ -378,11 +381,12 @@ def run_demo(
     config = config or DemoConfig()
     out = Path(out)
     steps = demo_steps(out, config, weights=weights, ceiling_only=ceiling_only)
-    run_steps(steps, out, live=progress)
-    return out / CEILING if ceiling_only else out / REPORT
-
-
-REPORT = Path("report") / "report.md"
+    done = run_steps(steps, out, live=progress)
+    if ceiling_only:
+        if done["report/ceiling"].reused:
+            say(f"ceiling: {Ceiling.from_dict(json.loads((out / CEILING).read_text())).summary()}")
+        return out / CEILING
+    return out / REPORT
 
 
 def _record(out: Path, key: str) -> dict[str, Any]:
@@ -415,8 +419,8 @@ def _render(out: Path, config: DemoConfig, keys: list[str]) -> dict[str, Any]:
         sentence=sentence,
         low_shot=low_shot,
         stores={
-            "train": FeatureStore.open(out / "stores" / "train", verify_checksums=False).manifest,
-            "held": FeatureStore.open(out / held, verify_checksums=False).manifest,
+            "train": read_manifest(out / "stores" / "train"),
+            "held": read_manifest(out / held),
         },
         train=json.loads((out / "run" / CONFIG).read_text())["train"],
     )
