@@ -464,6 +464,14 @@ def test_rerun_skips_finished_points(data_root: Path, out: Path, monkeypatch) ->
             == 0
         )
     before = (out / "ucf101/results.md").read_text()
+    overrides = [TINY[i + 1] for i, arg in enumerate(TINY) if arg == "--set"]
+    recipe = load_recipe(RECIPES / "ucf101.yaml", tiny=True, overrides=overrides)
+    states = recipes.plan(recipe, data_root, out).split("steps:\n")[1].splitlines()
+    assert states == [
+        *(f"  {key}: cached" for key in ("stores/ucf101/train", "stores/ucf101/test")),
+        *(f"  ucf101/ucf101/{key}: cached" for key in ("run", "eval")),
+        "  ucf101/results: render",
+    ]
 
     def fail(*args, **kwargs):
         raise AssertionError("a finished stage ran again")

@@ -74,7 +74,7 @@ from scalevid.eval.report import combine, combined_markdown
 from scalevid.extract import ExtractConfig, extract
 from scalevid.folders import RESULTS, RESULTS_TABLE, WEIGHTS
 from scalevid.outfiles import write_text
-from scalevid.steps import Step, record_path, run_steps, settings_of
+from scalevid.steps import Step, plan_steps, record_path, run_steps, settings_of
 from scalevid.train import TrainConfig, train
 from scalevid.train.config import drop_retired
 
@@ -574,7 +574,8 @@ def run_recipe(
 
 
 def plan(recipe: Recipe, data_root: Path, out: Path) -> str:
-    """What `run_recipe` would do, one line per extraction and per point (`--dry-run`)."""
+    """What `run_recipe` would do, one line per extraction and per point, then each step's
+    state in `out` (cached, resume, make, error: ...) (`--dry-run`)."""
     lines = [f"{recipe.name}: {recipe.title}"]
     for dataset in recipe.datasets:
         for split in ("train", "test"):
@@ -586,4 +587,7 @@ def plan(recipe: Recipe, data_root: Path, out: Path) -> str:
     for point in recipe.points:
         values = f" {point.values}" if point.values else ""
         lines.append(f"  point {point.label!r}{values} -> {out / recipe.name / point.slug}")
+    steps = recipe_steps(recipe, data_root=data_root, out=out)
+    lines.append("steps:")
+    lines += [f"  {key}: {state}" for key, state in plan_steps(steps, out).items()]
     return "\n".join(lines)
