@@ -31,6 +31,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("scalevid.pretext",),
     ("scalevid.train",),
     ("scalevid.eval",),
+    ("scalevid.steps",),
     ("scalevid.demo",),
     ("scalevid.recipes",),
     ("scalevid.cli",),

@@ -17,6 +17,7 @@ from scalevid.demo.render import iter_video_frames
 from scalevid.demo.synthetic import quick_config, video_label
 from scalevid.eval.rows import LABELS, PROBES
 from scalevid.recipes import RecipeError, load_recipe
+from scalevid.steps import StepError, check_steps, record_path
 from scalevid.store import FeatureStore
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
@@ -380,9 +381,8 @@ def test_recipe_end_to_end(name: str, data_root: Path, out: Path) -> None:
 
     for store in stores:
         for split in ("train", "test"):
-            assert json.loads((out / "stores" / store / split / "recipe-extract.json").read_text())[
-                "complete"
-            ]
+            record = record_path(out, f"stores/{store}/{split}")
+            assert json.loads(record.read_text())["complete"]
     check = CHECKS.get(name)
     if check:
         check(out, combined)
@@ -464,6 +464,14 @@ def test_rerun_skips_finished_points(data_root: Path, out: Path, monkeypatch) ->
             == 0
         )
     before = (out / "ucf101/results.md").read_text()
+    overrides = [TINY[i + 1] for i, arg in enumerate(TINY) if arg == "--set"]
+    recipe = load_recipe(RECIPES / "ucf101.yaml", tiny=True, overrides=overrides)
+    states = recipes.plan(recipe, data_root, out).split("steps:\n")[1].splitlines()
+    assert states == [
+        *(f"  {key}: cached" for key in ("stores/ucf101/train", "stores/ucf101/test")),
+        *(f"  ucf101/ucf101/{key}: cached" for key in ("run", "eval")),
+        "  ucf101/results: render",
+    ]
 
     def fail(*args, **kwargs):
         raise AssertionError("a finished stage ran again")
@@ -543,11 +551,9 @@ def test_set_overrides_and_dataset_selection() -> None:
 
 def test_store_extracted_with_other_settings_is_an_error(data_root: Path, tmp_path: Path) -> None:
     argv = [str(RECIPES / "hmdb51.yaml"), "--data-root", str(data_root), "--out", str(tmp_path)]
-    store = tmp_path / "stores/hmdb51/train"
-    store.mkdir(parents=True)
-    (store / "recipe-extract.json").write_text(
-        json.dumps({"settings": {"backbone": "i3d"}, "complete": True})
-    )
+    record = record_path(tmp_path, "stores/hmdb51/train")
+    record.parent.mkdir(parents=True)
+    record.write_text(json.dumps({"settings": {"backbone": "i3d"}, "complete": True}))
     assert main([*argv, *TINY]) == 2
     assert not (tmp_path / "hmdb51/results.json").exists()
 
@@ -569,24 +575,37 @@ def test_a_point_record_refuses_result_changes_only(tmp_path: Path) -> None:
     record names a retired setting at the value that computes what runs now; any change to
     a setting that decides results is refused."""
     recipe = load_recipe(RECIPES / "ablation_losses.yaml", tiny=True)
-    point, folder = recipe.points[1], tmp_path / "point"
-    recipes.check_point(recipe, point, folder=folder, stores=tmp_path / "stores")
-    recipes.check_point(recipe, point, folder=folder, stores=tmp_path / "elsewhere")
-    recorded = json.loads((folder / "point.json").read_text())
-    assert recorded["train"]["pretext"]["mcm_weight"] == 1.0  # the sweep's value, not the base's
-    assert "store" not in recorded["train"] and "device" not in recorded["eval"]
+    point = recipe.points[1]
+    run, evaluation = recipes.point_steps(recipe, point, out=tmp_path)
+    for step in (run, evaluation):
+        record_path(tmp_path, step.key).parent.mkdir(parents=True, exist_ok=True)
+        record_path(tmp_path, step.key).write_text(
+            json.dumps({"settings": step.settings, "complete": True})
+        )
+    elsewhere = recipes.point_steps(recipe, point, out=tmp_path / "elsewhere", device="cpu")
+    check_steps(elsewhere, tmp_path)
+    recorded = json.loads(record_path(tmp_path, run.key).read_text())["settings"]
+    assert recorded["pretext"]["mcm_weight"] == 1.0  # the sweep's value, not the base's
+    assert "store" not in recorded and "device" not in evaluation.settings
 
-    def check_with(edit) -> None:
-        record = json.loads(json.dumps(recorded))
-        edit(record)
-        (folder / "point.json").write_text(json.dumps(record))
-        recipes.check_point(recipe, point, folder=folder, stores=tmp_path / "stores")
+    def check_with(step, edit) -> None:
+        settings = json.loads(json.dumps(step.settings))
+        edit(settings)
+        record_path(tmp_path, step.key).write_text(
+            json.dumps({"settings": settings, "complete": True})
+        )
+        try:
+            check_steps([run, evaluation], tmp_path)
+        finally:
+            record_path(tmp_path, step.key).write_text(
+                json.dumps({"settings": step.settings, "complete": True})
+            )
 
-    check_with(lambda r: r["train"]["pretext"].update(output_sparsity=True))
-    for edit, changed in (
-        (lambda r: r["train"]["pretext"].update(output_sparsity=False), "train.pretext"),
-        (lambda r: r["train"].update(lr=r["train"]["lr"] * 2), "train.lr"),
-        (lambda r: r["eval"].update(seeds=[7]), "eval.seeds"),
+    check_with(run, lambda r: r["pretext"].update(output_sparsity=True))
+    for step, edit, changed in (
+        (run, lambda r: r["pretext"].update(output_sparsity=False), "pretext.output_sparsity"),
+        (run, lambda r: r.update(lr=r["lr"] * 2), "lr"),
+        (evaluation, lambda r: r.update(seeds=[7]), "seeds"),
     ):
-        with pytest.raises(RecipeError, match=changed):
-            check_with(edit)
+        with pytest.raises(StepError, match=changed):
+            check_with(step, edit)

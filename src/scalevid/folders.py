@@ -13,9 +13,9 @@ An evaluation folder (`scalevid eval --out DIR`):
     predictions.npz        test predictions per row and seed
     splits/seed<S>.npz     the train rows each seed fits, validates and retrains on
     curves_<row>.png       validation and training curves of a set / attentive row
-A recipe's output folder (`scalevid recipe --out DIR`):
-    <recipe>/<point>/point.json                 the point's resolved settings
-    stores/<dataset>/<split>/recipe-extract.json the settings and outcome of the store's extraction
+A recipe's output folder (`scalevid recipe --out DIR`, `scalevid demo --out DIR`):
+    steps/<output>.json    per output (a store, a run, an evaluation), the settings it was made
+                           with and its outcome (`scalevid.steps`)
 """
 
 from __future__ import annotations
@@ -47,5 +47,4 @@ def learning_curves_file(row: str) -> str:
 
 
 # a recipe
-POINT_RECORD = "point.json"
-EXTRACT_RECORD = "recipe-extract.json"
+STEPS = "steps"

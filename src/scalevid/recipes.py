@@ -33,20 +33,23 @@ Recipe file (YAML; every section is optional except `data`):
 
 Layout of --out:
 
-    stores/<dataset>[/<entry>]/{train,test}/   feature stores + recipe-extract.json
-    <recipe>/<point>/point.json                the point's resolved settings
+    stores/<dataset>[/<entry>]/{train,test}/   feature stores
     <recipe>/<point>/run/                      the SCALE run (`scalevid train`)
     <recipe>/<point>/eval/                     results.json, results.md, predictions, plots
     <recipe>/results.md, results.json          the combined table
+    steps/<output>.json                        per store, run and evaluation: the settings it
+                                               was made with and its outcome
     baselines/                                 baseline rows (kNN, Linear, MLP, Transformer) per
                                                seed, shared by every point and recipe that
                                                evaluates the same stores with the same settings
 
-Everything resumes: a point whose eval/results.json exists is skipped, a finished run is not
-retrained (an interrupted one resumes from its checkpoint), and a dataset whose points are all
-done is not extracted again (an interrupted extraction resumes video by video). A store or point
-made with other settings (an edited recipe, another backbone, --tiny) is an error, never reused.
-"Settings" are a stage config's fields that affect results (`scalevid.config.result_settings`).
+A recipe is a list of steps (`recipe_steps`: per dataset its two stores, per point pretraining
+and the probes, then the combined table) run by `scalevid.steps`, the orchestrator the demo's
+recipe runs on too. Everything resumes: a finished step is reused, an interrupted extraction
+resumes video by video and an interrupted run from its checkpoint. A store or point made with
+other settings (an edited recipe, another backbone, --tiny) is an error, found before anything
+runs, never reused. "Settings" are a stage config's fields that affect results
+(`scalevid.config.result_settings`).
 
 This module is library code; the `scalevid recipe` command line lives in `scalevid.cli`.
 """
@@ -64,13 +67,14 @@ from typing import Any, Literal
 
 import yaml
 
-from scalevid.config import ConfigError, Layer, build_config, merge, result_settings
+from scalevid.config import ConfigError, Layer, build_config, merge
 from scalevid.eval.config import EvalConfig
 from scalevid.eval.protocol import evaluate
 from scalevid.eval.report import combine, combined_markdown
 from scalevid.extract import ExtractConfig, extract
-from scalevid.folders import EXTRACT_RECORD, POINT_RECORD, RESULTS, RESULTS_TABLE, WEIGHTS
+from scalevid.folders import RESULTS, RESULTS_TABLE, WEIGHTS
 from scalevid.outfiles import write_text
+from scalevid.steps import Step, plan_steps, record_path, run_steps, settings_of
 from scalevid.train import TrainConfig, train
 from scalevid.train.config import drop_retired
 
@@ -406,185 +410,172 @@ def extract_config(
     return _build(recipe, where, ExtractConfig, *layers, ("--device", _device(device)))
 
 
-# --------------------------------------------------------------------------- running
+# --------------------------------------------------------------------------- the steps
 
 
-def _settings(config: Any) -> dict[str, Any]:
-    """What of a stage's config decides its output, JSON-normalised for comparison."""
-    return json.loads(json.dumps(result_settings(config)))
+def _store_key(dataset: Dataset, split: str) -> str:
+    return f"stores/{dataset.store_name}/{split}"
 
 
-def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    return sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
-
-
-def ensure_store(config: ExtractConfig) -> dict[str, Any]:
-    """Extract `config.out` unless a finished extraction with the same settings is there.
-
-    `recipe-extract.json` in the store records the settings (before extracting) and the outcome
-    (after). A store made with other settings is an error rather than a silent mix.
-    """
-    store = Path(config.out)
-    record_file = store / EXTRACT_RECORD
-    settings = _settings(config)
-    paths = {"list": config.list, "root": config.root}
-    if record_file.is_file():
-        record = json.loads(record_file.read_text())
-        changed = _differences(record["settings"], settings)
-        if changed:
-            raise RecipeError(
-                f"{store} was extracted with other settings ({', '.join(changed)} differ); "
-                "use another --out, or delete the store to extract it again"
-            )
-        if record.get("complete"):
-            logger.info("%s: already extracted", store)
-            return record
-    store.mkdir(parents=True, exist_ok=True)
-    record = {"settings": settings, "paths": paths, "complete": False}
-    write_text(record_file, json.dumps(record, indent=2))
-    report = extract(config)
-    logger.info("%s", report.summary())
-    if report.failed:
-        logger.warning(
-            "%s: %d videos failed (see failures-*.jsonl there); the recipe goes on without them",
-            store,
-            report.failed,
-        )
-    record.update(
-        complete=True,
-        listed=report.listed,
-        videos=report.extracted + report.skipped_existing,
-        failed=report.failed,
-        seconds=report.seconds,
-    )
-    write_text(record_file, json.dumps(record, indent=2))
-    return record
-
-
-def check_point(recipe: Recipe, point: Point, *, folder: Path, stores: Path) -> None:
-    """Record the point's settings in `point.json`, or check them against an earlier record, so
-    that a finished or half-finished point is never reused for an edited recipe."""
-    train_config = _train_config(
-        recipe, point, store=stores / "train", run=folder / "run", device=None
-    )
-    settings = {
-        "values": json.loads(json.dumps(point.values)),
-        "train": _settings(train_config),
-        "eval": _settings(_eval_config(recipe, point, device=None)),
-    }
-    record_file = folder / POINT_RECORD
-    if record_file.is_file():
-        record = json.loads(record_file.read_text())
-        drop_retired(record.get("train", {}).get("pretext", {}))
-        changed = [
-            f"{stage}.{key}"
-            for stage in settings
-            for key in _differences(record.get(stage) or {}, settings[stage] or {})
-        ]
-        if changed:
-            raise RecipeError(
-                f"{folder} was run with other settings ({', '.join(changed)} differ); use "
-                "another --out, or delete that folder to run the point again"
-            )
-        return
-    folder.mkdir(parents=True, exist_ok=True)
-    write_text(record_file, json.dumps(settings, indent=2))
-
-
-def run_point(
+def _extract_step(
     recipe: Recipe,
-    point: Point,
+    dataset: Dataset,
+    split: Literal["train", "test"],
     *,
-    stores: Path,
-    folder: Path,
-    device: str | None = None,
-    baseline_cache: Path | None = None,
-) -> dict[str, Any]:
-    """Pretrain (or resume) and evaluate one point; returns its results.json content.
-    Baseline rows are reused from `baseline_cache` when an earlier point computed them with the
-    same stores and settings (see `evaluate`)."""
-    run = folder / "run"
-    train_store, test_store = stores / "train", stores / "test"
-    if not (run / WEIGHTS).is_file():
-        config = _train_config(recipe, point, store=train_store, run=run, device=device)
-        logger.info(
-            "%s / %s: pretraining SCALE (%d epochs)", recipe.name, point.label, config.epochs
-        )
-        train(config, resume=True)
-    logger.info("%s / %s: probes", recipe.name, point.label)
-    return evaluate(
-        train_store=train_store,
-        test_store=test_store,
-        run=run,
-        config=_eval_config(recipe, point, device=device),
-        out=folder / "eval",
-        baseline_cache=baseline_cache,
+    data_root: Path,
+    out: Path,
+    device: str | None,
+) -> Step:
+    """Extract one split of a dataset into its store (shared by every point and recipe that
+    names the dataset); an interrupted extraction resumes video by video."""
+    key = _store_key(dataset, split)
+    config = extract_config(
+        recipe, dataset, split=split, data_root=data_root, store=out / key, device=device
     )
+
+    def make() -> dict[str, Any]:
+        list_path = data_root / dataset.list
+        if not list_path.exists():
+            raise RecipeError(
+                f"{list_path}: no such list; {recipe.path.name} expects the layout in "
+                "recipes/README.md under --data-root"
+            )
+        report = extract(config)
+        logger.info("%s", report.summary())
+        if report.failed:
+            logger.warning(
+                "%s: %d videos failed (see failures-*.jsonl there); the recipe goes on without "
+                "them",
+                config.out,
+                report.failed,
+            )
+        return {
+            "paths": {"list": config.list, "root": config.root},
+            "listed": report.listed,
+            "videos": report.extracted + report.skipped_existing,
+            "failed": report.failed,
+        }
+
+    return Step(
+        key=key,
+        title=f"extract {dataset.store_name} {split}",
+        settings=settings_of(config),
+        make=make,
+    )
+
+
+def _retired(settings: dict[str, Any]) -> None:
+    drop_retired(settings.get("pretext", {}))
+
+
+def point_steps(
+    recipe: Recipe, point: Point, *, out: Path, device: str | None = None
+) -> list[Step]:
+    """Pretraining (a finished run is not retrained, an interrupted one resumes from its
+    checkpoint) and the probes of one point. Baseline rows are reused from `<out>/baselines`
+    when an earlier point computed them with the same stores and settings (see `evaluate`)."""
+    folder = Path(recipe.name) / point.slug
+    train_store = _store_key(point.dataset, "train")
+    test_store = _store_key(point.dataset, "test")
+    run = out / folder / "run"
+    train_config = _train_config(recipe, point, store=out / train_store, run=run, device=device)
+    eval_config = _eval_config(recipe, point, device=device)
+
+    def pretrain() -> dict[str, Any]:
+        if not (run / WEIGHTS).is_file():
+            train(train_config, resume=True)
+        return {"epochs": train_config.epochs}
+
+    def probes() -> dict[str, Any]:
+        results = evaluate(
+            train_store=out / train_store,
+            test_store=out / test_store,
+            run=run,
+            config=eval_config,
+            out=out / folder / "eval",
+            baseline_cache=out / "baselines",
+        )
+        return {"best_probe": results["best_probe"]}
+
+    where = f"{recipe.name} / {point.label}"
+    return [
+        Step(
+            key=f"{folder}/run",
+            title=f"pretrain SCALE, {where}",
+            settings=settings_of(train_config),
+            make=pretrain,
+            inputs=(train_store,),
+            upgrade=_retired,
+        ),
+        Step(
+            key=f"{folder}/eval",
+            title=f"probes, {where}",
+            settings=settings_of(eval_config),
+            make=probes,
+            inputs=(f"{folder}/run", train_store, test_store),
+        ),
+    ]
+
+
+def recipe_steps(
+    recipe: Recipe, *, data_root: str | Path, out: str | Path, device: str | None = None
+) -> list[Step]:
+    """Every step of `recipe`: per dataset its two stores, then per point pretraining and the
+    probes; last, the combined table (rendered on every run, from the points' results)."""
+    data_root, out = Path(data_root), Path(out)
+    steps: list[Step] = []
+    for dataset in recipe.datasets:
+        for split in ("train", "test"):
+            steps.append(
+                _extract_step(recipe, dataset, split, data_root=data_root, out=out, device=device)
+            )
+        for point in recipe.points:
+            if point.dataset == dataset:
+                steps += point_steps(recipe, point, out=out, device=device)
+
+    def table() -> dict[str, Any]:
+        results = {
+            p.slug: json.loads((out / recipe.name / p.slug / "eval" / RESULTS).read_text())
+            for p in recipe.points
+        }
+        extraction = {}
+        for dataset in recipe.datasets:
+            for split in ("train", "test"):
+                record = record_path(out, _store_key(dataset, split))
+                extraction[f"{dataset.store_name}/{split}"] = json.loads(record.read_text())
+        combined = combine(recipe, results, extraction=extraction)
+        write_text(out / recipe.name / RESULTS, json.dumps(combined, indent=2))
+        write_text(out / recipe.name / RESULTS_TABLE, combined_markdown(combined))
+        return {}
+
+    steps.append(
+        Step(
+            key=f"{recipe.name}/results",
+            title=f"{recipe.name}: combined table",
+            settings={},
+            make=table,
+            cached=False,
+        )
+    )
+    return steps
 
 
 def run_recipe(
     recipe: Recipe, *, data_root: str | Path, out: str | Path, device: str | None = None
 ) -> dict[str, Any]:
-    """Run every point of `recipe` (skipping finished ones) and write the combined table into
-    `<out>/<recipe>/results.{md,json}`; returns the combined results."""
-    data_root, out = Path(data_root), Path(out)
-    folder = out / recipe.name
-    folder.mkdir(parents=True, exist_ok=True)
-    extraction: dict[str, dict[str, Any]] = {}
-    results: dict[str, dict[str, Any]] = {}
-    for dataset in recipe.datasets:
-        stores = out / "stores" / dataset.store_name
-        points = [p for p in recipe.points if p.dataset == dataset]
-        for point in points:
-            check_point(recipe, point, folder=folder / point.slug, stores=stores)
-        todo = [p for p in points if not (folder / p.slug / "eval" / RESULTS).is_file()]
-        if todo:
-            list_path = data_root / dataset.list
-            if not list_path.exists():
-                raise RecipeError(
-                    f"{list_path}: no such list; {recipe.path.name} expects the layout in "
-                    "recipes/README.md under --data-root"
-                )
-            for split in ("train", "test"):
-                config = extract_config(
-                    recipe,
-                    dataset,
-                    split=split,
-                    data_root=data_root,
-                    store=stores / split,
-                    device=device,
-                )
-                extraction[f"{dataset.store_name}/{split}"] = ensure_store(config)
-        else:
-            for split in ("train", "test"):
-                record = stores / split / EXTRACT_RECORD
-                if record.is_file():
-                    extraction[f"{dataset.store_name}/{split}"] = json.loads(record.read_text())
-        for point in points:
-            done = folder / point.slug / "eval" / RESULTS
-            if point in todo:
-                results[point.slug] = run_point(
-                    recipe,
-                    point,
-                    stores=stores,
-                    folder=folder / point.slug,
-                    device=device,
-                    baseline_cache=out / "baselines",
-                )
-            else:
-                logger.info("%s / %s: done (%s)", recipe.name, point.label, done)
-                results[point.slug] = json.loads(done.read_text())
-    combined = combine(recipe, results, extraction=extraction)
-    write_text(folder / RESULTS, json.dumps(combined, indent=2))
-    write_text(folder / RESULTS_TABLE, combined_markdown(combined))
-    return combined
+    """Run every step of `recipe` (reusing finished ones, `scalevid.steps`) and write the
+    combined table into `<out>/<recipe>/results.{md,json}`; returns the combined results."""
+    steps = recipe_steps(recipe, data_root=data_root, out=out, device=device)
+    run_steps(steps, out)
+    return json.loads((Path(out) / recipe.name / RESULTS).read_text())
 
 
 # --------------------------------------------------------------------------- the plan
 
 
 def plan(recipe: Recipe, data_root: Path, out: Path) -> str:
-    """What `run_recipe` would do, one line per extraction and per point (`--dry-run`)."""
+    """What `run_recipe` would do, one line per extraction and per point, then each step's
+    state in `out` (cached, resume, make, error: ...) (`--dry-run`)."""
     lines = [f"{recipe.name}: {recipe.title}"]
     for dataset in recipe.datasets:
         for split in ("train", "test"):
@@ -596,4 +587,7 @@ def plan(recipe: Recipe, data_root: Path, out: Path) -> str:
     for point in recipe.points:
         values = f" {point.values}" if point.values else ""
         lines.append(f"  point {point.label!r}{values} -> {out / recipe.name / point.slug}")
+    steps = recipe_steps(recipe, data_root=data_root, out=out)
+    lines.append("steps:")
+    lines += [f"  {key}: {state}" for key, state in plan_steps(steps, out).items()]
     return "\n".join(lines)

@@ -17,7 +17,15 @@ from scalevid.demo.ceiling import (
     halves_vectors,
     mean_vectors,
 )
-from scalevid.demo.pipeline import binomial_se, compare, demo_verdict, verdict_sentence
+from scalevid.demo.pipeline import (
+    DemoConfig,
+    binomial_se,
+    compare,
+    demo_steps,
+    demo_verdict,
+    verdict_sentence,
+)
+from scalevid.steps import plan_steps
 
 
 @pytest.fixture(scope="module")
@@ -56,16 +64,35 @@ def test_quick_demo_end_to_end(tmp_path, i3d_weights, capsys):
     }
     low_shot = json.loads((out / "report" / "low-shot" / "results.json").read_text())
     assert low_shot["low_shot"] == 0.5 and low_shot["seeds"][0]["num_train"] == 24
-    for name in ("probes.png", "confusion.png", "embedding_map.png"):
+    for name in ("probes.png", "confusion.png", "embedding_map.png", "pairs.png"):
         assert (out / "report" / name).stat().st_size > 1000
     assert (out / "run" / "curves.png").is_file()
     manifest = json.loads((out / "stores" / "test" / "manifest.json").read_text())
     assert manifest["backbone"] == "i3d" and manifest["dim"] == 1024
     assert manifest["sampling"]["mode"] == "test"
-    # a second run reuses the videos and stores (nothing re-extracted) and trains afresh
-    cached = sorted((out / "stores").rglob("*.npy")) + sorted((out / "data").rglob("*.mp4"))
+    # the report states what the stores' manifests and the ceiling's config recorded
+    assert "clips of 8 frames at stride 4, 64 x 64 crops; 1024-d features" in report
+    assert "oracle >= 80%, and oracle - order-blind baseline >= 20 points" in report
+    # a second run reuses every step and only renders the report again
+    cached = [*(out / "stores").rglob("*.npy"), *(out / "data").rglob("*.mp4")]
+    cached += [out / "run" / "model.safetensors", out / "report" / "results.json"]
+    cached += [out / "report" / "ceiling.json", out / "report" / "low-shot" / "results.json"]
     stamps = [p.stat().st_mtime_ns for p in cached]
+    report_stamp = (out / "report" / "report.md").stat().st_mtime_ns
     assert main(["-q", "demo", "--quick", "--out", str(out), "--no-progress"]) == 0
+    assert [p.stat().st_mtime_ns for p in cached] == stamps
+    assert (out / "report" / "report.md").stat().st_mtime_ns > report_stamp
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[")]
+    assert len(lines) == 8 and all("cached" in line for line in lines[:-1])
+    assert lines[-1].startswith("[8/8] report ... ") and "cached" not in lines[-1]
+    # an edited setting: the steps it decides are made afresh, the videos and stores are not
+    edited = dataclasses.replace(DemoConfig.quick(), epochs=3)
+    plan = plan_steps(demo_steps(out, edited), out)
+    assert plan["run"] == "make afresh: other settings (epochs differ)"
+    assert plan["report/probes"].startswith("make afresh: inputs made since (run")
+    assert plan["data"] == plan["stores/train"] == plan["report/ceiling"] == "cached"
+    fewer = ["-q", "demo", "--quick", "--out", str(out), "--train-videos", "40"]
+    assert main(fewer) == 2  # other videos in the same folder: an error, nothing touched
     assert [p.stat().st_mtime_ns for p in cached] == stamps
 
 
@@ -134,14 +161,29 @@ def test_data_seed_draws_fresh_videos_of_the_same_design(monkeypatch, tmp_path):
 
 
 def _results(rows: dict[str, list[float]], n: int = 120) -> dict:
-    """A hand-made results.json: per probe its per-seed test top-1."""
+    """A hand-made results.json: per probe its per-seed test top-1 and their mean and sample
+    std (what `scalevid eval` summarises)."""
     return {
         "num_test_videos": n,
         "probes": {
-            name: {"seeds": [{"seed": i, "test": {"top1": v}} for i, v in enumerate(values)]}
+            name: {
+                "seeds": [{"seed": i, "test": {"top1": v}} for i, v in enumerate(values)],
+                "mean": {"top1": float(np.mean(values))},
+                "std": {"top1": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0},
+            }
             for name, values in rows.items()
         },
     }
+
+
+def test_compare_reads_each_rows_summary_and_pairs_the_seeds():
+    results = _results({"linear": [40.0, 50.0], "scale_linear": [45.0, 65.0]})
+    results["probes"]["scale_linear"]["mean"]["top1"] = 57.0  # as results.json says
+    results["probes"]["scale_linear"]["std"]["top1"] = 1.5
+    (c,) = compare(results, setting="all labels")
+    assert (c.scale_mean, c.scale_std, c.baseline_mean) == (57.0, 1.5, 45.0)
+    assert c.scale_se == pytest.approx(binomial_se(57.0, 120))
+    assert c.delta == pytest.approx(10.0) and c.delta_std == pytest.approx(np.std([5, 15], ddof=1))
 
 
 def test_compare_pairs_rows_with_seed_spread_and_standard_error():

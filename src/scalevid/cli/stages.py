@@ -424,7 +424,9 @@ def add_demo(sub: argparse._SubParsersAction) -> None:
         help="the whole pipeline on a generated dataset: videos -> I3D -> SCALE -> probes",
         description="Generate labelled videos whose label needs the whole video, extract "
         "Kinetics-400 I3D clip features, pretrain SCALE, run the probes, and write a report "
-        "(table, plots, timings) into OUT/report/report.md. Defaults come from DemoConfig "
+        "(table, plots, timings) into OUT/report/report.md. Each step is recorded with its "
+        "settings in OUT/steps/ and reused when they match: re-running resumes an interrupted "
+        "demo, and re-renders a finished one's report in seconds. Defaults come from DemoConfig "
         "(or --quick's); --config (YAML) overrides them, flags override the file and --set "
         "overrides everything (e.g. --set dataset.noise_std=2).",
     )
@@ -444,5 +446,5 @@ def add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", help="local I3D weights (.ckpt or .safetensors)")
     sizes = p.add_argument_group("sizes (defaults: the 5-minute demo, or --quick's)")
     add_flags(sizes, DEMO_SIZE_FLAGS, DemoConfig(), others=quick)
-    add_switch(p, "--progress", True, "progress bars")
+    add_switch(p, "--progress", True, "draw each step's line while it runs (on a terminal)")
     p.set_defaults(handler=_demo)

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -112,6 +112,14 @@ class Ceiling:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Ceiling:
+        """The inverse of `to_dict`; other keys (ceiling.json's timings, dataset) are left."""
+        values = {f.name: data[f.name] for f in fields(cls) if f.name in data}
+        for name in ("baseline_per_seed", "oracle_per_seed"):
+            values[name] = tuple(values[name])
+        return cls(**values)
 
     def summary(self) -> str:
         return (

@@ -86,7 +86,12 @@ class DatasetInfo:
 
     def list_file(self, split: Split) -> Path:
         """The ``path label`` list of ``split``."""
-        return self.root / f"{split}.csv"
+        return dataset_list(self.root, split)
+
+
+def dataset_list(root: Path, split: Split) -> Path:
+    """The ``path label`` list of ``split`` in the dataset folder ``root``."""
+    return Path(root) / f"{split}.csv"
 
 
 def video_path(split: Split, index: int) -> str:
@@ -236,7 +241,7 @@ def _write_lists(
     for split in SPLITS:
         labels = [video_label(config, split, i) for i in range(config.split_size(split))]
         lines = "".join(f"{video_path(split, i)} {y}\n" for i, y in enumerate(labels))
-        _write_if_changed(out / f"{split}.csv", lines)
+        _write_if_changed(dataset_list(out, split), lines)
         counts[split] = len(labels)
         label_counts[split] = np.bincount(labels, minlength=len(classes)).tolist()
     _write_if_changed(out / CLASSES_FILE, "".join(f"{name}\n" for name in classes))
@@ -251,7 +256,7 @@ def _write_lists(
         ],
         "counts": counts,
         "label_counts": label_counts,
-        "lists": {split: f"{split}.csv" for split in SPLITS},
+        "lists": {split: dataset_list(Path(), split).name for split in SPLITS},
     }
     _write_if_changed(out / INFO_FILE, json.dumps(info, indent=2) + "\n")
     return classes, counts, label_counts

@@ -10,8 +10,9 @@ sentence on whether SCALE helped, the plots and the timings) in the output folde
 The dataset design (docs/demo.md) was chosen from the ceiling's two numbers only, never from
 SCALE's rows or from test. `data_seed` draws a fresh dataset of the same design.
 
-Every stage is cached or resumable: re-running the demo in the same folder reuses the videos
-and the feature stores and starts training and evaluation afresh.
+The demo is a recipe (`demo_steps`) run by the one orchestrator, `scalevid.steps`: every
+step's output is recorded with its settings and reused while they hold, an interrupted step
+resumes, and re-running a finished demo only renders the report again (seconds).
 """
 
 from __future__ import annotations
@@ -22,8 +23,7 @@ import logging
 import math
 import os
 import platform
-import shutil
-import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -34,7 +34,8 @@ import torch
 from scalevid import __version__
 from scalevid.config import build_config
 from scalevid.demo.ceiling import Ceiling, CeilingConfig, measure_ceiling
-from scalevid.demo.dataset import DatasetInfo, make_dataset
+from scalevid.demo.dataset import dataset_list, make_dataset
+from scalevid.demo.figure import plot_pairs
 from scalevid.demo.synthetic import DatasetConfig
 from scalevid.eval.config import EvalConfig
 from scalevid.eval.protocol import evaluate
@@ -42,7 +43,11 @@ from scalevid.eval.report import format_table, markdown_table, results_markdown
 from scalevid.eval.rows import LABELS, PROBES, ProbeName
 from scalevid.eval.summary import binomial_se, difference_margin
 from scalevid.extract import ExtractConfig, extract
+from scalevid.folders import CONFIG, RESULTS
 from scalevid.outfiles import make_folder, write_text
+from scalevid.steps import Step, record_path, run_steps, say, settings_of
+from scalevid.store import Manifest
+from scalevid.store.manifest import read_manifest
 from scalevid.train import TrainConfig, train
 
 logger = logging.getLogger(__name__)
@@ -71,6 +76,9 @@ DEMO_DATASET = DatasetConfig(
     camera_jitter=0.0,
     look="shared",
 )
+
+# The report's picture of each pair (`scalevid.demo.figure`).
+PAIRS_FIGURE = "pairs.png"
 
 # (SCALE row, its baseline) in the order the report lists them.
 PAIRS: tuple[tuple[str, str], ...] = (
@@ -204,81 +212,163 @@ class DemoConfig:
         )
 
 
-def _extract(
-    out: Path,
-    data: DatasetInfo,
-    split: Literal["train", "val", "test"],
-    config: DemoConfig,
-    weights: str | None,
-    progress: bool,
-) -> Path:
-    paths = {
-        "list": str(data.list_file(split)),
-        "root": str(data.root),
-        "out": str(out / "stores" / split),
-        "split": split,
-        "weights": weights,
-        "progress": progress,
-    }
-    report = extract(
-        build_config(ExtractConfig, ("demo", config.extract_settings()), ("demo run", paths))
+# Outputs of the demo's recipe inside its folder (the stores, run and data are named by their
+# steps' keys).
+CEILING = Path("report") / "ceiling.json"
+LOW_SHOT = Path("report") / "low-shot"
+REPORT = Path("report") / "report.md"
+EARLIER = (("data", "generate videos"), ("stores/train", "extract train features"))
+
+
+def _stage_config(cls: type, settings: dict[str, Any], **paths: Any) -> Any:
+    """A stage's config: its defaults < the demo's settings < this run's paths."""
+    return build_config(cls, ("demo", settings), ("demo run", paths))
+
+
+def _extract_step(
+    out: Path, config: DemoConfig, split: Literal["train", "val", "test"], weights: str | None
+) -> Step:
+    """I3D features of one generated split (train: K random clips per video; else the test
+    views); an interrupted extraction resumes video by video."""
+    key = f"stores/{split}"
+    extract_config = _stage_config(
+        ExtractConfig,
+        config.extract_settings(),
+        list=str(dataset_list(out / "data", split)),
+        root=str(out / "data"),
+        out=str(out / key),
+        split=split,
+        weights=weights,
+        progress=False,
     )
-    if report.failed:
-        raise RuntimeError(
-            f"{report.failed} generated videos failed to extract:\n{report.summary()}"
-        )
-    return report.store
+
+    def make() -> dict[str, Any]:
+        report = extract(extract_config)
+        if report.failed:
+            raise RuntimeError(
+                f"{report.failed} generated videos failed to extract:\n{report.summary()}"
+            )
+        return {"videos": report.extracted + report.skipped_existing}
+
+    title = f"extract {split} features"
+    return Step(key, title, settings_of(extract_config), make, inputs=("data",))
 
 
-def _write_ceiling(
-    out: Path, ceiling: Ceiling, config: DemoConfig, timings: dict[str, float]
-) -> Path:
-    make_folder(out / "report")
-    path = out / "report" / "ceiling.json"
-    record = {**ceiling.to_dict(), "timings": timings, "dataset": config.dataset.to_dict()}
-    write_text(path, json.dumps(record, indent=2) + "\n")
-    return path
+def _data_steps(out: Path, config: DemoConfig, weights: str | None) -> list[Step]:
+    """The videos, the train features and the ceiling measured on them."""
+
+    def videos() -> dict[str, Any]:
+        data = make_dataset(out / "data", config.generated, progress=False, workers=config.workers)
+        return {"classes": data.classes, "counts": data.counts}
+
+    def ceiling() -> dict[str, Any]:
+        measured = measure_ceiling(out / "stores" / "train", config.ceiling)
+        timings = {title: _record(out, key).get("seconds", 0.0) for key, title in EARLIER}
+        record = {**measured.to_dict(), "timings": timings, "dataset": config.dataset.to_dict()}
+        make_folder((out / CEILING).parent)
+        write_text(out / CEILING, json.dumps(record, indent=2) + "\n")
+        say(f"ceiling: {measured.summary()}")
+        return {}
+
+    return [
+        Step("data", "generate videos", config.generated.to_dict(), videos),
+        _extract_step(out, config, "train", weights),
+        Step(
+            "report/ceiling",
+            "ceiling",
+            settings_of(config.ceiling),
+            ceiling,
+            inputs=("stores/train",),
+            on_change="recompute",
+        ),
+    ]
 
 
-def _pretrain(out: Path, store: Path, config: DemoConfig, progress: bool) -> Path:
-    """SCALE on the train store, always afresh (extraction is what the demo caches)."""
+def _scale_steps(out: Path, config: DemoConfig, weights: str | None) -> list[Step]:
+    """The scored split's features, SCALE pretraining (an interrupted run resumes from its
+    checkpoint) and the probes with all labels and with `low_shot` of them."""
+    held = f"stores/{config.score_on}"
     run = out / "run"
-    if run.exists():
-        shutil.rmtree(run)
-    paths = {"store": str(store), "out": str(run), "progress": progress}
-    train(build_config(TrainConfig, ("demo", config.train_settings()), ("demo run", paths)))
-    return run
-
-
-def _probes(
-    out: Path,
-    stores: dict[str, Path],
-    run: Path,
-    config: DemoConfig,
-    progress: bool,
-    timings: dict[str, float],
-) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """The probes with all labels, then (when configured) with `low_shot` of them."""
-    eval_config = build_config(
-        EvalConfig, ("demo", config.eval_settings()), ("demo run", {"progress": progress})
+    train_config = _stage_config(
+        TrainConfig,
+        config.train_settings(),
+        store=str(out / "stores" / "train"),
+        out=str(run),
+        progress=False,
     )
-    stores_and_run = {"train_store": stores["train"], "test_store": stores["held"], "run": run}
-    with _Stage("probes", timings):
-        results = evaluate(**stores_and_run, config=eval_config, out=out / "report")
-    if config.low_shot is None or not config.low_shot_probes:
-        return results, None
-    low_shot_settings = {
-        "probes": config.low_shot_probes,
-        "low_shot": config.low_shot,
-        "plots": False,
-    }
-    with _Stage(f"probes, {config.low_shot:.0%} labels", timings):
-        low_shot = evaluate(
-            **stores_and_run,
-            config=build_config(eval_config, ("demo low-shot", low_shot_settings)),
-            out=out / "report" / "low-shot",
+    eval_config = _stage_config(EvalConfig, config.eval_settings(), progress=False)
+    low_shot_config = build_config(
+        eval_config,
+        ("demo low-shot", {"probes": config.low_shot_probes, "low_shot": config.low_shot}),
+        ("demo low-shot", {"plots": False}),
+    )
+    inputs = ("run", "stores/train", held)
+
+    def probes(eval_out: Path, eval_config: EvalConfig) -> Callable[[], dict[str, Any]]:
+        def make() -> dict[str, Any]:
+            stores = {"train_store": out / "stores" / "train", "test_store": out / held}
+            evaluate(**stores, run=run, config=eval_config, out=eval_out)
+            return {}
+
+        return make
+
+    steps = [
+        _extract_step(out, config, config.score_on, weights),
+        Step(
+            "run",
+            "pretrain SCALE",
+            settings_of(train_config),
+            lambda: {"run": str(train(train_config, resume=True))},
+            inputs=("stores/train",),
+            on_change="recompute",
+            fresh=(run,),
+        ),
+        Step(
+            "report/probes",
+            "probes",
+            settings_of(eval_config),
+            probes(out / "report", eval_config),
+            inputs=inputs,
+            on_change="recompute",
+        ),
+    ]
+    if config.low_shot is not None and config.low_shot_probes:
+        steps.append(
+            Step(
+                "report/low-shot",
+                f"probes, {config.low_shot:.0%} labels",
+                settings_of(low_shot_config),
+                probes(out / LOW_SHOT, low_shot_config),
+                inputs=inputs,
+                on_change="recompute",
+                fresh=(out / LOW_SHOT,),
+            )
         )
-    return results, low_shot
+    return steps
+
+
+def demo_steps(
+    out: str | Path,
+    config: DemoConfig,
+    *,
+    weights: str | None = None,
+    ceiling_only: bool = False,
+) -> list[Step]:
+    """The demo's recipe: generate videos -> extract train -> ceiling [-> extract the scored
+    split -> pretrain SCALE -> probes -> probes with `low_shot` labels -> report]. Videos and
+    stores made with other settings are an error (another --out); the ceiling, SCALE and the
+    probes are made afresh when their settings or inputs change; the report is rendered on
+    every run, from the files the other steps wrote."""
+    out = Path(out)
+    steps = _data_steps(out, config, weights)
+    if ceiling_only:
+        return steps
+    steps += _scale_steps(out, config, weights)
+    keys = [step.key for step in steps]
+    steps.append(
+        Step("report/report", "report", {}, lambda: _render(out, config, keys), cached=False)
+    )
+    return steps
 
 
 def run_demo(
@@ -289,55 +379,67 @@ def run_demo(
     progress: bool = True,
     ceiling_only: bool = False,
 ) -> Path:
-    """Run every stage into `out`; returns the report's path.
+    """Run the demo's recipe (`demo_steps`) into `out`, reusing every step made before with
+    the same settings; returns the report's path. `progress`: each step's line is drawn while
+    it runs (on a terminal), not only when it ends.
 
-    With `ceiling_only` it stops after measuring the ceiling on the train store (no test
-    extraction, no SCALE) and returns the path of `ceiling.json`: the check of a dataset design.
+    With `ceiling_only` it stops after measuring the ceiling on the train store (no scored
+    split, no SCALE) and returns the path of `ceiling.json`: the check of a dataset design.
     """
     config = config or DemoConfig()
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    timings: dict[str, float] = {}
-    with _Stage("generate videos", timings):
-        data = make_dataset(
-            out / "data", config.generated, progress=progress, workers=config.workers
-        )
-    stores = {}
-    with _Stage("extract train features", timings):
-        stores["train"] = _extract(out, data, "train", config, weights, progress)
-    with _Stage("ceiling", timings):
-        ceiling = measure_ceiling(stores["train"], config.ceiling)
-    ceiling_path = _write_ceiling(out, ceiling, config, timings)
-    print(f"ceiling: {ceiling.summary()}")
+    steps = demo_steps(out, config, weights=weights, ceiling_only=ceiling_only)
+    done = run_steps(steps, out, live=progress)
     if ceiling_only:
-        return ceiling_path
-    with _Stage(f"extract {config.score_on} features", timings):
-        stores["held"] = _extract(out, data, config.score_on, config, weights, progress)
-    with _Stage("pretrain SCALE", timings):
-        run = _pretrain(out, stores["train"], config, progress)
-    results, low_shot = _probes(out, stores, run, config, progress, timings)
+        if done["report/ceiling"].reused:
+            say(f"ceiling: {Ceiling.from_dict(json.loads((out / CEILING).read_text())).summary()}")
+        return out / CEILING
+    return out / REPORT
+
+
+def _record(out: Path, key: str) -> dict[str, Any]:
+    path = record_path(out, key)
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _render(out: Path, config: DemoConfig, keys: list[str]) -> dict[str, Any]:
+    """The report step: every number and fact read from the files the other steps wrote."""
+    records = {key: _record(out, key) for key in keys}
+    results = json.loads((out / "report" / RESULTS).read_text())
+    low_shot = (
+        json.loads((out / LOW_SHOT / RESULTS).read_text()) if "report/low-shot" in keys else None
+    )
     comparisons = compare(results, setting="all labels")
     if low_shot is not None:
-        comparisons += compare(low_shot, setting=f"{config.low_shot:.0%} labels")
+        comparisons += compare(low_shot, setting=f"{low_shot['low_shot']:.0%} labels")
+    held = f"stores/{config.score_on}"
+    ceiling = Ceiling.from_dict(json.loads((out / CEILING).read_text()))
     sentence = demo_verdict(comparisons, ceiling)
     report = DemoReport(
         config=config,
-        data=data,
+        data_root=out / "data",
+        classes=records["data"]["outcome"]["classes"],
+        counts=records["data"]["outcome"]["counts"],
         results=results,
-        timings=timings,
-        run=run,
+        timings={r["step"]: r["seconds"] for r in records.values() if "seconds" in r},
+        run=out / "run",
         ceiling=ceiling,
         comparisons=comparisons,
         sentence=sentence,
         low_shot=low_shot,
+        stores={
+            "train": read_manifest(out / "stores" / "train"),
+            "held": read_manifest(out / held),
+        },
+        train=json.loads((out / "run" / CONFIG).read_text())["train"],
     )
     report_path = write_report(out, report)
-    print(format_table(results))
-    print(comparison_text(comparisons))
-    print(f"ceiling: {ceiling.summary()}")
-    print(sentence)
-    print(f"demo finished in {sum(timings.values()):.0f} s; report: {report_path}")
-    return report_path
+    say(format_table(results))
+    say(comparison_text(comparisons))
+    say(f"ceiling: {report.ceiling.summary()}")
+    say(sentence)
+    say(f"demo: {sum(report.timings.values()):.0f} s of work; report: {report_path}")
+    return {}
 
 
 # ------------------------------------------------------------------------ SCALE vs baseline
@@ -396,31 +498,41 @@ class Comparison:
 
 
 def compare(results: dict[str, Any], *, setting: str) -> list[Comparison]:
-    """The SCALE rows of an `evaluate` result beside their baselines (pairs present in both)."""
+    """The SCALE rows of an `evaluate` result beside their baselines (pairs present in both).
+
+    Each row's mean and seed std are read from results.json's summary (`mean`, `std`), as
+    `scalevid eval` computed them; only the paired difference is computed here, seed by seed,
+    because results.json holds no spread of it and only the per-seed pairs can give one.
+    """
     probes = results["probes"]
     n = int(results["num_test_videos"])
     rows = []
     for scale, base in PAIRS:
         if scale not in probes or base not in probes:
             continue
-        s = [seed["test"]["top1"] for seed in probes[scale]["seeds"]]
-        b = [seed["test"]["top1"] for seed in probes[base]["seeds"]]
-        diff = np.asarray(s, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+        s, b = probes[scale], probes[base]
+        diff = np.asarray(
+            [
+                a["test"]["top1"] - c["test"]["top1"]
+                for a, c in zip(s["seeds"], b["seeds"], strict=True)
+            ],
+            dtype=np.float64,
+        )
         rows.append(
             Comparison(
                 setting=setting,
                 scale=scale,
                 baseline=base,
-                scale_mean=float(np.mean(s)),
-                baseline_mean=float(np.mean(b)),
-                scale_std=float(np.std(s, ddof=1)) if len(s) > 1 else 0.0,
-                baseline_std=float(np.std(b, ddof=1)) if len(b) > 1 else 0.0,
+                scale_mean=float(s["mean"]["top1"]),
+                baseline_mean=float(b["mean"]["top1"]),
+                scale_std=float(s["std"]["top1"]),
+                baseline_std=float(b["std"]["top1"]),
                 delta=float(diff.mean()),
                 delta_std=float(diff.std(ddof=1)) if len(diff) > 1 else 0.0,
                 seeds=len(diff),
                 num_test=n,
-                scale_se=binomial_se(float(np.mean(s)), n),
-                baseline_se=binomial_se(float(np.mean(b)), n),
+                scale_se=binomial_se(float(s["mean"]["top1"]), n),
+                baseline_se=binomial_se(float(b["mean"]["top1"]), n),
             )
         )
     return rows
@@ -531,22 +643,6 @@ def comparison_text(comparisons: list[Comparison]) -> str:
     return "\n".join(line.rstrip() for line in lines) + "\n"
 
 
-class _Stage:
-    """Times a stage into `timings` and logs it."""
-
-    def __init__(self, name: str, timings: dict[str, float]) -> None:
-        self.name, self.timings = name, timings
-
-    def __enter__(self) -> _Stage:
-        logger.info("demo: %s ...", self.name)
-        self.start = time.perf_counter()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.timings[self.name] = time.perf_counter() - self.start
-        logger.info("demo: %s done in %.1f s", self.name, self.timings[self.name])
-
-
 def machine_description() -> str:
     cpu = platform.processor() or platform.machine()
     try:
@@ -565,19 +661,23 @@ class DemoReport:
     """Everything `write_report` puts into report.md and demo.json."""
 
     config: DemoConfig
-    data: DatasetInfo
+    data_root: Path
+    classes: list[str]  # index = label
+    counts: dict[str, int]  # videos per split
     results: dict[str, Any]
-    timings: dict[str, float]
+    timings: dict[str, float]  # seconds per step, as long as it took when it was made
     run: Path
     ceiling: Ceiling
     comparisons: list[Comparison]
     sentence: str
+    stores: dict[str, Manifest]  # "train" and "held" (the scored split)
+    train: dict[str, Any]  # the run's resolved TrainConfig (run/config.json)
     low_shot: dict[str, Any] | None = None
 
 
 def _report_intro(r: DemoReport) -> list[str]:
     """The title, the machine, the verdict and the dataset."""
-    d, data = r.config.dataset, r.data
+    d = r.config.dataset
     return [
         "# scalevid demo",
         "",
@@ -596,35 +696,40 @@ def _report_intro(r: DemoReport) -> list[str]:
         ),
         "## Dataset",
         "",
-        f"Generated ({data.root}, data seed {d.seed}): {data.counts.get('train', 0)} train and "
-        f"{data.counts.get(r.config.score_on, 0)} {r.config.score_on} videos of {d.frames} "
+        f"Generated ({r.data_root}, data seed {d.seed}): {r.counts.get('train', 0)} train and "
+        f"{r.counts.get(r.config.score_on, 0)} {r.config.score_on} videos of {d.frames} "
         f"frames at {d.width} x "
         f"{d.height}; the actor performs {', '.join(d.motions)} once each, and the label is "
-        f"their order ({len(data.classes)} classes, chance {r.ceiling.chance:.1f}%): "
-        f"{', '.join(data.classes)}.",
+        f"their order ({len(r.classes)} classes, chance {r.ceiling.chance:.1f}%): "
+        f"{', '.join(r.classes)}.",
         "",
     ]
 
 
 def _report_pipeline(r: DemoReport) -> list[str]:
-    """What ran: backbone, clips, SCALE and the probes."""
-    c = r.config
+    """What ran: backbone, clips, SCALE and the probes, as the stores' manifests, the run's
+    config and results.json record it."""
+    train, held = r.stores["train"], r.stores["held"]
+    weights = str(train.preprocessing.get("weights", "")).split(" sha256:")[0]
+    crop = train.sampling.get("crop_size")
     low_shot = (
-        f"; again with {c.low_shot:.0%} of the train labels per class "
-        f"({', '.join(LABELS[p] for p in c.low_shot_probes)})."
+        f"; again with {r.low_shot['low_shot']:.0%} of the train labels per class "
+        f"({', '.join(LABELS[p] for p in r.low_shot['probes'])})."
         if r.low_shot
         else "."
     )
     return [
         "## Pipeline",
         "",
-        f"- Backbone: Kinetics-400 I3D (frozen), clips of {c.frames} frames at stride 4, "
-        f"{c.crop_size} x {c.crop_size} crops; 1024-d features.",
-        f"- Train: {c.train_clips} random clips per video; test: "
-        f"{c.temporal_views} x {c.spatial_views} views.",
-        f"- SCALE: {c.epochs} epochs, batch {c.batch_size} videos (run: `{r.run}`).",
-        f"- Probes: hyperparameters chosen on a validation split of train; seeds {list(c.seeds)}"
-        + low_shot,
+        f"- Backbone: `{train.backbone}` ({weights or 'weights unnamed'}, frozen), clips of "
+        f"{train.clip_frames} frames at stride {train.clip_stride}, {crop} x {crop} crops; "
+        f"{train.dim}-d features.",
+        f"- Train: {train.clips_per_video} random clips per video; {r.config.score_on}: "
+        f"{held.sampling.get('temporal_views')} x {held.sampling.get('spatial_views')} views.",
+        f"- SCALE: {r.train['epochs']} epochs, batch {r.train['batch_size']} videos "
+        f"(run: `{r.run}`).",
+        "- Probes: hyperparameters chosen on a validation split of train; seeds "
+        f"{[s['seed'] for s in r.results['seeds']]}" + low_shot,
         "",
     ]
 
@@ -662,6 +767,8 @@ def _report_rows(r: DemoReport) -> list[str]:
         "combined; a difference counts when it exceeds twice that and the seed spread of Δ.",
         "",
         comparison_markdown(r.comparisons),
+        f"![SCALE beside its baselines]({PAIRS_FIGURE})",
+        "",
         "## Every row (test top-1 %, all labels)",
         "",
         results_markdown(r.results),
@@ -710,6 +817,9 @@ def write_report(out: Path, report: DemoReport) -> Path:
         *_report_ceiling(report.ceiling),
         *_report_rows(report),
     ]
+    if report.comparisons:
+        title = f"data seed {report.config.data_seed}, {report.config.score_on} split"
+        plot_pairs(report.comparisons, report.ceiling, out=report_dir / PAIRS_FIGURE, title=title)
     path = report_dir / "report.md"
     write_text(path, "\n".join(lines))
     write_text(report_dir / "demo.json", json.dumps(_demo_json(report), indent=2, default=str))
