@@ -1,5 +1,7 @@
 """The demo's picture from hand-made comparisons."""
 
+import json
+
 import matplotlib.image as mpimg
 import pytest
 
@@ -46,3 +48,28 @@ def test_pairs_figure_is_written(tmp_path):
     with pytest.raises(ValueError, match="no comparisons"):
         plot_pairs([], ceiling, out=tmp_path / "none.png")
     assert not (tmp_path / "none.png").exists()
+
+
+def test_redraw_reads_a_reports_demo_json(tmp_path):
+    from dataclasses import asdict
+
+    from scalevid.demo.figure import redraw
+
+    pair = _comparison("scale_linear", "linear", 60.0, 40.0, "all labels")
+    ceiling = Ceiling(
+        baseline=35.0,
+        oracle=84.0,
+        baseline_per_seed=(35.0,),
+        oracle_per_seed=(84.0,),
+        chance=100 / 6,
+        num_fit=384,
+        num_val=96,
+    )
+    demo = {
+        "config": {"dataset": {"seed": 3}, "score_on": "test"},
+        "ceiling": ceiling.to_dict(),
+        "comparisons": [{**asdict(pair), "verdict": pair.verdict, "noise": pair.noise}],
+    }
+    (tmp_path / "demo.json").write_text(json.dumps(demo))
+    path = redraw(tmp_path)
+    assert path == tmp_path / "pairs.png" and path.read_bytes()[:4] == b"\x89PNG"

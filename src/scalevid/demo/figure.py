@@ -4,12 +4,16 @@ One group of two bars per comparison (baseline, SCALE row; mean top-1 over probe
 bars of one binomial standard error of the scored split), the difference written above the
 group (bold where it counts, `Comparison.verdict`), and three horizontal lines from the
 ceiling: the order-aware oracle, the order-blind baseline and chance. Used by the demo's report
-and copied into the README's demo section.
+and copied into the README's demo section; `python -m scalevid.demo.figure OUT/report` draws it
+again from that report's demo.json.
 """
 
 from __future__ import annotations
 
+import json
+import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -110,3 +114,35 @@ def plot_pairs(
     replace_file(Path(out), lambda f: fig.savefig(f, format="png", dpi=110))
     plt.close(fig)
     return Path(out)
+
+
+@dataclass(frozen=True)
+class StoredPair:
+    """One comparison as demo.json keeps it (its verdict included)."""
+
+    setting: str
+    scale: str
+    baseline: str
+    scale_mean: float
+    baseline_mean: float
+    scale_se: float
+    baseline_se: float
+    delta: float
+    verdict: str
+
+
+def redraw(report_dir: Path) -> Path:
+    """pairs.png of a demo report folder, drawn again from its demo.json."""
+    demo = json.loads((Path(report_dir) / "demo.json").read_text())
+    names = StoredPair.__dataclass_fields__
+    pairs = [StoredPair(**{k: c[k] for k in names}) for c in demo["comparisons"]]
+    config = demo["config"]
+    title = f"data seed {config['dataset']['seed']}, {config.get('score_on', 'test')} split"
+    ceiling = Ceiling.from_dict(demo["ceiling"])
+    return plot_pairs(pairs, ceiling, out=Path(report_dir) / "pairs.png", title=title)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit("usage: python -m scalevid.demo.figure OUT/report")
+    print(redraw(Path(sys.argv[1])))
