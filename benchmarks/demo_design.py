@@ -153,7 +153,7 @@ CANDIDATES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
         {"train_clips": 16},
     ),
     # s7 with one set-probe head and one attentive lr (the choices s7's validation made most
-    # often: `set` and 1e-3, two seeds of three each): s7's run took 637 s alone on 2 cores,
+    # often: `set` and 1e-3, two seeds of three each): s7's run took 636 s alone on 2 cores,
     # 425 s of it the probes, over the 10-minute budget.
     "s8-order3-shared-edges-k16-n480-grid1": (
         {
