@@ -64,7 +64,7 @@ def plot_pairs(
     if not comparisons:
         raise ValueError("no comparisons to plot")
     n = len(comparisons)
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.3 * n + 2.0), 4.2))
+    fig, ax = plt.subplots(figsize=(max(6.5, 1.3 * n + 3.5), 4.2))
     x = np.arange(n)
     width = 0.38
     base = [c.baseline_mean for c in comparisons]
@@ -107,7 +107,7 @@ def plot_pairs(
     )
     ax.set_ylabel("top-1 (%), ± 1 SE")
     ax.set_ylim(0, 105)
-    ax.legend(fontsize=7, loc="lower right", framealpha=0.9)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # clear of the bars
     if title:
         ax.set_title(title, fontsize=9)
     fig.tight_layout()
