@@ -7,7 +7,7 @@ search refuse a damaged store; docs/reliability.md). This writes a store of abou
   structure  open(check_values=False, verify_checksums=False): headers, sizes, boxes, labels
   values     open(verify_checksums=False): + the NaN/Inf scan of all features (the old default)
   verified   open(): + the crc32 of every file (the new default), hashed by
-             min(8, cpu_count) threads alongside the NaN scan
+             min(8, cpu_count - 1) threads (at least 1) alongside the NaN scan
   verified-1 the same with one hashing thread (what the thread pool saves)
 
 The verification cache is cleared before every timed open, so each `verified` open hashes the

@@ -34,7 +34,9 @@ from scalevid.store.manifest import Manifest, read_manifest
 from scalevid.store.shards import Shard, load_shard, shard_dirs, shard_json_crc32
 
 _CHUNK_BYTES = 64 * 2**20  # bounded memory for streamed NaN scans
-_HASH_THREADS = min(8, os.cpu_count() or 1)
+# Hashing threads beside the NaN scan, which keeps one core: on 2 cores a second hashing thread
+# made verification slower than one (0.81x, benchmarks/run_all.py, docs/performance.md).
+_HASH_THREADS = max(1, min(8, (os.cpu_count() or 1) - 1))
 _MAX_EXAMPLES = 3  # offending items quoted in one error message
 
 
