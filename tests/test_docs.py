@@ -149,6 +149,7 @@ def test_masked_capacity_quoted_in_method_md():
 # ------------------------------------------------------------------ the demo's design study
 
 DEMO = (ROOT / "docs" / "demo.md").read_text()
+VERDICT_CELL = {"helped": "**helped**", "hurt": "hurt", "no clear difference": "no"}
 SHORT = {"kNN": "knn", "Linear": "linear", "Transformer": "transformer", "Attentive": "attentive"}
 
 
@@ -175,8 +176,7 @@ def test_design_study_log_is_the_committed_runs():
             assert cell in (one(mean), f"{one(mean)} ± {one(std)}")
         assert cells[6] == f"{pair['delta']:+.1f} ± {one(pair['delta_std'])}"
         assert cells[7] == one(pair["noise"])
-        verdict = {"helped": "**helped**", "hurt": "hurt", "no clear difference": "no"}
-        assert cells[8] == verdict[pair["verdict"]]
+        assert cells[8] == VERDICT_CELL[pair["verdict"]]
 
 
 def _demo_run(seed: int) -> dict:
@@ -188,14 +188,13 @@ def test_readme_demo_table_is_the_committed_run():
     demo = _demo_run(0)
     rows = table(readme, "| labels | baseline | top-1 | SCALE row |")
     assert len(rows) == len(demo["comparisons"])
-    verdict = {"helped": "**helped**", "hurt": "hurt", "no clear difference": "no"}
     for cells, c in zip(rows, demo["comparisons"], strict=True):
         labels = "all" if c["setting"] == "all labels" else c["setting"].split()[0]
         assert cells[0] == labels
         assert cells[2] == f"{one(c['baseline_mean'])} ± {one(c['baseline_std'])}"
         assert cells[4] == f"{one(c['scale_mean'])} ± {one(c['scale_std'])}"
         assert cells[5] == f"{c['delta']:+.1f} ± {one(c['delta_std'])}"
-        assert cells[6:8] == [one(c["noise"]), verdict[c["verdict"]]]
+        assert cells[6:8] == [one(c["noise"]), VERDICT_CELL[c["verdict"]]]
     ceiling = demo["ceiling"]
     assert f"order-blind baseline reads {one(ceiling['baseline'])}%" in " ".join(readme.split())
 
@@ -203,14 +202,13 @@ def test_readme_demo_table_is_the_committed_run():
 def test_demo_confirmation_table_is_the_committed_runs():
     runs = [_demo_run(seed) for seed in (0, 1, 2)]
     rows = table(DEMO, "| labels | pair | seed 0 | seed 1 | seed 2 |")
-    verdict = {"helped": "**helped**", "hurt": "hurt", "no clear difference": "no"}
     for i, cells in enumerate(rows):
         counted = []
         for seed, run in enumerate(runs):
             c = run["comparisons"][i]
             expected = (
                 f"{one(c['baseline_mean'])} / {one(c['scale_mean'])}, {c['delta']:+.1f} ± "
-                f"{one(c['delta_std'])} ({verdict[c['verdict']]})"
+                f"{one(c['delta_std'])} ({VERDICT_CELL[c['verdict']]})"
             )
             assert cells[2 + seed] == expected
             counted += [str(seed)] if c["verdict"] == "helped" else []

@@ -24,11 +24,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from scalevid.demo.ceiling import Ceiling  # noqa: E402
+from scalevid.eval.figures import BASELINE_COLOUR, SCALE_COLOUR  # noqa: E402
 from scalevid.eval.rows import LABELS  # noqa: E402
 from scalevid.outfiles import replace_file  # noqa: E402
-
-BASELINE_COLOUR = "tab:blue"
-SCALE_COLOUR = "tab:orange"
 
 
 class Pair(Protocol):
@@ -45,6 +43,15 @@ class Pair(Protocol):
 
     @property
     def verdict(self) -> str: ...
+
+
+# The figure's file name in a demo report folder.
+PAIRS_FIGURE = "pairs.png"
+
+
+def figure_title(data_seed: int, split: str) -> str:
+    """The figure's title: which draw of the data, scored on which split."""
+    return f"data seed {data_seed}, {split} split"
 
 
 def _ceiling_lines(ax: plt.Axes, ceiling: Ceiling) -> None:
@@ -137,9 +144,9 @@ def redraw(report_dir: Path) -> Path:
     names = StoredPair.__dataclass_fields__
     pairs = [StoredPair(**{k: c[k] for k in names}) for c in demo["comparisons"]]
     config = demo["config"]
-    title = f"data seed {config['dataset']['seed']}, {config.get('score_on', 'test')} split"
+    title = figure_title(config["dataset"]["seed"], config.get("score_on", "test"))
     ceiling = Ceiling.from_dict(demo["ceiling"])
-    return plot_pairs(pairs, ceiling, out=Path(report_dir) / "pairs.png", title=title)
+    return plot_pairs(pairs, ceiling, out=Path(report_dir) / PAIRS_FIGURE, title=title)
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ from scalevid import __version__
 from scalevid.config import build_config
 from scalevid.demo.ceiling import Ceiling, CeilingConfig, measure_ceiling
 from scalevid.demo.dataset import dataset_list, make_dataset
-from scalevid.demo.figure import plot_pairs
+from scalevid.demo.figure import PAIRS_FIGURE, figure_title, plot_pairs
 from scalevid.demo.synthetic import DatasetConfig
 from scalevid.eval.config import EvalConfig
 from scalevid.eval.protocol import evaluate
@@ -76,9 +76,6 @@ DEMO_DATASET = DatasetConfig(
     camera_jitter=0.0,
     look="shared",
 )
-
-# The report's picture of each pair (`scalevid.demo.figure`).
-PAIRS_FIGURE = "pairs.png"
 
 # (SCALE row, its baseline) in the order the report lists them.
 PAIRS: tuple[tuple[str, str], ...] = (
@@ -831,7 +828,7 @@ def write_report(out: Path, report: DemoReport) -> Path:
         *_report_rows(report),
     ]
     if report.comparisons:
-        title = f"data seed {report.config.data_seed}, {report.config.score_on} split"
+        title = figure_title(report.config.data_seed, report.config.score_on)
         plot_pairs(report.comparisons, report.ceiling, out=report_dir / PAIRS_FIGURE, title=title)
     path = report_dir / "report.md"
     write_text(path, "\n".join(lines))
