@@ -99,17 +99,58 @@ class Gather:
         """x (b, ...) of every rank, concatenated in rank order: (world * b, ...)."""
         if self.world == 1:
             return x
-        from torch.distributed.nn.functional import all_gather
-
-        return torch.cat(all_gather(x), dim=0)
+        return _AllGather.apply(x, self.rank, self.world)
 
     def all_reduce(self, x: torch.Tensor) -> torch.Tensor:
         """The sum of x over ranks."""
         if self.world == 1:
             return x
-        from torch.distributed.nn.functional import all_reduce
+        return _AllReduce.apply(x)
 
-        return all_reduce(x)
+
+class _AllGather(torch.autograd.Function):
+    """Concatenation over ranks; the gradient of a rank's part is the sum over ranks of the
+    gradient at that part. Plain `all_gather`/`all_reduce` calls, which every backend has (the
+    deprecated `torch.distributed.nn.functional` gathers' backward uses all-to-all on gloo,
+    and with it a rank sometimes aborted at exit)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, rank: int, world: int) -> torch.Tensor:  # noqa: D102
+        import torch.distributed as dist
+
+        x = x.contiguous()
+        parts = [torch.empty_like(x) for _ in range(world)]
+        dist.all_gather(parts, x)
+        ctx.rank, ctx.size = rank, x.shape[0]
+        return torch.cat(parts, dim=0)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:  # noqa: D102
+        import torch.distributed as dist
+
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)
+        return grad.narrow(0, ctx.rank * ctx.size, ctx.size), None, None
+
+
+class _AllReduce(torch.autograd.Function):
+    """The sum over ranks; its gradient is the sum over ranks of the output's gradient."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        import torch.distributed as dist
+
+        x = x.contiguous().clone()
+        dist.all_reduce(x)
+        return x
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        import torch.distributed as dist
+
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)
+        return grad
 
 
 @contextlib.contextmanager
