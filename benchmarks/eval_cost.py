@@ -24,6 +24,11 @@ past `--timeout` seconds is stopped and recorded as such.
 validation part; every set and attentive row is chosen on train' as `scalevid eval` would
 (its default settings, or the demo's own for a demo folder) and scored on the held-out part, next
 to the ceiling the demo measured (its oracle, on validation splits of the same train store).
+`--rows` picks the rows (SCALE rows read the demo folder's run) and `--set KEY=VALUE` changes an
+EvalConfig field of the demo's settings, e.g.
+
+    python benchmarks/eval_cost.py accept --demo scalevid-demo-seed1 --rows scale_attentive \
+        --set 'attentive_lrs=[0.003]'
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -251,25 +257,30 @@ def _held_out_scores(
 
 def cmd_accept(args: argparse.Namespace) -> dict:
     from scalevid.eval.config import EvalConfig
+    from scalevid.eval.rows import ROWS
     from scalevid.eval.set_probes import FinetuneConfig
+    from scalevid.model import ScaleModel
 
     report: dict[str, dict] = {}
-    rows = ("transformer", "attentive")
+    rows = tuple(args.rows)
+    overrides = dict(_setting(item) for item in args.set)
+    needs_run = any(ROWS[r].scale for r in rows)
     for folder in args.demo:
         from scalevid.demo.pipeline import DemoConfig
 
         settings = DemoConfig().eval_settings()
         finetune = FinetuneConfig(num_views=settings.pop("finetune.num_views"))
         config = EvalConfig(
-            **{**settings, "finetune": finetune, "device": "cpu", "progress": False}
+            **{**settings, "finetune": finetune, "device": "cpu", "progress": False, **overrides}
         )
+        model = ScaleModel.from_pretrained(folder / "run").eval() if needs_run else None
         ceiling = json.loads((folder / "report" / "ceiling.json").read_text())
         print(
             f"{folder}: ceiling oracle {ceiling['oracle']:.1f}, order-blind {ceiling['baseline']:.1f}"
         )
         store = FeatureStore.open(folder / "stores" / "train")
-        scores = _held_out_scores(store, config, rows=rows, seeds=tuple(args.seeds))
-        report[str(folder)] = {"ceiling": ceiling, "rows": scores}
+        scores = _held_out_scores(store, config, rows=rows, seeds=tuple(args.seeds), model=model)
+        report[str(folder)] = {"ceiling": ceiling, "rows": scores, "overrides": overrides}
     if args.store:
         paths = prepare(args.folder, args.store, run_epochs=args.run_epochs)
         print(f"{args.store}: default EvalConfig")
@@ -279,6 +290,15 @@ def cmd_accept(args: argparse.Namespace) -> dict:
             "rows": _held_out_scores(store, config, rows=rows, seeds=tuple(args.seeds))
         }
     return report
+
+
+def _setting(item: str) -> tuple[str, Any]:
+    """`KEY=VALUE` of `accept --set`: an EvalConfig field and a JSON value."""
+    key, sep, value = item.partition("=")
+    if not sep:
+        raise SystemExit(f"--set {item!r}: expected KEY=VALUE, e.g. attentive_lrs=[0.003]")
+    parsed = json.loads(value)
+    return key, tuple(parsed) if isinstance(parsed, list) else parsed
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -304,6 +324,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--demo", type=Path, nargs="*", default=[])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="evaluation seeds")
     p.add_argument("--json", type=Path)
+    p.add_argument(
+        "--rows",
+        nargs="+",
+        default=["transformer", "attentive"],
+        help="for `accept`: the set / attentive rows to score (a SCALE row reads DEMO/run)",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="for `accept` on demo folders: an EvalConfig field over the demo's (JSON value)",
+    )
     args = p.parse_args(argv)
     if args.what == "time" and not args.store:
         p.error("time needs --store")

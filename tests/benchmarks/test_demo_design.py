@@ -7,7 +7,7 @@ from pathlib import Path
 import demo_design
 from scalevid.demo.pipeline import DemoConfig
 
-CHOSEN = "s8-order3-shared-edges-k16-n480-grid1"
+CHOSEN = "s9-order3-shared-edges-k16-n480-attentive2"
 LOG = Path(demo_design.__file__).parent / "results" / "demo_study.jsonl"
 
 

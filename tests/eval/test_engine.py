@@ -142,6 +142,17 @@ def test_curve_keeps_the_best_point_ties_going_to_the_lower_loss():
     assert curve.best_step == 40 and curve.since_best() == 1
 
 
+def test_curve_progress_counts_a_lower_loss_on_a_plateau_of_the_metric():
+    curve = Curve()
+    curve.add(10, 50.0, 0.9)
+    curve.add(20, 50.0, 0.95)
+    assert curve.since_best() == 1 and curve.since_progress() == 1
+    curve.add(30, 45.0, 0.8)  # metric below the best, loss the lowest yet: progress
+    assert curve.best_step == 10 and curve.since_best() == 2 and curve.since_progress() == 0
+    curve.add(40, 45.0, float("nan"))  # a NaN loss is never progress
+    assert curve.since_progress() == 1 and curve.lowest == 2
+
+
 def test_early_stopping_stops_a_group_after_patience_and_keeps_training_the_others():
     """Two grid points on two folds each; point 0's validation peaks at step 4, point 1's keeps
     improving: point 0 stops after `patience` validations past its peak, point 1 runs on."""
@@ -173,6 +184,29 @@ def test_early_stopping_stops_a_group_after_patience_and_keeps_training_the_othe
     assert grid.curves[1].best_step == 20
     assert [len(losses) for _, losses in grid.probes] == [10, 10, 20, 20]
     assert seen[5] == (12, [2, 3])  # point 0's models have left the stacks
+
+
+def test_early_stopping_waits_while_the_validation_loss_falls():
+    """A flat metric whose loss still falls (a plateau before the signal is found) keeps
+    training; once neither improves for `patience` validations, the group stops."""
+    data, _ = mean_direction_task(32)
+    configs = [dataclasses.replace(CFG, steps=30, schedule_steps=30)]
+    calls: list[int] = []
+
+    def score(weights_of, active):
+        step = 2 * (len(calls) + 1)
+        calls.append(step)
+        metric = 60.0 if step == 2 else 50.0  # an early lucky point, then a plateau
+        return {0: (metric, max(1.0 - 0.05 * step, 0.5))}  # the loss falls until step 10
+
+    grid = train_set_grid(
+        configs,
+        [data],
+        init=ARCH,
+        stopping=lambda template: EarlyStopping(groups=[0], score=score, every=2, patience=3),
+    )
+    assert grid.curves[0].best_step == 2  # chosen by the metric, as before
+    assert grid.stopped_at == [16]  # 3 validations after the lowest loss (step 10), not 8
 
 
 def test_single_query_pooling_is_multi_head_attention():

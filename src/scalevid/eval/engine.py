@@ -48,12 +48,14 @@ class Stream(Protocol):
 @dataclass
 class Curve:
     """One group's validation curve: at each validated step, the metric (higher is better) and
-    the loss (lower is better; breaks ties of the metric); its best point so far."""
+    the loss (lower is better; breaks ties of the metric); its best point so far, and its
+    lowest loss so far."""
 
     steps: list[int] = field(default_factory=list)
     metric: list[float] = field(default_factory=list)
     loss: list[float] = field(default_factory=list)
     best: int = -1  # index into the lists, -1 before the first validation
+    lowest: int = -1  # index of the lowest (non-NaN) loss so far
 
     def add(self, step: int, metric: float, loss: float, *, tol: float = 1e-9) -> bool:
         """Record one validation; True when it is the new best point."""
@@ -61,6 +63,8 @@ class Curve:
         self.metric.append(metric)
         self.loss.append(loss)
         i = len(self.steps) - 1
+        if not math.isnan(loss) and (self.lowest < 0 or loss < self.loss[self.lowest] - tol):
+            self.lowest = i
         if self.best < 0:
             self.best = i
             return True
@@ -80,6 +84,11 @@ class Curve:
         """Validations after the best point."""
         return len(self.steps) - 1 - self.best
 
+    def since_progress(self) -> int:
+        """Validations after the last one that improved anything: the best point, or the
+        lowest loss (a curve on a plateau of the metric whose loss still falls is learning)."""
+        return len(self.steps) - 1 - max(self.best, self.lowest)
+
     def to_dict(self) -> dict[str, list[float] | list[int]]:
         return {"steps": self.steps, "metric": self.metric, "loss": self.loss}
 
@@ -94,9 +103,10 @@ class EarlyStopping:
 
     groups[m]: the group of model m (a grid point; its members are its folds). Every `every`
     steps `score(weights_of, active)` scores the groups with an active member (weights_of(m) is
-    model m's current weights); a group stops once `patience` validations have passed without a
-    new best point (``Curve.add``), but not before `min_steps` steps (a curve can sit on a
-    plateau before the signal is found).
+    model m's current weights); a group stops once `patience` validations have passed without
+    progress, neither a new best point (``Curve.add``) nor a lower validation loss (a curve can
+    sit on a plateau of its metric while its loss falls, before the signal is found), and not
+    before `min_steps` steps.
     """
 
     groups: Sequence[int]
@@ -118,7 +128,7 @@ class EarlyStopping:
         for g, (metric, loss) in scores.items():
             curve = self.curves[g]
             curve.add(step + 1, metric, loss)
-            if curve.since_best() >= self.patience and step + 1 >= self.min_steps:
+            if curve.since_progress() >= self.patience and step + 1 >= self.min_steps:
                 stopped.add(g)
         return stopped
 
