@@ -179,8 +179,8 @@ def test_design_study_log_is_the_committed_runs():
         assert cells[8] == VERDICT_CELL[pair["verdict"]]
 
 
-def _demo_run(seed: int) -> dict:
-    return json.loads((RESULTS / f"demo_seed{seed}.json").read_text())
+def _demo_run(seed: int, design: str = "") -> dict:
+    return json.loads((RESULTS / f"demo_{design}seed{seed}.json").read_text())
 
 
 def test_readme_demo_table_is_the_committed_run():
@@ -199,12 +199,20 @@ def test_readme_demo_table_is_the_committed_run():
     assert f"order-blind baseline reads {one(ceiling['baseline'])}%" in " ".join(readme.split())
 
 
-def test_demo_confirmation_table_is_the_committed_runs():
-    runs = [_demo_run(seed) for seed in (0, 1, 2)]
-    rows = table(DEMO, "| labels | pair | seed 0 | seed 1 | seed 2 |")
+@pytest.mark.parametrize(
+    ("header", "design", "seeds"),
+    [
+        ("| labels | pair | seed 0 | seed 1 | seed 2 | seed 3 |", "", (0, 1, 2, 3)),
+        ("| labels | pair | s8, seed 0 | s8, seed 1 | s8, seed 2 |", "s8_", (0, 1, 2)),
+    ],
+)
+def test_demo_confirmation_tables_are_the_committed_runs(header, design, seeds):
+    runs = [_demo_run(seed, design) for seed in seeds]
+    rows = table(DEMO, header)
+    assert len(rows) == len(runs[0]["comparisons"])
     for i, cells in enumerate(rows):
         counted = []
-        for seed, run in enumerate(runs):
+        for seed, run in zip(seeds, runs, strict=True):
             c = run["comparisons"][i]
             expected = (
                 f"{one(c['baseline_mean'])} / {one(c['scale_mean'])}, {c['delta']:+.1f} ± "
@@ -212,5 +220,68 @@ def test_demo_confirmation_table_is_the_committed_runs():
             )
             assert cells[2 + seed] == expected
             counted += [str(seed)] if c["verdict"] == "helped" else []
-        assert cells[5] == (", ".join(counted) or "none")
-    assert all(run["config"]["dataset"]["seed"] == seed for seed, run in enumerate(runs))
+        assert cells[2 + len(seeds)] == (", ".join(counted) or "none")
+    assert all(
+        run["config"]["dataset"]["seed"] == seed for seed, run in zip(seeds, runs, strict=True)
+    )
+    attentive_lrs = [tuple(run["config"]["attentive_lrs"]) for run in runs]
+    assert set(attentive_lrs) == ({(1e-3,)} if design == "s8_" else {(1e-3, 3e-3)})
+
+
+def test_scale_attentive_study_table_is_the_committed_runs():
+    study = json.loads((RESULTS / "scale_attentive_study.json").read_text())
+    assert "AMD EPYC" in study["cpu"] and "avx512_bf16" in study["cpu"]
+    rows = table(EVALUATION, "| candidate | data seed 0 | data seed 1 | data seed 2 |")
+    assert {r[0] for r in rows} == {r["candidate"] for r in study["runs"]}
+    for cells in rows:
+        for seed in (0, 1, 2):
+            runs = [
+                r
+                for r in study["runs"]
+                if r["candidate"] == cells[0] and r["demo_data_seed"] == seed
+            ]
+            expected = (
+                ", ".join(one(h["held_out_top1"]) for h in runs[0]["held_out"]) if runs else ""
+            )
+            assert cells[1 + seed] == expected, (cells[0], seed)
+    order1k = study["order1k_feature_token_input"]["runs"]
+    for ref, top1 in (("HEAD", "81.5, 76.5, 83.0"), ("71d17a1", "85.0, 89.5, 88.0")):
+        probe = order1k[ref][0]["probes"]["scale_attentive"]
+        assert ", ".join(one(t) for t in probe["top1"]) == top1
+        assert top1 in PROSE
+    stoprule = json.loads((RESULTS / "eval_cost_order600_stoprule.json").read_text())["runs"]
+    new, old = stoprule["HEAD"][0], stoprule["71d17a1"][0]
+    assert f"({new['seconds']:.1f} s against {old['seconds']:.1f} s before" in PROSE
+    assert all(new["probes"][p]["top1"] == old["probes"][p]["top1"] for p in old["probes"])
+
+
+def test_not_met_quotes_the_order600_run_under_the_stopping_rule():
+    run = json.loads((RESULTS / "eval_cost_order600_stoprule.json").read_text())["runs"]["HEAD"][0]
+    t = [one(v) for v in run["probes"]["transformer"]["top1"]]
+    assert f"its test top-1 is still {t[0]}, {t[1]} and {t[2]}" in PROSE
+    a = run["probes"]["scale_attentive"]["top1"]
+    assert f"reaches {one(min(a))}-{one(max(a))}" in PROSE
+
+
+def test_present_design_acceptance_table_is_the_committed_run():
+    data = json.loads((RESULTS / "probe_acceptance_demo_s9.json").read_text())
+    assert "AMD EPYC" in data["cpu"] and "avx512_bf16" in data["cpu"]
+    demos = {
+        d["ceiling"]["dataset"]["seed"]: d
+        for d in data.values()
+        if isinstance(d, dict) and "ceiling" in d
+    }
+    rows = table(EVALUATION, "| data seed (present design) | oracle |")
+    assert [int(r[0]) for r in rows] == sorted(demos)
+    for cells in rows:
+        demo = demos[int(cells[0])]
+        oracle = demo["ceiling"]["oracle"]
+        assert cells[1:3] == [one(oracle), one(demo["ceiling"]["baseline"])]
+        for i, row in enumerate(("transformer", "attentive", "scale_attentive")):
+            values = held_out(demo, row)
+            assert cells[3 + 2 * i] == ", ".join(one(v) for v in values)
+            short = oracle - 5 - float(np.mean(values))
+            verdict = "target met" if short <= 0 else f"{one(short)} short"
+            assert cells[4 + 2 * i] == f"**{one(float(np.mean(values)))}** ({verdict})"
+    seconds = [r["seconds"] for d in demos.values() for runs in d["rows"].values() for r in runs]
+    assert f"took {min(seconds):.0f}-{max(seconds):.0f} s" in PROSE

@@ -485,6 +485,26 @@ def test_baseline_cache_keys_hold_the_settings_each_row_reads():
     assert "plots" in result_settings(config)
 
 
+def test_baseline_cache_misses_when_the_training_protocol_changes(stores, monkeypatch):
+    import torch
+
+    from scalevid.eval import cache
+
+    store = FeatureStore.open(stores["train"])
+    args = dict(
+        train_store=store,
+        test_store=store,
+        config=tiny_config(),
+        task="classification",
+        device=torch.device("cpu"),
+        architecture=None,
+    )
+    before = cache.baseline_file("attentive", 0, **args)
+    assert cache.baseline_file("attentive", 0, **args) == before
+    monkeypatch.setattr(cache, "PROTOCOL", cache.PROTOCOL + 1)
+    assert cache.baseline_file("attentive", 0, **args) != before
+
+
 def test_one_markdown_table_builder():
     table = markdown_table(["Name", "a", "b"], [["x", "1", "2"], ["y", "3", "4"]])
     assert table == "| Name | a | b |\n|---|---:|---:|\n| x | 1 | 2 |\n| y | 3 | 4 |\n"

@@ -26,6 +26,12 @@ from scalevid.store import FeatureStore
 
 logger = logging.getLogger(__name__)
 
+# How the baseline rows are trained, beyond their settings: raised whenever a change to the
+# training or selection code changes a row's result under the same settings, so that caches
+# written before miss instead of returning the old protocol's numbers. 2: early stopping counts
+# a lower validation loss as progress.
+PROTOCOL = 2
+
 
 @dataclass
 class ProbeRun:
@@ -83,7 +89,8 @@ def baseline_file(
     architecture: dict[str, Any] | None,
 ) -> str:
     """File name of one baseline row's cached run: the probe, the seed and a digest of all it
-    depends on (store contents, the settings it reads, the architecture, device type, version).
+    depends on (store contents, the settings it reads, the architecture, device type, version
+    and `PROTOCOL`).
     Which settings it reads is EvalConfig's field metadata (`baseline_settings`).
     `architecture` (the transformer row's model config as a dict) is None for the other rows."""
     from scalevid import __version__
@@ -99,6 +106,7 @@ def baseline_file(
         # "auto" precision resolves per machine: the dtype it ran in keys the run
         "autocast": str(autocast_dtype(config.precision, device)),
         "version": __version__,
+        "protocol": PROTOCOL,
     }
     if architecture is not None:
         key["architecture"] = architecture

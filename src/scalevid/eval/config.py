@@ -36,8 +36,10 @@ class EvalConfig:
     point trains on a warm-up + cosine schedule of finetune_max_epochs passes over the train
     split (at least finetune_min_steps, at most finetune_max_steps steps), is validated every
     `validate_every` steps (0: every two passes, at least 10 steps) and stops after `patience`
-    validations without a better point (never before finetune_min_steps); the best (grid point, step) is chosen, and the refit
-    on the whole train split replays that schedule up to the chosen step.
+    validations without progress, neither a better point nor a lower validation loss (never
+    before finetune_min_steps); the best (grid point, step) is chosen, and the refit on the
+    whole train split replays that schedule for at least the chosen steps, then until its
+    training loss reaches the selection run's at the chosen step.
     Selection uses a held-out val_fraction of train, or cv_folds-fold cross-validation when that
     would hold fewer than min_val_videos videos (0 = never).
     The transformer baseline copies the run's predictor architecture when a run is given (a like
@@ -78,7 +80,7 @@ class EvalConfig:
     finetune_min_steps: int = 100  # ... but at least this many steps; no early stop before
     finetune_max_steps: int = 2000  # ... and at most this many
     validate_every: int = 0  # steps between validations; 0 = two passes, at least 10 steps
-    patience: int = 5  # validations without a better point before a grid point stops
+    patience: int = 5  # validations without progress (better point, lower val loss) before a stop
     # transformer / scale_ft
     finetune_lrs: tuple[float, ...] = (3e-3,)
     finetune_heads: tuple[SetHead, ...] = SET_HEADS
