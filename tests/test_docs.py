@@ -285,3 +285,27 @@ def test_present_design_acceptance_table_is_the_committed_run():
             assert cells[4 + 2 * i] == f"**{one(float(np.mean(values)))}** ({verdict})"
     seconds = [r["seconds"] for d in demos.values() for runs in d["rows"].values() for r in runs]
     assert f"took {min(seconds):.0f}-{max(seconds):.0f} s" in PROSE
+
+
+def test_not_met_quotes_the_patience_10_run():
+    def transformer(name: str, seed: int) -> list[dict]:
+        data = json.loads((RESULTS / name).read_text())
+        (demo,) = [
+            d
+            for d in data.values()
+            if isinstance(d, dict) and "rows" in d and d["ceiling"]["dataset"]["seed"] == seed
+        ]
+        return demo["rows"]["transformer"]
+
+    longer = transformer("probe_acceptance_demo_s9_seed1_patience10.json", 1)
+    default = transformer("probe_acceptance_demo_s9.json", 1)
+    quoted = (
+        f"reached {', '.join(one(r['held_out_top1']) for r in longer)} instead of "
+        f"{', '.join(one(r['held_out_top1']) for r in default)}"
+    )
+    assert quoted in PROSE
+    spans = [
+        f"{min(r['seconds'] for r in x):.0f}-{max(r['seconds'] for r in x):.0f} s"
+        for x in (longer, default)
+    ]
+    assert f"at {spans[0]} per seed instead of {spans[1]}" in PROSE
