@@ -25,7 +25,7 @@ validation part; every set and attentive row is chosen on train' as `scalevid ev
 (its default settings, or the demo's own for a demo folder) and scored on the held-out part, next
 to the ceiling the demo measured (its oracle, on validation splits of the same train store).
 `--rows` picks the rows (SCALE rows read the demo folder's run) and `--set KEY=VALUE` changes an
-EvalConfig field of the demo's settings, e.g.
+EvalConfig field of the demo's settings (for `time`, of the defaults), e.g.
 
     python benchmarks/eval_cost.py accept --demo scalevid-demo-seed1 --rows scale_attentive \
         --set 'attentive_lrs=[0.003]'
@@ -163,6 +163,7 @@ def cmd_time(args: argparse.Namespace) -> dict:
             for repeat in range(args.repeats):
                 for ref, precision in itertools.product(args.refs, precisions):
                     config = {"device": args.device, "progress": False, "seeds": args.seeds}
+                    config.update(dict(_setting(item) for item in args.set))
                     if args.probes:
                         config["probes"] = args.probes
                     if precision:
@@ -335,7 +336,8 @@ def main(argv: list[str] | None = None) -> int:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="for `accept` on demo folders: an EvalConfig field over the demo's (JSON value)",
+        help="an EvalConfig field (JSON value): for `time`, over the defaults of every ref; "
+        "for `accept` on demo folders, over the demo's settings",
     )
     args = p.parse_args(argv)
     if args.what == "time" and not args.store:

@@ -309,3 +309,17 @@ def test_not_met_quotes_the_patience_10_run():
         for x in (longer, default)
     ]
     assert f"at {spans[0]} per seed instead of {spans[1]}" in PROSE
+
+
+def test_not_met_quotes_the_patience_10_cost():
+    runs = {
+        name: json.loads((RESULTS / f"eval_cost_order600_{name}.json").read_text())["runs"]["HEAD"][
+            0
+        ]
+        for name in ("patience10", "stoprule")
+    }
+    longer, default = runs["patience10"], runs["stoprule"]
+    assert f"took {longer['seconds']:.1f} s instead of {default['seconds']:.1f} s" in PROSE
+    assert longer["seconds"] > 180  # over the target, hence the default
+    mean = {p: np.mean(v["top1"]) for p, v in default["probes"].items()}
+    assert all(np.mean(v["top1"]) <= mean[p] + 1e-9 for p, v in longer["probes"].items())
