@@ -154,6 +154,7 @@ def time_one(src: Path, payload: dict, timeout: float) -> dict:
 def cmd_time(args: argparse.Namespace) -> dict:
     paths = prepare(args.folder, args.store, run_epochs=args.run_epochs, device=args.device)
     runs: dict[str, list[dict]] = {ref: [] for ref in args.refs}
+    overrides = _settings(args.set)
     # None: the ref's own default precision (an old ref may not know the setting)
     precisions = args.precisions or [None]
     with tempfile.TemporaryDirectory() as tmp_name:
@@ -163,7 +164,7 @@ def cmd_time(args: argparse.Namespace) -> dict:
             for repeat in range(args.repeats):
                 for ref, precision in itertools.product(args.refs, precisions):
                     config = {"device": args.device, "progress": False, "seeds": args.seeds}
-                    config.update(dict(_setting(item) for item in args.set))
+                    config.update(overrides)
                     if args.probes:
                         config["probes"] = args.probes
                     if precision:
@@ -257,6 +258,7 @@ def _held_out_scores(
 
 
 def cmd_accept(args: argparse.Namespace) -> dict:
+    from scalevid.demo.pipeline import DemoConfig
     from scalevid.eval.config import EvalConfig
     from scalevid.eval.rows import ROWS
     from scalevid.eval.set_probes import FinetuneConfig
@@ -264,23 +266,24 @@ def cmd_accept(args: argparse.Namespace) -> dict:
 
     report: dict[str, dict] = {}
     rows = tuple(args.rows)
-    overrides = dict(_setting(item) for item in args.set)
+    overrides = _settings(args.set)
     needs_run = any(ROWS[r].scale for r in rows)
+    # every demo folder is scored with the demo's own settings (and the overrides)
+    settings = DemoConfig().eval_settings()
+    finetune = FinetuneConfig(num_views=settings.pop("finetune.num_views"))
+    demo_config = EvalConfig(
+        **{**settings, "finetune": finetune, "device": "cpu", "progress": False, **overrides}
+    )
     for folder in args.demo:
-        from scalevid.demo.pipeline import DemoConfig
-
-        settings = DemoConfig().eval_settings()
-        finetune = FinetuneConfig(num_views=settings.pop("finetune.num_views"))
-        config = EvalConfig(
-            **{**settings, "finetune": finetune, "device": "cpu", "progress": False, **overrides}
-        )
         model = ScaleModel.from_pretrained(folder / "run").eval() if needs_run else None
         ceiling = json.loads((folder / "report" / "ceiling.json").read_text())
         print(
             f"{folder}: ceiling oracle {ceiling['oracle']:.1f}, order-blind {ceiling['baseline']:.1f}"
         )
         store = FeatureStore.open(folder / "stores" / "train")
-        scores = _held_out_scores(store, config, rows=rows, seeds=tuple(args.seeds), model=model)
+        scores = _held_out_scores(
+            store, demo_config, rows=rows, seeds=tuple(args.seeds), model=model
+        )
         report[str(folder)] = {"ceiling": ceiling, "rows": scores, "overrides": overrides}
     if args.store:
         paths = prepare(args.folder, args.store, run_epochs=args.run_epochs)
@@ -293,13 +296,17 @@ def cmd_accept(args: argparse.Namespace) -> dict:
     return report
 
 
-def _setting(item: str) -> tuple[str, Any]:
-    """`KEY=VALUE` of `accept --set`: an EvalConfig field and a JSON value."""
-    key, sep, value = item.partition("=")
-    if not sep:
-        raise SystemExit(f"--set {item!r}: expected KEY=VALUE, e.g. attentive_lrs=[0.003]")
-    parsed = json.loads(value)
-    return key, tuple(parsed) if isinstance(parsed, list) else parsed
+def _settings(items: list[str]) -> dict[str, Any]:
+    """`--set KEY=VALUE` items as EvalConfig fields, read and checked as `scalevid eval --set`
+    reads them (`scalevid.config.parse_settings`); lists as tuples, as the config holds them."""
+    from scalevid.config import ConfigError, parse_settings
+    from scalevid.eval.config import EvalConfig
+
+    try:
+        parsed = parse_settings(EvalConfig, items)
+    except ConfigError as err:
+        raise SystemExit(str(err)) from None
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in parsed.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -336,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="an EvalConfig field (JSON value): for `time`, over the defaults of every ref; "
+        help="an EvalConfig field (as `scalevid eval --set`): for `time`, over the defaults; "
         "for `accept` on demo folders, over the demo's settings",
     )
     args = p.parse_args(argv)

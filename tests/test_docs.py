@@ -35,7 +35,28 @@ def acceptance(name: str) -> dict[int, dict]:
     """probe_acceptance_*.json by demo data seed: the ceiling and per row its held-out top-1s."""
     data = json.loads((RESULTS / name).read_text())
     assert "AMD EPYC" in data["cpu"] and "avx512_bf16" in data["cpu"]
-    return {d["ceiling"]["dataset"]["seed"]: d for k, d in data.items() if isinstance(d, dict)}
+    return {
+        d["ceiling"]["dataset"]["seed"]: d
+        for d in data.values()
+        if isinstance(d, dict) and "ceiling" in d
+    }
+
+
+def check_acceptance_rows(rows: list[list[str]], demos: dict[int, dict], probes: tuple) -> None:
+    """An acceptance table: per demo data seed the ceiling, then per row its held-out top-1s and
+    their mean with its verdict against the 5-point target."""
+    assert [int(r[0]) for r in rows] == sorted(demos)
+    for cells in rows:
+        demo = demos[int(cells[0])]
+        oracle = demo["ceiling"]["oracle"]
+        assert cells[1:3] == [one(oracle), one(demo["ceiling"]["baseline"])]
+        for i, row in enumerate(probes):
+            values = held_out(demo, row)
+            assert cells[3 + 2 * i] == ", ".join(one(v) for v in values)
+            mean = float(np.mean(values))
+            short = oracle - 5 - mean
+            verdict = "target met" if short <= 0 else f"{one(short)} short"
+            assert cells[4 + 2 * i] == f"**{one(mean)}** ({verdict})"
 
 
 def held_out(demo: dict, row: str) -> list[float]:
@@ -45,18 +66,7 @@ def held_out(demo: dict, row: str) -> list[float]:
 def test_acceptance_table_is_the_committed_run():
     demos = acceptance("probe_acceptance_demo_bf16auto.json")
     rows = table(EVALUATION, "| demo data seed | oracle |")
-    assert [int(r[0]) for r in rows] == sorted(demos)
-    for cells in rows:
-        demo = demos[int(cells[0])]
-        oracle = demo["ceiling"]["oracle"]
-        assert cells[1:3] == [one(oracle), one(demo["ceiling"]["baseline"])]
-        for values_cell, mean_cell, row in ((3, 4, "transformer"), (5, 6, "attentive")):
-            values = held_out(demo, row)
-            assert cells[values_cell] == ", ".join(one(v) for v in values)
-            mean = float(np.mean(values))
-            short = oracle - 5 - mean
-            verdict = "target met" if short <= 0 else f"{one(short)} short"
-            assert cells[mean_cell] == f"**{one(mean)}** ({verdict})"
+    check_acceptance_rows(rows, demos, ("transformer", "attentive"))
     # the "Not met" section repeats the shortfalls
     short = {
         (seed, row): one(demo["ceiling"]["oracle"] - 5 - np.mean(held_out(demo, row)))
@@ -264,41 +274,16 @@ def test_not_met_quotes_the_order600_run_under_the_stopping_rule():
 
 
 def test_present_design_acceptance_table_is_the_committed_run():
-    data = json.loads((RESULTS / "probe_acceptance_demo_s9.json").read_text())
-    assert "AMD EPYC" in data["cpu"] and "avx512_bf16" in data["cpu"]
-    demos = {
-        d["ceiling"]["dataset"]["seed"]: d
-        for d in data.values()
-        if isinstance(d, dict) and "ceiling" in d
-    }
+    demos = acceptance("probe_acceptance_demo_s9.json")
     rows = table(EVALUATION, "| data seed (present design) | oracle |")
-    assert [int(r[0]) for r in rows] == sorted(demos)
-    for cells in rows:
-        demo = demos[int(cells[0])]
-        oracle = demo["ceiling"]["oracle"]
-        assert cells[1:3] == [one(oracle), one(demo["ceiling"]["baseline"])]
-        for i, row in enumerate(("transformer", "attentive", "scale_attentive")):
-            values = held_out(demo, row)
-            assert cells[3 + 2 * i] == ", ".join(one(v) for v in values)
-            short = oracle - 5 - float(np.mean(values))
-            verdict = "target met" if short <= 0 else f"{one(short)} short"
-            assert cells[4 + 2 * i] == f"**{one(float(np.mean(values)))}** ({verdict})"
+    check_acceptance_rows(rows, demos, ("transformer", "attentive", "scale_attentive"))
     seconds = [r["seconds"] for d in demos.values() for runs in d["rows"].values() for r in runs]
     assert f"took {min(seconds):.0f}-{max(seconds):.0f} s" in PROSE
 
 
 def test_not_met_quotes_the_patience_10_run():
-    def transformer(name: str, seed: int) -> list[dict]:
-        data = json.loads((RESULTS / name).read_text())
-        (demo,) = [
-            d
-            for d in data.values()
-            if isinstance(d, dict) and "rows" in d and d["ceiling"]["dataset"]["seed"] == seed
-        ]
-        return demo["rows"]["transformer"]
-
-    longer = transformer("probe_acceptance_demo_s9_seed1_patience10.json", 1)
-    default = transformer("probe_acceptance_demo_s9.json", 1)
+    longer = acceptance("probe_acceptance_demo_s9_seed1_patience10.json")[1]["rows"]["transformer"]
+    default = acceptance("probe_acceptance_demo_s9.json")[1]["rows"]["transformer"]
     quoted = (
         f"reached {', '.join(one(r['held_out_top1']) for r in longer)} instead of "
         f"{', '.join(one(r['held_out_top1']) for r in default)}"

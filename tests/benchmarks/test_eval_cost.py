@@ -1,4 +1,4 @@
-"""eval_cost.py's `accept --set`: EvalConfig fields over the demo's settings."""
+"""eval_cost.py's `--set`: EvalConfig fields, read as `scalevid eval --set` reads them."""
 
 import pytest
 
@@ -6,9 +6,9 @@ import eval_cost
 from scalevid.eval.config import EvalConfig
 
 
-def test_accept_settings_parse_as_json_and_build_a_config():
+def test_settings_parse_as_scalevid_eval_set_and_build_a_config():
     items = ["attentive_lrs=[0.003]", "patience=20", 'precision="fp32"']
-    overrides = dict(eval_cost._setting(item) for item in items)
+    overrides = eval_cost._settings(items)
     assert overrides == {"attentive_lrs": (0.003,), "patience": 20, "precision": "fp32"}
     config = EvalConfig(**overrides)
     assert config.attentive_lrs == (0.003,) and config.patience == 20
@@ -16,4 +16,4 @@ def test_accept_settings_parse_as_json_and_build_a_config():
 
 def test_accept_setting_without_a_value_names_the_form():
     with pytest.raises(SystemExit, match="KEY=VALUE"):
-        eval_cost._setting("attentive_lrs")
+        eval_cost._settings(["attentive_lrs"])

@@ -9,6 +9,16 @@ from scalevid.demo.ceiling import Ceiling
 from scalevid.demo.figure import plot_pairs
 from scalevid.demo.pipeline import Comparison
 
+CEILING = Ceiling(
+    baseline=35.0,
+    oracle=84.0,
+    baseline_per_seed=(35.0,),
+    oracle_per_seed=(84.0,),
+    chance=100 / 6,
+    num_fit=384,
+    num_val=96,
+)
+
 
 def _comparison(scale: str, base: str, s: float, b: float, setting: str) -> Comparison:
     return Comparison(
@@ -29,24 +39,15 @@ def _comparison(scale: str, base: str, s: float, b: float, setting: str) -> Comp
 
 
 def test_pairs_figure_is_written(tmp_path):
-    ceiling = Ceiling(
-        baseline=35.0,
-        oracle=84.0,
-        baseline_per_seed=(35.0,),
-        oracle_per_seed=(84.0,),
-        chance=100 / 6,
-        num_fit=384,
-        num_val=96,
-    )
     pairs = [
         _comparison("scale_linear", "linear", 60.0, 40.0, "all labels"),
         _comparison("scale_ft", "transformer", 80.0, 79.0, "10% labels"),
     ]
-    path = plot_pairs(pairs, ceiling, out=tmp_path / "pairs.png", title="seed 0")
+    path = plot_pairs(pairs, CEILING, out=tmp_path / "pairs.png", title="seed 0")
     image = mpimg.imread(path)
     assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 300
     with pytest.raises(ValueError, match="no comparisons"):
-        plot_pairs([], ceiling, out=tmp_path / "none.png")
+        plot_pairs([], CEILING, out=tmp_path / "none.png")
     assert not (tmp_path / "none.png").exists()
 
 
@@ -56,18 +57,9 @@ def test_redraw_reads_a_reports_demo_json(tmp_path):
     from scalevid.demo.figure import redraw
 
     pair = _comparison("scale_linear", "linear", 60.0, 40.0, "all labels")
-    ceiling = Ceiling(
-        baseline=35.0,
-        oracle=84.0,
-        baseline_per_seed=(35.0,),
-        oracle_per_seed=(84.0,),
-        chance=100 / 6,
-        num_fit=384,
-        num_val=96,
-    )
     demo = {
         "config": {"dataset": {"seed": 3}, "score_on": "test"},
-        "ceiling": ceiling.to_dict(),
+        "ceiling": CEILING.to_dict(),
         "comparisons": [{**asdict(pair), "verdict": pair.verdict, "noise": pair.noise}],
     }
     (tmp_path / "demo.json").write_text(json.dumps(demo))
