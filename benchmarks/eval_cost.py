@@ -245,7 +245,9 @@ def _held_out_scores(
             tick = time.perf_counter()
             run = run_row(row, ctx, inner, seed)
             top1 = topk_accuracy(run.test_scores, labels[outer.val], ks=(1,))[1]
-            chosen = {k: run.chosen.get(k) for k in ("head", "lr", "weight_decay", "steps")}
+            chosen = {
+                k: run.chosen.get(k) for k in ("input_pca", "head", "lr", "weight_decay", "steps")
+            }
             seconds = time.perf_counter() - tick
             out[row].append(
                 {"seed": seed, "held_out_top1": top1, "chosen": chosen, "seconds": seconds}
@@ -258,6 +260,7 @@ def _held_out_scores(
 
 
 def cmd_accept(args: argparse.Namespace) -> dict:
+    from scalevid.demo.ceiling import measure_ceiling
     from scalevid.demo.pipeline import DemoConfig
     from scalevid.eval.config import EvalConfig
     from scalevid.eval.rows import ROWS
@@ -287,11 +290,16 @@ def cmd_accept(args: argparse.Namespace) -> dict:
         report[str(folder)] = {"ceiling": ceiling, "rows": scores, "overrides": overrides}
     if args.store:
         paths = prepare(args.folder, args.store, run_epochs=args.run_epochs)
-        print(f"{args.store}: default EvalConfig")
-        config = EvalConfig(device="cpu", progress=False)
+        print(f"{args.store}: default EvalConfig" + (f" with {overrides}" if overrides else ""))
+        config = EvalConfig(device="cpu", progress=False, **overrides)
         store = FeatureStore.open(paths["train_store"])
+        # the demo's gate on the same train store: what a read of the order can reach
+        ceiling = measure_ceiling(store).to_dict()
+        print(f"    ceiling oracle {ceiling['oracle']:.1f}, order-blind {ceiling['baseline']:.1f}")
         report[args.store] = {
-            "rows": _held_out_scores(store, config, rows=rows, seeds=tuple(args.seeds))
+            "ceiling": ceiling,
+            "rows": _held_out_scores(store, config, rows=rows, seeds=tuple(args.seeds)),
+            "overrides": overrides,
         }
     return report
 

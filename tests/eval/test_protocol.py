@@ -314,6 +314,51 @@ def test_set_probes_choose_their_step_on_validation(stores, tmp_path, monkeypatc
     assert (tmp_path / "curves_transformer.png").is_file()
 
 
+def test_raw_feature_rows_also_choose_a_pca_input(stores, run, tmp_path, monkeypatch):
+    """With input_pca (0, 4) on 16-wide features, Transformer and Attentive train their grid on
+    both inputs and record the chosen one; the projection is fitted per seed on the train
+    split's videos without their labels; the SCALE rows read their own vectors only."""
+    fitted = []
+    real = families.fit_pca
+
+    def spy(data, dims, **kwargs):
+        fitted.append((data.rows.copy(), data.labels, dims))
+        return real(data, dims, **kwargs)
+
+    monkeypatch.setattr(families, "fit_pca", spy)
+    rows = ("transformer", "scale_ft", "attentive", "scale_attentive")
+    config = tiny_config(seeds=(0,), probes=rows, input_pca=(0, 4))
+    results = evaluate(
+        train_store=stores["train"], test_store=stores["test"], run=run, config=config, out=tmp_path
+    )
+    for row in rows:
+        seed = results["probes"][row]["seeds"][0]
+        inputs = [g["config"]["input_pca"] for g in seed["grid"]]
+        if row.startswith("scale"):
+            assert set(inputs) == {0} and seed["chosen"]["input_pca"] == 0
+            continue
+        half = len(inputs) // 2
+        assert half > 0 and inputs == [0] * half + [4] * half
+        chosen = seed["grid"][seed["curves"]["chosen"]]["config"]["input_pca"]
+        assert seed["chosen"]["input_pca"] == chosen
+        assert len(seed["curves"]["grid"]) == len(inputs)
+    assert len(fitted) == 2  # one projection per raw-feature row
+    labels = FeatureStore.open(stores["train"]).labels
+    for rows_read, labels_read, dims in fitted:
+        assert labels_read is None and dims == 4
+        assert len(rows_read) == results["probes"]["transformer"]["seeds"][0]["num_train"]
+        assert (labels[rows_read] >= 0).all()  # labelled train videos, never test ones
+    # a PCA width at or above the features' is the raw input: nothing else is trained
+    wide = evaluate(
+        train_store=stores["train"],
+        test_store=stores["test"],
+        config=tiny_config(seeds=(0,), probes=("attentive",), input_pca=(DIM,)),
+        out=tmp_path / "wide",
+    )
+    grid = wide["probes"]["attentive"]["seeds"][0]["grid"]
+    assert {g["config"]["input_pca"] for g in grid} == {0}
+
+
 def test_regression_targets(tmp_path):
     train_store = write_store(tmp_path / "tr", videos=48, mode="train", seed=1, regression=True)
     test_store = write_store(tmp_path / "te", videos=20, mode="test", seed=2, regression=True)
@@ -469,9 +514,10 @@ def test_baseline_cache_keys_hold_the_settings_each_row_reads():
         "knn": [*common, "knn_k", "knn_temperature"],
         "linear": [*common, *heads, "linear_batchnorm"],
         "mlp": [*common, *heads],
-        "transformer": [*common, *stopping, "finetune_heads", "finetune_lrs"]
+        "transformer": [*common, *stopping, "finetune_heads", "finetune_lrs", "input_pca"]
         + ["transformer_depth", "transformer_heads", "transformer_hidden"],
-        "attentive": [*common, *stopping, "attentive", "attentive_lrs", "attentive_weight_decays"],
+        "attentive": [*common, *stopping, "attentive", "attentive_lrs", "attentive_weight_decays"]
+        + ["input_pca"],
     }
     config = tiny_config()
     for row, names in expected.items():

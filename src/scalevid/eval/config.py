@@ -32,7 +32,8 @@ class EvalConfig:
     (AdamW, cosine schedule, head_epochs). Set probes (transformer, scale_ft) search
     finetune_heads x finetune_lrs, attentive probes (attentive, scale_attentive) attentive_lrs x
     attentive_weight_decays, each grid trained in one pass from `finetune` for the rest (batch,
-    views, dropout, warm-up, clipping); their step count is chosen on validation too: every grid
+    views, dropout, warm-up, clipping); transformer and attentive run their grid once per
+    input_pca entry (raw features, or their first k principal components); their step count is chosen on validation too: every grid
     point trains on a warm-up + cosine schedule of finetune_max_epochs passes over the train
     split (at least finetune_min_steps, at most finetune_max_steps steps), is validated every
     `validate_every` steps (0: every two passes, at least 10 steps) and stops after `patience`
@@ -81,6 +82,11 @@ class EvalConfig:
     finetune_max_steps: int = 2000  # ... and at most this many
     validate_every: int = 0  # steps between validations; 0 = two passes, at least 10 steps
     patience: int = 5  # validations without progress (better point, lower val loss) before a stop
+    # The rows reading raw features (transformer, attentive) also try their input projected onto
+    # this many principal components of the train split's clips, fitted without labels
+    # (eval/pca.py); 0 = the raw features. Each value narrower than the features is an input
+    # chosen on validation with the rest of the grid.
+    input_pca: tuple[int, ...] = (0, 64)
     # transformer / scale_ft
     finetune_lrs: tuple[float, ...] = (3e-3,)
     finetune_heads: tuple[SetHead, ...] = SET_HEADS
@@ -123,6 +129,7 @@ class EvalConfig:
             "finetune_heads",
             "attentive_lrs",
             "attentive_weight_decays",
+            "input_pca",
         ):
             setattr(self, name, tuple(getattr(self, name)))
         if isinstance(self.linear_batchnorm, bool):
@@ -143,6 +150,10 @@ class EvalConfig:
             raise ValueError(f"finetune_heads must be a non-empty subset of {list(SET_HEADS)}")
         if not self.finetune_lrs or not self.attentive_lrs or not self.attentive_weight_decays:
             raise ValueError("finetune_lrs, attentive_lrs and attentive_weight_decays need values")
+        if not self.input_pca or min(self.input_pca) < 0:
+            raise ValueError(
+                f"input_pca needs values >= 0 (0 = raw features), got {list(self.input_pca)}"
+            )
         if self.cv_folds < 2 or self.min_val_videos < 0:
             raise ValueError("cv_folds must be >= 2 and min_val_videos >= 0")
         if min(self.finetune_max_epochs, self.finetune_min_steps, self.patience) < 1:

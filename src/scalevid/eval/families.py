@@ -22,10 +22,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from scalevid.eval.attentive import AttentiveConfig
 from scalevid.eval.cache import ProbeRun
 from scalevid.eval.clip_sets import SetData, VideoBatches, video_batches
 from scalevid.eval.config import EvalConfig, Task
 from scalevid.eval.engine import EarlyStopping, LossTarget, Weights
+from scalevid.eval.pca import fit_pca, project
 from scalevid.eval.probes import ProbeConfig, ProbeData, make_grid, steps_per_epoch
 from scalevid.eval.representations import Representations
 from scalevid.eval.rows import ROWS, Family
@@ -217,25 +219,62 @@ def _labelled(data: SetData, rows: np.ndarray, labels: np.ndarray | None) -> Set
     return dataclasses.replace(data, rows=rows, labels=labels)
 
 
-def _run_set_row(name: str, ctx: Context, split: Split, seed: int) -> ProbeRun:
-    """Transformer / SCALE_ft / Attentive / SCALE_attentive: the grid trained on every fold with
-    early stopping, the best (point, step) chosen on the pooled validation scores, the chosen
-    point refit on the train split (``_refit``), then scored on test."""
+@dataclass
+class _Input:
+    """One input a set or attentive row may read: its clip sets (train store, test store), the
+    probes' initialisation for them and `pca`, the number of principal components it keeps
+    (0 = the row's own vectors)."""
+
+    pca: int
+    data: SetData
+    test: SetData
+    init: ProbeInit
+
+
+def _inputs(name: str, ctx: Context, split: Split) -> list[_Input]:
+    """The inputs row `name` chooses among on validation: its own vectors, and for the rows
+    that read raw features (Transformer, Attentive) each `input_pca` projection narrower than
+    them, fitted on the train split's clips without labels (``eval/pca.py``)."""
+    row = ROWS[name]
     init = set_probe_init(name, ctx)
     data, test = _set_inputs(name, ctx)
+    dims = sorted({k for k in ctx.config.input_pca if 0 < k < data.dim}) if not row.scale else []
+    inputs = [_Input(0, data, test, init)] if 0 in ctx.config.input_pca or not dims else []
+    for k in dims:
+        projection = fit_pca(_labelled(data, split.train, None), k)
+        narrow = (
+            init if isinstance(init, AttentiveConfig) else dataclasses.replace(init, input_dim=k)
+        )
+        inputs.append(_Input(k, project(data, projection), project(test, projection), narrow))
+    return inputs
+
+
+def _run_set_row(name: str, ctx: Context, split: Split, seed: int) -> ProbeRun:
+    """Transformer / SCALE_ft / Attentive / SCALE_attentive: the grid trained on every fold with
+    early stopping, per input (``_inputs``), the best (input, point, step) chosen on the pooled
+    validation scores, the chosen point refit on the train split (``_refit``), then scored on
+    test."""
     configs = _set_grid(name, ctx, split, seed)
-    entries = _select_steps(name, ctx, split, configs, init, data)
+    inputs = _inputs(name, ctx, split)
+    grid_points = [(inp, c) for inp in inputs for c in configs]  # input-major, as the curves
+    entries = [
+        entry
+        for inp in inputs
+        for entry in _select_steps(name, ctx, split, configs, inp.init, inp.data)
+    ]
     points = [(i, j) for i, e in enumerate(entries) for j in range(len(e["curve"]["steps"]))]
     best = select_index(
         [entries[i]["curve"]["metric"][j] for i, j in points],
         [entries[i]["curve"]["loss"][j] for i, j in points],
     )
     i, j = points[best]
-    chosen = dataclasses.replace(configs[i], steps=entries[i]["curve"]["steps"][j])
+    inp, config = grid_points[i]
+    chosen = dataclasses.replace(config, steps=entries[i]["curve"]["steps"][j])
     logger.info(
-        "%s seed %d: chose lr %g, wd %g, %s head, %d of %d steps (val %.4f)",
+        "%s seed %d: chose %s, lr %g, wd %g, %s head, %d of %d steps (val %.4f)",
         ROWS[name].label,
         seed,
+        f"PCA {inp.pca} input" if inp.pca else "raw input",
         chosen.lr,
         chosen.weight_decay,
         chosen.head,
@@ -245,10 +284,15 @@ def _run_set_row(name: str, ctx: Context, split: Split, seed: int) -> ProbeRun:
     )
     every = validation_interval(ctx.config, len(split.train))
     target = LossTarget(entries[i]["train_loss"][j], min_steps=chosen.steps, window=every)
-    probe, refit = _refit(name, ctx, split, seed, chosen, target, init=init, data=data)
+    probe, refit = _refit(name, ctx, split, seed, chosen, target, init=inp.init, data=inp.data)
     grid = [
-        {"config": asdict(c), "val": e["val"], "val_loss": e["val_loss"], "best_step": e["step"]}
-        for c, e in zip(configs, entries, strict=True)
+        {
+            "config": {**asdict(c), "input_pca": g.pca},
+            "val": e["val"],
+            "val_loss": e["val_loss"],
+            "best_step": e["step"],
+        }
+        for (g, c), e in zip(grid_points, entries, strict=True)
     ]
     curves = {
         "chosen": i,
@@ -258,10 +302,10 @@ def _run_set_row(name: str, ctx: Context, split: Split, seed: int) -> ProbeRun:
         **refit,
     }
     return ProbeRun(
-        chosen=asdict(chosen),
+        chosen={**asdict(chosen), "input_pca": inp.pca},
         grid=grid,
         num_train=len(split.train),
-        test_scores=predict_set_probes([probe], test, batch_size=chosen.eval_batch_size)[0],
+        test_scores=predict_set_probes([probe], inp.test, batch_size=chosen.eval_batch_size)[0],
         curves=curves,
     )
 

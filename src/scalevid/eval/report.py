@@ -156,9 +156,10 @@ def _chosen_summary(chosen: dict[str, Any], row: str) -> str:
     family = ROWS[row].family
     if family in ("set", "attentive"):  # a FinetuneConfig
         steps = f"{chosen['steps']} of {chosen.get('schedule_steps') or chosen['steps']} steps"
+        pca = f"PCA {chosen['input_pca']} input, " if chosen.get("input_pca") else ""
         if family == "attentive":
-            return f"lr {chosen['lr']:g}, wd {chosen['weight_decay']:g}, {steps}"
-        return f"{chosen['head']} head, lr {chosen['lr']:g}, {steps}"
+            return f"{pca}lr {chosen['lr']:g}, wd {chosen['weight_decay']:g}, {steps}"
+        return f"{pca}{chosen['head']} head, lr {chosen['lr']:g}, {steps}"
     if family == "knn":
         return f"k {chosen['k']}"
     return f"lr {chosen['lr']:g}, wd {chosen['weight_decay']:g}"

@@ -88,6 +88,7 @@ _ROWS = (
             "transformer_hidden",
             "transformer_depth",
             "transformer_heads",
+            "input_pca",
         ),
     ),
     ProbeRow("scale_ft", "SCALE_ft", "set", scale=True, baseline="transformer"),
@@ -95,7 +96,13 @@ _ROWS = (
         "attentive",
         "Attentive",
         "attentive",
-        cache_fields=(*_STOPPING_FIELDS, "attentive", "attentive_lrs", "attentive_weight_decays"),
+        cache_fields=(
+            *_STOPPING_FIELDS,
+            "attentive",
+            "attentive_lrs",
+            "attentive_weight_decays",
+            "input_pca",
+        ),
     ),
     ProbeRow("scale_attentive", "SCALE_attentive", "attentive", scale=True, baseline="attentive"),
 )
