@@ -274,7 +274,7 @@ def _run_set_row(name: str, ctx: Context, split: Split, seed: int) -> ProbeRun:
         "%s seed %d: chose %s, lr %g, wd %g, %s head, %d of %d steps (val %.4f)",
         ROWS[name].label,
         seed,
-        f"PCA {inp.pca} input" if inp.pca else "raw input",
+        f"PCA {inp.pca} input" if inp.pca else "its full input",
         chosen.lr,
         chosen.weight_decay,
         chosen.head,
