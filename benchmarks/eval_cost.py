@@ -23,7 +23,8 @@ past `--timeout` seconds is stopped and recorded as such.
 `accept`: per store, an outer seeded split of the *train* store into train' (80%) and a held-out
 validation part; every set and attentive row is chosen on train' as `scalevid eval` would
 (its default settings, or the demo's own for a demo folder) and scored on the held-out part, next
-to the ceiling the demo measured (its oracle, on validation splits of the same train store).
+to the ceiling (the demo's gate, `scalevid.demo.ceiling`: its oracle on validation splits of the
+same train store; a demo folder's own measurement, or measured on an `--store`'s train store).
 `--rows` picks the rows (SCALE rows read the demo folder's run) and `--set KEY=VALUE` changes an
 EvalConfig field of the demo's settings (for `time`, of the defaults), e.g.
 

@@ -412,3 +412,27 @@ def test_demo_timing_budget_is_the_committed_fresh_run():
     scale = {(c["scale"], c["setting"]): one(c["scale_mean"]) for c in fresh["comparisons"]}
     assert f"SCALE_kNN {scale['scale_knn', 'all labels']} against" in " ".join(DEMO.split())
     assert f"10% of the labels {scale['scale_ft', '10% labels']} against" in " ".join(DEMO.split())
+
+
+def test_s9_rescore_is_the_last_s9_line_of_the_study_log():
+    runs = [json.loads(line) for line in (RESULTS / "demo_study.jsonl").read_text().splitlines()]
+    first, last = [r for r in runs if r["candidate"].startswith("s9-")]
+    assert first["date"] < last["date"] and last["scored_on"] == "val"
+    pairs = {(c["scale"], c["setting"]): c for c in last["comparisons"]}
+    before = {(c["scale"], c["setting"]): c for c in first["comparisons"]}
+    ft10, old10 = pairs["scale_ft", "10% labels"], before["scale_ft", "10% labels"]
+    prose = " ".join(DEMO.split())
+    quoted = (
+        f"{one(ft10['baseline_mean'])} ± {one(ft10['baseline_std'])} against SCALE_ft's "
+        f"{one(ft10['scale_mean'])}, Δ {ft10['delta']:+.1f} ± {one(ft10['delta_std'])} (was "
+        f"{one(old10['baseline_mean'])}, {old10['delta']:+.1f} ± {one(old10['delta_std'])})"
+    )
+    assert quoted in prose and ft10["verdict"] == "helped"
+    assert f"{one(pairs['scale_ft', 'all labels']['baseline_mean'])} with all labels" in prose
+    for key, c in pairs.items():  # every other number the same to the digit
+        assert one(c["scale_mean"]) == one(before[key]["scale_mean"])
+        if key[0] != "scale_ft":
+            assert one(c["baseline_mean"]) == one(before[key]["baseline_mean"])
+    assert last["selection"]["ceiling_rule"] and last["selection"]["helped"]
+    probes = (round(last["timings"]["probes"]), round(last["timings"]["probes, 10% labels"]))
+    assert f"probes {probes[0]} s and {probes[1]} s at 10% labels" in prose
