@@ -5,6 +5,7 @@ Numbers without a file carry the date and machine they were measured on in the d
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -436,3 +437,15 @@ def test_s9_rescore_is_the_last_s9_line_of_the_study_log():
     assert last["selection"]["ceiling_rule"] and last["selection"]["helped"]
     probes = (round(last["timings"]["probes"]), round(last["timings"]["probes, 10% labels"]))
     assert f"probes {probes[0]} s and {probes[1]} s at 10% labels" in prose
+
+
+def test_every_image_the_docs_show_is_committed():
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    shown = [
+        (page, target)
+        for page in pages
+        for target in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", page.read_text())
+    ]
+    assert any(t.endswith("curves_transformer_demo_seed1.png") for _, t in shown)
+    for page, target in shown:
+        assert (page.parent / target).is_file(), f"{page.name} shows a missing {target}"
