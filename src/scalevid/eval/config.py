@@ -33,9 +33,10 @@ class EvalConfig:
     finetune_heads x finetune_lrs, attentive probes (attentive, scale_attentive) attentive_lrs x
     attentive_weight_decays, each grid trained in one pass from `finetune` for the rest (batch,
     views, dropout, warm-up, clipping); transformer and attentive run their grid once per
-    input_pca entry (raw features, or their first k principal components); their step count is chosen on validation too: every grid
-    point trains on a warm-up + cosine schedule of finetune_max_epochs passes over the train
-    split (at least finetune_min_steps, at most finetune_max_steps steps), is validated every
+    input_pca entry (raw features, or their first k principal components); their step count is
+    chosen on validation too: every grid point trains on a warm-up + cosine schedule of
+    finetune_max_epochs passes over the train split (at least finetune_min_steps, at most
+    finetune_max_steps steps), is validated every
     `validate_every` steps (0: every two passes, at least 10 steps) and stops after `patience`
     validations without progress, neither a better point nor a lower validation loss (never
     before finetune_min_steps); the best (grid point, step) is chosen, and the refit on the

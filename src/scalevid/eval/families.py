@@ -4,10 +4,11 @@ for the rows).
 
 - knn / head rows: the grid (kNN: one point; heads: lrs x weight decays [x BatchNorm]) on every
   (fit, val) fold, the best pooled validation metric chosen, the chosen config refit on train.
-- set / attentive rows: the grid (set: heads x lrs; attentive: lrs x weight decays) trained on
-  every fold in one pass of the grid trainer, validated every few steps (pooled over folds) and
-  stopped early; the best (grid point, step) is chosen, and the refit on train replays its
-  schedule up to that step. Their learning curves are kept for the report.
+- set / attentive rows: the grid (set: heads x lrs; attentive: lrs x weight decays), for the
+  raw-feature rows once per input (raw, or a PCA of the train split's clips: ``_inputs``),
+  trained on every fold in one pass of the grid trainer, validated every few steps (pooled over
+  folds) and stopped early; the best (input, grid point, step) is chosen, and the refit on train
+  replays its schedule up to that step. Their learning curves are kept for the report.
 """
 
 from __future__ import annotations
