@@ -75,3 +75,18 @@ def test_bad_dimensions_are_named():
         fit_pca(data, 13)
     with pytest.raises(ValueError, match="cannot fit 8 principal components"):
         fit_pca(data.subset(np.arange(1)), 8)
+
+
+def test_a_large_selection_is_fitted_on_a_seeded_subset_of_its_videos():
+    data = _sets(np.random.default_rng(4), n=40)
+    fit = fit_pca(data, 3, max_videos=10, seed=7)
+    pick = np.sort(np.random.default_rng(7).choice(40, size=10, replace=False))
+    same = fit_pca(data.subset(pick), 3, max_videos=None)
+    np.testing.assert_array_equal(fit.components, same.components)
+    np.testing.assert_array_equal(fit.mean, same.mean)
+    other = fit_pca(data, 3, max_videos=10, seed=8)
+    assert not np.array_equal(fit.mean, other.mean)
+    # at or under the cap every video is read
+    np.testing.assert_array_equal(
+        fit_pca(data, 3, max_videos=40).components, fit_pca(data, 3, max_videos=None).components
+    )

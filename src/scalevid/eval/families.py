@@ -232,7 +232,7 @@ class _Input:
     init: ProbeInit
 
 
-def _inputs(name: str, ctx: Context, split: Split) -> list[_Input]:
+def _inputs(name: str, ctx: Context, split: Split, seed: int) -> list[_Input]:
     """The inputs row `name` chooses among on validation: its own vectors, and for the rows
     that read raw features (Transformer, Attentive) each `input_pca` projection narrower than
     them, fitted on the train split's clips without labels (``eval/pca.py``)."""
@@ -242,7 +242,7 @@ def _inputs(name: str, ctx: Context, split: Split) -> list[_Input]:
     dims = sorted({k for k in ctx.config.input_pca if 0 < k < data.dim}) if not row.scale else []
     inputs = [_Input(0, data, test, init)] if 0 in ctx.config.input_pca or not dims else []
     for k in dims:
-        projection = fit_pca(_labelled(data, split.train, None), k)
+        projection = fit_pca(_labelled(data, split.train, None), k, seed=seed)
         narrow = (
             init if isinstance(init, AttentiveConfig) else dataclasses.replace(init, input_dim=k)
         )
@@ -256,7 +256,7 @@ def _run_set_row(name: str, ctx: Context, split: Split, seed: int) -> ProbeRun:
     validation scores, the chosen point refit on the train split (``_refit``), then scored on
     test."""
     configs = _set_grid(name, ctx, split, seed)
-    inputs = _inputs(name, ctx, split)
+    inputs = _inputs(name, ctx, split, seed)
     grid_points = [(inp, c) for inp in inputs for c in configs]  # input-major, as the curves
     entries = [
         entry

@@ -4,11 +4,12 @@ first k principal components of the train split's clips (``EvalConfig.input_pca`
 A probe that reads D = 1024 backbone features of a few hundred videos can fit every training
 video by its appearance in the input projection's D x H weights long before it finds the few
 directions that carry the label; on a 480-video order-of-events store the Transformer did so in
-50 steps and never learned the order, and on the demo's stores it sat on a plateau for hundreds of
-steps (docs/evaluation.md, "Reduced input"). Projected onto the components that hold most of the
-clips' variance, the same probe learns quickly. The projection is fitted without labels on the
-train split's clips (as SCALE is pretrained on the train store), so it reads nothing that
-selection may not; whether a row reads it or the raw features is chosen on validation.
+50 steps and never learned the order, and on the demo's stores it sat on a plateau for hundreds
+of steps (docs/evaluation.md, "Reduced input"). Projected onto the components that hold most of
+the clips' variance, the same probe learns quickly. The projection is fitted without labels on
+the train split's clips (at most 2,048 of its videos), as SCALE is pretrained on the train
+store, so it reads nothing that selection may not; whether a row reads it or the raw features
+is chosen on validation.
 
 Shapes: N videos, K stored clips per video, D feature dim, k components.
 """
@@ -46,12 +47,19 @@ def _chunks(data: SetData, size: int):
         yield data.read(np.arange(start, min(start + size, len(data))))
 
 
-def fit_pca(data: SetData, dims: int, *, chunk: int = 256) -> Projection:
+def fit_pca(
+    data: SetData, dims: int, *, max_videos: int | None = 2048, seed: int = 0, chunk: int = 256
+) -> Projection:
     """The first `dims` principal components of the valid clips of `data`'s videos (labels are
-    not read): the eigenvectors of their covariance, accumulated in float64 chunk by chunk."""
+    not read): the eigenvectors of their covariance, accumulated in float64 chunk by chunk, from
+    at most `max_videos` videos (a seeded random subset; None = all). 2,048 videos of 16 clips
+    are 32k clips, ample for a 64-dim subspace, and keep the fit to seconds on a large store."""
     d = data.dim
     if not 1 <= dims <= d:
         raise ValueError(f"input_pca {dims} must be in [1, {d}] for {d}-wide clip vectors")
+    if max_videos is not None and len(data) > max_videos:
+        pick = np.random.default_rng(seed).choice(len(data), size=max_videos, replace=False)
+        data = data.subset(np.sort(pick))
     total, outer, count = np.zeros(d), np.zeros((d, d)), 0
     for feats, _, num_valid in _chunks(data, chunk):
         keep = np.arange(feats.shape[1])[None, :] < num_valid[:, None]  # (B, K)
