@@ -133,11 +133,12 @@ def test_evaluation_cost_is_the_committed_run(section):
         rows = table(EVALUATION, "| store | code | precision | time |")
         names = {"600 videos": "order600", "1,000 videos": "order1k"}
         precisions = {"auto (bf16 here)": "bf16auto", "fp32": "fp32"}
-        assert len(rows) == 6
+        assert len(rows) == 7
         for store, code, precision, time, top1 in rows:
             if code.startswith("present"):
-                assert precision == "auto (bf16 here)"
-                run = cost(names[store], "pca")["runs"]["HEAD"][0]
+                name = "pca" if precision == "auto (bf16 here)" else f"pca_{precisions[precision]}"
+                run = cost(names[store], name)["runs"]["HEAD"][0]
+                assert run["precision"] == ("default" if name == "pca" else precisions[precision])
             else:
                 assert code == "before `input_pca`"
                 run = cost(names[store], precisions[precision])["runs"]["HEAD"][0]
