@@ -26,7 +26,8 @@ validation part; every set and attentive row is chosen on train' as `scalevid ev
 to the ceiling (the demo's gate, `scalevid.demo.ceiling`: its oracle on validation splits of the
 same train store; a demo folder's own measurement, or measured on an `--store`'s train store).
 `--rows` picks the rows (SCALE rows read the demo folder's run) and `--set KEY=VALUE` changes an
-EvalConfig field of the demo's settings (for `time`, of the defaults), e.g.
+EvalConfig field of the demo's settings (for `time` and for `accept --store`, of the
+defaults), e.g.
 
     python benchmarks/eval_cost.py accept --demo scalevid-demo-seed1 --rows scale_attentive \
         --set 'attentive_lrs=[0.003]'
@@ -352,8 +353,8 @@ def main(argv: list[str] | None = None) -> int:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="an EvalConfig field (as `scalevid eval --set`): for `time`, over the defaults; "
-        "for `accept` on demo folders, over the demo's settings",
+        help="an EvalConfig field (as `scalevid eval --set`): for `time` and `accept --store`, "
+        "over the defaults; for `accept` on demo folders, over the demo's settings",
     )
     args = p.parse_args(argv)
     if args.what == "time" and not args.store:

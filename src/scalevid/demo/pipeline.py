@@ -53,8 +53,9 @@ from scalevid.train import TrainConfig, train
 logger = logging.getLogger(__name__)
 
 # The demo's dataset design, chosen on validation by the design study (docs/demo.md, candidates
-# s8 and s9 of benchmarks/demo_design.py, which share it): the actor performs two of three motions (a left-right
-# swing, a grow-and-shrink, vertical hops) one after the other; the class is the ordered pair
+# s8 and s9 of benchmarks/demo_design.py, which share it): the actor performs two of three
+# motions (a left-right swing, a grow-and-shrink, vertical hops) one after the other; the class
+# is the ordered pair
 # (6 classes). A bag of clips tells which two motions occur, only the order tells the rest.
 # Every video of a data seed shares one look (background, actor, resting place) and has no
 # distractors, so what tells two videos apart is what happens in them: that is what SCALE's
