@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from scalevid.model import BOX_DIM, Block
+from scalevid.model import BOX_DIM, Block, Dropout
 
 
 @dataclass(frozen=True)
@@ -111,7 +111,7 @@ class AttentiveProbe(nn.Module):
         hidden = int(in_dim * config.mlp_ratio)
         self.mlp = nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(), nn.Linear(hidden, in_dim))
         self.norm_out = nn.LayerNorm(in_dim)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)  # the predictor's: a cheaper mask on a CPU
         self.head = nn.Linear(in_dim, out_dim)
         self.apply(_init)
         nn.init.normal_(self.pool.query, std=0.02)

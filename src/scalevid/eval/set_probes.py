@@ -56,7 +56,7 @@ from scalevid.eval.engine import Curve, EarlyStopping, GridTrainer, LossTarget
 from scalevid.eval.probes import is_regression, steps_per_epoch
 from scalevid.eval.stacked import StackedAdamW
 from scalevid.hardware import Precision, autocast_dtype, resolve_device
-from scalevid.model import ModelConfig, ScaleModel
+from scalevid.model import Dropout, ModelConfig, ScaleModel
 from scalevid.train.schedule import param_groups, warmup_steps
 
 logger = logging.getLogger(__name__)
@@ -165,7 +165,7 @@ class SetProbe(nn.Module):
         self.task = task
         self.head_kind = head
         self.predictor = predictor
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)  # the predictor's: a cheaper mask on a CPU
         width = predictor.config.hidden
         if head == "clip_set":
             width += predictor.config.input_dim
@@ -309,7 +309,12 @@ class _StackLoss:
     ) -> torch.Tensor:
         if self.device.type not in _PLAIN_DEVICES:
             return self.batched(weights, *batch)
-        rows = {k: v.unbind(0) for k, v in weights.items()}
+        # One probe: its weights as a view whose backward is a view too (unbind's backward
+        # stacks every gradient into a new tensor, a copy of the whole model per step).
+        if len(next(iter(weights.values()))) == 1:
+            rows = {k: (v.squeeze(0),) for k, v in weights.items()}
+        else:
+            rows = {k: v.unbind(0) for k, v in weights.items()}
         state = torch.get_rng_state()
         losses = []
         for r in range(len(next(iter(rows.values())))):

@@ -24,8 +24,9 @@ def _per_model(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 def clip_coefficients(grads: list[torch.Tensor], max_norm: float) -> torch.Tensor:
     """Per-model factor (M,) that scales each model's gradients to a global norm of at most
     `max_norm` (``torch.nn.utils.clip_grad_norm_``'s rule, with its 1e-6 guard)."""
-    sq = torch.stack([g.pow(2).flatten(1).sum(dim=1) for g in grads]).sum(dim=0)  # (M,)
-    return (max_norm / (sq.sqrt() + 1e-6)).clamp(max=1.0)
+    norms = torch.stack([torch.linalg.vector_norm(g.flatten(1), dim=1) for g in grads])  # (W, M)
+    total = torch.linalg.vector_norm(norms, dim=0)  # (M,)
+    return (max_norm / (total + 1e-6)).clamp(max=1.0)
 
 
 class StackedAdamW:
