@@ -234,6 +234,21 @@ def test_training_is_deterministic_with_a_seed() -> None:
     np.testing.assert_array_equal(fit_predict(config, train, val), fit_predict(config, train, val))
 
 
+def test_bf16_heads_train_like_fp32_to_bf16_rounding(monkeypatch) -> None:
+    """precision="bf16" trains the heads' forward passes in bf16 autocast: the losses follow the
+    fp32 run's to bf16 rounding (not bit-identical), and the weights stay fp32."""
+    from scalevid import hardware
+
+    monkeypatch.setattr(hardware, "cpu_has_bf16_matmul", lambda: True)  # emulated where absent
+    train = _multi_view_problem(0)
+    config = ProbeConfig(kind="mlp", hidden=(16,), epochs=3, batch_size=16, lr=3e-3, seed=1)
+    _, fp32 = fit_heads([config], train)
+    grid, bf16 = fit_heads([dataclasses.replace(config, precision="bf16")], train)
+    assert all(p.dtype == torch.float32 for p in grid.parameters())
+    np.testing.assert_allclose(bf16, fp32, rtol=0.05, atol=0.02)
+    assert not np.array_equal(bf16, fp32)
+
+
 def test_mlp_beats_linear_on_xor() -> None:
     rng = np.random.default_rng(0)
     x = rng.uniform(-1, 1, size=(1200, 2))

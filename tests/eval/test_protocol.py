@@ -314,6 +314,19 @@ def test_set_probes_choose_their_step_on_validation(stores, tmp_path, monkeypatc
     assert (tmp_path / "curves_transformer.png").is_file()
 
 
+def test_the_mlp_row_trains_at_the_configured_precision_and_linear_in_fp32(stores, tmp_path):
+    """EvalConfig.precision reaches the MLP row's heads (their chosen config records it); the
+    linear row's heads always train in fp32."""
+    config = tiny_config(seeds=(0,), probes=("linear", "mlp"), precision="bf16")
+    results = evaluate(
+        train_store=stores["train"], test_store=stores["test"], config=config, out=tmp_path
+    )
+    mlp, linear = (results["probes"][r]["seeds"][0] for r in ("mlp", "linear"))
+    assert mlp["chosen"]["precision"] == "bf16"
+    assert {g["config"]["precision"] for g in mlp["grid"]} == {"bf16"}
+    assert linear["chosen"]["precision"] == "fp32"
+
+
 def test_raw_feature_rows_also_choose_a_pca_input(stores, run, tmp_path, monkeypatch):
     """With input_pca (0, 4) on 16-wide features, Transformer and Attentive train their grid on
     both inputs and record the chosen one; the projection is fitted per seed on the train
@@ -513,7 +526,7 @@ def test_baseline_cache_keys_hold_the_settings_each_row_reads():
     expected = {
         "knn": [*common, "knn_k", "knn_temperature"],
         "linear": [*common, *heads, "linear_batchnorm"],
-        "mlp": [*common, *heads],
+        "mlp": [*common, *heads, "precision"],
         "transformer": [*common, *stopping, "finetune_heads", "finetune_lrs", "input_pca"]
         + ["transformer_depth", "transformer_heads", "transformer_hidden"],
         "attentive": [*common, *stopping, "attentive", "attentive_lrs", "attentive_weight_decays"]

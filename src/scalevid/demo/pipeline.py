@@ -113,8 +113,9 @@ class DemoConfig:
     # otherwise switch to 5-fold cross-validation, 5x the set probes' cost.
     finetune_lrs: tuple[float, ...] = (3e-3,)  # EvalConfig's
     # EvalConfig's; one set-probe head (the choice the design study's validation made most
-    # often) keeps the demo within its 10-minute budget; both attentive lrs (with 1e-3 alone,
-    # SCALE_attentive failed to learn on some seeds: docs/demo.md, s9)
+    # often) keeps the demo within its 10-minute budget; the design study's two attentive lrs
+    # (with 1e-3 alone, SCALE_attentive failed to learn on some seeds: docs/demo.md, s9), which
+    # EvalConfig's default (3e-3, 1e-2) has since left (docs/evaluation.md)
     finetune_heads: tuple[str, ...] = ("set",)
     attentive_lrs: tuple[float, ...] = (1e-3, 3e-3)
     finetune_max_epochs: int = 100  # EvalConfig's: the set probes' schedule, in passes

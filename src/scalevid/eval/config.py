@@ -95,12 +95,13 @@ class EvalConfig:
     transformer_hidden: int = 256
     transformer_depth: int = 2
     transformer_heads: int = 8
-    # The set and attentive probes' forward passes: "auto" runs them in bf16 autocast where the
-    # device has bf16 matrix units (hardware.autocast_dtype), fp32 elsewhere; "fp32" always.
+    # The set, attentive and MLP probes' training forward passes: "auto" runs them in bf16
+    # autocast where the device has bf16 matrix units (hardware.autocast_dtype), fp32 elsewhere;
+    # "fp32" always. Linear heads and kNN always run in fp32.
     precision: Precision = "auto"
     # attentive / scale_attentive
     attentive: AttentiveConfig = field(default_factory=AttentiveConfig)
-    attentive_lrs: tuple[float, ...] = (1e-3, 3e-3)
+    attentive_lrs: tuple[float, ...] = (3e-3, 1e-2)
     attentive_weight_decays: tuple[float, ...] = (0.05,)
     # running
     embed_batch_size: int = runtime(256, metadata=NOT_CACHED)

@@ -34,6 +34,7 @@ from scalevid.eval.probes import (
     steps_per_epoch,
 )
 from scalevid.eval.stacked import StackedAdamW, StackedSGD
+from scalevid.hardware import autocast_dtype
 from scalevid.pretext import shuffle_valid_first
 
 logger = logging.getLogger(__name__)
@@ -261,6 +262,7 @@ def fit_heads(
         schedule_steps=[total] * len(configs),
         warmups=[round(cfg.warmup_epochs * stream.per_epoch)] * len(configs),
         stop_steps=[total] * len(configs),
+        autocast=autocast_dtype(cfg.precision, device),
         device=device,
     ).run(progress=progress, desc=cfg.kind)
     with torch.no_grad():

@@ -23,6 +23,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from scalevid.hardware import Precision
+
 ProbeKind = Literal["knn", "linear", "mlp"]
 OptimizerName = Literal["sgd", "adamw"]
 Task = Literal["classification", "regression"]
@@ -150,6 +152,9 @@ class ProbeConfig:
     dropout: float = 0.0
     num_classes: int | None = None
     seed: int = 0
+    # The training forward passes' autocast (``hardware.autocast_dtype``: "auto" is bf16 where
+    # the device has bf16 matrix units, else fp32); weights, optimizer and predictions stay fp32.
+    precision: Precision = "fp32"
 
 
 def make_grid(

@@ -76,7 +76,7 @@ _ROWS = (
     ProbeRow("scale_knn", "SCALE_kNN", "knn", scale=True, baseline="knn", classification_only=True),
     ProbeRow("linear", "Linear", "head", cache_fields=(*_HEAD_FIELDS, "linear_batchnorm")),
     ProbeRow("scale_linear", "SCALE_linear", "head", scale=True, baseline="linear"),
-    ProbeRow("mlp", "MLP", "head", cache_fields=_HEAD_FIELDS),
+    ProbeRow("mlp", "MLP", "head", cache_fields=(*_HEAD_FIELDS, "precision")),
     ProbeRow(
         "transformer",
         "Transformer",
