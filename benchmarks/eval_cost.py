@@ -203,7 +203,14 @@ def cmd_time(args: argparse.Namespace) -> dict:
                         ],
                         capture_output=True,
                     )
-    return {"store": args.store, "refs": args.refs, "timeout": args.timeout, "runs": runs}
+    return {
+        "store": args.store,
+        "refs": args.refs,
+        "timeout": args.timeout,
+        "overrides": overrides,  # --set, over each ref's defaults
+        "probes": args.probes,  # None: every row
+        "runs": runs,
+    }
 
 
 def _held_out_scores(

@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 EVALUATION = (ROOT / "docs" / "evaluation.md").read_text()
 PROSE = " ".join(EVALUATION.split())  # line breaks and runs of spaces as one space
+PERFORMANCE = (ROOT / "docs" / "performance.md").read_text()
 
 
 def table(text: str, header_start: str) -> list[list[str]]:
@@ -39,7 +40,7 @@ def acceptance(name: str) -> dict[int, dict]:
     return {
         d["ceiling"]["dataset"]["seed"]: d
         for d in data.values()
-        if isinstance(d, dict) and "ceiling" in d
+        if isinstance(d, dict) and "dataset" in d.get("ceiling", {})  # demo folders, not stores
     }
 
 
@@ -133,9 +134,14 @@ def test_evaluation_cost_is_the_committed_run(section):
         rows = table(EVALUATION, "| store | code | precision | time |")
         names = {"600 videos": "order600", "1,000 videos": "order1k"}
         precisions = {"auto (bf16 here)": "bf16auto", "fp32": "fp32"}
-        assert len(rows) == 7
-        for store, code, precision, time, top1 in rows:
-            if code.startswith("present"):
+        assert len(rows) == 11
+        for store, code, precision, time, transformer, attentive in rows:
+            if code.startswith("present") or code == "694c3ad, same command":
+                ref = "HEAD" if code.startswith("present") else "694c3ad"
+                data = cost(names[store], "attentive_lrs")
+                assert data["refs"] == ["HEAD", "694c3ad"] and precision == "auto (bf16 here)"
+                run = data["runs"][ref][0]
+            elif code.startswith("`input_pca`"):
                 name = "pca" if precision == "auto (bf16 here)" else f"pca_{precisions[precision]}"
                 run = cost(names[store], name)["runs"]["HEAD"][0]
                 assert run["precision"] == ("default" if name == "pca" else precisions[precision])
@@ -143,7 +149,8 @@ def test_evaluation_cost_is_the_committed_run(section):
                 assert code == "before `input_pca`"
                 run = cost(names[store], precisions[precision])["runs"]["HEAD"][0]
             assert time == f"{run['seconds']:.1f} s"
-            assert top1 == ", ".join(one(t) for t in run["probes"]["transformer"]["top1"])
+            assert transformer == ", ".join(one(t) for t in run["probes"]["transformer"]["top1"])
+            assert attentive == ", ".join(one(t) for t in run["probes"]["attentive"]["top1"])
         return
     # the 3- and 5-minute targets, missed in fp32 by ...
     missed = [seconds["order600", "fp32"] - 180, seconds["order1k", "fp32"] - 300]
@@ -345,22 +352,90 @@ def test_present_code_acceptance_table_is_the_committed_run():
 
 
 def test_not_met_quotes_the_cost_and_attentive_runs():
-    new = {store: cost(store, "pca")["runs"]["HEAD"][0] for store in ("order600", "order1k")}
+    runs = {store: cost(store, "attentive_lrs")["runs"] for store in ("order600", "order1k")}
+    new = {store: r["HEAD"][0] for store, r in runs.items()}
+    old = {store: r["694c3ad"][0] for store, r in runs.items()}
+    assert (
+        f"takes {new['order600']['seconds']:.1f} s on `eval_cost.py`'s 600-video store and "
+        f"{new['order1k']['seconds']:.1f} s" in PROSE
+    )
+    assert f"took {old['order600']['seconds']:.1f} s and {old['order1k']['seconds']:.1f} s" in PROSE
     for store, target in (("order600", 180), ("order1k", 300)):
         run = new[store]
         assert run["seconds"] > target
         transformer = sum(run["probes"]["transformer"]["seconds"])
         assert f"{transformer:.1f} s of the {run['seconds']:.1f} s" in PROSE
-    order = store_acceptance("probe_acceptance_order600_pca.json")
-    assert ", ".join(one(v) for v in held_out(order, "attentive")) in PROSE.replace(" and ", ", ")
+    mlp = [
+        sum(r["probes"]["mlp"]["seconds"])
+        for s in ("order600", "order1k")
+        for r in (new[s], old[s])
+    ]
+    assert (
+        f"({mlp[0]:.1f} s against {mlp[1]:.1f} s, and {mlp[2]:.1f} s against {mlp[3]:.1f} s)"
+        in PROSE
+    )
+    present = store_acceptance("probe_acceptance_attentive_lrs.json")
+    before = store_acceptance("probe_acceptance_attentive_lrs_before.json")
+    earlier = store_acceptance("probe_acceptance_order600_pca.json")
+    for part in (present, before, earlier):
+        values = [one(v) for v in held_out(part, "attentive")]
+        assert f"{values[0]}, {values[1]} and {values[2]}" in PROSE
+    assert ", ".join(one(t) for t in old["order600"]["probes"]["attentive"]["top1"]) in PROSE
+    assert all(t == 100.0 for t in new["order600"]["probes"]["attentive"]["top1"])
     third = store_acceptance("probe_acceptance_order600_attentive_lr1e-2.json")
     assert third["overrides"] == {"attentive_lrs": [0.001, 0.003, 0.01]}
     values = [one(v) for v in held_out(third, "attentive")]
     assert f"reached {values[0]}, {values[1]} and {values[2]}" in PROSE
-    scale = new["order1k"]["probes"]
-    for row in ("scale_ft", "scale_attentive"):
-        assert ", ".join(one(t) for t in scale[row]["top1"]) in PROSE
-    assert all(t == 100.0 for t in scale["transformer"]["top1"] + scale["attentive"]["top1"])
+    for store in ("order1k",):
+        for ref in (new, old):
+            assert all(t == 100.0 for t in ref[store]["probes"]["attentive"]["top1"])
+
+
+def test_attentive_lrs_table_is_the_committed_runs():
+    """Each candidate row: Attentive on demo 0, demo 1 and order600, then the Transformer on
+    order600, demo 0 and demo 1 (blank where the candidate ran the Attentive row only)."""
+    rows = table(EVALUATION, "| candidate | demo 0: Attentive |")
+    files = (
+        "probe_acceptance_attentive_lrs_before.json",
+        "probe_acceptance_attentive_lrs.json",
+        "probe_acceptance_schedule50.json",
+    )
+    overrides = ({}, {"attentive_lrs": [0.003, 0.01]})
+    overrides += ({**overrides[1], "finetune_max_epochs": 50},)
+    assert len(rows) == len(files)
+    for cells, name, override in zip(rows, files, overrides, strict=True):
+        demos, order = acceptance(name), store_acceptance(name)
+        assert order["overrides"] == override
+        parts = [demos[0], demos[1], order, order, demos[0], demos[1]]
+        probes = ["attentive"] * 3 + ["transformer"] * 3
+        for cell, part, row in zip(cells[1:], parts, probes, strict=True):
+            expected = ", ".join(one(v) for v in held_out(part, row)) if row in part["rows"] else ""
+            assert cell == expected, (name, row)
+
+
+def test_stop_rule_table_is_the_committed_replay():
+    replay = json.loads((RESULTS / "stop_rules_replay.json").read_text())
+    rows = table(EVALUATION, "| rule (patience : step floor : progress) |")
+    assert f"Over the {replay['runs']} set" in PROSE
+    assert len(rows) == len(replay["rules"])
+    for cells, rule in zip(rows, replay["rules"], strict=True):
+        name = f"{rule['patience']}:{rule['min_steps']}:{rule['progress']}"
+        total = replay["totals"][name]
+        patience, floor, progress = (c.strip() for c in cells[0].split(":"))
+        assert (int(patience), int(floor)) == (rule["patience"], rule["min_steps"])
+        assert progress.startswith(
+            "best point only" if rule["progress"] == "best" else "best point or"
+        )
+        assert cells[1:] == [
+            str(total["selection_steps"]),
+            f"{total['of_first']:.2f}",
+            str(total["changed"]),
+            f"{total['val_lost']:.2f}",
+        ]
+        assert total["unknown"] == 0
+    order = json.loads((RESULTS / "stop_rules_replay_order.json").read_text())
+    assert f"patience 3 loses {order['totals']['3:100:loss']['val_lost']:.2f} points" in PROSE
+    assert f"their {order['runs']} row-seeds alone" in PROSE
 
 
 def test_present_design_acceptance_table_is_the_committed_run():
@@ -450,3 +525,37 @@ def test_every_image_the_docs_show_is_committed():
     assert any(t.endswith("curves_transformer_demo_seed1.png") for _, t in shown)
     for page, target in shown:
         assert (page.parent / target).is_file(), f"{page.name} shows a missing {target}"
+
+
+def test_performance_cost_tables_are_the_committed_runs():
+    """performance.md's tables of the present code against 694c3ad, from one eval_cost command
+    per store: wall times with the targets' margins, then per row its seconds and mean top-1."""
+    labels = {"present": "HEAD", "694c3ad": "694c3ad"}
+    targets = {"order600": 180, "order1k": 300}
+    rows = table(PERFORMANCE, "| store | code | wall time | target |")
+    assert len(rows) == 4
+    for store, code, wall, target in rows:
+        run = cost(store, "attentive_lrs")["runs"][labels[code]][0]
+        assert wall.strip("*") == f"{run['seconds']:.1f} s"
+        if code == "present":
+            assert (
+                target == f"{targets[store]} s: missed by {run['seconds'] - targets[store]:.0f} s"
+            )
+    names = ["knn", "scale_knn", "linear", "scale_linear", "mlp", "transformer", "scale_ft"]
+    names += ["attentive", "scale_attentive"]
+    rows = table(PERFORMANCE, "| store | code | | kNN |")
+    assert len(rows) == 8
+    for store, code, kind, *cells in rows:
+        probes = cost(store, "attentive_lrs")["runs"][labels[code]][0]["probes"]
+        if kind == "seconds":
+            assert cells == [one(sum(probes[n]["seconds"])) for n in names]
+        else:
+            assert cells == [one(np.mean(probes[n]["top1"])) for n in names]
+
+
+def test_schedule50_cost_is_the_committed_run():
+    short = cost("order600", "schedule50")
+    assert short["runs"]["HEAD"][0]["seconds"] > 0 and "finetune_max_epochs" in json.dumps(short)
+    default = cost("order600", "attentive_lrs")["runs"]["HEAD"][0]["seconds"]
+    quoted = f"took {short['runs']['HEAD'][0]['seconds']:.1f} s with it against {default:.1f} s"
+    assert quoted in PROSE

@@ -100,8 +100,9 @@ def _head_configs(name: str, ctx: Context, seed: int) -> list[ProbeConfig]:
         dropout=cfg.mlp_dropout if mlp else 0.0,
         num_classes=ctx.num_classes,
         seed=seed,
-        # bf16 halves an MLP grid's step on a CPU with bf16 units; a linear head's one small
-        # matmul gains nothing (docs/performance.md, "Evaluation"), so it keeps fp32
+        # bf16 autocast took a third off the MLP row on a CPU with bf16 units (docs/performance.md,
+        # order-of-events stores); the linear rows keep fp32: one small matmul per head has
+        # little to gain, and the demo's SCALE_linear results were measured in fp32
         precision=cfg.precision if mlp else "fp32",
     )
     norms = (False,) if mlp else cfg.linear_batchnorm
