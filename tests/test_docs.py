@@ -559,3 +559,38 @@ def test_schedule50_cost_is_the_committed_run():
     default = cost("order600", "attentive_lrs")["runs"]["HEAD"][0]["seconds"]
     quoted = f"took {short['runs']['HEAD'][0]['seconds']:.1f} s with it against {default:.1f} s"
     assert quoted in PROSE
+
+
+def test_acceptance_section_quotes_the_rerun_on_later_code():
+    before = "probe_acceptance_attentive_lrs_before.json"
+    demos, order = acceptance(before), store_acceptance(before)
+    parts = [", ".join(one(v) for v in held_out(d, "transformer")) for d in (demos[0], demos[1])]
+    quoted = f"scored {parts[0]} and {parts[1]} held out on the two demo stores"
+    assert quoted in PROSE
+    values = ", ".join(one(v) for v in held_out(order, "transformer"))
+    test = cost("order600", "attentive_lrs")["runs"]["HEAD"][0]["probes"]["transformer"]["top1"]
+    assert f"and {values} on the 600-video store, and {', '.join(one(t) for t in test)} on" in PROSE
+
+
+def test_demo_later_fresh_run_is_the_committed_one():
+    fresh, earlier = _demo_run(0, "fresh2_"), _demo_run(0, "fresh_")
+    prose = " ".join(DEMO.split())
+    timings = fresh["timings"]
+    assert sum(timings.values()) < 600
+    assert f"took {sum(timings.values()):.0f} s of work" in prose
+    quoted = (
+        f"the probes took {timings['probes']:.0f} s and {timings['probes, 10% labels']:.0f} s at "
+        f"10% labels, against {earlier['timings']['probes']:.0f} s and "
+        f"{earlier['timings']['probes, 10% labels']:.0f} s above"
+    )
+    assert quoted in prose
+    assert fresh["verdict"].startswith("SCALE helped here")
+    pairs = {(c["scale"], c["setting"]): c for c in fresh["comparisons"]}
+    ft10, ft = pairs["scale_ft", "10% labels"], pairs["scale_ft", "all labels"]
+    att = pairs["scale_attentive", "all labels"]
+    assert (
+        f"({one(ft10['scale_mean'])} against the Transformer's {one(ft10['baseline_mean'])})"
+        in prose
+    )
+    assert f"({one(ft['scale_mean'])} against {one(ft['baseline_mean'])}," in prose
+    assert f"SCALE_attentive {one(att['scale_mean'])} against {one(att['baseline_mean'])}" in prose
