@@ -89,8 +89,8 @@ def project(data: SetData, projection: Projection, *, chunk: int = 256) -> SetDa
     `rows` and `labels` and any later subset keep their meaning)."""
     source = dataclasses.replace(data, rows=None, labels=None)
     out = np.empty((len(source), source.num_views, projection.dims), dtype=np.float32)
-    for start in range(0, len(source), chunk):
-        stop = min(start + chunk, len(source))
-        feats, _, _ = source.read(np.arange(start, stop))
-        out[start:stop] = projection(feats)
+    start = 0
+    for feats, _, _ in _chunks(source, chunk):
+        out[start : start + len(feats)] = projection(feats)
+        start += len(feats)
     return dataclasses.replace(data, features=out)
