@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import multiprocessing
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from scalevid.config import result_settings
-from scalevid.eval import families, protocol, representations
+from scalevid.eval import families, representations, workers
 from scalevid.eval import selection as selection_mod
 from scalevid.eval.attentive import AttentiveConfig
 from scalevid.eval.cache import load_probe_run
@@ -194,6 +196,31 @@ def test_model_selection_never_reads_test_labels(stores, run, evaluated, tmp_pat
     # A grid with a real choice exists, so "unchanged" is not vacuous.
     grids = [g["val"] for s in results["probes"]["linear"]["seeds"] for g in s["grid"]]
     assert len(grids) == 2 * 4 * 2  # seeds x (lr, wd) x BatchNorm on/off
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="forked workers: Linux only")
+def test_forked_workers_give_the_same_results_as_one_process(stores, run, evaluated, tmp_path):
+    results, out = evaluated  # one torch thread here: every run trained in this process
+    assert results["config"]["workers"] == 0
+    forked = evaluate(
+        train_store=stores["train"],
+        test_store=stores["test"],
+        run=run,
+        config=tiny_config(workers=3),  # 3 processes of 1 thread, as one process had
+        out=tmp_path / "forked",
+    )
+    assert forked["config"]["workers"] == 3
+    assert list(forked["probes"]) == list(results["probes"])
+    for name, entry in results["probes"].items():
+        for mine, theirs in zip(entry["seeds"], forked["probes"][name]["seeds"], strict=True):
+            assert theirs["seconds"] > 0, name
+            mine, theirs = ({k: v for k, v in s.items() if k != "seconds"} for s in (mine, theirs))
+            assert mine == theirs, name
+    first, second = np.load(out / "predictions.npz"), np.load(tmp_path / "forked/predictions.npz")
+    assert first.files == second.files
+    for key in first.files:
+        np.testing.assert_array_equal(first[key], second[key])
+    assert multiprocessing.active_children() == []  # the workers are gone
 
 
 def test_low_shot_subset_is_class_balanced_and_seeded(stores, tmp_path):
@@ -645,8 +672,8 @@ def test_baseline_rows_are_reused_across_runs_and_recomputed_when_settings_chang
     assert len(list(cache.glob("*.npz"))) == len(baselines)
 
     ran: list[str] = []
-    real_run = protocol.run_row
-    monkeypatch.setattr(protocol, "run_row", lambda n, *a: ran.append(n) or real_run(n, *a))
+    real_run = workers.run_row  # in this process: the module runs with one thread, one worker
+    monkeypatch.setattr(workers, "run_row", lambda n, *a: ran.append(n) or real_run(n, *a))
     # a SCALE-only setting changes: every baseline is reused, every SCALE row runs
     second = cached_evaluate("b", scale_knn_normalize="whole")
     assert sorted(ran) == ["scale_attentive", "scale_ft", "scale_knn", "scale_linear"]

@@ -107,6 +107,10 @@ class EvalConfig:
     embed_batch_size: int = runtime(256, metadata=NOT_CACHED)
     # A runtime setting, yet in every baseline key: a cached row is not reused across devices.
     device: str = runtime("auto")
+    # Processes that train the probe runs (row x seed) on a CPU, each with an equal share of
+    # torch's threads (eval/workers.py); 0 = one per torch thread; 1 = this process alone.
+    # Linux only; elsewhere and on an accelerator the runs train in this process.
+    workers: int = runtime(0, metadata=NOT_CACHED)
     progress: bool = runtime(True, metadata=NOT_CACHED)
     plots: bool = field(default=True, metadata=NOT_CACHED)
     embedding_map: Literal["pca", "tsne"] = field(default="pca", metadata=NOT_CACHED)
@@ -156,6 +160,8 @@ class EvalConfig:
             raise ValueError(
                 f"input_pca needs values >= 0 (0 = raw features), got {list(self.input_pca)}"
             )
+        if self.workers < 0:
+            raise ValueError(f"workers must be >= 0 (0 = one per torch thread), got {self.workers}")
         if self.cv_folds < 2 or self.min_val_videos < 0:
             raise ValueError("cv_folds must be >= 2 and min_val_videos >= 0")
         if min(self.finetune_max_epochs, self.finetune_min_steps, self.patience) < 1:

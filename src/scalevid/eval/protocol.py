@@ -48,8 +48,7 @@ families' runners (``eval/families.py``) and the summaries (``eval/summary.py``)
 from __future__ import annotations
 
 import logging
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -66,12 +65,13 @@ from scalevid.eval.checks import (
     task_and_labels,
 )
 from scalevid.eval.config import EvalConfig, Task
-from scalevid.eval.families import Context, run_row, set_probe_init
+from scalevid.eval.families import Context, set_probe_init
 from scalevid.eval.report import write_report
 from scalevid.eval.representations import load_model, open_store, representations
 from scalevid.eval.rows import ROWS, ProbeName
 from scalevid.eval.splits import Split, make_split
 from scalevid.eval.summary import summarise, test_metrics
+from scalevid.eval.workers import Job, plan_workers, run_jobs
 from scalevid.folders import SPLITS, split_file
 from scalevid.hardware import resolve_device
 from scalevid.model import ScaleModel
@@ -187,19 +187,44 @@ def _run_seeds(
     cache: BaselineCache | None,
 ) -> tuple[dict[str, list[ProbeRun]], list[dict[str, Any]], list[str]]:
     """Every probe on every seed's split: (per probe its runs in seed order, per seed its
-    results.json entry, the "<probe> seed <S>" runs taken from the baseline cache)."""
-    runs: dict[str, list[ProbeRun]] = {p: [] for p in probes}
-    reused: list[str] = []
-    seed_info = []
+    results.json entry, the "<probe> seed <S>" runs taken from the baseline cache). Runs not in
+    the cache are trained as `eval/workers.py` plans them (`EvalConfig.workers`), and each is
+    logged, and cached for a baseline row, as soon as it finishes."""
     make_folder(out / SPLITS)
-    for seed in ctx.config.seeds:
-        split = _seed_split(seed, ctx, scored, out=out)
-        seed_info.append(_seed_info(seed, split, ctx))
-        for name in probes:
-            result = _probe_run(name, seed, ctx, split, cache=cache, y_test=scored.y_test)
-            runs[name].append(result.run)
-            if result.reused:
-                reused.append(f"{name} seed {seed}")
+    splits = {seed: _seed_split(seed, ctx, scored, out=out) for seed in ctx.config.seeds}
+    seed_info = [_seed_info(seed, split, ctx) for seed, split in splits.items()]
+    done: dict[Job, ProbeRun] = {}
+    reused: list[str] = []
+    paths: dict[Job, Path] = {}
+    todo: list[Job] = []
+    for job in (Job(name, seed) for seed in ctx.config.seeds for name in probes):
+        path = _cache_path(job, ctx, cache)
+        cached = load_probe_run(path) if path is not None else None
+        if cached is not None:
+            done[job] = cached
+            reused.append(f"{job.name} seed {job.seed}")
+            _log_run(job, cached, scored.y_test, ctx, f"reused from {path}")
+            continue
+        if path is not None:
+            paths[job] = path
+        todo.append(job)
+    plan = plan_workers(ctx.config.workers, device=ctx.device, jobs=len(todo))
+    if plan.workers > 1:
+        ctx.train.preload()
+        ctx.test.preload()
+        logger.info(
+            "training %d probe runs on %d worker processes (%d torch thread%s each)",
+            len(todo),
+            plan.workers,
+            plan.threads,
+            "" if plan.threads == 1 else "s",
+        )
+    for job, run in run_jobs(todo, ctx, splits, plan=plan):
+        if job in paths:
+            save_probe_run(run, paths[job])
+        done[job] = run
+        _log_run(job, run, scored.y_test, ctx, f"{run.seconds:.1f} s")
+    runs = {name: [done[Job(name, seed)] for seed in ctx.config.seeds] for name in probes}
     return runs, seed_info, reused
 
 
@@ -235,56 +260,34 @@ def _seed_info(seed: int, split: Split, ctx: Context) -> dict[str, Any]:
     return info
 
 
-@dataclass(frozen=True)
-class _Outcome:
-    """One probe on one seed, and whether it came from the baseline cache."""
+def _cache_path(job: Job, ctx: Context, cache: BaselineCache | None) -> Path | None:
+    """Where the baseline cache keeps the job's run (None: no cache, or a SCALE row)."""
+    row = ROWS[job.name]
+    if cache is None or row.needs_run:
+        return None
+    architecture = None
+    if row.family == "set":  # the transformer's architecture may come from the run
+        architecture = asdict(set_probe_init(job.name, ctx))
+    return cache.path(
+        job.name,
+        job.seed,
+        config=ctx.config,
+        task=ctx.task,
+        device=ctx.device,
+        architecture=architecture,
+    )
 
-    run: ProbeRun
-    reused: bool
 
-
-def _probe_run(
-    name: str,
-    seed: int,
-    ctx: Context,
-    split: Split,
-    *,
-    cache: BaselineCache | None,
-    y_test: np.ndarray,
-) -> _Outcome:
-    """One probe on one seed: from the baseline cache when it holds the run, else trained
-    (and then cached, for a baseline row)."""
-    path = None
-    row = ROWS[name]
-    if cache is not None and not row.needs_run:
-        architecture = None
-        if row.family == "set":  # the transformer's architecture may come from the run
-            architecture = asdict(set_probe_init(name, ctx))
-        path = cache.path(
-            name,
-            seed,
-            config=ctx.config,
-            task=ctx.task,
-            device=ctx.device,
-            architecture=architecture,
-        )
-    result = load_probe_run(path) if path is not None else None
-    reused = result is not None
-    start = time.perf_counter()
-    if result is None:
-        result = run_row(name, ctx, split, seed)
-        if path is not None:
-            save_probe_run(result, path)
-    result.seconds = time.perf_counter() - start
-    scores = test_metrics(result.test_scores, y_test, ctx.task)
+def _log_run(job: Job, run: ProbeRun, y_test: np.ndarray, ctx: Context, how: str) -> None:
+    """The progress line of one finished (or reused) run: its test metrics and time."""
+    scores = test_metrics(run.test_scores, y_test, ctx.task)
     logger.info(
         "%s seed %d: %s (%s)",
-        row.label,
-        seed,
+        ROWS[job.name].label,
+        job.seed,
         ", ".join(f"{k} {v:.4g}" for k, v in scores.items()),
-        f"reused from {path}" if reused else f"{result.seconds:.1f} s",
+        how,
     )
-    return _Outcome(result, reused)
 
 
 def _meta(

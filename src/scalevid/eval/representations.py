@@ -112,6 +112,11 @@ class ClipVectors:
             resident=self._resident,
         )
 
+    def preload(self) -> None:
+        """Read the vectors that are kept in memory (see `RESIDENT_BYTES`) now, not on first
+        use: processes forked afterwards share them."""
+        self._all()
+
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
         out = self._read(np.arange(len(self)))
         return out if dtype is None else out.astype(dtype)
@@ -204,6 +209,15 @@ class Representations:
     num_valid: np.ndarray  # (N,)
     # SCALE_attentive's clip sets: [contextualised token, SET output] per clip (N, K, 2H)
     scale_sets: SetData | None = None
+
+    def preload(self) -> None:
+        """Read every part that is kept in memory now (`ClipVectors.preload`)."""
+        parts = [self.raw, self.scale, self.sets.features]
+        if self.scale_sets is not None:
+            parts.append(self.scale_sets.features)
+        for part in parts:
+            if isinstance(part, ClipVectors):  # a store or an array is shared as it is
+                part.preload()
 
     def subset(self, rows: np.ndarray) -> Representations:
         """The same representations restricted to `rows` (lazy: nothing is read)."""
