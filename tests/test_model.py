@@ -169,3 +169,71 @@ def test_init_release_and_trunc_normal():
     assert ModelConfig.from_dict(old).init == ModelConfig().init
     with pytest.raises(ValueError, match="init"):
         ModelConfig(init="xavier")
+
+
+def _qkv(b=3, heads=2, n=5, d=8, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(b, heads, n, d, generator=g) for _ in range(3)]
+
+
+def _reference_attention(q, k, v, mask):
+    """softmax(q k^T / sqrt(d)) v in float64, masked keys left out by hand."""
+    q, k, v = (t.double() for t in (q, k, v))
+    scores = q @ k.transpose(-2, -1) / q.shape[-1] ** 0.5
+    weights = torch.exp(scores - scores.amax(-1, keepdim=True)) * mask
+    return (weights / weights.sum(-1, keepdim=True)) @ v
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_attention_matches_the_formula_with_masked_keys(dtype):
+    from scalevid.model import Dropout, attention
+
+    q, k, v = _qkv()
+    mask = torch.ones(3, 1, 1, 5, dtype=torch.bool)
+    mask[0, ..., 3:] = False  # the first set keeps two keys
+    reference = _reference_attention(q, k, v, mask)
+    drop = Dropout(0.3).eval()  # inactive outside training
+    out = attention(*(t.to(dtype) for t in (q, k, v)), mask, drop)
+    assert out.dtype == dtype
+    tol = 3e-2 if dtype == torch.bfloat16 else 1e-5  # bf16 keeps 8 bits of mantissa
+    torch.testing.assert_close(out.double(), reference, atol=tol, rtol=tol)
+
+
+def test_short_half_precision_sets_on_a_cpu_take_the_explicit_path(monkeypatch):
+    import torch.nn.functional as F
+
+    from scalevid import model as model_mod
+    from scalevid.model import SHORT_SET_TOKENS, Dropout, attention
+
+    fused: list[torch.dtype] = []
+    real = F.scaled_dot_product_attention
+    monkeypatch.setattr(
+        model_mod.F,
+        "scaled_dot_product_attention",
+        lambda q, *a, **kw: fused.append(q.dtype) or real(q, *a, **kw),
+    )
+    drop = Dropout(0.0)
+    attention(*(t.bfloat16() for t in _qkv()), None, drop)
+    assert fused == []  # explicit
+    attention(*_qkv(), None, drop)  # fp32: the fused kernel
+    long = [t.bfloat16() for t in _qkv(b=1, heads=1, n=SHORT_SET_TOKENS + 1)]
+    attention(*long, None, drop)  # a long set: the fused kernel
+    assert fused == [torch.float32, torch.bfloat16]
+
+
+def test_attention_dropout_drops_weights_and_keeps_their_expectation():
+    from scalevid.model import Dropout, attention
+
+    q, k, v = (t.bfloat16() for t in _qkv(b=64, n=9))
+    drop = Dropout(0.5).train()
+    outs = []
+    for seed in range(20):
+        torch.manual_seed(seed)
+        outs.append(attention(q, k, v, None, drop).float())
+    torch.manual_seed(0)
+    assert torch.equal(attention(q, k, v, None, drop).float(), outs[0])  # the default RNG's
+    assert not torch.equal(outs[0], outs[1])
+    mean = torch.stack(outs).mean(0)
+    plain = attention(q, k, v, None, drop.eval()).float()
+    # 20 draws of a 0.5 keep-mask scaled by 2: the mean is the plain output up to its noise
+    assert (mean - plain).abs().mean() < 0.25 * plain.abs().mean()
