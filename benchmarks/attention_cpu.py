@@ -25,7 +25,7 @@ from machine import describe
 from scalevid.model import SHORT_SET_TOKENS, Dropout, attention
 
 HEADS, HEAD_DIM, TOKENS = 8, 32, 576
-LENGTHS = (9, 17, 33, 65, 129)
+LENGTHS = (9, 17, 33, 65, 128)
 
 
 def _explicit(q, k, v, mask, drop: Dropout) -> torch.Tensor:

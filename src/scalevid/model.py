@@ -147,7 +147,7 @@ def attention(
     On a CPU, for a short set (n <= SHORT_SET_TOKENS) in half precision (bf16 autocast): the two
     products in that precision and the softmax in float32, with `Dropout`'s cheaper mask. There
     torch's fused kernel (`F.scaled_dot_product_attention`) is slower: a 9-token step forward and
-    backward takes ~1.4x as long, and ~2-8x as long without dropout. Elsewhere (fp32, long sets,
+    backward takes ~1.4x as long, and ~2-9x as long without dropout. Elsewhere (fp32, long sets,
     other devices) the fused kernel.
     """
     n = q.shape[-2]
