@@ -682,3 +682,30 @@ def test_workers_not_met_and_performance_quote_the_committed_runs():
             assert cells == [one(sum(probes[n]["seconds"])) for n in ROW_NAMES]
         else:
             assert cells == [one(np.mean(probes[n]["top1"])) for n in ROW_NAMES]
+
+
+def test_demo_fresh_runs_on_the_worker_code_and_the_pretraining_draws():
+    prose = " ".join(DEMO.split())
+    for seed in (0, 1):
+        run = _demo_run(seed, "fresh3_")
+        assert sum(run["timings"].values()) < 600
+        assert f"took {sum(run['timings'].values()):.0f} s of work" in prose
+        probes = run["timings"]["probes"], run["timings"]["probes, 10% labels"]
+        quoted = {
+            0: f"probes {probes[0]:.0f} s and {probes[1]:.0f} s",
+            1: f"probes {probes[0]:.0f} and {probes[1]:.0f} at 10% labels",
+        }
+        assert quoted[seed] in prose
+    assert _demo_run(1, "fresh3_")["verdict"].startswith("SCALE hurt here")
+    assert _demo_run(0, "fresh3_")["verdict"].startswith("SCALE helped here")
+    draws = json.loads((RESULTS / "demo_seed1_pretraining_draws.json").read_text())["runs"]
+    means = {
+        (r["code"][:7], r["pretraining_seed"]): np.mean(r["labels_10pct"]["scale_linear"])
+        for r in draws
+    }
+    before = ", ".join(one(means["bec3b77", s]) for s in (0, 1, 2))
+    after = ", ".join(one(means["d21e1c4", s]) for s in (0, 1, 2))
+    assert f"{before} before the change and {after} after" in prose
+    fresh = next(r for r in draws if r["run"] == "new_fresh")
+    same = next(r for r in draws if r["run"] == "new_code")
+    assert fresh["labels_10pct"] == same["labels_10pct"]  # one code and seed: bit-identical
