@@ -1,12 +1,13 @@
 """Where the evaluation's jobs run: each job is one probe row on one seed's split, trained in
 this process or in forked CPU worker processes.
 
-On a CPU the probes are small models, and two threads speed a step up far less than twice (a
-step of the Transformer probe: about 0.78 of linear scaling on the 2-core machine of
-docs/performance.md), while the jobs are independent: each seeds its own generators from its
-seed and config, reads the shared context and writes nothing. So `workers` processes of
-`threads` torch threads each train the jobs, costliest family first (set, attentive, head, kNN)
-so that no long job starts last, and the caller gets each result as it finishes.
+On a CPU most probes are small models, and two threads speed their steps up far less than
+twice (two one-seed `scalevid eval --probes transformer` runs on the 2-core machine of
+docs/performance.md: 87.6 s one after the other on two threads, 68.2 s side by side on one
+thread each), while the jobs are independent: each seeds its own generators from its seed and
+config, reads the shared context and writes nothing. So `workers` processes of `threads` torch
+threads each train the jobs, costliest family first (set, attentive, head, kNN) so that no long
+job starts last, and the caller gets each result as it finishes.
 
 The workers are forked once the context is built, so they share its arrays copy-on-write
 (`Representations.preload` reads the lazily kept vectors first), and each dies with the process
