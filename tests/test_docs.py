@@ -709,3 +709,22 @@ def test_demo_fresh_runs_on_the_worker_code_and_the_pretraining_draws():
     fresh = next(r for r in draws if r["run"] == "new_fresh")
     same = next(r for r in draws if r["run"] == "new_code")
     assert fresh["labels_10pct"] == same["labels_10pct"]  # one code and seed: bit-identical
+
+
+def test_readme_quotes_the_spread_of_the_other_pretraining_draws():
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    runs = json.loads((RESULTS / "demo_seed1_pretraining_draws.json").read_text())["runs"]
+    others = {
+        (r["code"], r["pretraining_seed"]): np.mean(r["labels_10pct"]["scale_linear"])
+        - np.mean(r["labels_10pct"]["linear"])
+        for r in runs
+        if r["run"] not in ("old_final", "new_fresh")  # the cached run; the fresh run's twin
+    }
+    assert len(others) == 6
+    quoted = f"six other pretraining draws gave SCALE_linear +{min(others.values()):.0f} to "
+    assert quoted + f"+{max(others.values()):.0f} points" in readme
+    fresh = _demo_run(1, "fresh3_")["comparisons"]
+    low_shot = next(
+        c for c in fresh if c["setting"] != "all labels" and c["scale"] == "scale_linear"
+    )
+    assert low_shot["verdict"] == "no clear difference"
