@@ -679,7 +679,7 @@ def test_baseline_rows_are_reused_across_runs_and_recomputed_when_settings_chang
     assert sorted(ran) == ["scale_attentive", "scale_ft", "scale_knn", "scale_linear"]
     assert len(second["reused_baselines"]) == len(baselines)
 
-    def timeless(seeds: list[dict]) -> str:  # a reused run's seconds are its loading time
+    def timeless(seeds: list[dict]) -> str:  # a reused run has no seconds: not trained here
         return json.dumps([{k: v for k, v in s.items() if k != "seconds"} for s in seeds])
 
     for name in baselines:
