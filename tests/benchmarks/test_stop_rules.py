@@ -17,12 +17,14 @@ POINT1 = {"steps": [10, 20, 30, 40, 50, 60], "metric": [40, 40, 40, 40, 70, 70],
           "loss": [1.2, 1.3, 1.0, 0.9, 0.8, 0.85]}  # fmt: skip
 
 
-def _results(tmp_path, schedule=60):
+def _results(tmp_path, schedule=60, grid=None):
     seed = {
         "seed": 0,
         "chosen": {"steps": 50, "schedule_steps": schedule},
         "curves": {"chosen": 1, "grid": [POINT0, POINT1]},
     }
+    if grid is not None:
+        seed["grid"] = grid
     path = tmp_path / "results.json"
     path.write_text(
         json.dumps({"probes": {"transformer": {"seeds": [seed]}, "knn": {"seeds": [{}]}}})
@@ -48,6 +50,8 @@ def test_the_runs_rule_gives_their_choice_and_a_shorter_patience_changes_it(tmp_
         "changed": 1,
         "val_lost": 10.0,
         "unknown": 0,
+        "pruned": 0,
+        "steps_by_input": {"0": 50},
     }
 
 
@@ -72,7 +76,33 @@ def test_check_refuses_a_first_rule_that_is_not_the_runs(tmp_path):
         stop_rules.replay([_results(tmp_path)], [stop_rules.Rule.parse("1:0:loss")], check=True)
 
 
-@pytest.mark.parametrize("text", ["5:100", "0:100:loss", "5:100:metric", "a:b:loss"])
+@pytest.mark.parametrize(
+    "text", ["5:100", "0:100:loss", "5:100:metric", "a:b:loss", "5:100:loss:mean"]
+)
 def test_malformed_rules_name_the_form(text):
     with pytest.raises(ValueError, match="PATIENCE:MIN_STEPS|patience >= 1"):
         stop_rules.Rule.parse(text)
+
+
+def test_the_median_rule_trains_the_narrow_input_first_and_prunes_the_raw_one(tmp_path):
+    """The same curves as two inputs of an attentive row, recorded raw first: point 0 on the
+    64-component input, point 1 on the raw features. The replay trains point 0 first; it ends at
+    step 60 (its patience). At step 10 point 1's best, 40, is below point 0's running mean, 50:
+    the median rule stops it there, and point 0's 60 is chosen instead of point 1's later 70."""
+    grid = [
+        {"config": {"input_pca": 64, "lr": 1e-3, "head": "set"}},
+        {"config": {"input_pca": 0, "lr": 1e-3, "head": "set"}},
+    ]
+    assert stop_rules.training_passes([g["config"] for g in grid]) == [[0], [1]]
+    assert stop_rules.training_passes([grid[1]["config"], grid[0]["config"]]) == [[1], [0]]
+    both_lrs = [{"input_pca": 0, "lr": 1e-3}, {"input_pca": 0, "lr": 1e-2}]
+    assert stop_rules.training_passes(both_lrs) == [[0, 1]]  # one pass, as one stack
+    rules = [stop_rules.Rule.parse("4:0:loss"), stop_rules.Rule.parse("4:0:loss:median")]
+    out = stop_rules.replay([_results(tmp_path, grid=grid)], rules, check=True)
+    (entry,) = out["entries"]
+    assert entry["4:0:loss"]["steps_by_input"] == {"64": 60, "0": 60}
+    median = entry["4:0:loss:median"]
+    assert median["pruned"] == 1 and median["steps_by_input"] == {"64": 60, "0": 10}
+    assert median["chosen"] == [0, 1] and median["val"] == 60
+    assert out["totals"]["4:0:loss:median"]["changed"] == 1
+    assert str(rules[1]) == "4:0:loss:median"

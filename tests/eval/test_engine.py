@@ -15,7 +15,7 @@ from torch import nn
 
 from scalevid.eval.attentive import AttentiveConfig, AttentivePooling, AttentiveProbe
 from scalevid.eval.clip_sets import ClipSetBatches
-from scalevid.eval.engine import Curve, EarlyStopping
+from scalevid.eval.engine import Curve, EarlyStopping, below_median
 from scalevid.eval.heads import fit_heads
 from scalevid.eval.probes import ProbeConfig, ProbeData
 from scalevid.eval.set_probes import (
@@ -262,6 +262,71 @@ def test_early_stopping_waits_for_min_steps():
     )
     stopped = [flat.validate(step, lambda m: {}, [0]) for step in range(6)]
     assert stopped == [set(), set(), set(), set(), {0}, {0}]
+
+
+def _curve(points: list[tuple[int, float]]) -> Curve:
+    curve = Curve()
+    for step, metric in points:
+        curve.add(step, metric, 1.0)
+    return curve
+
+
+def test_median_rule_compares_the_best_point_with_the_finished_curves_running_means():
+    """Golovin et al.'s rule by hand: at step 30 the finished curves' running means are
+    (40+50+90)/3 = 60, (30+30+30)/3 = 30 and (80+80)/2 = 80 (its step-40 point not yet counted):
+    median 60."""
+    finished = [
+        _curve([(10, 40.0), (20, 50.0), (30, 90.0)]),
+        _curve([(10, 30.0), (20, 30.0), (30, 30.0), (40, 30.0)]),
+        _curve([(20, 80.0), (30, 80.0), (40, 0.0)]),
+    ]
+    assert finished[0].running_mean(30) == pytest.approx(60.0)
+    assert finished[2].running_mean(10) is None  # no validation yet at step 10
+    assert below_median(_curve([(10, 20.0), (30, 59.0)]), finished, 30)
+    assert not below_median(_curve([(10, 60.0), (30, 20.0)]), finished, 30)  # its best counts
+    # at step 10 only two curves have a mean (40, 30): median 35
+    assert below_median(_curve([(10, 34.0)]), finished, 10)
+    assert not below_median(_curve([(10, 36.0)]), finished, 10)
+    assert not below_median(_curve([(10, 0.0)]), [], 10)  # nothing finished: no reference
+
+
+def test_median_rule_stops_a_trailing_point_after_min_steps_and_learns_from_its_own_pass():
+    """Point 0 trails the finished curve of an earlier pass (running mean 70) and stops at the
+    first validation past min_steps, pruned. Point 1 leads until it stops by its patience at
+    step 8. Point 2 (slowly rising from 70) is not below the earlier curve's 70, but once point 1
+    has finished it is below the median of 70 and point 1's running mean (90+95+95+90)/4 =
+    92.5: it stops at step 10 (74 < 81.25). Point 0, pruned, is not a finished curve: counted,
+    its running mean 10 would have made the median 70."""
+    before = [_curve([(2, 70.0), (4, 70.0), (6, 70.0), (8, 70.0), (10, 70.0), (12, 70.0)])]
+    metrics = {
+        0: [10.0] * 6,
+        1: [90.0, 95.0, 95.0, 90.0, 0.0, 0.0],  # best at step 4; patience 2 stops it at 8
+        2: [70.0, 71.0, 72.0, 73.0, 74.0, 75.0],
+    }
+    rule = EarlyStopping(
+        groups=[0, 1, 2],
+        score=lambda weights_of, active: {g: (metrics[g][step[0]], 1.0) for g in active},
+        every=2,
+        patience=2,
+        min_steps=4,
+        median=True,
+        finished=before,
+    )
+    step = [0]
+    stops = []
+    active = [0, 1, 2]
+    for i in range(6):
+        step[0] = i
+        stopped = rule.validate(2 * i + 1, lambda m: {}, active)
+        stops.append(sorted(stopped))
+        active = [g for g in active if g not in stopped]
+    assert stops == [[], [0], [], [1], [2], []]
+    assert rule.pruned == {0, 2}  # point 1 stopped by its patience, not pruned
+    assert len(before) == 1  # the caller's list is left alone
+    off = EarlyStopping(
+        groups=[0], score=lambda w, a: {0: (10.0, 1.0)}, every=1, patience=9, finished=before
+    )
+    assert [off.validate(s, lambda m: {}, [0]) for s in range(5)] == [set()] * 5  # median off
 
 
 def test_every_probe_row_is_declared_once_and_consistently():

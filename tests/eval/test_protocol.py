@@ -354,6 +354,45 @@ def test_the_mlp_row_trains_at_the_configured_precision_and_linear_in_fp32(store
     assert linear["chosen"]["precision"] == "fp32"
 
 
+def test_the_median_rule_measures_each_pass_against_the_rows_finished_curves(
+    stores, tmp_path, monkeypatch
+):
+    """The Transformer's four passes (one grid point each) train narrow input first; each one's
+    early stopping gets the row's curves trained before it, less the pruned ones; the pruned
+    points are marked in results.json; median_stop off prunes nothing."""
+    seen: list[tuple[int, bool]] = []
+    real = families.EarlyStopping
+
+    def spy(**kwargs):
+        seen.append((len(kwargs["finished"]), kwargs["median"]))
+        return real(**kwargs)
+
+    monkeypatch.setattr(families, "EarlyStopping", spy)
+    config = tiny_config(
+        seeds=(0,),
+        probes=("transformer",),
+        input_pca=(0, 4),
+        finetune_heads=("clip_set", "set"),
+        finetune_lrs=(1e-3,),
+        workers=1,
+    )
+    for median in (True, False):
+        seen.clear()
+        results = evaluate(
+            train_store=stores["train"],
+            test_store=stores["test"],
+            config=dataclasses.replace(config, median_stop=median),
+            out=tmp_path / str(median),
+        )
+        grid = results["probes"]["transformer"]["seeds"][0]["grid"]
+        order = [(g["config"]["input_pca"], g["config"]["head"]) for g in grid]
+        assert order == [(4, "clip_set"), (4, "set"), (0, "clip_set"), (0, "set")]
+        assert [n for n, _ in seen] == [sum(not g["pruned"] for g in grid[:i]) for i in range(4)]
+        assert all(m == median for _, m in seen)
+        # on this store the raw-feature points trail the projection's: the rule stops them
+        assert [g["pruned"] for g in grid] == [False, False, median, median]
+
+
 def test_raw_feature_rows_also_choose_a_pca_input(stores, run, tmp_path, monkeypatch):
     """With input_pca (0, 4) on 16-wide features, Transformer and Attentive train their grid on
     both inputs and record the chosen one; the projection is fitted per seed on the train
@@ -378,7 +417,7 @@ def test_raw_feature_rows_also_choose_a_pca_input(stores, run, tmp_path, monkeyp
             assert set(inputs) == {0} and seed["chosen"]["input_pca"] == 0
             continue
         half = len(inputs) // 2
-        assert half > 0 and inputs == [0] * half + [4] * half
+        assert half > 0 and inputs == [4] * half + [0] * half  # the narrow input trains first
         chosen = seed["grid"][seed["curves"]["chosen"]]["config"]["input_pca"]
         assert seed["chosen"]["input_pca"] == chosen
         assert len(seed["curves"]["grid"]) == len(inputs)
@@ -549,7 +588,7 @@ def test_baseline_cache_keys_hold_the_settings_each_row_reads():
     heads = ["clips_per_sample", "head_batch_size", "head_epochs", "head_lrs"]
     heads += ["head_weight_decays", "mlp_dropout", "mlp_hidden"]
     stopping = ["finetune", "finetune_max_epochs", "finetune_max_steps", "finetune_min_steps"]
-    stopping += ["patience", "precision", "validate_every"]
+    stopping += ["patience", "median_stop", "precision", "validate_every"]
     expected = {
         "knn": [*common, "knn_k", "knn_temperature"],
         "linear": [*common, *heads, "linear_batchnorm"],

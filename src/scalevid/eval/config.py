@@ -33,15 +33,16 @@ class EvalConfig:
     finetune_heads x finetune_lrs, attentive probes (attentive, scale_attentive) attentive_lrs x
     attentive_weight_decays, each grid trained in one pass from `finetune` for the rest (batch,
     views, dropout, warm-up, clipping); transformer and attentive run their grid once per
-    input_pca entry (raw features, or their first k principal components); their step count is
-    chosen on validation too: every grid point trains on a warm-up + cosine schedule of
-    finetune_max_epochs passes over the train split (at least finetune_min_steps, at most
-    finetune_max_steps steps), is validated every
+    input_pca entry (their first k principal components, narrowest first, then the raw
+    features); their step count is chosen on validation too: every grid point trains on a
+    warm-up + cosine schedule of finetune_max_epochs passes over the train split (at least
+    finetune_min_steps, at most finetune_max_steps steps), is validated every
     `validate_every` steps (0: every two passes, at least 10 steps) and stops after `patience`
-    validations without progress, neither a better point nor a lower validation loss (never
-    before finetune_min_steps); the best (grid point, step) is chosen, and the refit on the
-    whole train split replays that schedule for at least the chosen steps, then until its
-    training loss reaches the selection run's at the chosen step.
+    validations without progress, neither a better point nor a lower validation loss, or with
+    `median_stop` once its best point is below the median running mean of the row's finished
+    curves (never before finetune_min_steps); the best (grid point, step) is chosen, and the
+    refit on the whole train split replays that schedule for at least the chosen steps, then
+    until its training loss reaches the selection run's at the chosen step.
     Selection uses a held-out val_fraction of train, or cv_folds-fold cross-validation when that
     would hold fewer than min_val_videos videos (0 = never).
     The transformer baseline copies the run's predictor architecture when a run is given (a like
@@ -83,6 +84,9 @@ class EvalConfig:
     finetune_max_steps: int = 2000  # ... and at most this many
     validate_every: int = 0  # steps between validations; 0 = two passes, at least 10 steps
     patience: int = 5  # validations without progress (better point, lower val loss) before a stop
+    # The median stopping rule (engine.below_median): a grid point also stops once its best
+    # validation point is below the median of the running means of the row's finished curves.
+    median_stop: bool = True
     # The rows reading raw features (transformer, attentive) also try their input projected onto
     # this many principal components of the train split's clips, fitted without labels
     # (eval/pca.py); 0 = the raw features. Each value narrower than the features is an input

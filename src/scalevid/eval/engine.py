@@ -4,8 +4,9 @@ trained in one pass by :class:`GridTrainer`.
 
 What a probe family supplies:
 - the stacked weights (name -> (M, *shape)) and their optimizer (``eval/stacked.py``);
-- ``loss(weights, batch) -> (M',)``: the losses of M' models, given their rows of the stacks, on
-  one batch (one batched call, or the models one by one; see ``set_probes``);
+- ``loss(weights, batch) -> (M',)``: the losses of M' models on one batch, given their rows of
+  the stacks (one batched call), or with ``per_model`` a list of the M' models' own weights
+  (``StackedAdamW.rows``: a loss that calls the models one by one; see ``set_probes``);
 - one batch stream per training set (``next(step, device) -> batch``); models on the same
   training set (e.g. the lrs of one cross-validation fold) share its batches, read once a step.
 
@@ -14,8 +15,9 @@ the warm-up + cosine schedule of its own length (``schedule_steps``, ``train.sch
 model leaves the stacks at its ``stop_steps`` (the rows left keep stepping); and, given an
 :class:`EarlyStopping`, validation every ``every`` steps of each *group* of models (one grid
 point's folds), whose curve it records; a group stops after ``patience`` validations without
-improving on its best point. A schedule longer than the stop is how a refit replays a selection
-run exactly: the same schedule, cut at the chosen step.
+improving on its best point, or (the median stopping rule) once its best point falls below the
+median of the running means of the curves that have finished. A schedule longer than the stop is
+how a refit replays a selection run exactly: the same schedule, cut at the chosen step.
 
 Shapes: M models, M' of them still training.
 """
@@ -36,7 +38,8 @@ from scalevid.train.schedule import warmup_cosine
 
 Weights = dict[str, torch.Tensor]
 Batch = tuple[torch.Tensor, ...]
-StackLoss = Callable[[Weights, Batch], torch.Tensor]  # rows of the stacks, batch -> (M',)
+# rows of the stacks (or, per model, its own weights), batch -> (M',)
+StackLoss = Callable[[Weights | list[Weights], Batch], torch.Tensor]
 
 
 class Stream(Protocol):
@@ -89,8 +92,22 @@ class Curve:
         lowest loss (a curve on a plateau of the metric whose loss still falls is learning)."""
         return len(self.steps) - 1 - max(self.best, self.lowest)
 
+    def running_mean(self, step: int) -> float | None:
+        """The mean metric of the validations up to `step` (None before the first)."""
+        values = [m for s, m in zip(self.steps, self.metric, strict=True) if s <= step]
+        return float(np.mean(values)) if values else None
+
     def to_dict(self) -> dict[str, list[float] | list[int]]:
         return {"steps": self.steps, "metric": self.metric, "loss": self.loss}
+
+
+def below_median(curve: Curve, finished: Sequence[Curve], step: int) -> bool:
+    """The median stopping rule (Golovin et al., *Google Vizier*, KDD 2017, section 3.2.2): a
+    curve at `step` whose best metric is below the median, over the `finished` curves (those
+    that ran their course), of each one's running mean up to `step`. A running mean, not a best, so a finished curve that sat on
+    a plateau before it found the signal stops nothing early on that plateau."""
+    means = [m for m in (f.running_mean(step) for f in finished) if m is not None]
+    return bool(means) and curve.metric[curve.best] < float(np.median(means))
 
 
 # (active model -> its current weights) -> per active group, (metric, loss) on validation
@@ -106,7 +123,11 @@ class EarlyStopping:
     model m's current weights); a group stops once `patience` validations have passed without
     progress, neither a new best point (``Curve.add``) nor a lower validation loss (a curve can
     sit on a plateau of its metric while its loss falls, before the signal is found), and not
-    before `min_steps` steps.
+    before `min_steps` steps. With `median`, a group also stops (is pruned) once its best point
+    is below the median of the running means of the finished curves (``below_median``): the
+    `finished` curves given (other grid points of the row, trained before) and this pass's
+    groups that have stopped by their patience or budget (a pruned curve is not finished, as
+    in Vizier, where the median is over completed trials).
     """
 
     groups: Sequence[int]
@@ -114,22 +135,40 @@ class EarlyStopping:
     every: int
     patience: int
     min_steps: int = 0
+    median: bool = False
+    finished: list[Curve] = field(default_factory=list)
     curves: dict[int, Curve] = field(default_factory=dict)
+    pruned: set[int] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         if self.every < 1 or self.patience < 1:
             raise ValueError("early stopping needs every >= 1 and patience >= 1")
         self.curves = {g: Curve() for g in dict.fromkeys(self.groups)}
+        self.finished = list(self.finished)
 
-    def validate(self, step: int, weights_of: Callable[[int], Weights], active: list[int]) -> set:
-        """Score after `step` + 1 steps; the groups that stop now."""
+    def validate(
+        self,
+        step: int,
+        weights_of: Callable[[int], Weights],
+        active: list[int],
+        ending: set[int] | frozenset[int] = frozenset(),
+    ) -> set:
+        """Score after `step` + 1 steps; the groups that stop now (`ending`: groups that stop
+        now anyway, at the end of their budget)."""
         scores = self.score(weights_of, active)
         stopped = set()
         for g, (metric, loss) in scores.items():
             curve = self.curves[g]
             curve.add(step + 1, metric, loss)
-            if curve.since_progress() >= self.patience and step + 1 >= self.min_steps:
+            if step + 1 < self.min_steps:
+                continue
+            if curve.since_progress() >= self.patience:
                 stopped.add(g)
+            elif self.median and below_median(curve, self.finished, step + 1):
+                stopped.add(g)
+                self.pruned.add(g)
+        ended = (g for g in scores if (g in stopped or g in ending) and g not in self.pruned)
+        self.finished += [self.curves[g] for g in ended]
         return stopped
 
 
@@ -154,12 +193,14 @@ class LossTarget:
 @dataclass
 class TrainedGrid:
     """What a grid run leaves: each model's final weights (name -> (*shape)), its per-step
-    training losses, the step it stopped after, and the groups' validation curves."""
+    training losses, the step it stopped after, the groups' validation curves and the groups
+    the median stopping rule stopped."""
 
     weights: list[Weights]
     losses: list[np.ndarray]
     stopped_at: list[int]
     curves: dict[int, Curve]
+    pruned: set[int] = field(default_factory=set)
 
 
 class GridTrainer:
@@ -171,7 +212,8 @@ class GridTrainer:
     over its first warmups[m] steps, then cosine to 0); stop_steps[m] <= schedule_steps[m] the
     steps it trains at most; targets[m] (optional) stops it earlier (``LossTarget``).
     autocast: the forward passes' autocast dtype (None: fp32); weights, gradients and the
-    optimizer stay fp32.
+    optimizer stay fp32. per_model: the loss takes a list of the models' own weights
+    (``StackedAdamW.rows``) instead of their rows of the stacks.
     """
 
     def __init__(
@@ -188,9 +230,12 @@ class GridTrainer:
         stopping: EarlyStopping | None = None,
         targets: Sequence[LossTarget | None] | None = None,
         autocast: torch.dtype | None = None,
+        per_model: bool = False,
         device: torch.device,
     ) -> None:
         m = len(lrs)
+        if per_model and not isinstance(optimizer, StackedAdamW):
+            raise ValueError("a per-model loss needs StackedAdamW (its per-model weights)")
         if not (len(stream_of) == len(schedule_steps) == len(warmups) == len(stop_steps) == m):
             raise ValueError("one stream index, schedule, warm-up and stop per model")
         if any(s < 1 or s > t for s, t in zip(stop_steps, schedule_steps, strict=True)):
@@ -201,7 +246,7 @@ class GridTrainer:
         self.schedule, self.warmups = list(schedule_steps), list(warmups)
         self.stop_steps, self.stopping = list(stop_steps), stopping
         self.targets = list(targets) if targets is not None else [None] * m
-        self.autocast = autocast
+        self.autocast, self.per_model = autocast, per_model
         self.active = list(range(m))  # model index of each row of the stacks
         self.final: dict[int, Weights] = {}
         self.stopped_at = [0] * m
@@ -220,7 +265,8 @@ class GridTrainer:
                 if m not in done and self.targets[m] and self.targets[m].reached(self.history[m])
             ]
             if self.stopping is not None and (done or (step + 1) % self.stopping.every == 0):
-                groups = self.stopping.validate(step, self._weights_of, self.active)
+                ending = {self.stopping.groups[m] for m in done}
+                groups = self.stopping.validate(step, self._weights_of, self.active, ending)
                 done += [m for m in self.active if self.stopping.groups[m] in groups]
             self._retire(set(done), step)
             step += 1
@@ -231,11 +277,13 @@ class GridTrainer:
             losses=[torch.stack(h).cpu().numpy() for h in self.history],
             stopped_at=self.stopped_at,
             curves=self.stopping.curves if self.stopping is not None else {},
+            pruned=self.stopping.pruned if self.stopping is not None else set(),
         )
 
     def _step(self, step: int) -> None:
         rows = {m: r for r, m in enumerate(self.active)}
         params = self.optimizer.params
+        own = self.optimizer.rows() if self.per_model else None  # type: ignore[union-attr]
         loss = torch.zeros((), device=self.device)
         for s, stream in enumerate(self.streams):
             live = [m for m in self.active if self.stream_of[m] == s]
@@ -243,8 +291,10 @@ class GridTrainer:
                 continue
             batch = stream.next(step, self.device)
             index = [rows[m] for m in live]
-            weights = params
-            if index != list(range(len(self.active))):  # a part of the stacks reads this set
+            weights: Weights | list[Weights] = params
+            if own is not None:
+                weights = [own[r] for r in index]
+            elif index != list(range(len(self.active))):  # a part of the stacks reads this set
                 picked = torch.tensor(index, device=self.device)
                 weights = {k: v[picked] for k, v in params.items()}
             with torch.autocast(

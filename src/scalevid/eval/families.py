@@ -27,7 +27,7 @@ from scalevid.eval.attentive import AttentiveConfig
 from scalevid.eval.cache import ProbeRun
 from scalevid.eval.clip_sets import SetData, VideoBatches, video_batches
 from scalevid.eval.config import EvalConfig, Task
-from scalevid.eval.engine import EarlyStopping, LossTarget, Weights
+from scalevid.eval.engine import Curve, EarlyStopping, LossTarget, Weights
 from scalevid.eval.pca import fit_pca, project
 from scalevid.eval.probes import ProbeConfig, ProbeData, make_grid, steps_per_epoch
 from scalevid.eval.representations import Representations
@@ -237,20 +237,24 @@ class _Input:
 
 
 def _inputs(name: str, ctx: Context, split: Split, seed: int) -> list[_Input]:
-    """The inputs row `name` chooses among on validation: its own vectors, and for the rows
+    """The inputs row `name` chooses among on validation, in the order they train: for the rows
     that read raw features (Transformer, Attentive) each `input_pca` projection narrower than
-    them, fitted on the train split's clips without labels (``eval/pca.py``)."""
+    them, fitted on the train split's clips without labels (``eval/pca.py``), narrowest first;
+    then the row's own vectors. The cheap narrow inputs go first, so the median stopping rule
+    can stop a costly wide-input point that trails their curves (``engine.below_median``)."""
     row = ROWS[name]
     init = set_probe_init(name, ctx)
     data, test = _set_inputs(name, ctx)
     dims = sorted({k for k in ctx.config.input_pca if 0 < k < data.dim}) if not row.scale else []
-    inputs = [_Input(0, data, test, init)] if 0 in ctx.config.input_pca or not dims else []
+    inputs = []
     for k in dims:
         projection = fit_pca(_labelled(data, split.train, None), k, seed=seed)
         narrow = (
             init if isinstance(init, AttentiveConfig) else dataclasses.replace(init, input_dim=k)
         )
         inputs.append(_Input(k, project(data, projection), project(test, projection), narrow))
+    if 0 in ctx.config.input_pca or not dims:
+        inputs.append(_Input(0, data, test, init))
     return inputs
 
 
@@ -261,11 +265,12 @@ def _run_set_row(name: str, ctx: Context, split: Split, seed: int) -> ProbeRun:
     test."""
     configs = _set_grid(name, ctx, split, seed)
     inputs = _inputs(name, ctx, split, seed)
-    grid_points = [(inp, c) for inp in inputs for c in configs]  # input-major, as the curves
+    grid_points = [(inp, c) for inp in inputs for c in configs]  # input-major, as they train
+    finished: list[Curve] = []  # the row's curves so far, for the median stopping rule
     entries = [
         entry
         for inp in inputs
-        for entry in _select_steps(name, ctx, split, configs, inp.init, inp.data)
+        for entry in _select_steps(ctx, split, configs, inp.init, inp.data, finished)
     ]
     points = [(i, j) for i, e in enumerate(entries) for j in range(len(e["curve"]["steps"]))]
     best = select_index(
@@ -296,6 +301,7 @@ def _run_set_row(name: str, ctx: Context, split: Split, seed: int) -> ProbeRun:
             "val": e["val"],
             "val_loss": e["val_loss"],
             "best_step": e["step"],
+            "pruned": e["pruned"],
         }
         for (g, c), e in zip(grid_points, entries, strict=True)
     ]
@@ -350,16 +356,18 @@ def _refit(
 
 
 def _select_steps(
-    name: str,
     ctx: Context,
     split: Split,
     configs: list[FinetuneConfig],
     init: ProbeInit,
     data: SetData,
+    finished: list[Curve],
 ) -> list[dict[str, Any]]:
-    """Per grid point: its validation curve over the pooled folds, its best point and its
-    training loss at each validated step. Points that can train together (``stack_key``: e.g.
-    one head kind) share one pass of the grid trainer, every fold of each point a model of it."""
+    """Per grid point: its validation curve over the pooled folds, its best point, its
+    training loss at each validated step and whether the median stopping rule stopped it.
+    Points that can train together (``stack_key``: e.g. one head kind) share one pass of the
+    grid trainer, every fold of each point a model of it. `finished`: the row's curves trained
+    before that ran their course (the median rule's reference); this call's are added to it."""
     cfg = ctx.config
     fits = [_labelled(data, fit, ctx.train_labels[fit]) for fit, _ in split.folds]
     batch = configs[0].eval_batch_size
@@ -374,7 +382,9 @@ def _select_steps(
         members = [i for i, c in enumerate(configs) if stack_key(c) == key]
         jobs = [(i, f) for i in members for f in range(len(fits))]
 
-        def stopping(template: nn.Module, jobs: list[tuple[int, int]] = jobs) -> EarlyStopping:
+        def stopping(
+            template: nn.Module, jobs: list[tuple[int, int]] = jobs, before: list[Curve] = finished
+        ) -> EarlyStopping:
             return EarlyStopping(
                 groups=[i for i, _ in jobs],
                 score=_pooled_scorer(
@@ -383,6 +393,8 @@ def _select_steps(
                 every=every,
                 patience=cfg.patience,
                 min_steps=cfg.finetune_min_steps,
+                median=cfg.median_stop,
+                finished=before,
             )
 
         trained = train_set_grid(
@@ -392,6 +404,7 @@ def _select_steps(
             stopping=stopping,
             progress=cfg.progress,
         )
+        finished += [c for g, c in trained.curves.items() if g not in trained.pruned]
         for i in members:
             curve = trained.curves[i]
             losses = np.mean([trained.probes[m][1] for m, (g, _) in enumerate(jobs) if g == i], 0)
@@ -401,6 +414,7 @@ def _select_steps(
                 "val_loss": curve.loss[curve.best],
                 "step": curve.best_step,
                 "train_loss": [float(losses[max(0, s - every) : s].mean()) for s in curve.steps],
+                "pruned": i in trained.pruned,
             }
     return entries
 

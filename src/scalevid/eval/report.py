@@ -300,7 +300,8 @@ def _plot_probes(results: dict[str, Any], out: Path) -> dict[str, str]:
 
 def _plot_learning_curves(results: dict[str, Any], out: Path) -> dict[str, str]:
     """Per set / attentive probe, its first seed's curves: every grid point's validation metric
-    and loss against steps with its training loss, the chosen point and step marked."""
+    and loss against steps with its training loss, the chosen point and step marked, and the
+    points the median stopping rule stopped named so."""
     from scalevid.eval import figures
 
     files = {}
@@ -313,6 +314,7 @@ def _plot_learning_curves(results: dict[str, Any], out: Path) -> dict[str, str]:
             seed["curves"]["grid"],
             labels=[
                 _chosen_summary({**g["config"], "steps": g["best_step"]}, name)
+                + (" (median rule stop)" if g.get("pruned") else "")
                 for g in seed["grid"]
             ],
             chosen=seed["curves"]["chosen"],

@@ -42,6 +42,7 @@ _STOPPING_FIELDS = (
     "finetune_max_steps",
     "validate_every",
     "patience",
+    "median_stop",
     "precision",
 )
 

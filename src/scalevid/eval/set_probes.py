@@ -52,7 +52,7 @@ from torch.func import functional_call, vmap
 
 from scalevid.eval.attentive import AttentiveConfig, AttentiveProbe
 from scalevid.eval.clip_sets import ClipSetBatches, SetData, video_batches
-from scalevid.eval.engine import Curve, EarlyStopping, GridTrainer, LossTarget
+from scalevid.eval.engine import Batch, Curve, EarlyStopping, GridTrainer, LossTarget
 from scalevid.eval.probes import is_regression, steps_per_epoch
 from scalevid.eval.stacked import StackedAdamW
 from scalevid.hardware import Precision, autocast_dtype, resolve_device
@@ -286,8 +286,9 @@ _PLAIN_DEVICES = ("cpu",)
 
 
 class _StackLoss:
-    """The losses (M',) of M' probes of one template, given their rows of the stacked weights,
-    on one batch: one vmap call, or on a CPU the probes one by one (see ``_PLAIN_DEVICES``)."""
+    """The losses (M',) of M' probes of one template on one batch: given their rows of the
+    stacked weights, one vmap call; on a CPU (see ``_PLAIN_DEVICES``), given each probe's own
+    weights (``StackedAdamW.rows``), the probes one by one."""
 
     def __init__(self, template: nn.Module, device: torch.device) -> None:
         self.template, self.device = template, device
@@ -304,22 +305,21 @@ class _StackLoss:
         outputs = functional_call(self.template, weights, (x, bx, valid))
         return set_probe_loss(outputs, valid, y, task=self.template.task)
 
+    @property
+    def per_model(self) -> bool:
+        """Whether it takes the probes' own weights (``GridTrainer``'s per_model)."""
+        return self.device.type in _PLAIN_DEVICES
+
     def __call__(
-        self, weights: dict[str, torch.Tensor], batch: tuple[torch.Tensor, ...]
+        self, weights: dict[str, torch.Tensor] | list[dict[str, torch.Tensor]], batch: Batch
     ) -> torch.Tensor:
-        if self.device.type not in _PLAIN_DEVICES:
+        if isinstance(weights, dict):
             return self.batched(weights, *batch)
-        # One probe: its weights as a view whose backward is a view too (unbind's backward
-        # stacks every gradient into a new tensor, a copy of the whole model per step).
-        if len(next(iter(weights.values()))) == 1:
-            rows = {k: (v.squeeze(0),) for k, v in weights.items()}
-        else:
-            rows = {k: v.unbind(0) for k, v in weights.items()}
         state = torch.get_rng_state()
         losses = []
-        for r in range(len(next(iter(rows.values())))):
+        for own in weights:
             torch.set_rng_state(state)  # every probe draws the dropout masks one alone draws
-            losses.append(self._one({k: v[r] for k, v in rows.items()}, *batch))  # ()
+            losses.append(self._one(own, *batch))  # ()
         return torch.stack(losses)
 
 
@@ -388,11 +388,30 @@ def build_probe(
 @dataclass
 class SetGrid:
     """A trained grid: per config its probe (eval mode) and per-step training losses, the step
-    each stopped after, and the validation curves by group (see ``engine.EarlyStopping``)."""
+    each stopped after, the validation curves by group and the groups the median stopping rule
+    stopped (see ``engine.EarlyStopping``)."""
 
     probes: list[tuple[nn.Module, np.ndarray]]
     stopped_at: list[int]
     curves: dict[int, Curve]
+    pruned: set[int] = dataclasses.field(default_factory=set)
+
+
+def _batch_streams(
+    config: FinetuneConfig, trains: Sequence[SetData]
+) -> tuple[list[ClipSetBatches], list[int]]:
+    """One batch stream per distinct training set (by identity) and the stream of each probe."""
+    index: dict[int, int] = {}  # id(SetData) -> its stream index
+    streams = []
+    for data in trains:
+        if id(data) not in index:
+            index[id(data)] = len(streams)
+            streams.append(
+                ClipSetBatches(
+                    data, batch_size=config.batch_size, num_views=config.num_views, seed=config.seed
+                )
+            )
+    return streams, [index[id(d)] for d in trains]
 
 
 def train_set_grid(
@@ -414,26 +433,19 @@ def train_set_grid(
     out_dim = _num_outputs(cfg, [d.labels for d in trains])
     stops = [c.total_steps(len(d)) for c, d in zip(configs, trains, strict=True)]
     schedules = [max(s, c.schedule_steps or 0) for c, s in zip(configs, stops, strict=True)]
-    streams: dict[int, int] = {}  # id(SetData) -> its stream index
-    for data in trains:
-        streams.setdefault(id(data), len(streams))
-    firsts = {streams[id(d)]: d for d in trains}
+    streams, stream_of = _batch_streams(cfg, trains)
     with torch.random.fork_rng(devices=_rng_devices(device)):
         torch.manual_seed(cfg.seed)
         template = build_probe(init, cfg, in_dim=trains[0].dim, out_dim=out_dim, task=task).to(
             device
         )
         template.train()
+        loss = _StackLoss(template, device)
         trainer = GridTrainer(
             optimizer=_stacked_optimizer(template, configs, device),
-            loss=_StackLoss(template, device),
-            streams=[
-                ClipSetBatches(
-                    firsts[i], batch_size=cfg.batch_size, num_views=cfg.num_views, seed=cfg.seed
-                )
-                for i in range(len(streams))
-            ],
-            stream_of=[streams[id(d)] for d in trains],
+            loss=loss,
+            streams=streams,
+            stream_of=stream_of,
             lrs=[c.lr for c in configs],
             schedule_steps=schedules,
             warmups=[warmup_steps(cfg.warmup_fraction, t) for t in schedules],
@@ -441,6 +453,7 @@ def train_set_grid(
             stopping=None if stopping is None else stopping(template),
             targets=targets,
             autocast=autocast_dtype(cfg.precision, device),
+            per_model=loss.per_model,
             device=device,
         )
         trained = trainer.run(progress=progress, desc="set probes")
@@ -456,7 +469,9 @@ def train_set_grid(
         max(trained.stopped_at),
         len(streams),
     )
-    return SetGrid(probes=probes, stopped_at=trained.stopped_at, curves=trained.curves)
+    return SetGrid(
+        probes=probes, stopped_at=trained.stopped_at, curves=trained.curves, pruned=trained.pruned
+    )
 
 
 def fit_set_probes(

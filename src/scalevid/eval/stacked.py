@@ -21,11 +21,13 @@ def _per_model(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return values.view((-1,) + (1,) * (like.ndim - 1))
 
 
-def clip_coefficients(grads: list[torch.Tensor], max_norm: float) -> torch.Tensor:
+def clip_coefficients(grads: list[list[torch.Tensor]], max_norm: float) -> torch.Tensor:
     """Per-model factor (M,) that scales each model's gradients to a global norm of at most
-    `max_norm` (``torch.nn.utils.clip_grad_norm_``'s rule, with its 1e-6 guard)."""
-    norms = torch.stack([torch.linalg.vector_norm(g.flatten(1), dim=1) for g in grads])  # (W, M)
-    total = torch.linalg.vector_norm(norms, dim=0)  # (M,)
+    `max_norm` (``torch.nn.utils.clip_grad_norm_``'s rule, with its 1e-6 guard); grads[m] are
+    model m's gradients."""
+    total = torch.stack(
+        [torch.linalg.vector_norm(torch.stack(torch._foreach_norm(g))) for g in grads]
+    )  # (M,)
     return (max_norm / (total + 1e-6)).clamp(max=1.0)
 
 
@@ -38,6 +40,9 @@ class StackedAdamW:
     gradient), called once per model and (lr multiplier, weight decay) pair on that model's rows
     of the stacks, with the clipping folded into its gradient scale; elsewhere, or with
     ``fused=False``, the same rule as a loop of batched tensor operations.
+
+    Gradients come from the stacks, or from each model's own leaves (``rows``) where the loss
+    called the models one by one on those.
     """
 
     def __init__(
@@ -58,24 +63,57 @@ class StackedAdamW:
         self.count = 0
         device = next(iter(params.values())).device
         self.fused = device.type in _FUSED_DEVICES if fused is None else fused
+        self._rows: list[dict[str, torch.Tensor]] | None = None
+
+    def rows(self) -> list[dict[str, torch.Tensor]]:
+        """Per model, its weights as leaves of their own that share the stacks' memory (an
+        update of the stacks is an update of these). A loss that calls the models one by one
+        reads these, so each model's gradient is a tensor of its own: through the stacks,
+        ``unbind``'s backward would gather every model's gradient into one new tensor per step.
+        Once read, the next step takes its gradients from these."""
+        if self._rows is None:
+            m = next(iter(self.params.values())).shape[0]
+            self._rows = [
+                {k: v[i].detach().requires_grad_() for k, v in self.params.items()}
+                for i in range(m)
+            ]
+        return self._rows
+
+    def _gradients(self) -> dict[str, list[torch.Tensor]]:
+        """name -> per-model gradients, of the weights that have one (then clears them)."""
+        if self._rows is None:
+            grads = {
+                k: list(p.grad.unbind(0)) for k, p in self.params.items() if p.grad is not None
+            }
+            for p in self.params.values():
+                p.grad = None
+            return grads
+        grads = {}
+        for k, p in self.params.items():
+            per_model = [row[k].grad for row in self._rows]
+            if any(g is not None for g in per_model):  # a model that read none of it: zeros
+                grads[k] = [torch.zeros_like(p[0]) if g is None else g for g in per_model]
+        for row in self._rows:
+            for w in row.values():
+                w.grad = None
+        return grads
 
     @torch.no_grad()
     def step(self, lr: torch.Tensor) -> None:
         """One update with per-model learning rates lr (M,); clears the gradients."""
         self.count += 1
-        grads = {k: p.grad for k, p in self.params.items() if p.grad is not None}
+        grads = self._gradients()
         coef = None
         if self.grad_clip is not None and grads:
-            coef = clip_coefficients(list(grads.values()), self.grad_clip)  # (M,)
+            per_model = [[g[m] for g in grads.values()] for m in range(len(lr))]
+            coef = clip_coefficients(per_model, self.grad_clip)  # (M,)
         if self.fused:
             self._fused_step(grads, lr, coef)
         else:
-            self._loop_step(grads, lr, coef)
-        for p in self.params.values():
-            p.grad = None
+            self._loop_step({k: torch.stack(g) for k, g in grads.items()}, lr, coef)
 
     def _fused_step(
-        self, grads: dict[str, torch.Tensor], lr: torch.Tensor, coef: torch.Tensor | None
+        self, grads: dict[str, list[torch.Tensor]], lr: torch.Tensor, coef: torch.Tensor | None
     ) -> None:
         groups: dict[tuple[int, float, float], list[str]] = {}
         for k in grads:
@@ -126,6 +164,7 @@ class StackedAdamW:
                 store[k] = kept.requires_grad_() if store is self.params else kept
         self.decay = {k: [v[i] for i in index] for k, v in self.decay.items()}
         self.lr_scale = {k: [v[i] for i in index] for k, v in self.lr_scale.items()}
+        self._rows = None  # views of the old stacks
 
 
 class StackedSGD:
