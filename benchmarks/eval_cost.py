@@ -209,6 +209,7 @@ def cmd_time(args: argparse.Namespace) -> dict:
         "timeout": args.timeout,
         "overrides": overrides,  # --set, over each ref's defaults
         "probes": args.probes,  # None: every row
+        "seeds": args.seeds,
         "runs": runs,
     }
 

@@ -438,6 +438,39 @@ def test_stop_rule_table_is_the_committed_replay():
     assert f"their {order['runs']} row-seeds alone" in PROSE
 
 
+def test_median_rule_table_is_the_committed_replay():
+    replay = json.loads((RESULTS / "stop_rules_replay_median.json").read_text())
+    rows = table(EVALUATION, "| rule | selection steps | of the default's | of them on raw")
+    assert f"Over {replay['runs']} set and attentive row-seeds" in PROSE
+    assert len(rows) == len(replay["rules"])
+    for cells, rule in zip(rows, replay["rules"], strict=True):
+        name = f"{rule['patience']}:{rule['min_steps']}:{rule['progress']}"
+        name += ":median" if rule["median"] else ""
+        total = replay["totals"][name]
+        assert ("median" in cells[0]) == rule["median"]
+        assert cells[0].startswith(f"{rule['patience']} : ") or cells[0].startswith("the same")
+        assert cells[1:] == [
+            str(total["selection_steps"]),
+            f"{total['of_first']:.2f}",
+            str(total["steps_by_input"]["0"]),
+            str(total["changed"]),
+            f"{total['val_lost']:.2f}",
+            str(total["pruned"]),
+        ]
+        assert total["unknown"] == 0
+    by_row: dict[str, list[int]] = {}
+    for entry in replay["entries"]:
+        steps = by_row.setdefault(entry["row"], [0, 0])
+        steps[0] += entry["5:100:loss"]["steps_by_input"].get("0", 0)
+        steps[1] += entry["5:100:loss:median"]["steps_by_input"].get("0", 0)
+    for row, label in (("transformer", "Transformer's"), ("attentive", "Attentive row's")):
+        before, after = by_row[row]
+        share = round(100 * (before - after) / before)
+        assert f"{share}% of the {label} raw-input steps ({before} to {after})" in PROSE or (
+            f"{share}% of the {label} ({before} to {after})" in PROSE
+        )
+
+
 def test_present_design_acceptance_table_is_the_committed_run():
     demos = acceptance("probe_acceptance_demo_s9.json")
     rows = table(EVALUATION, "| data seed (present design) | oracle |")
@@ -603,10 +636,10 @@ ROW_NAMES += ["attentive", "scale_attentive"]
 
 
 def test_workers_cost_table_is_the_committed_runs():
-    """evaluation.md's table of the present code (forked workers and the attention change) and
-    the workers alone, each against 4cc96da in one command, and the targets' verdicts."""
+    """evaluation.md's table of d21e1c4 (forked workers and the attention change) and the
+    workers alone, each against 4cc96da in one command, and the targets' verdicts."""
     files = {
-        "present (d21e1c4)": "attention",
+        "workers and attention (d21e1c4)": "attention",
         "workers alone (bec3b77)": "workers",
         "bec3b77, `--set workers=3`": "workers3",
     }
@@ -629,7 +662,7 @@ def test_workers_cost_table_is_the_committed_runs():
         assert time.strip("*") == f"{run['seconds']:.1f} s"
         assert transformer == ", ".join(one(t) for t in run["probes"]["transformer"]["top1"])
         assert attentive == ", ".join(one(t) for t in run["probes"]["attentive"]["top1"])
-        if code.startswith("present"):
+        if code.startswith("workers and attention"):
             limit = targets[stores[store]]
             verdict = (
                 "met" if run["seconds"] <= limit else f"missed by {run['seconds'] - limit:.0f} s"
@@ -639,7 +672,60 @@ def test_workers_cost_table_is_the_committed_runs():
     ratios = [
         present[s]["HEAD"][0]["seconds"] / present[s]["4cc96da"][0]["seconds"] for s in present
     ]
-    assert f"took {ratios[0]:.2f}x and {ratios[1]:.2f}x the time" in PROSE
+    assert f"d21e1c4 took {ratios[0]:.2f}x and {ratios[1]:.2f}x the time" in PROSE
+
+
+def test_median_rule_cost_table_is_the_committed_runs():
+    """evaluation.md's table of the present code against 71ded96: two repeats per store, and
+    the 1,000-video store on probe seeds 3-5; the targets' verdicts; where the time went."""
+    files = {
+        ("600 videos", 2): "order600_median",
+        ("1,000 videos", 2): "order1k_median",
+        ("1,000 videos, probe seeds 3-5", 1): "order1k_median_seeds345",
+    }
+    rows = table(EVALUATION, "| store | code | time, repeat 1 | time, repeat 2 | target |")
+    assert len(rows) == 6
+    for store, code, first, second, target, transformer, attentive in rows:
+        repeats = 1 if "seeds" in store else 2
+        data = json.loads((RESULTS / f"eval_cost_{files[store, repeats]}.json").read_text())
+        assert "AMD EPYC" in data["cpu"] and "avx512_bf16" in data["cpu"]
+        assert data["refs"] == ["HEAD", "71ded96"] and data["overrides"] == {}
+        ref = "HEAD" if code.startswith("present") else "71ded96"
+        runs = data["runs"][ref]
+        assert len(runs) == repeats
+        times = [c.strip("*") for c in (first, second)[:repeats]]
+        assert times == [f"{r['seconds']:.1f} s" for r in runs]
+        for run in runs:  # a code's repeats make the same choices
+            assert transformer == ", ".join(one(t) for t in run["probes"]["transformer"]["top1"])
+            assert attentive == ", ".join(one(t) for t in run["probes"]["attentive"]["top1"])
+        if ref == "HEAD":
+            limit = 180 if store.startswith("600") else 300
+            assert max(r["seconds"] for r in runs) <= limit and target == f"{limit} s: met"
+    first = json.loads((RESULTS / "eval_cost_order1k_median.json").read_text())["runs"]
+    new, old = first["HEAD"][0]["probes"], first["71ded96"][0]["probes"]
+    jobs = [sum(sum(v["seconds"]) for v in p.values()) for p in (new, old)]
+    assert f"added up to {jobs[0]:.1f} s of one-thread time against {jobs[1]:.1f} s" in PROSE
+    for row, label in (("transformer", "Transformer's three runs"), ("attentive", "Attentive")):
+        pair = [one(sum(p[row]["seconds"])) for p in (new, old)]
+        assert f"{label} took {pair[0]} s against {pair[1]} s" in PROSE or (
+            f"{label} row's took {pair[0]} s against {pair[1]} s" in PROSE
+        )
+    replay = json.loads((RESULTS / "stop_rules_replay_attentive_71ded96.json").read_text())
+    steps = replay["totals"]
+    before = steps["5:100:loss"]["steps_by_input"]["0"]
+    after = steps["5:100:loss:median"]["steps_by_input"]["0"]
+    assert steps["5:100:loss:median"]["changed"] == 0
+    assert f"it stops {steps['5:100:loss:median']['pruned']} raw-input points" in PROSE
+    assert f"cuts the raw-input steps from {before} to {after}" in PROSE
+    curves = json.loads((RESULTS / "attentive_curves_order1k_71ded96.json").read_text())
+    raw = [
+        (max(c["metric"]), c["steps"][-1])
+        for s in curves["probes"]["attentive"]["seeds"]
+        for g, c in zip(s["grid"], s["curves"]["grid"], strict=True)
+        if g["config"]["input_pca"] == 0 and g["config"]["lr"] == 0.003 and c["steps"][-1] > 500
+    ]
+    assert f"to {one(raw[0][0])} and {one(raw[1][0])} validation top-1 over" in PROSE
+    assert f"over {raw[0][1]} and {raw[1][1]} steps" in PROSE
 
 
 def test_workers_not_met_and_performance_quote_the_committed_runs():
@@ -648,7 +734,7 @@ def test_workers_not_met_and_performance_quote_the_committed_runs():
     old = {s: r["4cc96da"][0] for s, r in runs.items()}
     assert new["order600"]["seconds"] <= 180 < new["order1k"]["seconds"]
     assert (
-        f"takes {new['order600']['seconds']:.1f} s on `eval_cost.py`'s 600-video store, within its "
+        f"took {new['order600']['seconds']:.1f} s on `eval_cost.py`'s 600-video store, within its "
         f"3-minute target, and {new['order1k']['seconds']:.1f} s on its 1,000-video store, "
         f"{new['order1k']['seconds'] - 300:.0f} s over" in PROSE
     )
@@ -656,7 +742,7 @@ def test_workers_not_met_and_performance_quote_the_committed_runs():
     big = new["order1k"]["probes"]
     jobs = sum(sum(v["seconds"]) for v in big.values())
     quoted = (
-        f"add up to {jobs:.1f} s of one-thread time, two at a time: the Transformer's three runs "
+        f"added up to {jobs:.1f} s of one-thread time, two at a time: the Transformer's three runs "
         f"{sum(big['transformer']['seconds']):.1f} s, the Attentive row's "
         f"{sum(big['attentive']['seconds']):.1f} s"
     )
@@ -682,6 +768,34 @@ def test_workers_not_met_and_performance_quote_the_committed_runs():
             assert cells == [one(sum(probes[n]["seconds"])) for n in ROW_NAMES]
         else:
             assert cells == [one(np.mean(probes[n]["top1"])) for n in ROW_NAMES]
+
+
+def test_performance_quotes_the_median_rule_runs():
+    files = {
+        "order600": "order600_median",
+        "order1k": "order1k_median",
+        "order1k, seeds 3-5": "order1k_median_seeds345",
+    }
+    data = {k: json.loads((RESULTS / f"eval_cost_{f}.json").read_text()) for k, f in files.items()}
+    rows = table(PERFORMANCE, "| store | code | time, repeat 1 | time, repeat 2 | target |")
+    assert len(rows) == 6
+    for store, code, *times, target in rows:
+        runs = data[store]["runs"]["HEAD" if code == "present" else code]
+        assert [t.strip("*") for t in times if t] == [f"{r['seconds']:.1f} s" for r in runs]
+        limit = 180 if store == "order600" else 300
+        assert target == (f"{limit} s: met" if code == "present" else "")
+    rows = table(PERFORMANCE, "| store | code | per row, first repeat | kNN |")
+    assert len(rows) == 12
+    for store, code, kind, *cells in rows:
+        probes = data[store]["runs"]["HEAD" if code == "present" else code][0]["probes"]
+        if kind == "seconds":
+            assert cells == [one(sum(probes[n]["seconds"])) for n in ROW_NAMES]
+        else:
+            assert cells == [one(np.mean(probes[n]["top1"])) for n in ROW_NAMES]
+    seconds = sorted(r["seconds"] for d in data.values() for r in d["runs"]["HEAD"])
+    summary = " ".join(PERFORMANCE.split())
+    assert f"it now takes {one(seconds[0])}-{one(seconds[1])} s in bf16" in summary
+    assert f"1,000-video store {one(seconds[2])}-{one(seconds[4])} s" in summary
 
 
 def test_demo_fresh_runs_on_the_worker_code_and_the_pretraining_draws():
