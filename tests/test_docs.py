@@ -341,7 +341,7 @@ def test_reduced_input_table_is_the_committed_runs():
 
 def test_present_code_acceptance_table_is_the_committed_run():
     demos = acceptance("probe_acceptance_demo_s9_pca.json")
-    rows = table(EVALUATION, "| data seed (present code) | oracle |")
+    rows = table(EVALUATION, "| data seed (`input_pca`, earlier code) | oracle |")
     check_acceptance_rows(rows, demos, ("transformer", "attentive"))
     seconds = [r["seconds"] for d in demos.values() for runs in d["rows"].values() for r in runs]
     assert f"took {min(seconds):.0f}-{max(seconds):.0f} s" in PROSE
@@ -350,6 +350,33 @@ def test_present_code_acceptance_table_is_the_committed_run():
     assert min(values) >= order["ceiling"]["oracle"] - 5
     quoted = f"({one(order['ceiling']['oracle'])}; held out: {', '.join(one(v) for v in values)})"
     assert quoted in PROSE
+
+
+def test_median_rule_acceptance_table_is_the_committed_run():
+    demos = acceptance("probe_acceptance_median.json")
+    rows = table(EVALUATION, "| data seed (present code, e1e246c) | oracle |")
+    check_acceptance_rows(rows, demos, ("transformer", "attentive"))
+    data = json.loads((RESULTS / "probe_acceptance_median.json").read_text())
+    seconds = [
+        r["seconds"]
+        for d in data.values()
+        if isinstance(d, dict) and "rows" in d and "dataset" in d["ceiling"]
+        for runs in d["rows"].values()
+        for r in runs
+    ]
+    assert f"each row and seed took {min(seconds):.0f}-{max(seconds):.0f} s" in PROSE
+    order = data["order600"]
+    transformer, attentive = held_out(order, "transformer"), held_out(order, "attentive")
+    assert min(transformer) >= 90.0
+    assert (
+        f"(oracle {one(order['ceiling']['oracle'])}; held out: "
+        f"{', '.join(one(v) for v in transformer)})" in PROSE
+    )
+    assert f"({', '.join(one(v) for v in attentive)}; " in PROSE
+    assert (
+        f"it scores {', '.join(one(v) for v in attentive[:2])} and {one(attentive[2])} held out"
+        in PROSE
+    )
 
 
 def test_not_met_quotes_the_cost_and_attentive_runs():
@@ -796,6 +823,30 @@ def test_performance_quotes_the_median_rule_runs():
     summary = " ".join(PERFORMANCE.split())
     assert f"it now takes {one(seconds[0])}-{one(seconds[1])} s in bf16" in summary
     assert f"1,000-video store {one(seconds[2])}-{one(seconds[4])} s" in summary
+
+
+def test_fp32_cost_is_the_committed_runs():
+    runs = {
+        s: json.loads((RESULTS / f"eval_cost_{s}_median_fp32.json").read_text())["runs"]["HEAD"][0]
+        for s in ("order600", "order1k")
+    }
+    assert all(r["precision"] == "fp32" for r in runs.values())
+    wall = [runs[s]["seconds"] for s in ("order600", "order1k")]
+    assert f"took {one(wall[0])} s on the 600-video store and {one(wall[1])} s" in PROSE
+    assert f"{wall[0] - 180:.0f} s and {wall[1] - 300:.0f} s over the 3- and 5-minute" in PROSE
+    summary = " ".join(PERFORMANCE.split())
+    assert f"takes {one(wall[0])} s (600 videos) and {one(wall[1])} s (1,000 videos)" in summary
+    top1 = [
+        ", ".join(one(t) for t in runs[s]["probes"][row]["top1"])
+        for row in ("transformer", "attentive")
+        for s in ("order600", "order1k")
+    ]
+    assert f"Transformer test top-1 {top1[0]} and {top1[1]}, Attentive {top1[2]} and {top1[3]}" in (
+        PROSE
+    )
+    bf16 = json.loads((RESULTS / "eval_cost_order1k_median.json").read_text())["runs"]["HEAD"][0]
+    pair = [sum(r["probes"]["transformer"]["seconds"]) for r in (runs["order1k"], bf16)]
+    assert f"({one(pair[0])} s against {one(pair[1])} s of one-thread time" in PROSE
 
 
 def test_demo_fresh_runs_on_the_worker_code_and_the_pretraining_draws():

@@ -104,8 +104,9 @@ class Curve:
 def below_median(curve: Curve, finished: Sequence[Curve], step: int) -> bool:
     """The median stopping rule (Golovin et al., *Google Vizier*, KDD 2017, section 3.2.2): a
     curve at `step` whose best metric is below the median, over the `finished` curves (those
-    that ran their course), of each one's running mean up to `step`. A running mean, not a best, so a finished curve that sat on
-    a plateau before it found the signal stops nothing early on that plateau."""
+    that ran their course), of each one's running mean up to `step`. A running mean, not a best,
+    so a finished curve that sat on a plateau before it found the signal stops nothing early on
+    that plateau."""
     means = [m for m in (f.running_mean(step) for f in finished) if m is not None]
     return bool(means) and curve.metric[curve.best] < float(np.median(means))
 

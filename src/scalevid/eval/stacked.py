@@ -79,16 +79,15 @@ class StackedAdamW:
             ]
         return self._rows
 
-    def _gradients(self) -> dict[str, list[torch.Tensor]]:
-        """name -> per-model gradients, of the weights that have one (then clears them)."""
+    def _gradients(self) -> dict[str, torch.Tensor | list[torch.Tensor]]:
+        """name -> the weight's gradients, [m] model m's: the stacks' (M, *shape) gradient, or
+        the list of the models' own; of the weights that have one (then clears them)."""
         if self._rows is None:
-            grads = {
-                k: list(p.grad.unbind(0)) for k, p in self.params.items() if p.grad is not None
-            }
+            stacked = {k: p.grad for k, p in self.params.items() if p.grad is not None}
             for p in self.params.values():
                 p.grad = None
-            return grads
-        grads = {}
+            return stacked
+        grads: dict[str, torch.Tensor | list[torch.Tensor]] = {}
         for k, p in self.params.items():
             per_model = [row[k].grad for row in self._rows]
             if any(g is not None for g in per_model):  # a model that read none of it: zeros
@@ -110,10 +109,16 @@ class StackedAdamW:
         if self.fused:
             self._fused_step(grads, lr, coef)
         else:
-            self._loop_step({k: torch.stack(g) for k, g in grads.items()}, lr, coef)
+            stacked = {
+                k: g if isinstance(g, torch.Tensor) else torch.stack(g) for k, g in grads.items()
+            }
+            self._loop_step(stacked, lr, coef)
 
     def _fused_step(
-        self, grads: dict[str, list[torch.Tensor]], lr: torch.Tensor, coef: torch.Tensor | None
+        self,
+        grads: dict[str, torch.Tensor | list[torch.Tensor]],
+        lr: torch.Tensor,
+        coef: torch.Tensor | None,
     ) -> None:
         groups: dict[tuple[int, float, float], list[str]] = {}
         for k in grads:
