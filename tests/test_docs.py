@@ -849,6 +849,34 @@ def test_fp32_cost_is_the_committed_runs():
     assert f"({one(pair[0])} s against {one(pair[1])} s of one-thread time" in PROSE
 
 
+def test_demo_fresh_run_on_the_median_rule_code():
+    prose = " ".join(DEMO.split())
+    run, before = _demo_run(0, "fresh4_"), _demo_run(0, "fresh3_")
+    t = run["timings"]
+    assert f"took {sum(t.values()):.0f} s of work" in prose
+    assert f"(probes {t['probes']:.0f} s and {t['probes, 10% labels']:.0f} s; generate" in prose
+    assert f"against {sum(before['timings'].values()):.0f} s on d21e1c4" in prose
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    assert (
+        f"{sum(before['timings'].values()):.0f} s once the probes trained in forked workers, and "
+        f"{sum(t.values()):.0f} s on the present code" in readme
+    )
+    assert run["verdict"].startswith("SCALE helped here")
+    by_row = {c["scale"]: c for c in run["comparisons"] if c["setting"] == "all labels"}
+    old = {c["scale"]: c for c in before["comparisons"] if c["setting"] == "all labels"}
+    for scale, base, label in (("scale_ft", "Transformer", "SCALE_ft"),):
+        assert (
+            f"{base} {one(by_row[scale]['baseline_mean'])} ({one(old[scale]['baseline_mean'])}"
+            in prose
+        )
+        assert (
+            f"{label} {one(by_row[scale]['scale_mean'])} ({one(old[scale]['scale_mean'])})" in prose
+        )
+    att, old_att = by_row["scale_attentive"], old["scale_attentive"]
+    assert f"Attentive {one(att['baseline_mean'])} ({one(old_att['baseline_mean'])})" in prose
+    assert f"SCALE_attentive {one(att['scale_mean'])} ({one(old_att['scale_mean'])})" in prose
+
+
 def test_demo_fresh_runs_on_the_worker_code_and_the_pretraining_draws():
     prose = " ".join(DEMO.split())
     for seed in (0, 1):

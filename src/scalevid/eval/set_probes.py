@@ -28,8 +28,9 @@ grid (lrs x step budgets) on one or several training sets (cross-validation fold
 training set once per step for all its probes, and one optimizer step updates them all. On CUDA
 the probes of a training set run as one batched call (``torch.func`` ``vmap``); on a CPU, where
 vmap's per-operation cost is a tenth of a step at the demo's size, and its attention falls back to
-a loop anyway, they are called one by one on their rows of the stacks, drawing the same dropout
-masks (see ``_PLAIN_DEVICES``): up to float rounding, the same numbers.
+a loop anyway, they are called one by one, each on its own weights (leaves that share the
+stacks' memory, ``StackedAdamW.rows``), drawing the same dropout masks (see
+``_PLAIN_DEVICES``): up to float rounding, the same numbers.
 
 Shapes: B videos, K stored clips (views) per video, S sampled clips, D feature dim, H hidden,
 C outputs (classes, or regression targets), M probes trained together.
@@ -276,7 +277,7 @@ def _stacked_optimizer(
     return StackedAdamW(params, lr_scale=lr_scale, decay=decay, grad_clip=configs[0].grad_clip)
 
 
-# On a CPU the probes are called one by one on their rows of the stacks, the random state
+# On a CPU the probes are called one by one on their own weights, the random state
 # rewound before each: dropout draws its masks with `bernoulli_` (or `model.Dropout`'s words)
 # inside vmap (randomness="same") and outside it alike, so every probe gets the masks one probe
 # trained alone draws, and vmap's per-operation cost (and its attention fallback loop) is saved.
