@@ -440,14 +440,20 @@ def test_attentive_lrs_table_is_the_committed_runs():
             assert cell == expected, (name, row)
 
 
+def _rule_name(rule: dict) -> str:
+    """A replayed rule's key in stop_rules.py's totals (`Rule.__str__`); older files have no
+    `median` field."""
+    name = f"{rule['patience']}:{rule['min_steps']}:{rule['progress']}"
+    return name + (":median" if rule.get("median") else "")
+
+
 def test_stop_rule_table_is_the_committed_replay():
     replay = json.loads((RESULTS / "stop_rules_replay.json").read_text())
     rows = table(EVALUATION, "| rule (patience : step floor : progress) |")
     assert f"Over the {replay['runs']} set" in PROSE
     assert len(rows) == len(replay["rules"])
     for cells, rule in zip(rows, replay["rules"], strict=True):
-        name = f"{rule['patience']}:{rule['min_steps']}:{rule['progress']}"
-        total = replay["totals"][name]
+        total = replay["totals"][_rule_name(rule)]
         patience, floor, progress = (c.strip() for c in cells[0].split(":"))
         assert (int(patience), int(floor)) == (rule["patience"], rule["min_steps"])
         assert progress.startswith(
@@ -471,9 +477,7 @@ def test_median_rule_table_is_the_committed_replay():
     assert f"Over {replay['runs']} set and attentive row-seeds" in PROSE
     assert len(rows) == len(replay["rules"])
     for cells, rule in zip(rows, replay["rules"], strict=True):
-        name = f"{rule['patience']}:{rule['min_steps']}:{rule['progress']}"
-        name += ":median" if rule["median"] else ""
-        total = replay["totals"][name]
+        total = replay["totals"][_rule_name(rule)]
         assert ("median" in cells[0]) == rule["median"]
         assert cells[0].startswith(f"{rule['patience']} : ") or cells[0].startswith("the same")
         assert cells[1:] == [
