@@ -104,11 +104,12 @@ def prepare(folder: Path, name: str, *, run_epochs: int, device: str = "cpu") ->
 # Runs inside the subprocess, against whichever scalevid is first on PYTHONPATH.
 RUNNER = """
 import json, sys, time, torch
+from scalevid.config import build_config
 from scalevid.eval.config import EvalConfig
 from scalevid.eval.protocol import evaluate
 args = json.loads(sys.argv[1])
 torch.set_num_threads(args.pop("threads"))
-config = EvalConfig(**args.pop("config"))
+config = build_config(EvalConfig, ("eval_cost.py", args.pop("config")))
 start = time.perf_counter()
 results = evaluate(config=config, **args)
 seconds = time.perf_counter() - start
@@ -272,9 +273,7 @@ def _held_out_scores(
 def cmd_accept(args: argparse.Namespace) -> dict:
     from scalevid.demo.ceiling import measure_ceiling
     from scalevid.demo.pipeline import DemoConfig
-    from scalevid.eval.config import EvalConfig
     from scalevid.eval.rows import ROWS
-    from scalevid.eval.set_probes import FinetuneConfig
     from scalevid.model import ScaleModel
 
     report: dict[str, dict] = {}
@@ -282,11 +281,7 @@ def cmd_accept(args: argparse.Namespace) -> dict:
     overrides = _settings(args.set)
     needs_run = any(ROWS[r].scale for r in rows)
     # every demo folder is scored with the demo's own settings (and the overrides)
-    settings = DemoConfig().eval_settings()
-    finetune = FinetuneConfig(num_views=settings.pop("finetune.num_views"))
-    demo_config = EvalConfig(
-        **{**settings, "finetune": finetune, "device": "cpu", "progress": False, **overrides}
-    )
+    demo_config = eval_config(DemoConfig().eval_settings(), overrides)
     for folder in args.demo:
         model = ScaleModel.from_pretrained(folder / "run").eval() if needs_run else None
         ceiling = json.loads((folder / "report" / "ceiling.json").read_text())
@@ -301,7 +296,7 @@ def cmd_accept(args: argparse.Namespace) -> dict:
     if args.store:
         paths = prepare(args.folder, args.store, run_epochs=args.run_epochs)
         print(f"{args.store}: default EvalConfig" + (f" with {overrides}" if overrides else ""))
-        config = EvalConfig(device="cpu", progress=False, **overrides)
+        config = eval_config({}, overrides)
         store = FeatureStore.open(paths["train_store"])
         # the demo's gate on the same train store: what a read of the order can reach
         ceiling = measure_ceiling(store).to_dict()
@@ -312,6 +307,19 @@ def cmd_accept(args: argparse.Namespace) -> dict:
             "overrides": overrides,
         }
     return report
+
+
+def eval_config(base: dict[str, Any], overrides: dict[str, Any]):
+    """An EvalConfig for `accept`: `base` settings, then `overrides` (`--set`; dotted keys such
+    as `finetune.batch_size` reach the nested configs), on the CPU without progress bars."""
+    from scalevid.config import build_config
+    from scalevid.eval.config import EvalConfig
+
+    return build_config(
+        EvalConfig,
+        ("settings", {**base, "device": "cpu", "progress": False}),
+        ("--set", overrides),
+    )
 
 
 def _settings(items: list[str]) -> dict[str, Any]:
