@@ -862,8 +862,8 @@ def test_demo_fresh_run_on_the_median_rule_code():
     assert f"against {sum(before['timings'].values()):.0f} s on d21e1c4" in prose
     readme = " ".join((ROOT / "README.md").read_text().split())
     assert (
-        f"{sum(before['timings'].values()):.0f} s once the probes trained in forked workers, and "
-        f"{sum(t.values()):.0f} s on the present code" in readme
+        f"{sum(before['timings'].values()):.0f} s once the probes trained in forked workers, "
+        f"{sum(t.values()):.0f} s with the median stopping rule" in readme
     )
     assert run["verdict"].startswith("SCALE helped here")
     by_row = {c["scale"]: c for c in run["comparisons"] if c["setting"] == "all labels"}
@@ -1077,3 +1077,18 @@ def test_performance_quotes_the_head_grid_runs():
     assert (
         f"The Transformer row alone takes {one(alone['runs']['HEAD'][0]['seconds'])} s" in summary
     )
+
+
+def test_demo_fresh_run_on_the_head_grid_code():
+    prose = " ".join(DEMO.split())
+    run, before = _demo_run(0, "fresh5_"), _demo_run(0, "fresh4_")
+    t = run["timings"]
+    assert f"took {sum(t.values()):.0f} s of work (probes {t['probes']:.0f} s and" in prose
+    assert f"against {sum(before['timings'].values()):.0f} s on b0c0c5e above" in prose
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    assert f"and {sum(t.values()):.0f} s on the present code, whose head rows" in readme
+    assert run["verdict"].startswith("SCALE helped here") and run["config"] == before["config"]
+    for new, old in zip(run["comparisons"], before["comparisons"], strict=True):
+        assert (new["setting"], new["scale"]) == (old["setting"], old["scale"])
+        for key in ("baseline_mean", "scale_mean"):
+            assert one(new[key]) == one(old[key])
