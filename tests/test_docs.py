@@ -853,14 +853,21 @@ def test_fp32_cost_is_the_committed_runs():
     assert f"({one(pair[0])} s against {one(pair[1])} s of one-thread time" in PROSE
 
 
-def test_demo_fresh_run_on_the_median_rule_code():
+def _fresh_pair(design: str, before: str, where: str) -> tuple[str, str, dict, dict]:
+    """demo.md's and the README's prose, and two fresh demo runs of data seed 0, the first's
+    timing as demo.md quotes it against the second's on commit `where`."""
     prose = " ".join(DEMO.split())
-    run, before = _demo_run(0, "fresh4_"), _demo_run(0, "fresh3_")
+    run, old = _demo_run(0, design), _demo_run(0, before)
     t = run["timings"]
     assert f"took {sum(t.values()):.0f} s of work" in prose
     assert f"(probes {t['probes']:.0f} s and {t['probes, 10% labels']:.0f} s; generate" in prose
-    assert f"against {sum(before['timings'].values()):.0f} s on d21e1c4" in prose
-    readme = " ".join((ROOT / "README.md").read_text().split())
+    assert f"against {sum(old['timings'].values()):.0f} s on {where}" in prose
+    return prose, " ".join((ROOT / "README.md").read_text().split()), run, old
+
+
+def test_demo_fresh_run_on_the_median_rule_code():
+    prose, readme, run, before = _fresh_pair("fresh4_", "fresh3_", "d21e1c4")
+    t = run["timings"]
     assert (
         f"{sum(before['timings'].values()):.0f} s once the probes trained in forked workers, "
         f"{sum(t.values()):.0f} s with the median stopping rule" in readme
@@ -1080,13 +1087,8 @@ def test_performance_quotes_the_head_grid_runs():
 
 
 def test_demo_fresh_run_on_the_head_grid_code():
-    prose = " ".join(DEMO.split())
-    run, before = _demo_run(0, "fresh5_"), _demo_run(0, "fresh4_")
-    t = run["timings"]
-    assert f"took {sum(t.values()):.0f} s of work (probes {t['probes']:.0f} s and" in prose
-    assert f"against {sum(before['timings'].values()):.0f} s on b0c0c5e above" in prose
-    readme = " ".join((ROOT / "README.md").read_text().split())
-    assert f"and {sum(t.values()):.0f} s on the present code, whose head rows" in readme
+    _, readme, run, before = _fresh_pair("fresh5_", "fresh4_", "b0c0c5e above")
+    assert f"and {sum(run['timings'].values()):.0f} s on the present code, whose head" in readme
     assert run["verdict"].startswith("SCALE helped here") and run["config"] == before["config"]
     for new, old in zip(run["comparisons"], before["comparisons"], strict=True):
         assert (new["setting"], new["scale"]) == (old["setting"], old["scale"])
