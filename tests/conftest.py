@@ -17,10 +17,19 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+import torch
 
 STEP = 6  # grey levels per frame: 40 frames fit in 0..234
 WIDTH, HEIGHT = 64, 48
 FPS = 25
+
+
+@pytest.fixture(autouse=True)
+def _denormals_back_on():
+    """The command line flushes subnormal floats to zero in its process (hardware.
+    flush_denormals); a test that calls it in-process leaves IEEE arithmetic to the next test."""
+    yield
+    torch.set_flush_denormal(False)
 
 
 @pytest.fixture(scope="module")

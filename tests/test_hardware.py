@@ -1,6 +1,7 @@
 import pytest
+import torch
 
-from scalevid.hardware import cpuinfo_has_bf16
+from scalevid.hardware import cpuinfo_has_bf16, flush_denormals
 
 
 @pytest.mark.parametrize(
@@ -18,3 +19,17 @@ from scalevid.hardware import cpuinfo_has_bf16
 )
 def test_bf16_matrix_units_from_cpuinfo(text, expected):
     assert cpuinfo_has_bf16(text) is expected
+
+
+def subnormal_product() -> float:
+    """1e-30 * 1e-10 in fp32: 1e-40, a subnormal number, or 0 when they are flushed."""
+    return (torch.tensor([1e-30]) * torch.tensor([1e-10])).item()
+
+
+def test_flush_denormals_makes_subnormal_results_zero():
+    assert subnormal_product() > 0  # IEEE arithmetic before (conftest restores it after each test)
+    if not flush_denormals():
+        pytest.skip("this CPU cannot flush subnormal floats")
+    assert subnormal_product() == 0.0
+    assert (torch.tensor([2e-38]) * 0.5).item() == 0.0  # a normal input whose result is subnormal
+    assert (torch.tensor([1e-20]) * torch.tensor([1e-10])).item() == pytest.approx(1e-30)

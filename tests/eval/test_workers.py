@@ -105,6 +105,7 @@ def _stand_in(behaviour: dict[str, str]):
             "pid": os.getpid(),
             "progress": ctx.config.progress,
             "threads": torch.get_num_threads(),
+            "subnormal": (torch.tensor([1e-30]) * torch.tensor([1e-10])).item(),
         }
         return ProbeRun(chosen=chosen, grid=[], num_train=seed, test_scores=np.full((2, 2), seed))
 
@@ -126,6 +127,8 @@ def test_forked_workers_run_every_job_once_with_their_threads(monkeypatch):
         assert run.chosen["pid"] != os.getpid()  # trained in a worker
         assert run.chosen["progress"] is False  # no progress bars from workers
         assert run.chosen["threads"] == 1
+        if torch.backends.cpu.get_cpu_capability() != "DEFAULT":  # x86 SIMD: FTZ/DAZ exist
+            assert run.chosen["subnormal"] == 0.0  # flushed (hardware.flush_denormals)
     assert len({run.chosen["pid"] for _, run in done}) <= 2
     assert multiprocessing.active_children() == []
     here = list(run_jobs(JOBS, _context(), splits, plan=Plan(workers=1, threads=1)))  # type: ignore[arg-type]

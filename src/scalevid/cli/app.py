@@ -13,6 +13,7 @@ from scalevid.cli.options import show_defaults
 from scalevid.cli.stages import add_demo, add_eval, add_extract, add_make_dataset, add_train
 from scalevid.cli.tools import add_embed_search, add_import, add_recipe, add_store
 from scalevid.config import ConfigError
+from scalevid.hardware import flush_denormals
 
 logger = logging.getLogger("scalevid")
 
@@ -107,6 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
     )
+    flush_denormals()  # before torch starts its threads, which inherit it
     try:
         return args.handler(args)
     except KeyboardInterrupt:

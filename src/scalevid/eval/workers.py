@@ -35,6 +35,7 @@ from scalevid.eval.cache import ProbeRun
 from scalevid.eval.families import Context, run_row
 from scalevid.eval.rows import ROWS, ProbeName
 from scalevid.eval.splits import Split
+from scalevid.hardware import flush_denormals
 
 logger = logging.getLogger(__name__)
 
@@ -132,11 +133,12 @@ _SHARED: tuple[Context, dict[int, Split]] | None = None
 def _start_worker(threads: int) -> None:
     """In a forked worker: die with the parent (Linux prctl PR_SET_PDEATHSIG), so an
     evaluation that is killed stops its jobs too; let the parent alone handle Ctrl-C; use
-    `threads` torch threads."""
+    `threads` torch threads; flush subnormal floats to zero (`hardware.flush_denormals`)."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(threads)
+    flush_denormals()
 
 
 def _run_job(job: Job) -> ProbeRun:
