@@ -1094,3 +1094,129 @@ def test_demo_fresh_run_on_the_head_grid_code():
         assert (new["setting"], new["scale"]) == (old["setting"], old["scale"])
         for key in ("baseline_mean", "scale_mean"):
             assert one(new[key]) == one(old[key])
+
+
+def _xeon_runs(store: str, suffix: str) -> dict:
+    data = json.loads((RESULTS / f"eval_cost_{store}_{suffix}.json").read_text())
+    assert "Intel(R) Xeon(R)" in data["cpu"] and "amx_bf16" in data["cpu"]
+    assert data["overrides"] == {} and data["probes"] is None
+    return data
+
+
+def _run(data: dict, ref: str, precision: str) -> dict:
+    (run,) = [r for r in data["runs"][ref] if r["precision"] == precision]
+    return run
+
+
+def test_intel_cost_table_is_the_committed_runs():
+    """evaluation.md's Intel Xeon (AMX) cost table: dcf540a (subnormals flushed) against 15e09e7."""
+    rows = table(EVALUATION, "| store (Intel Xeon, AMX) | code | precision | wall time |")
+    assert len(rows) == 8
+    names = {"600 videos": "order600", "1,000 videos": "order1k"}
+    for store, code, precision, wall, target, mlp, transformer, top1 in rows:
+        data = _xeon_runs(names[store], "xeon_amx_ftz")
+        assert data["refs"] == ["HEAD", "15e09e7"]
+        ref = "HEAD" if code == "dcf540a" else "15e09e7"
+        assert ref == "HEAD" or code == "15e09e7, same command"
+        run = _run(data, ref, precision.split()[0])
+        assert wall.strip("*") == f"{one(run['seconds'])} s"
+        assert mlp == f"{one(sum(run['probes']['mlp']['seconds']))} s"
+        assert transformer == f"{one(sum(run['probes']['transformer']['seconds']))} s"
+        assert top1 == ", ".join(one(t) for t in run["probes"]["transformer"]["top1"])
+        if ref == "HEAD":
+            limit = 180 if store.startswith("600") else 300
+            assert run["seconds"] <= limit and target == f"{limit} s: met"
+            old = _run(data, "15e09e7", run["precision"])
+            for name, probe in run["probes"].items():  # the flush changed no test score
+                assert probe["top1"] == old["probes"][name]["top1"]
+    fp32 = [
+        one(_run(_xeon_runs(s, "xeon_amx_ftz"), "HEAD", "fp32")["seconds"]) for s in names.values()
+    ]
+    assert f'flushed to zero ({fp32[0]} s and {fp32[1]} s, "Cost")' in PROSE
+
+
+def test_performance_quotes_the_intel_runs():
+    """performance.md's Intel Xeon (AMX) section: both per-row tables, the prose's ratios, and
+    run_all.py's two tables."""
+    summary = " ".join(PERFORMANCE.split())
+    for header, suffix, refs in (
+        ("| store (Intel Xeon, AMX) | code |", "xeon_amx_ftz", {"dcf540a": "HEAD"}),
+        ("| store (Intel Xeon, AMX, no flush) |", "xeon_amx", {"15e09e7": "HEAD"}),
+    ):
+        rows = table(PERFORMANCE, header)
+        assert len(rows) == 16
+        for store, code, precision, kind, *cells in rows:
+            probes = _run(_xeon_runs(store, suffix), refs.get(code, code), precision)["probes"]
+            if kind == "seconds":
+                assert cells == [one(sum(probes[n]["seconds"])) for n in ROW_NAMES]
+            else:
+                assert cells == [one(np.mean(probes[n]["top1"])) for n in ROW_NAMES]
+
+    def seconds(store, suffix, ref, precision, name=None):
+        run = _run(_xeon_runs(store, suffix), ref, precision)
+        return run["seconds"] if name is None else sum(run["probes"][name]["seconds"])
+
+    stores = ("order600", "order1k")
+    before = [seconds(s, "xeon_amx", "HEAD", p, "mlp") for s in stores for p in ("fp32", "auto")]
+    assert (
+        f"the MLP row took {one(before[0])} s of one-thread time in fp32 on the 600-video store "
+        f"against {one(before[1])} s in bf16, and {one(before[2])} s against {one(before[3])} s"
+    ) in summary
+    assert f"{before[0] / before[1]:.1f}x and {before[2] / before[3]:.1f}x" in summary
+    gain = {
+        n: [
+            seconds(s, "xeon_amx_ftz", "15e09e7", "fp32", n)
+            / seconds(s, "xeon_amx_ftz", "HEAD", "fp32", n)
+            for s in stores
+        ]
+        for n in ("mlp", "transformer")
+    }
+    m_low, m_high = sorted(gain["mlp"])
+    low, high = sorted(gain["transformer"])
+    assert (
+        f"the MLP row ran {m_low:.1f}-{m_high:.1f}x faster and the Transformer row "
+        f"{low:.1f}-{high:.1f}x"
+    ) in summary
+    assert f"the fp32 probes ran up to {max(m_high, high):.1f}x slower" in summary
+    walls = [
+        one(seconds(s, "xeon_amx_ftz", r, p))
+        for s in stores
+        for p in ("auto", "fp32")
+        for r in ("HEAD", "15e09e7")
+    ]
+    assert f"({walls[0]} s against {walls[1]} s, {walls[4]} s against {walls[5]} s)" in summary
+    assert (
+        f"took {walls[2]} s against {walls[3]} s (600 videos) and {walls[6]} s against" in summary
+    )
+    assert f"{walls[7]} s (1,000 videos)" in summary
+    saved = [
+        100
+        * (
+            1
+            - seconds(s, "xeon_amx", "HEAD", p, "mlp") / seconds(s, "xeon_amx", "6e8bd62", p, "mlp")
+        )
+        for s in stores
+        for p in ("auto", "fp32")
+    ]
+    assert f"saved the MLP row {min(saved):.0f}-{max(saved):.0f}% of its time" in summary
+    val = [
+        [
+            one(v)
+            for v in _run(_xeon_runs("order1k", "xeon_amx_ftz"), r, "fp32")["probes"][
+                "transformer"
+            ]["val"]
+        ]
+        for r in ("HEAD", "15e09e7")
+    ]
+    changed = [i for i in range(3) if val[0][i] != val[1][i]]
+    assert changed == [1]
+    assert f"validation top-1 {val[0][1]} instead of {val[1][1]}" in summary
+    for name, total in (
+        ("run_all_xeon_amx_idle_ftz.json", "161 s"),
+        ("run_all_xeon_amx_idle.json", "176 s"),
+    ):
+        data = json.loads((RESULTS / name).read_text())
+        assert data["machine"]["kind"] == "bf16 units (AMX)"
+        body = data["table"][data["table"].index("| measure") :]
+        assert body in PERFORMANCE
+        assert f"{data['seconds']:.0f} s" == total and total in summary

@@ -69,10 +69,10 @@ def flush_denormals() -> bool:
     threads inherit the setting when they are created). Returns whether the CPU supports it.
 
     Why: on some CPUs an operation on a subnormal operand takes tens of times as long as on a
-    normal one, and long probe trainings make many of them (Adam's second moments of tiny
-    gradients). On a 2-core Intel Xeon with AMX the default evaluation's fp32 MLP row ran 3.5x
-    faster with this and chose and scored exactly the same (docs/performance.md). No value that
-    small carries meaning here; GPU kernels and most CPU ML runtimes flush them as well.
+    normal one, and long probe trainings make many of them. On a 2-core Intel Xeon with AMX the
+    default evaluation's fp32 MLP row ran 3.5-3.6x faster with this, with the same choices and
+    scores (docs/performance.md, "Subnormal floats"). No value that small carries meaning in
+    these trainings.
 
     The command line calls this before any work, and so do the evaluation's forked workers; a
     program that uses the library directly calls it itself.
