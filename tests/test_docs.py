@@ -1178,6 +1178,7 @@ def test_performance_quotes_the_intel_runs():
         f"{low:.1f}-{high:.1f}x"
     ) in summary
     assert f"the fp32 probes ran up to {max(m_high, high):.1f}x slower" in summary
+    assert f"the fp32 probes up to {max(m_high, high):.1f}x slower" in PROSE
     walls = [
         one(seconds(s, "xeon_amx_ftz", r, p))
         for s in stores
