@@ -1221,3 +1221,39 @@ def test_performance_quotes_the_intel_runs():
         body = data["table"][data["table"].index("| measure") :]
         assert body in PERFORMANCE
         assert f"{data['seconds']:.0f} s" == total and total in summary
+
+
+def test_demo_run_on_the_intel_cpu():
+    """demo.md's fresh demo on the Intel Xeon with AMX: its timing and every compared mean."""
+    prose = " ".join(DEMO.split())
+    run = json.loads((RESULTS / "demo_xeon_amx_seed0.json").read_text())
+    assert run["machine"].startswith("Intel(R) Xeon(R)") and run["verdict"].startswith(
+        "SCALE helped here"
+    )
+    t = run["timings"]
+    assert f"took {sum(t.values()):.0f} s of work (probes {t['probes']:.0f} s and" in prose
+    means = {(c["setting"], c["scale"]): c for c in run["comparisons"]}
+    for setting, scale, label, base_label in (
+        ("all labels", "scale_knn", "SCALE_kNN", "kNN"),
+        ("all labels", "scale_linear", "SCALE_linear", "Linear"),
+    ):
+        c = means[(setting, scale)]
+        assert c["verdict"] == "helped"
+        assert (
+            f"{label} {one(c['scale_mean'])} against {base_label} {one(c['baseline_mean'])}"
+            in prose
+        )
+    low_linear, low_ft = means[("10% labels", "scale_linear")], means[("10% labels", "scale_ft")]
+    assert low_linear["verdict"] == low_ft["verdict"] == "helped"
+    assert (
+        f"SCALE_linear {one(low_linear['scale_mean'])} against {one(low_linear['baseline_mean'])} "
+        f"and SCALE_ft {one(low_ft['scale_mean'])} against the Transformer's "
+        f"{one(low_ft['baseline_mean'])}"
+    ) in prose
+    ft, att = means[("all labels", "scale_ft")], means[("all labels", "scale_attentive")]
+    assert ft["verdict"] == att["verdict"] == "no clear difference"
+    assert (
+        f"(both {one(ft['scale_mean'])}, against {one(ft['baseline_mean'])} and "
+        f"{one(att['baseline_mean'])})"
+    ) in prose
+    assert one(att["scale_mean"]) == one(ft["scale_mean"])
