@@ -1257,3 +1257,32 @@ def test_demo_run_on_the_intel_cpu():
         f"{one(att['baseline_mean'])})"
     ) in prose
     assert one(att["scale_mean"]) == one(ft["scale_mean"])
+
+
+def test_attentive_candidates_on_eight_seeds_are_the_committed_runs():
+    """evaluation.md's "Not met": the Attentive row's two candidates on order600's held-out
+    parts, probe seeds 0-7, against the default."""
+    start = EVALUATION.index("  | candidate | held-out top-1, probe seeds 0-7 |")
+    lines = EVALUATION[start:].splitlines()[2:5]  # the table sits in a list item, indented
+    rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in lines]
+    assert len(rows) == 3 and all(len(r) == 4 for r in rows)
+    chosen = {}
+    for candidate, top1, seconds, file in rows:
+        data = json.loads((RESULTS / file.strip("`")).read_text())
+        assert "Intel(R) Xeon(R)" in data["cpu"]
+        store = data["order600"]
+        expected = {} if candidate == "the default" else dict([candidate.strip("`").split("=")])
+        assert {k: str(v).replace(" ", "") for k, v in store["overrides"].items()} == expected
+        runs = store["rows"]["attentive"]
+        assert [r["seed"] for r in runs] == list(range(8))
+        assert top1 == ", ".join(one(r["held_out_top1"]) for r in runs)
+        assert seconds == f"{one(sum(r['seconds'] for r in runs))} s"
+        if candidate != "the default":
+            assert min(r["held_out_top1"] for r in runs) >= store["ceiling"]["oracle"]
+            chosen[candidate] = {
+                (r["chosen"]["input_pca"], r["chosen"]["head"], r["chosen"]["lr"]) for r in runs
+            }
+        else:
+            assert runs[1]["chosen"]["input_pca"] == 0
+            assert f"the raw input and reached {one(runs[1]['held_out_top1'])}" in PROSE
+    assert all(c == {(64, "set", 0.01)} for c in chosen.values())
