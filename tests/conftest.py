@@ -24,6 +24,11 @@ WIDTH, HEIGHT = 64, 48
 FPS = 25
 
 
+def subnormal_product() -> float:
+    """1e-30 * 1e-10 in fp32: 1e-40, a subnormal number, or 0 when they are flushed."""
+    return (torch.tensor([1e-30]) * torch.tensor([1e-10])).item()
+
+
 @pytest.fixture(autouse=True)
 def _denormals_back_on():
     """The command line flushes subnormal floats to zero in its process (hardware.

@@ -22,6 +22,7 @@ from scalevid.eval.config import EvalConfig
 from scalevid.extract import ExtractConfig
 from scalevid.store import FeatureStore
 from scalevid.train import TrainConfig
+from tests.conftest import subnormal_product
 
 
 def write_npy_folder(root, videos=40, clips=6, dim=16, *, classes=("jump", "run"), seed=0):
@@ -496,6 +497,6 @@ def test_every_command_runs_with_subnormal_floats_flushed(tmp_path):
     if not torch.set_flush_denormal(False):
         pytest.skip("this CPU cannot flush subnormal floats")
     feats, listing = write_npy_folder(tmp_path)
-    assert (torch.tensor([1e-30]) * torch.tensor([1e-10])).item() > 0
+    assert subnormal_product() > 0
     assert import_npy(feats, listing, tmp_path / "store") == 1  # its one broken file recorded
-    assert (torch.tensor([1e-30]) * torch.tensor([1e-10])).item() == 0.0
+    assert subnormal_product() == 0.0

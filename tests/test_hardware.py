@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from scalevid.hardware import cpuinfo_has_bf16, flush_denormals
+from tests.conftest import subnormal_product
 
 
 @pytest.mark.parametrize(
@@ -19,11 +20,6 @@ from scalevid.hardware import cpuinfo_has_bf16, flush_denormals
 )
 def test_bf16_matrix_units_from_cpuinfo(text, expected):
     assert cpuinfo_has_bf16(text) is expected
-
-
-def subnormal_product() -> float:
-    """1e-30 * 1e-10 in fp32: 1e-40, a subnormal number, or 0 when they are flushed."""
-    return (torch.tensor([1e-30]) * torch.tensor([1e-10])).item()
 
 
 def test_flush_denormals_makes_subnormal_results_zero():

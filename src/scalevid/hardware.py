@@ -65,8 +65,9 @@ def cpuinfo_has_bf16(cpuinfo: str) -> bool:
 
 def flush_denormals() -> bool:
     """Treat subnormal floats (below 1.2e-38 in fp32) as zero in CPU arithmetic, on the calling
-    thread and every thread it starts later (x86 FTZ and DAZ, ``torch.set_flush_denormal``;
-    threads inherit the setting when they are created). Returns whether the CPU supports it.
+    thread and every thread it starts later (x86 FTZ and DAZ, ``torch.set_flush_denormal``).
+    Returns whether the CPU supports it. Threads already running keep IEEE arithmetic: call it
+    before torch's first parallel operation, which starts its intra-op threads.
 
     Why: on some CPUs an operation on a subnormal operand takes tens of times as long as on a
     normal one, and long probe trainings make many of them. On a 2-core Intel Xeon with AMX the
@@ -75,7 +76,7 @@ def flush_denormals() -> bool:
     these trainings.
 
     The command line calls this before any work, and so do the evaluation's forked workers; a
-    program that uses the library directly calls it itself.
+    program that uses the library directly calls it itself, first.
     """
     return bool(torch.set_flush_denormal(True))
 

@@ -18,6 +18,7 @@ from scalevid.eval.cache import ProbeRun
 from scalevid.eval.config import EvalConfig
 from scalevid.eval.families import Context
 from scalevid.eval.workers import Job, Plan, job_order, plan_workers, run_jobs
+from tests.conftest import subnormal_product
 
 CPU = torch.device("cpu")
 linux_only = pytest.mark.skipif(
@@ -105,7 +106,7 @@ def _stand_in(behaviour: dict[str, str]):
             "pid": os.getpid(),
             "progress": ctx.config.progress,
             "threads": torch.get_num_threads(),
-            "subnormal": (torch.tensor([1e-30]) * torch.tensor([1e-10])).item(),
+            "subnormal": subnormal_product(),
         }
         return ProbeRun(chosen=chosen, grid=[], num_train=seed, test_scores=np.full((2, 2), seed))
 

@@ -108,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
     )
-    flush_denormals()  # before torch starts its threads, which inherit it
+    flush_denormals()  # before torch's first parallel op: its intra-op threads inherit it
     try:
         return args.handler(args)
     except KeyboardInterrupt:
